@@ -1,0 +1,265 @@
+"""Clustering stage: embeddings (per shard) -> centroids -> assignments (per shard) ->
+cluster profiles -> super-clusters (pruned and merged)."""
+
+import time
+from functools import lru_cache
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from climb_assets.assets.corpus import corpus_documents, document_index, registered_shards
+from climb_assets.assets.metadata import markdown_table, plot
+from climb_assets.core.atomic import write_npy, write_parquet
+from climb_assets.layout import Layout
+from climb_assets.partitions import CORPUS_SHARDS
+from climb_assets.resources import ClimbSettings
+from climb_assets.settings import EmbeddingSettings
+
+EMBEDDINGS_FINITE_UNIT_NORM = "finite_unit_norm"
+
+
+@lru_cache(maxsize=2)
+def _encoder(settings_json: str):  # noqa: ANN202 - a SentenceTransformer
+    """One encoder per process and setting: `climb run` embeds every shard in one process."""
+    from climb_assets.core.embedding import load_encoder
+
+    return load_encoder(EmbeddingSettings.model_validate_json(settings_json))
+
+
+@dg.asset(
+    partitions_def=CORPUS_SHARDS,
+    deps=[corpus_documents],
+    group_name="clustering",
+    kinds={"pytorch", "numpy"},
+    code_version="1",
+    pool="gpu",
+    check_specs=[dg.AssetCheckSpec(EMBEDDINGS_FINITE_UNIT_NORM, asset="shard_embeddings")],
+    description="L2-normalized float16 sentence embeddings of one shard's documents, in document "
+    "order, stored as .npy and memory-mapped on read.",
+)
+def shard_embeddings(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
+    from climb_assets.core.embedding import embedding_health, encode, encoder_info
+
+    settings, layout = climb.get(), climb.layout()
+    shard = context.partition_key
+    texts = pl.read_parquet(layout.documents(shard), columns=["text"])["text"].to_list()
+    model = _encoder(settings.embedding.model_dump_json())
+    started = time.perf_counter()
+    vectors = encode(model, texts, settings.embedding.batch_size)
+    seconds = time.perf_counter() - started
+    write_npy(vectors, layout.embeddings(shard))
+    health = embedding_health(vectors)
+    return dg.MaterializeResult(
+        metadata={
+            "documents": len(texts),
+            "dimension": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
+            "encode_seconds": round(seconds, 2),
+            "docs_per_second": round(len(texts) / seconds, 1) if seconds else 0.0,
+            "encoder": dg.MetadataValue.json(encoder_info(model)),
+            "path": dg.MetadataValue.path(str(layout.embeddings(shard))),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=EMBEDDINGS_FINITE_UNIT_NORM,
+                passed=bool(health["healthy"]),
+                metadata={"health": dg.MetadataValue.json(health)},
+            )
+        ],
+    )
+
+
+def load_embeddings(layout: Layout, shards: list[str]) -> list[np.ndarray]:
+    """Memory-mapped embeddings of each shard (nothing is read until rows are indexed)."""
+    missing = [s for s in shards if not layout.embeddings(s).exists()]
+    if missing:
+        raise FileNotFoundError(f"embeddings missing for {missing}: materialize shard_embeddings")
+    return [np.load(layout.embeddings(s), mmap_mode="r") for s in shards]
+
+
+@dg.asset(
+    deps=[shard_embeddings, document_index],
+    group_name="clustering",
+    kinds={"numpy"},
+    code_version="1",
+    pool="gpu",
+    description="faiss K-means centroids fitted on a bounded, seeded sample of all shards' "
+    "embeddings (memory does not grow with the corpus).",
+)
+def centroids(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
+    from climb_assets.core.kmeans import fit_kmeans, gpu_available, sample_for_fit
+
+    settings, layout = climb.get(), climb.layout()
+    conf = settings.clustering
+    shards = registered_shards(context)
+    sample = sample_for_fit(load_embeddings(layout, shards), conf.sample_size, settings.seed, shards)
+    started = time.perf_counter()
+    fitted = fit_kmeans(sample, conf.k, conf.niter, settings.seed, conf.use_gpu)
+    seconds = time.perf_counter() - started
+    write_npy(fitted, layout.centroids)
+    if fitted.shape[0] < conf.k:
+        context.log.warning(f"only {sample.shape[0]} points: k reduced to {fitted.shape[0]}")
+    return dg.MaterializeResult(
+        metadata={
+            "k": int(fitted.shape[0]),
+            "fit_sample": int(sample.shape[0]),
+            "fit_seconds": round(seconds, 2),
+            "gpu": gpu_available(conf.use_gpu),
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=CORPUS_SHARDS,
+    deps=[shard_embeddings, centroids],
+    group_name="clustering",
+    kinds={"numpy", "parquet"},
+    code_version="1",
+    description="Nearest centroid and Euclidean distance of every document of one shard.",
+)
+def cluster_assignments(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
+    from climb_assets.core.kmeans import assign
+
+    settings, layout = climb.get(), climb.layout()
+    shard = context.partition_key
+    vectors = load_embeddings(layout, [shard])[0]
+    docs = pl.read_parquet(layout.documents(shard), columns=["doc_id", "row"])
+    if docs.height != vectors.shape[0]:
+        raise ValueError(
+            f"{shard}: {docs.height} documents but {vectors.shape[0]} embeddings; "
+            "re-materialize shard_embeddings for this shard"
+        )
+    labels, distances = assign(
+        vectors, np.load(layout.centroids), settings.clustering.assign_chunk_size,
+        settings.clustering.use_gpu,
+    )
+    table = docs.with_columns(
+        pl.lit(shard).alias("shard"),
+        pl.Series("cluster", labels, dtype=pl.Int32),
+        pl.Series("distance", distances, dtype=pl.Float32),
+    ).select("shard", "row", "doc_id", "cluster", "distance")
+    write_parquet(table, layout.assignments(shard))
+    return dg.MaterializeResult(
+        metadata={
+            "documents": table.height,
+            "clusters_used": table["cluster"].n_unique() if table.height else 0,
+            "mean_distance": float(table["distance"].mean()) if table.height else 0.0,
+        }
+    )
+
+
+def kept_documents(layout: Layout, shards: list[str], with_text: bool) -> pl.LazyFrame:
+    """Every document of the index joined with its cluster (and text when asked)."""
+    columns = ["shard", "row", "doc_id", "n_tokens", "quality_score"] + (["text"] if with_text else [])
+    docs = pl.concat([pl.scan_parquet(layout.documents(s)).select(columns) for s in shards])
+    assignments = pl.concat([pl.scan_parquet(layout.assignments(s)) for s in shards])
+    index = pl.scan_parquet(layout.document_index).select("shard", "row")
+    return (
+        index.join(docs, on=["shard", "row"], how="left")
+        .join(assignments.drop("doc_id"), on=["shard", "row"], how="left")
+    )
+
+
+@dg.asset(
+    deps=[cluster_assignments, document_index, centroids],
+    group_name="clustering",
+    kinds={"polars", "parquet"},
+    code_version="1",
+    check_specs=[dg.AssetCheckSpec("every_document_assigned", asset="cluster_profiles")],
+    description="Per cluster: documents, tokens, mean quality, top c-TF-IDF terms and three "
+    "snippets closest to the centroid.",
+)
+def cluster_profiles(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
+    from climb_assets.core.clusters import cluster_profiles as profile_clusters
+    from climb_assets.core.plots import bar_chart, histogram
+
+    settings, layout = climb.get(), climb.layout()
+    shards = registered_shards(context)
+    docs = kept_documents(layout, shards, with_text=True).collect()
+    unassigned = docs.filter(pl.col("cluster").is_null()).height
+    assigned = docs.filter(pl.col("cluster").is_not_null())
+    profiles = profile_clusters(
+        assigned, np.load(layout.centroids), settings.clustering.top_terms, seed=settings.seed
+    )
+    write_parquet(profiles, layout.cluster_profiles)
+    by_size = profiles.sort("n_docs", descending=True)
+    return dg.MaterializeResult(
+        metadata={
+            "clusters": profiles.height,
+            "empty_clusters": profiles.filter(pl.col("n_docs") == 0).height,
+            "documents": assigned.height,
+            "largest_clusters": markdown_table(
+                by_size.select("cluster", "n_docs", "n_tokens", "mean_quality", "top_terms"), 20
+            ),
+            "cluster_sizes": plot(
+                bar_chart([str(c) for c in by_size["cluster"]], by_size["n_docs"].to_list(),
+                          "documents per cluster", "documents"),
+                "cluster sizes",
+            ),
+            "cluster_quality": plot(
+                histogram(profiles["mean_quality"].drop_nulls().to_numpy(), 20,
+                          "mean quality per cluster"),
+                "cluster quality",
+            ),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="every_document_assigned",
+                passed=unassigned == 0,
+                metadata={"unassigned_documents": unassigned, "documents": docs.height},
+            )
+        ],
+    )
+
+
+@dg.asset(
+    deps=[cluster_profiles, centroids],
+    group_name="clustering",
+    kinds={"polars", "parquet"},
+    code_version="1",
+    check_specs=[dg.AssetCheckSpec("no_empty_super_cluster", asset="super_clusters")],
+    description="Low-quality clusters pruned, close centroids merged: the super-clusters the "
+    "mixture search weighs, and a map of every cluster to its super-cluster or 'pruned'.",
+)
+def super_clusters(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
+    from climb_assets.core.clusters import prune_and_merge, super_cluster_summary
+    from climb_assets.core.plots import pca_2d, scatter_2d
+
+    settings, layout = climb.get(), climb.layout()
+    conf = settings.clustering
+    profiles = pl.read_parquet(layout.cluster_profiles)
+    fitted = np.load(layout.centroids)
+    mapping = prune_and_merge(
+        profiles, fitted, conf.min_mean_quality, conf.min_cluster_docs, conf.merge_distance,
+        conf.target_super_clusters,
+    )
+    summary = super_cluster_summary(profiles, mapping)
+    write_parquet(mapping, layout.super_cluster_map)
+    write_parquet(summary, layout.super_clusters)
+    labels = mapping.sort("cluster")["super_cluster"].fill_null(-1).to_list()
+    empty = summary.filter(pl.col("n_docs") == 0)["super_cluster"].to_list()
+    return dg.MaterializeResult(
+        metadata={
+            "super_clusters": summary.height,
+            "clusters_kept": mapping.filter(pl.col("status") == "kept").height,
+            "clusters_pruned": mapping.filter(pl.col("status") == "pruned").height,
+            "summary": markdown_table(
+                summary.select("super_cluster", "n_clusters", "n_docs", "n_tokens", "token_share",
+                               "mean_quality", "top_terms")
+            ),
+            "pruned": markdown_table(
+                mapping.filter(pl.col("status") == "pruned").select("cluster", "reason")
+            ),
+            "centroid_map": plot(
+                scatter_2d(pca_2d(fitted), labels, "centroids (PCA), coloured by super-cluster"),
+                "centroids by super-cluster",
+            ),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="no_empty_super_cluster",
+                passed=not empty and summary.height > 0,
+                metadata={"empty_super_clusters": dg.MetadataValue.json(empty)},
+            )
+        ],
+    )

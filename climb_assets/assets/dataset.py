@@ -1,0 +1,95 @@
+"""Final stage: the ClimbMix-style dataset sampled in the optimal mixture's proportions."""
+
+import json
+
+import dagster as dg
+import polars as pl
+
+from climb_assets import __version__
+from climb_assets.assets.corpus import registered_shards
+from climb_assets.assets.metadata import markdown_table
+from climb_assets.assets.search import super_cluster_documents
+from climb_assets.resources import ClimbSettings
+
+UPSTREAM = (
+    "corpus_documents", "document_index", "shard_embeddings", "centroids", "cluster_assignments",
+    "cluster_profiles", "super_clusters", "proxy_pool", "bootstrap_iteration", "optimal_mixture",
+)
+CHECKS = ("token_budget_met", "weights_realized", "only_kept_super_clusters")
+
+
+def upstream_runs(instance: dg.DagsterInstance) -> dict[str, str]:
+    """The run id of the latest materialization of every upstream asset (any partition)."""
+    runs = {}
+    for name in UPSTREAM:
+        event = instance.get_latest_materialization_event(dg.AssetKey(name))
+        runs[name] = event.run_id if event else "never materialized"
+    return runs
+
+
+@dg.asset(
+    deps=["optimal_mixture", "super_clusters"],
+    group_name="dataset",
+    kinds={"parquet", "polars"},
+    code_version="1",
+    check_specs=[dg.AssetCheckSpec(name, asset="climbmix_dataset") for name in CHECKS],
+    description="Documents sampled from the super-clusters in the optimal mixture's proportions "
+    "up to the token budget, as data-*.parquet shards with a dataset card (README.md).",
+)
+def climbmix_dataset(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
+    from climb_assets.core.dataset import (
+        check_budget, check_membership, check_weights, sample_dataset, write_dataset,
+    )
+    from climb_assets.core.dataset_card import mixture_rows, render_card
+
+    settings, layout = climb.get(), climb.layout()
+    conf = settings.dataset
+    optimal = json.loads(layout.optimal_mixture.read_text())
+    weights = {int(k): w for k, w in optimal["weights"].items() if w > 0}
+    docs = super_cluster_documents(layout, registered_shards(context)).collect()
+    sampled, report = sample_dataset(
+        docs, weights, conf.token_budget, conf.repetition_factor, settings.seed
+    )
+    supers = pl.read_parquet(layout.super_clusters)
+    top_terms = dict(zip(supers["super_cluster"], supers["top_terms"].to_list(), strict=True))
+    rows = mixture_rows(report, sampled, top_terms)
+    card = render_card(
+        n_docs=sampled.height,
+        n_tokens=report.total_tokens,
+        n_shards=max(1, -(-sampled.height // conf.rows_per_shard)),
+        token_budget=conf.token_budget,
+        mixture=rows,
+        targets=[t.model_dump(mode="json") for t in settings.targets],
+        predicted_score=optimal["predicted_objective"],
+        lineage={
+            "code_version": f"climb-assets {__version__}",
+            "settings_hash": settings.fingerprint(),
+            "upstream_runs": upstream_runs(context.instance),
+            "dataset_run": context.run_id,
+        },
+        settings=settings.model_dump(mode="json"),
+    )
+    shards = write_dataset(sampled, layout.dataset, conf.rows_per_shard, {"README.md": card})
+    checks = {
+        "token_budget_met": check_budget(sampled, conf.token_budget, conf.tolerance),
+        "weights_realized": check_weights(sampled, weights, conf.tolerance),
+        "only_kept_super_clusters": check_membership(sampled, set(weights)),
+    }
+    return dg.MaterializeResult(
+        metadata={
+            "documents": sampled.height,
+            "tokens": report.total_tokens,
+            "token_budget": conf.token_budget,
+            "shards": len(shards),
+            "path": dg.MetadataValue.path(str(layout.dataset)),
+            "card": dg.MetadataValue.path(str(layout.dataset / "README.md")),
+            "mixture": markdown_table(report.to_frame()),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=name, passed=bool(passed),
+                metadata={"details": dg.MetadataValue.json(json.loads(json.dumps(details, default=str)))},
+            )
+            for name, (passed, details) in checks.items()
+        ],
+    )

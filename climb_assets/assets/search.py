@@ -1,0 +1,362 @@
+"""Search stage: proxy pool -> bootstrap iterations (candidates, proxy scores, predictor) ->
+optimal mixture.
+
+Dagster forbids cycles between asset keys, and a multi-asset whose outputs depend on earlier
+partitions of each other cannot be backfilled (../shared/DESIGN.md §3). So one self-dependent
+asset, `bootstrap_iteration`, runs a whole CLIMB round (propose, train proxies, score, fit the
+predictor) and depends on its previous partition; backfilling it runs the rounds in order. The
+round's three artifacts are then published as their own partitioned assets, with checks.
+"""
+
+import time
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from climb_assets.assets.clustering import cluster_assignments, kept_documents, super_clusters
+from climb_assets.assets.corpus import document_index, registered_shards
+from climb_assets.assets.metadata import markdown_table, plot
+from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
+from climb_assets.layout import Layout
+from climb_assets.partitions import (
+    PREVIOUS_ITERATION,
+    THIS_AND_EARLIER_ITERATIONS,
+    iteration_key,
+    iteration_number,
+    iterations_partitions,
+)
+from climb_assets.resources import ClimbSettings
+from climb_assets.settings import Settings
+
+RUNS_FILE = "runs.parquet"  # one row per proxy: candidate, weights, metrics, objective
+CURVES_FILE = "loss_curves.parquet"
+PREDICTOR_DIR = "predictor"
+SUMMARY_FILE = "summary.json"
+
+
+@dg.asset(
+    deps=[super_clusters, cluster_assignments, document_index],
+    group_name="search",
+    kinds={"numpy"},
+    code_version="1",
+    description="Every super-cluster's text tokenized once with a BPE trained on the corpus, as "
+    "memory-mapped uint16 arrays, so drawing a mixture's training stream is fast.",
+)
+def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
+    from climb_assets.core.proxy_pool import build_pool
+    from climb_assets.core.tokenizer import train_bpe
+
+    settings, layout = climb.get(), climb.layout()
+    docs = super_cluster_documents(layout, registered_shards(context)).select(
+        "super_cluster", "text"
+    ).collect()
+    tokenizer = train_bpe(
+        docs["text"], settings.proxy.vocab_size,
+        max_docs=settings.proxy.tokenizer_sample_docs, seed=settings.seed,
+    )
+    groups = docs.partition_by("super_cluster", as_dict=True, maintain_order=True)
+    stats = build_pool(
+        {int(key[0]): frame["text"] for key, frame in sorted(groups.items())},
+        tokenizer, layout.proxy_pool,
+    )
+    table = pl.DataFrame(
+        [{"super_cluster": g, "tokens": s.tokens, "docs": s.docs, "text_bytes": s.text_bytes}
+         for g, s in sorted(stats.items())]
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "vocab_size": tokenizer.get_vocab_size(),
+            "tokens": int(table["tokens"].sum()),
+            "super_clusters": table.height,
+            "by_super_cluster": markdown_table(table),
+        }
+    )
+
+
+def super_cluster_documents(layout: Layout, shards: list[str]) -> pl.LazyFrame:
+    """Kept documents of kept super-clusters, with their cluster and super-cluster."""
+    mapping = pl.scan_parquet(layout.super_cluster_map).select("cluster", "super_cluster")
+    return (
+        kept_documents(layout, shards, with_text=True)
+        .join(mapping, on="cluster", how="inner")
+        .filter(pl.col("super_cluster").is_not_null())
+        .sort("shard", "row")
+    )
+
+
+def iteration_runs(layout: Layout, before: int) -> pl.DataFrame | None:
+    """Proxy runs of iterations 1..before-1, or None for the first iteration."""
+    frames = []
+    for i in range(1, before):
+        path = layout.iteration(iteration_key(i)) / RUNS_FILE
+        if not path.exists():
+            raise dg.Failure(
+                f"{iteration_key(before)} needs every earlier iteration; {iteration_key(i)} is "
+                f"not materialized. Materialize bootstrap_iteration {iteration_key(i)} first "
+                "(or backfill all iterations in order)."
+            )
+        frames.append(pl.read_parquet(path))
+    return pl.concat(frames) if frames else None
+
+
+def train_and_score(
+    settings: Settings, pool, targets, weights: np.ndarray, seed: int  # noqa: ANN001
+) -> tuple[dict[str, float], list[tuple[int, float]], dict]:
+    """Train one proxy on `weights` and score it on every target."""
+    from climb_assets.core.proxy import train_proxy
+    from climb_assets.core.targets import objective, score_targets
+
+    run = train_proxy(pool, dict(enumerate(weights.tolist())), settings.proxy, seed)
+    scores = score_targets(run.model, pool.tokenizer, targets, settings.proxy)
+    scores["objective"] = objective(scores, settings.targets)
+    return scores, run.loss_curve, run.summary()
+
+
+def bootstrap_partitions(settings: Settings) -> dg.TimeWindowPartitionsDefinition:
+    return iterations_partitions(settings.iterations)
+
+
+def build_search_assets(settings: Settings) -> list:
+    """The partitioned search assets; the iteration count comes from the settings."""
+    partitions = bootstrap_partitions(settings)
+
+    @dg.asset(
+        partitions_def=partitions,
+        deps=[proxy_pool, dg.AssetDep("bootstrap_iteration", partition_mapping=PREVIOUS_ITERATION)],
+        group_name="search",
+        kinds={"pytorch", "lightgbm"},
+        code_version="1",
+        pool="gpu",
+        description="One CLIMB round: propose mixtures (Dirichlet around token shares in round 1, "
+        "then the previous predictor's best plus exploration), train a proxy LM on each, score "
+        "it on the targets, fit the LightGBM predictor on all runs so far. Depends on the "
+        "previous round; backfilling every partition runs the rounds in order.",
+    )
+    def bootstrap_iteration(
+        context: dg.AssetExecutionContext, climb: ClimbSettings
+    ) -> dg.MaterializeResult:
+        return run_iteration(context, climb.get(), climb.layout())
+
+    return [bootstrap_iteration, *build_publishing_assets(partitions), optimal_mixture]
+
+
+def run_iteration(
+    context: dg.AssetExecutionContext, settings: Settings, layout: Layout
+) -> dg.MaterializeResult:
+    from climb_assets.core.proxy_pool import ProxyPool
+    from climb_assets.core.search import fit_iteration_predictor, iteration_seed, plan_iteration
+    from climb_assets.core.targets import load_target
+
+    key = context.partition_key
+    iteration = iteration_number(key)
+    history = iteration_runs(layout, iteration)
+    pool = ProxyPool.open(layout.proxy_pool)
+    targets = [load_target(t) for t in settings.targets]
+    plan = plan_iteration(
+        iteration, history, pool.token_counts(), settings.search,
+        settings.proxy.tokens_per_proxy, settings.seed, maximize=True,
+    )
+    candidates = plan.to_frame(0 if history is None else history.height)
+    rows, curves = [], []
+    for number, (cid, weights) in enumerate(zip(candidates["candidate_id"], plan.weights), 1):
+        started = time.perf_counter()
+        seed = iteration_seed(settings.seed, iteration, 1000 + int(cid))
+        scores, curve, summary = train_and_score(settings, pool, targets, weights, seed)
+        rows.append({"candidate_id": int(cid), **scores, "train_tokens_per_second":
+                     summary["tokens_per_second"], "final_train_loss": summary["final_loss"]})
+        curves += [{"candidate_id": int(cid), "tokens": t, "loss": loss} for t, loss in curve]
+        context.log.info(
+            f"{key} proxy {number}/{len(plan.weights)} (candidate {cid}): objective "
+            f"{scores['objective']:.4f}, {summary['tokens_per_second']:.0f} tok/s, "
+            f"{time.perf_counter() - started:.1f} s"
+        )
+    scored = candidates.join(pl.DataFrame(rows), on="candidate_id").with_columns(
+        pl.col("objective").alias("score")
+    )
+    everything = scored if history is None else pl.concat([history, scored], how="diagonal")
+    fitted = fit_iteration_predictor(
+        everything, settings.search, iteration_seed(settings.seed, iteration, 7), maximize=True
+    )
+    summary = {
+        "iteration": iteration,
+        "proxies": scored.height,
+        "cv_spearman": None if np.isnan(fitted.cv_spearman) else fitted.cv_spearman,
+        "predictor_rows": fitted.n_rows,
+        "best_score": float(scored["score"].max()),
+        "objective_direction": "higher is better",
+    }
+    with atomic_dir(layout.iteration(key)) as tmp:
+        write_parquet(scored, tmp / RUNS_FILE)
+        write_parquet(pl.DataFrame(curves), tmp / CURVES_FILE)
+        fitted.predictor.save(tmp / PREDICTOR_DIR)
+        write_json(summary, tmp / SUMMARY_FILE)
+    return dg.MaterializeResult(
+        metadata={
+            "proxies": scored.height,
+            "best_objective": summary["best_score"],
+            "cv_spearman": summary["cv_spearman"] if summary["cv_spearman"] is not None else "n/a",
+            "candidates": markdown_table(scored.drop("iteration"), 64),
+        }
+    )
+
+
+def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> list:
+    """The round's candidates, proxy scores and predictor, each its own partitioned asset."""
+    common = {"partitions_def": partitions, "group_name": "search", "code_version": "1"}
+
+    @dg.asset(
+        deps=["bootstrap_iteration"], kinds={"parquet"},
+        check_specs=[dg.AssetCheckSpec("weights_on_simplex", asset="mixture_candidates")],
+        description="The mixtures proposed in this round (weights per super-cluster).", **common,
+    )
+    def mixture_candidates(context: dg.AssetExecutionContext, climb: ClimbSettings):
+        runs = read_runs(climb.layout(), context.partition_key)
+        weights = runs.select(pl.col("^w_\\d+$")).to_numpy()
+        on_simplex = bool(np.all(weights >= 0) and np.allclose(weights.sum(axis=1), 1, atol=1e-6))
+        return dg.MaterializeResult(
+            metadata={
+                "candidates": runs.height,
+                "by_source": dg.MetadataValue.json(dict(runs["source"].value_counts().iter_rows())),
+                "table": markdown_table(runs.select("candidate_id", "source", pl.col("^w_\\d+$")), 64),
+            },
+            check_results=[dg.AssetCheckResult(check_name="weights_on_simplex", passed=on_simplex)],
+        )
+
+    @dg.asset(
+        deps=[mixture_candidates], kinds={"pytorch"},
+        check_specs=[dg.AssetCheckSpec("scores_finite", asset="proxy_scores")],
+        description="Each proxy's target metrics and the combined objective (higher is better), "
+        "with its training loss curve.", **common,
+    )
+    def proxy_scores(context: dg.AssetExecutionContext, climb: ClimbSettings):
+        from climb_assets.core.plots import line_chart
+
+        layout, key = climb.layout(), context.partition_key
+        runs = read_runs(layout, key)
+        curves = pl.read_parquet(layout.iteration(key) / CURVES_FILE)
+        metric_columns = [c for c in runs.columns if "/" in c or c == "objective"]
+        by_candidate = curves.partition_by("candidate_id", as_dict=True, maintain_order=True)
+        first = next(iter(by_candidate.values()))
+        chart = line_chart(
+            first["tokens"].to_list(),
+            {f"candidate {k[0]}": f["loss"].to_list() for k, f in by_candidate.items()},
+            f"proxy training loss, {key}", "tokens",
+        )
+        finite = bool(np.isfinite(runs.select(metric_columns).to_numpy()).all())
+        return dg.MaterializeResult(
+            metadata={
+                "objective_direction": "higher is better",
+                "best_objective": float(runs["objective"].max()),
+                "mean_objective": float(runs["objective"].mean()),
+                "scores": markdown_table(runs.select("candidate_id", *metric_columns), 64),
+                "loss_curves": plot(chart, "proxy loss curves"),
+            },
+            check_results=[dg.AssetCheckResult(check_name="scores_finite", passed=finite)],
+        )
+
+    @dg.asset(
+        deps=[proxy_scores], kinds={"lightgbm"},
+        description="LightGBM regressor from mixture weights to the objective, fitted on every "
+        "proxy run up to this round; k-fold Spearman and feature importances.", **common,
+    )
+    def mixture_predictor(context: dg.AssetExecutionContext, climb: ClimbSettings):
+        from climb_assets.core.predictor import Predictor
+
+        layout, key = climb.layout(), context.partition_key
+        directory = layout.iteration(key) / PREDICTOR_DIR
+        predictor = Predictor.load(directory)
+        summary = read_summary(layout, key)
+        importance = pl.DataFrame(
+            {"feature": list(predictor.feature_importance()),
+             "gain": list(predictor.feature_importance().values())}
+        ).sort("gain", descending=True)
+        return dg.MaterializeResult(
+            metadata={
+                "cv_spearman": summary["cv_spearman"] if summary["cv_spearman"] is not None else "n/a",
+                "training_rows": summary["predictor_rows"],
+                "feature_importance": markdown_table(importance),
+                "path": dg.MetadataValue.path(str(directory)),
+            }
+        )
+
+    return [mixture_candidates, proxy_scores, mixture_predictor]
+
+
+def read_runs(layout: Layout, key: str) -> pl.DataFrame:
+    path = layout.iteration(key) / RUNS_FILE
+    if not path.exists():
+        raise dg.Failure(f"{path} is missing: materialize bootstrap_iteration {key} first")
+    return pl.read_parquet(path)
+
+
+def read_summary(layout: Layout, key: str) -> dict:
+    import json
+
+    return json.loads((layout.iteration(key) / SUMMARY_FILE).read_text())
+
+
+@dg.asset(
+    deps=[dg.AssetDep("mixture_predictor", partition_mapping=dg.AllPartitionMapping()),
+          dg.AssetDep("proxy_scores", partition_mapping=dg.AllPartitionMapping())],
+    group_name="search",
+    kinds={"lightgbm"},
+    code_version="1",
+    check_specs=[dg.AssetCheckSpec("weights_on_simplex", asset="optimal_mixture")],
+    description="The predictor's best mixture over the super-clusters (mean of the top-k of a "
+    "large candidate pool), fitted on every proxy run, with the whole search trace.",
+)
+def optimal_mixture(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
+    from climb_assets.core.plots import line_chart
+    from climb_assets.core.proxy_pool import ProxyPool
+    from climb_assets.core.search import optimal_mixture as choose_optimal
+
+    settings, layout = climb.get(), climb.layout()
+    history = iteration_runs(layout, settings.iterations + 1)
+    assert history is not None
+    pool = ProxyPool.open(layout.proxy_pool)
+    best = choose_optimal(
+        history, pool.token_counts(), settings.search, settings.proxy.tokens_per_proxy,
+        settings.seed, maximize=True,
+    )
+    summaries = [read_summary(layout, iteration_key(i)) for i in range(1, settings.iterations + 1)]
+    supers = pl.read_parquet(layout.super_clusters).sort("super_cluster")
+    mixture = supers.select("super_cluster", "token_share", "top_terms").with_columns(
+        pl.Series("weight", best.weights[: supers.height])
+    )
+    result = {
+        "weights": {str(i): float(w) for i, w in enumerate(best.weights)},
+        "predicted_objective": best.predicted,
+        "objective_direction": "higher is better",
+        "best_observed_objective": best.best_observed_score,
+        "best_observed_weights": {str(i): float(w) for i, w in enumerate(best.best_observed_weights)},
+        "final_cv_spearman": None if np.isnan(best.predictor.cv_spearman) else best.predictor.cv_spearman,
+        "pool_size": best.pool_size,
+        "top_k": best.top_k,
+        "iterations": summaries,
+        "targets": [t.model_dump(mode="json") for t in settings.targets],
+    }
+    write_json(result, layout.optimal_mixture)
+    per_iteration = history.group_by("iteration").agg(
+        pl.col("score").max().alias("best"), pl.col("score").mean().alias("mean")
+    ).sort("iteration")
+    spearman = {f"iter-{s['iteration']:03d}": s["cv_spearman"] for s in summaries}
+    on_simplex = bool(np.all(best.weights >= 0) and abs(best.weights.sum() - 1) < 1e-6)
+    return dg.MaterializeResult(
+        metadata={
+            "predicted_objective": best.predicted,
+            "best_observed_objective": best.best_observed_score,
+            "objective_direction": "higher is better",
+            "mixture": markdown_table(mixture.sort("weight", descending=True)),
+            "cv_spearman_per_iteration": dg.MetadataValue.json(spearman),
+            "all_candidates": markdown_table(history, 200),
+            "score_by_iteration": plot(
+                line_chart(per_iteration["iteration"].to_list(),
+                           {"best": per_iteration["best"].to_list(),
+                            "mean": per_iteration["mean"].to_list()},
+                           "objective (higher is better) by iteration", "iteration"),
+                "objective by iteration",
+            ),
+        },
+        check_results=[dg.AssetCheckResult(check_name="weights_on_simplex", passed=on_simplex)],
+    )

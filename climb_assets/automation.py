@@ -1,0 +1,54 @@
+"""Sensors and automation: new or changed shard files become partitions and runs by themselves."""
+
+import json
+
+import dagster as dg
+
+from climb_assets.partitions import CORPUS_SHARDS
+from climb_assets.resources import ClimbSettings
+
+# Per-shard work requested for every new or changed shard file.
+SHARD_ASSETS = ["corpus_documents", "shard_embeddings"]
+
+
+def shard_run_request(shard: str, fingerprint: str) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=f"{shard}@{fingerprint}",
+        partition_key=shard,
+        asset_selection=[dg.AssetKey(a) for a in SHARD_ASSETS],
+        tags={"climb/shard": shard},
+    )
+
+
+@dg.sensor(
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    asset_selection=SHARD_ASSETS,
+    description="Registers every new shard file under the corpus folder as a partition and "
+    "requests its documents and embeddings; a changed file (size or mtime) is re-ingested; a "
+    "removed file's partition is deleted so no later asset reads it.",
+)
+def corpus_shard_sensor(context: dg.SensorEvaluationContext, climb: ClimbSettings) -> dg.SensorResult:
+    from climb_assets.core.shards import diff_shards, discover_shards
+
+    settings = climb.get()
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    now = discover_shards(settings.corpus.path, settings.corpus.patterns)
+    changes = diff_shards(seen, now)
+    registered = set(context.instance.get_dynamic_partitions(CORPUS_SHARDS.name))
+    to_add = [s for s in now if s not in registered]
+    to_remove = [s for s in changes.removed if s in registered]
+    requests: list[dg.DynamicPartitionsRequest] = []
+    if to_add:
+        requests.append(CORPUS_SHARDS.build_add_request(to_add))
+    if to_remove:
+        requests.append(CORPUS_SHARDS.build_delete_request(to_remove))
+    if changes.any:
+        context.log.info(
+            f"shards added {changes.added}, changed {changes.changed}, removed {changes.removed}"
+        )
+    return dg.SensorResult(
+        run_requests=[shard_run_request(s, now[s]) for s in changes.added + changes.changed],
+        dynamic_partitions_requests=requests,
+        cursor=json.dumps(now, sort_keys=True),
+    )

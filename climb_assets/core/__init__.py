@@ -1,0 +1,1 @@
+"""Pure logic of the pipeline. Nothing under core/ imports dagster."""

@@ -1,0 +1,30 @@
+"""The one Definitions object of the code location: assets, checks, sensors, resources."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from climb_assets.assets import clustering, corpus, dataset, search
+from climb_assets.automation import corpus_shard_sensor
+from climb_assets.resources import ClimbSettings
+from climb_assets.settings import Settings, load_settings
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    """Definitions for `settings` (tests) or for $CLIMB_CONFIG / the defaults (dagster dev)."""
+    climb = ClimbSettings.from_settings(settings) if settings else ClimbSettings()
+    settings = settings or load_settings()
+    return dg.Definitions(
+        assets=[
+            corpus.corpus_shard_files,
+            *dg.load_assets_from_modules([corpus, clustering]),
+            search.proxy_pool,
+            *search.build_search_assets(settings),
+            dataset.climbmix_dataset,
+        ],
+        sensors=[corpus_shard_sensor],
+        resources={"climb": climb},
+    )
+
+
+defs = build_definitions()

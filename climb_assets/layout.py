@@ -1,0 +1,74 @@
+"""Where each artifact lives under `settings.output_dir`. One place, so assets, the CLI and the
+DuckDB catalog agree on paths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _file_stem(shard_key: str) -> str:
+    """A shard key as a flat file name: 'web/part-1.jsonl.gz' -> 'web__part-1.jsonl.gz'."""
+    return shard_key.replace("/", "__")
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    # per shard
+    def documents(self, shard: str) -> Path:
+        return self.root / "documents" / f"{_file_stem(shard)}.parquet"
+
+    def rejects(self, shard: str) -> Path:
+        return self.root / "rejects" / f"{_file_stem(shard)}.parquet"
+
+    def embeddings(self, shard: str) -> Path:
+        return self.root / "embeddings" / f"{_file_stem(shard)}.npy"
+
+    def assignments(self, shard: str) -> Path:
+        return self.root / "assignments" / f"{_file_stem(shard)}.parquet"
+
+    # corpus-wide
+    @property
+    def document_index(self) -> Path:
+        return self.root / "document_index.parquet"
+
+    @property
+    def cross_shard_duplicates(self) -> Path:
+        return self.root / "rejects" / "_cross_shard_duplicates.parquet"
+
+    @property
+    def centroids(self) -> Path:
+        return self.root / "clusters" / "centroids.npy"
+
+    @property
+    def cluster_profiles(self) -> Path:
+        return self.root / "clusters" / "profiles.parquet"
+
+    @property
+    def super_cluster_map(self) -> Path:
+        return self.root / "clusters" / "super_cluster_map.parquet"
+
+    @property
+    def super_clusters(self) -> Path:
+        return self.root / "clusters" / "super_clusters.parquet"
+
+    @property
+    def proxy_pool(self) -> Path:
+        return self.root / "proxy_pool"
+
+    def iteration(self, key: str) -> Path:
+        return self.root / "bootstrap" / key
+
+    @property
+    def optimal_mixture(self) -> Path:
+        return self.root / "optimal_mixture.json"
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "climbmix"
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / "climb.duckdb"

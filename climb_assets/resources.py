@@ -1,0 +1,28 @@
+"""Dagster resources. The settings resource is the one way assets learn where things are."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from climb_assets.layout import Layout
+from climb_assets.settings import Settings, load_settings
+
+
+class ClimbSettings(dg.ConfigurableResource):
+    """The pipeline's settings: `settings_json` when given (tests, `climb`), else the YAML file
+    at `config_path`, else $CLIMB_CONFIG, else the defaults for the bundled sample."""
+
+    config_path: str | None = None
+    settings_json: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ClimbSettings:
+        return cls(settings_json=settings.model_dump_json())
+
+    def get(self) -> Settings:
+        if self.settings_json:
+            return Settings.model_validate_json(self.settings_json)
+        return load_settings(self.config_path)
+
+    def layout(self) -> Layout:
+        return Layout(self.get().output_dir)

