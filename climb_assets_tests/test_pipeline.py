@@ -1,0 +1,147 @@
+"""End to end: every asset materialized by `run_pipeline` on a slice of the bundled sample,
+with the real encoder, faiss, proxy LMs and LightGBM, into a real (temporary) Dagster instance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from climb_assets.definitions import build_definitions
+from climb_assets.layout import Layout
+from climb_assets.runner import PLAN, Stage, run_pipeline
+from climb_assets_tests.conftest import small_settings
+
+
+@pytest.fixture(scope="module")
+def pipeline(slice_corpus: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("out")
+    settings = small_settings(slice_corpus, out)
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        run_ids = run_pipeline(defs, settings, instance, echo=lambda _: None)
+        yield settings, Layout(out), instance, run_ids
+
+
+def latest(instance: dg.DagsterInstance, asset: str) -> dg.EventLogEntry:
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    assert event is not None, f"{asset} was never materialized"
+    return event
+
+
+def test_every_asset_materialized_and_checks_pass(pipeline) -> None:
+    settings, _, instance, run_ids = pipeline
+    defs = build_definitions(settings)
+    for key in defs.resolve_asset_graph().materializable_asset_keys:
+        latest(instance, key.to_user_string())
+    for run_id in run_ids:
+        for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+            evaluation = event.dagster_event.event_specific_data
+            assert evaluation.passed, f"check {evaluation.check_name} failed in run {run_id}"
+
+
+def test_documents_index_and_rejects(pipeline) -> None:
+    settings, layout, _, _ = pipeline
+    index = pl.read_parquet(layout.document_index)
+    assert index["content_hash"].is_unique().all()
+    shards = ["a.jsonl", "b.jsonl.gz", "c.parquet"]
+    docs = pl.concat([pl.read_parquet(layout.documents(s)) for s in shards])
+    assert docs.height >= index.height > 300
+    assert {"quality_score", "n_tokens", "content_hash"} <= set(docs.columns)
+
+
+def test_embeddings_are_unit_float16_in_document_order(pipeline) -> None:
+    _, layout, _, _ = pipeline
+    vectors = np.load(layout.embeddings("a.jsonl"), mmap_mode="r")
+    docs = pl.read_parquet(layout.documents("a.jsonl"))
+    assert vectors.dtype == np.float16 and vectors.shape == (docs.height, 384)
+    norms = np.linalg.norm(vectors.astype(np.float32), axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-2)
+
+
+def test_every_kept_document_in_one_super_cluster_or_pruned(pipeline) -> None:
+    _, layout, _, _ = pipeline
+    mapping = pl.read_parquet(layout.super_cluster_map)
+    assert mapping.height == 8
+    kept = mapping.filter(pl.col("status") == "kept")
+    assert kept["super_cluster"].null_count() == 0
+    summary = pl.read_parquet(layout.super_clusters)
+    assert (summary["n_docs"] > 0).all()
+    assert abs(summary["token_share"].sum() - 1.0) < 1e-6
+
+
+def test_search_trace_and_optimal_mixture(pipeline) -> None:
+    settings, layout, _, _ = pipeline
+    first = pl.read_parquet(layout.iteration("iter-001") / "runs.parquet")
+    second = pl.read_parquet(layout.iteration("iter-002") / "runs.parquet")
+    assert (first.height, second.height) == (4, 3)
+    assert set(second["source"]) <= {"exploit", "explore"}
+    assert second["predicted"].null_count() == 0
+    optimal = json.loads(layout.optimal_mixture.read_text())
+    weights = np.array(list(optimal["weights"].values()))
+    assert abs(weights.sum() - 1) < 1e-6 and (weights >= 0).all()
+    assert optimal["objective_direction"] == "higher is better"
+
+
+def test_dataset_written_with_card(pipeline) -> None:
+    settings, layout, _, _ = pipeline
+    shards = sorted(layout.dataset.glob("data-*.parquet"))
+    assert shards
+    rows = pl.read_parquet(shards)
+    assert {"doc_id", "text", "shard", "row", "super_cluster", "quality_score"} <= set(rows.columns)
+    card = (layout.dataset / "README.md").read_text()
+    assert "settings" in card.lower() and settings.fingerprint() in card
+
+
+def test_iteration_out_of_order_is_refused(pipeline, tmp_path: Path) -> None:
+    settings, layout, _, _ = pipeline
+    # A fresh output folder that has everything up to the proxy pool but no iteration yet.
+    fresh = settings.model_copy(update={"output_dir": tmp_path})
+    import shutil
+
+    shutil.copytree(layout.proxy_pool, Layout(tmp_path).proxy_pool)
+    defs = build_definitions(fresh)
+    job = defs.resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            instance=instance, partition_key="iter-002",
+            asset_selection=[dg.AssetKey("bootstrap_iteration")], raise_on_error=False,
+        )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "iter-001" in failure.step_failure_data.error.message
+    assert not Layout(tmp_path).iteration("iter-002").exists()
+
+
+def test_clustering_is_deterministic(pipeline, tmp_path: Path) -> None:
+    settings, layout, _, _ = pipeline
+    again = settings.model_copy(update={"output_dir": tmp_path})
+    plan = (
+        Stage(("corpus_documents", "shard_embeddings"), "shards"),
+        Stage(("document_index", "centroids"), "none"),
+        Stage(("cluster_assignments",), "shards"),
+    )
+    with dg.instance_for_test() as instance:
+        run_pipeline(build_definitions(again), again, instance, plan=plan, echo=lambda _: None)
+    other = Layout(tmp_path)
+    assert np.array_equal(np.load(layout.centroids), np.load(other.centroids))
+    for shard in ("a.jsonl", "b.jsonl.gz", "c.parquet"):
+        assert pl.read_parquet(layout.documents(shard)).equals(pl.read_parquet(other.documents(shard)))
+        assert pl.read_parquet(layout.assignments(shard)).equals(
+            pl.read_parquet(other.assignments(shard))
+        )
+
+
+def test_plan_covers_every_asset_once() -> None:
+    from climb_assets.runner import EXTERNAL_ASSETS
+    from climb_assets.settings import Settings
+
+    defs = build_definitions(Settings())
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    planned = [a for stage in PLAN for a in stage.assets]
+    assert len(planned) == len(set(planned))
+    assert set(planned) | set(EXTERNAL_ASSETS) == keys

@@ -1,0 +1,48 @@
+"""Settings from YAML, and the `climb` command's config and error paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from climb_assets.cli import main
+from climb_assets.settings import Settings, load_settings
+
+
+def test_defaults_serve_the_bundled_sample() -> None:
+    settings = Settings()
+    assert settings.corpus.path == Path("data/corpus")
+    assert settings.iterations == len(settings.search.proxies_per_iteration)
+
+
+def test_yaml_overrides_nested_values(tmp_path: Path) -> None:
+    path = tmp_path / "climb.yaml"
+    path.write_text(yaml.safe_dump({"seed": 7, "clustering": {"k": 12}, "corpus": {"path": "/x"}}))
+    settings = load_settings(path)
+    assert (settings.seed, settings.clustering.k, settings.corpus.path) == (7, 12, Path("/x"))
+    assert settings.clustering.niter == Settings().clustering.niter
+
+
+def test_unknown_or_ill_typed_keys_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"clustering": {"k": "many", "colour": 3}}))
+    with pytest.raises(ValueError, match="clustering.k") as err:
+        load_settings(path)
+    assert "colour" in str(err.value) and str(path) in str(err.value)
+
+
+def test_config_show_prints_effective_settings(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("CLIMB_CONFIG", raising=False)
+    path = tmp_path / "climb.yaml"
+    path.write_text("clustering:\n  k: 33\n")
+    assert main(["--config", str(path), "config", "show"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["clustering"]["k"] == 33 and shown["seed"] == Settings().seed
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("CLIMB_CONFIG", raising=False)
+    assert main(["--config", str(tmp_path / "none.yaml"), "config", "show"]) == 1
+    assert "none.yaml" in capsys.readouterr().err
