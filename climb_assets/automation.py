@@ -52,3 +52,15 @@ def corpus_shard_sensor(context: dg.SensorEvaluationContext, climb: ClimbSetting
         dynamic_partitions_requests=requests,
         cursor=json.dumps(now, sort_keys=True),
     )
+
+
+# Everything downstream of the per-shard work follows by declarative automation (each asset's
+# `automation_condition`); Dagster's default automation sensor starts stopped, so declare one
+# that starts running.
+climb_automation = dg.AutomationConditionSensorDefinition(
+    "climb_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=15,
+    description="Brings corpus-wide assets up to date after new or changed shards.",
+)

@@ -79,6 +79,7 @@ def load_embeddings(layout: Layout, shards: list[str]) -> list[np.ndarray]:
 
 @dg.asset(
     deps=[shard_embeddings, document_index],
+    automation_condition=dg.AutomationCondition.eager(),
     group_name="clustering",
     kinds={"numpy"},
     code_version="1",
@@ -112,6 +113,7 @@ def centroids(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Mat
 @dg.asset(
     partitions_def=CORPUS_SHARDS,
     deps=[shard_embeddings, centroids],
+    automation_condition=dg.AutomationCondition.eager(),
     group_name="clustering",
     kinds={"numpy", "parquet"},
     code_version="1",
@@ -162,6 +164,7 @@ def kept_documents(layout: Layout, shards: list[str], with_text: bool) -> pl.Laz
 
 @dg.asset(
     deps=[cluster_assignments, document_index, centroids],
+    automation_condition=dg.AutomationCondition.eager(),
     group_name="clustering",
     kinds={"polars", "parquet"},
     code_version="1",
@@ -214,6 +217,7 @@ def cluster_profiles(context: dg.AssetExecutionContext, climb: ClimbSettings) ->
 
 @dg.asset(
     deps=[cluster_profiles, centroids],
+    automation_condition=dg.AutomationCondition.eager(),
     group_name="clustering",
     kinds={"polars", "parquet"},
     code_version="1",

@@ -107,6 +107,7 @@ def build_document_index(shards: list[str], documents_path) -> tuple[pl.DataFram
 
 @dg.asset(
     deps=[corpus_documents],
+    automation_condition=dg.AutomationCondition.eager(),
     group_name="corpus",
     kinds={"polars", "parquet"},
     code_version="1",
