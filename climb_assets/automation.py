@@ -28,7 +28,9 @@ def shard_run_request(shard: str, fingerprint: str) -> dg.RunRequest:
     "requests its documents and embeddings; a changed file (size or mtime) is re-ingested; a "
     "removed file's partition is deleted so no later asset reads it.",
 )
-def corpus_shard_sensor(context: dg.SensorEvaluationContext, climb: ClimbSettings) -> dg.SensorResult:
+def corpus_shard_sensor(
+    context: dg.SensorEvaluationContext, climb: ClimbSettings
+) -> dg.SensorResult:
     from climb_assets.core.shards import diff_shards, discover_shards
 
     settings = climb.get()

@@ -13,14 +13,52 @@ from climb_assets.settings import CONFIG_ENV_VAR, load_settings
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from climb_assets.catalog import write_catalog
     from climb_assets.definitions import build_definitions
+    from climb_assets.layout import Layout
     from climb_assets.runner import project_instance, run_pipeline
 
     settings = load_settings()
     defs = build_definitions(settings)
     with project_instance() as instance:
         run_pipeline(defs, settings, instance, log_level="INFO" if args.verbose else "WARNING")
-    print(f"outputs are under {settings.output_dir.resolve()}")
+    layout = Layout(settings.output_dir)
+    write_catalog(layout)
+    print(f"dataset:      {layout.dataset.resolve()}")
+    print(f"dataset card: {(layout.dataset / 'README.md').resolve()}")
+    print(f"SQL catalog:  {layout.catalog.resolve()}  (duckdb {layout.catalog}, or `climb sql`)")
+    return 0
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    import json
+
+    from climb_assets.lineage import trace
+
+    found = trace(args.doc_id, load_settings())
+    if args.json:
+        print(json.dumps(found.to_dict(), indent=2, default=str))
+        return 0
+    print(f"document       {found.doc_id}")
+    kind = "row (0-based)" if found.source_file.suffix == ".parquet" else "line"
+    print(f"source         {found.source_file} {kind} {found.row}")
+    print(f"cluster        {found.cluster} (super-cluster {found.super_cluster})")
+    print(f"quality score  {found.quality_score:.3f}")
+    print(f"in dataset     {found.times_in_dataset} time(s)")
+    print(f"source record  {json.dumps(found.source_record, default=str)[:500]}")
+    return 0
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    from climb_assets.catalog import connect, write_catalog
+    from climb_assets.layout import Layout
+
+    layout = Layout(load_settings().output_dir)
+    if args.refresh:
+        print(f"wrote {layout.catalog}: views {', '.join(write_catalog(layout))}")
+    if args.query:
+        con, _ = connect(layout)
+        con.sql(args.query).show(max_rows=args.max_rows)
     return 0
 
 
@@ -46,6 +84,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
     run.set_defaults(func=_cmd_run)
 
+    trace = sub.add_parser("trace", help="where a document of the final dataset came from")
+    trace.add_argument("doc_id", help="a doc_id column value of the dataset")
+    trace.add_argument("--json", action="store_true", help="print the trace as JSON")
+    trace.set_defaults(func=_cmd_trace)
+
+    sql = sub.add_parser(
+        "sql",
+        help="query the pipeline's tables with DuckDB (views: documents, rejects, "
+        "document_index, assignments, cluster_profiles, super_cluster_map, super_clusters, "
+        "proxy_runs, loss_curves, climbmix)",
+    )
+    sql.add_argument(
+        "query", nargs="?", help='SQL, e.g. "SELECT reason, count(*) FROM rejects GROUP BY 1"'
+    )
+    sql.add_argument("--refresh", action="store_true", help="rewrite outputs/climb.duckdb")
+    sql.add_argument("--max-rows", type=int, default=40)
+    sql.set_defaults(func=_cmd_sql)
+
     config = sub.add_parser("config", help="inspect settings")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     show = config_sub.add_parser("show", help="print the effective settings as YAML")
@@ -62,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[CONFIG_ENV_VAR] = str(args.config.resolve())
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
+    except (FileNotFoundError, LookupError, ValueError, RuntimeError) as err:
         print(f"climb: error: {err}", file=sys.stderr)
         return 1
 

@@ -33,8 +33,10 @@ PLAN: tuple[Stage, ...] = (
     Stage(("document_index", "centroids"), "none"),
     Stage(("cluster_assignments",), "shards"),
     Stage(("cluster_profiles", "super_clusters", "proxy_pool"), "none"),
-    Stage(("bootstrap_iteration", "mixture_candidates", "proxy_scores", "mixture_predictor"),
-          "iterations"),
+    Stage(
+        ("bootstrap_iteration", "mixture_candidates", "proxy_scores", "mixture_predictor"),
+        "iterations",
+    ),
     Stage(("optimal_mixture", "climbmix_dataset"), "none"),
 )
 

@@ -69,7 +69,8 @@ class ClusteringSettings(_Section):
         0.75, description="Clusters whose centroids are closer (Euclidean) than this are merged."
     )
     target_super_clusters: int | None = Field(
-        None, description="If set, merge closest clusters until this many super-clusters remain "
+        None,
+        description="If set, merge closest clusters until this many super-clusters remain "
         "(overrides merge_distance).",
     )
     top_terms: int = Field(10, description="Top c-TF-IDF terms kept per cluster.")

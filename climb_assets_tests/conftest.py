@@ -74,10 +74,18 @@ def small_settings(corpus: Path, output: Path, iterations: list[int] | None = No
                 "cv_folds": 3,
             },
             "targets": [
-                {"name": "text", "kind": "text", "path": str(SAMPLE_TARGETS / "held_out_text.jsonl"),
-                 "max_examples": 20},
-                {"name": "choice", "kind": "multiple_choice",
-                 "path": str(SAMPLE_TARGETS / "held_out_choice.jsonl"), "max_examples": 20},
+                {
+                    "name": "text",
+                    "kind": "text",
+                    "path": str(SAMPLE_TARGETS / "held_out_text.jsonl"),
+                    "max_examples": 20,
+                },
+                {
+                    "name": "choice",
+                    "kind": "multiple_choice",
+                    "path": str(SAMPLE_TARGETS / "held_out_choice.jsonl"),
+                    "max_examples": 20,
+                },
             ],
             "dataset": {"token_budget": 20_000, "rows_per_shard": 50},
         }

@@ -108,8 +108,10 @@ def test_iteration_out_of_order_is_refused(pipeline, tmp_path: Path) -> None:
     job = defs.resolve_implicit_global_asset_job_def()
     with dg.instance_for_test() as instance:
         result = job.execute_in_process(
-            instance=instance, partition_key="iter-002",
-            asset_selection=[dg.AssetKey("bootstrap_iteration")], raise_on_error=False,
+            instance=instance,
+            partition_key="iter-002",
+            asset_selection=[dg.AssetKey("bootstrap_iteration")],
+            raise_on_error=False,
         )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
@@ -130,7 +132,9 @@ def test_clustering_is_deterministic(pipeline, tmp_path: Path) -> None:
     other = Layout(tmp_path)
     assert np.array_equal(np.load(layout.centroids), np.load(other.centroids))
     for shard in ("a.jsonl", "b.jsonl.gz", "c.parquet"):
-        assert pl.read_parquet(layout.documents(shard)).equals(pl.read_parquet(other.documents(shard)))
+        assert pl.read_parquet(layout.documents(shard)).equals(
+            pl.read_parquet(other.documents(shard))
+        )
         assert pl.read_parquet(layout.assignments(shard)).equals(
             pl.read_parquet(other.assignments(shard))
         )

@@ -36,9 +36,13 @@ def test_new_changed_and_removed_shards(tmp_path: Path) -> None:
         first = tick(instance, tmp_path, None)
         assert sorted(r.partition_key for r in first.run_requests) == ["a.jsonl", "sub/b.jsonl"]
         assert {a.to_user_string() for a in first.run_requests[0].asset_selection} == {
-            "corpus_documents", "shard_embeddings"
+            "corpus_documents",
+            "shard_embeddings",
         }
-        assert sorted(instance.get_dynamic_partitions(CORPUS_SHARDS.name)) == ["a.jsonl", "sub/b.jsonl"]
+        assert sorted(instance.get_dynamic_partitions(CORPUS_SHARDS.name)) == [
+            "a.jsonl",
+            "sub/b.jsonl",
+        ]
 
         quiet = tick(instance, tmp_path, first.cursor)
         assert not quiet.run_requests and not quiet.dynamic_partitions_requests

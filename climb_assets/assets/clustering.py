@@ -38,7 +38,9 @@ def _encoder(settings_json: str):  # noqa: ANN202 - a SentenceTransformer
     description="L2-normalized float16 sentence embeddings of one shard's documents, in document "
     "order, stored as .npy and memory-mapped on read.",
 )
-def shard_embeddings(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
+def shard_embeddings(
+    context: dg.AssetExecutionContext, climb: ClimbSettings
+) -> dg.MaterializeResult:
     from climb_assets.core.embedding import embedding_health, encode, encoder_info
 
     settings, layout = climb.get(), climb.layout()
@@ -93,7 +95,9 @@ def centroids(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Mat
     settings, layout = climb.get(), climb.layout()
     conf = settings.clustering
     shards = registered_shards(context)
-    sample = sample_for_fit(load_embeddings(layout, shards), conf.sample_size, settings.seed, shards)
+    sample = sample_for_fit(
+        load_embeddings(layout, shards), conf.sample_size, settings.seed, shards
+    )
     started = time.perf_counter()
     fitted = fit_kmeans(sample, conf.k, conf.niter, settings.seed, conf.use_gpu)
     seconds = time.perf_counter() - started
@@ -119,7 +123,9 @@ def centroids(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Mat
     code_version="1",
     description="Nearest centroid and Euclidean distance of every document of one shard.",
 )
-def cluster_assignments(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
+def cluster_assignments(
+    context: dg.AssetExecutionContext, climb: ClimbSettings
+) -> dg.MaterializeResult:
     from climb_assets.core.kmeans import assign
 
     settings, layout = climb.get(), climb.layout()
@@ -132,7 +138,9 @@ def cluster_assignments(context: dg.AssetExecutionContext, climb: ClimbSettings)
             "re-materialize shard_embeddings for this shard"
         )
     labels, distances = assign(
-        vectors, np.load(layout.centroids), settings.clustering.assign_chunk_size,
+        vectors,
+        np.load(layout.centroids),
+        settings.clustering.assign_chunk_size,
         settings.clustering.use_gpu,
     )
     table = docs.with_columns(
@@ -152,13 +160,14 @@ def cluster_assignments(context: dg.AssetExecutionContext, climb: ClimbSettings)
 
 def kept_documents(layout: Layout, shards: list[str], with_text: bool) -> pl.LazyFrame:
     """Every document of the index joined with its cluster (and text when asked)."""
-    columns = ["shard", "row", "doc_id", "n_tokens", "quality_score"] + (["text"] if with_text else [])
+    columns = ["shard", "row", "doc_id", "n_tokens", "quality_score"] + (
+        ["text"] if with_text else []
+    )
     docs = pl.concat([pl.scan_parquet(layout.documents(s)).select(columns) for s in shards])
     assignments = pl.concat([pl.scan_parquet(layout.assignments(s)) for s in shards])
     index = pl.scan_parquet(layout.document_index).select("shard", "row")
-    return (
-        index.join(docs, on=["shard", "row"], how="left")
-        .join(assignments.drop("doc_id"), on=["shard", "row"], how="left")
+    return index.join(docs, on=["shard", "row"], how="left").join(
+        assignments.drop("doc_id"), on=["shard", "row"], how="left"
     )
 
 
@@ -172,7 +181,9 @@ def kept_documents(layout: Layout, shards: list[str], with_text: bool) -> pl.Laz
     description="Per cluster: documents, tokens, mean quality, top c-TF-IDF terms and three "
     "snippets closest to the centroid.",
 )
-def cluster_profiles(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
+def cluster_profiles(
+    context: dg.AssetExecutionContext, climb: ClimbSettings
+) -> dg.MaterializeResult:
     from climb_assets.core.clusters import cluster_profiles as profile_clusters
     from climb_assets.core.plots import bar_chart, histogram
 
@@ -195,13 +206,18 @@ def cluster_profiles(context: dg.AssetExecutionContext, climb: ClimbSettings) ->
                 by_size.select("cluster", "n_docs", "n_tokens", "mean_quality", "top_terms"), 20
             ),
             "cluster_sizes": plot(
-                bar_chart([str(c) for c in by_size["cluster"]], by_size["n_docs"].to_list(),
-                          "documents per cluster", "documents"),
+                bar_chart(
+                    [str(c) for c in by_size["cluster"]],
+                    by_size["n_docs"].to_list(),
+                    "documents per cluster",
+                    "documents",
+                ),
                 "cluster sizes",
             ),
             "cluster_quality": plot(
-                histogram(profiles["mean_quality"].drop_nulls().to_numpy(), 20,
-                          "mean quality per cluster"),
+                histogram(
+                    profiles["mean_quality"].drop_nulls().to_numpy(), 20, "mean quality per cluster"
+                ),
                 "cluster quality",
             ),
         },
@@ -234,7 +250,11 @@ def super_clusters(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
     profiles = pl.read_parquet(layout.cluster_profiles)
     fitted = np.load(layout.centroids)
     mapping = prune_and_merge(
-        profiles, fitted, conf.min_mean_quality, conf.min_cluster_docs, conf.merge_distance,
+        profiles,
+        fitted,
+        conf.min_mean_quality,
+        conf.min_cluster_docs,
+        conf.merge_distance,
         conf.target_super_clusters,
     )
     summary = super_cluster_summary(profiles, mapping)
@@ -248,8 +268,15 @@ def super_clusters(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
             "clusters_kept": mapping.filter(pl.col("status") == "kept").height,
             "clusters_pruned": mapping.filter(pl.col("status") == "pruned").height,
             "summary": markdown_table(
-                summary.select("super_cluster", "n_clusters", "n_docs", "n_tokens", "token_share",
-                               "mean_quality", "top_terms")
+                summary.select(
+                    "super_cluster",
+                    "n_clusters",
+                    "n_docs",
+                    "n_tokens",
+                    "token_share",
+                    "mean_quality",
+                    "top_terms",
+                )
             ),
             "pruned": markdown_table(
                 mapping.filter(pl.col("status") == "pruned").select("cluster", "reason")

@@ -39,7 +39,9 @@ def token_counter_for(settings_model: str):  # noqa: ANN201 - returns the core's
     description="Unicode-normalized documents of one shard with quality signals and a combined "
     "quality score; exact duplicates within the shard and unusable records go to rejects.",
 )
-def corpus_documents(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
+def corpus_documents(
+    context: dg.AssetExecutionContext, climb: ClimbSettings
+) -> dg.MaterializeResult:
     from climb_assets.core.documents import process_shard, reject_counts
 
     settings, layout = climb.get(), climb.layout()
@@ -61,7 +63,9 @@ def corpus_documents(context: dg.AssetExecutionContext, climb: ClimbSettings) ->
         "tokens": int(docs["n_tokens"].sum()) if docs.height else 0,
         "mean_quality": float(docs["quality_score"].mean()) if docs.height else 0.0,
         "path": dg.MetadataValue.path(str(layout.documents(shard))),
-        "preview": markdown_table(docs.select("doc_id", "row", "n_tokens", "quality_score", "text"), 5),
+        "preview": markdown_table(
+            docs.select("doc_id", "row", "n_tokens", "quality_score", "text"), 5
+        ),
     }
     if docs.height:
         from climb_assets.core.plots import histogram
@@ -91,11 +95,11 @@ def build_document_index(shards: list[str], documents_path) -> tuple[pl.DataFram
     if not frames:
         raise ValueError("no corpus shards are registered; add shard files to the corpus folder")
     every = pl.concat(frames).collect().sort("shard", "row")
-    first = every.with_columns(
-        pl.int_range(pl.len()).over("content_hash").alias("_occurrence")
-    )
+    first = every.with_columns(pl.int_range(pl.len()).over("content_hash").alias("_occurrence"))
     kept = first.filter(pl.col("_occurrence") == 0).drop("_occurrence")
-    owner = kept.select("content_hash", pl.col("shard").alias("kept_shard"), pl.col("row").alias("kept_row"))
+    owner = kept.select(
+        "content_hash", pl.col("shard").alias("kept_shard"), pl.col("row").alias("kept_row")
+    )
     duplicates = (
         first.filter(pl.col("_occurrence") > 0)
         .drop("_occurrence")
@@ -120,9 +124,11 @@ def document_index(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
     kept, duplicates = build_document_index(shards, layout.documents)
     write_parquet(duplicates, layout.cross_shard_duplicates)
     write_parquet(kept, layout.document_index)
-    per_shard = kept.group_by("shard").agg(
-        pl.len().alias("documents"), pl.col("n_tokens").sum().alias("tokens")
-    ).sort("shard")
+    per_shard = (
+        kept.group_by("shard")
+        .agg(pl.len().alias("documents"), pl.col("n_tokens").sum().alias("tokens"))
+        .sort("shard")
+    )
     return dg.MaterializeResult(
         metadata={
             "shards": len(shards),

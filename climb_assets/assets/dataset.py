@@ -12,8 +12,16 @@ from climb_assets.assets.search import super_cluster_documents
 from climb_assets.resources import ClimbSettings
 
 UPSTREAM = (
-    "corpus_documents", "document_index", "shard_embeddings", "centroids", "cluster_assignments",
-    "cluster_profiles", "super_clusters", "proxy_pool", "bootstrap_iteration", "optimal_mixture",
+    "corpus_documents",
+    "document_index",
+    "shard_embeddings",
+    "centroids",
+    "cluster_assignments",
+    "cluster_profiles",
+    "super_clusters",
+    "proxy_pool",
+    "bootstrap_iteration",
+    "optimal_mixture",
 )
 CHECKS = ("token_budget_met", "weights_realized", "only_kept_super_clusters")
 
@@ -36,9 +44,15 @@ def upstream_runs(instance: dg.DagsterInstance) -> dict[str, str]:
     description="Documents sampled from the super-clusters in the optimal mixture's proportions "
     "up to the token budget, as data-*.parquet shards with a dataset card (README.md).",
 )
-def climbmix_dataset(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
+def climbmix_dataset(
+    context: dg.AssetExecutionContext, climb: ClimbSettings
+) -> dg.MaterializeResult:
     from climb_assets.core.dataset import (
-        check_budget, check_membership, check_weights, sample_dataset, write_dataset,
+        check_budget,
+        check_membership,
+        check_weights,
+        sample_dataset,
+        write_dataset,
     )
     from climb_assets.core.dataset_card import mixture_rows, render_card
 
@@ -87,8 +101,11 @@ def climbmix_dataset(context: dg.AssetExecutionContext, climb: ClimbSettings) ->
         },
         check_results=[
             dg.AssetCheckResult(
-                check_name=name, passed=bool(passed),
-                metadata={"details": dg.MetadataValue.json(json.loads(json.dumps(details, default=str)))},
+                check_name=name,
+                passed=bool(passed),
+                metadata={
+                    "details": dg.MetadataValue.json(json.loads(json.dumps(details, default=str)))
+                },
             )
             for name, (passed, details) in checks.items()
         ],

@@ -21,7 +21,6 @@ from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
 from climb_assets.layout import Layout
 from climb_assets.partitions import (
     PREVIOUS_ITERATION,
-    THIS_AND_EARLIER_ITERATIONS,
     iteration_key,
     iteration_number,
     iterations_partitions,
@@ -48,21 +47,28 @@ def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Ma
     from climb_assets.core.tokenizer import train_bpe
 
     settings, layout = climb.get(), climb.layout()
-    docs = super_cluster_documents(layout, registered_shards(context)).select(
-        "super_cluster", "text"
-    ).collect()
+    docs = (
+        super_cluster_documents(layout, registered_shards(context))
+        .select("super_cluster", "text")
+        .collect()
+    )
     tokenizer = train_bpe(
-        docs["text"], settings.proxy.vocab_size,
-        max_docs=settings.proxy.tokenizer_sample_docs, seed=settings.seed,
+        docs["text"],
+        settings.proxy.vocab_size,
+        max_docs=settings.proxy.tokenizer_sample_docs,
+        seed=settings.seed,
     )
     groups = docs.partition_by("super_cluster", as_dict=True, maintain_order=True)
     stats = build_pool(
         {int(key[0]): frame["text"] for key, frame in sorted(groups.items())},
-        tokenizer, layout.proxy_pool,
+        tokenizer,
+        layout.proxy_pool,
     )
     table = pl.DataFrame(
-        [{"super_cluster": g, "tokens": s.tokens, "docs": s.docs, "text_bytes": s.text_bytes}
-         for g, s in sorted(stats.items())]
+        [
+            {"super_cluster": g, "tokens": s.tokens, "docs": s.docs, "text_bytes": s.text_bytes}
+            for g, s in sorted(stats.items())
+        ]
     )
     return dg.MaterializeResult(
         metadata={
@@ -101,7 +107,11 @@ def iteration_runs(layout: Layout, before: int) -> pl.DataFrame | None:
 
 
 def train_and_score(
-    settings: Settings, pool, targets, weights: np.ndarray, seed: int  # noqa: ANN001
+    settings: Settings,
+    pool,
+    targets,
+    weights: np.ndarray,
+    seed: int,  # noqa: ANN001
 ) -> tuple[dict[str, float], list[tuple[int, float]], dict]:
     """Train one proxy on `weights` and score it on every target."""
     from climb_assets.core.proxy import train_proxy
@@ -154,17 +164,30 @@ def run_iteration(
     pool = ProxyPool.open(layout.proxy_pool)
     targets = [load_target(t) for t in settings.targets]
     plan = plan_iteration(
-        iteration, history, pool.token_counts(), settings.search,
-        settings.proxy.tokens_per_proxy, settings.seed, maximize=True,
+        iteration,
+        history,
+        pool.token_counts(),
+        settings.search,
+        settings.proxy.tokens_per_proxy,
+        settings.seed,
+        maximize=True,
     )
     candidates = plan.to_frame(0 if history is None else history.height)
     rows, curves = [], []
-    for number, (cid, weights) in enumerate(zip(candidates["candidate_id"], plan.weights), 1):
+    for number, (cid, weights) in enumerate(
+        zip(candidates["candidate_id"], plan.weights, strict=True), 1
+    ):
         started = time.perf_counter()
         seed = iteration_seed(settings.seed, iteration, 1000 + int(cid))
         scores, curve, summary = train_and_score(settings, pool, targets, weights, seed)
-        rows.append({"candidate_id": int(cid), **scores, "train_tokens_per_second":
-                     summary["tokens_per_second"], "final_train_loss": summary["final_loss"]})
+        rows.append(
+            {
+                "candidate_id": int(cid),
+                **scores,
+                "train_tokens_per_second": summary["tokens_per_second"],
+                "final_train_loss": summary["final_loss"],
+            }
+        )
         curves += [{"candidate_id": int(cid), "tokens": t, "loss": loss} for t, loss in curve]
         context.log.info(
             f"{key} proxy {number}/{len(plan.weights)} (candidate {cid}): objective "
@@ -206,9 +229,11 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
     common = {"partitions_def": partitions, "group_name": "search", "code_version": "1"}
 
     @dg.asset(
-        deps=["bootstrap_iteration"], kinds={"parquet"},
+        deps=["bootstrap_iteration"],
+        kinds={"parquet"},
         check_specs=[dg.AssetCheckSpec("weights_on_simplex", asset="mixture_candidates")],
-        description="The mixtures proposed in this round (weights per super-cluster).", **common,
+        description="The mixtures proposed in this round (weights per super-cluster).",
+        **common,
     )
     def mixture_candidates(context: dg.AssetExecutionContext, climb: ClimbSettings):
         runs = read_runs(climb.layout(), context.partition_key)
@@ -218,16 +243,20 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
             metadata={
                 "candidates": runs.height,
                 "by_source": dg.MetadataValue.json(dict(runs["source"].value_counts().iter_rows())),
-                "table": markdown_table(runs.select("candidate_id", "source", pl.col("^w_\\d+$")), 64),
+                "table": markdown_table(
+                    runs.select("candidate_id", "source", pl.col("^w_\\d+$")), 64
+                ),
             },
             check_results=[dg.AssetCheckResult(check_name="weights_on_simplex", passed=on_simplex)],
         )
 
     @dg.asset(
-        deps=[mixture_candidates], kinds={"pytorch"},
+        deps=[mixture_candidates],
+        kinds={"pytorch"},
         check_specs=[dg.AssetCheckSpec("scores_finite", asset="proxy_scores")],
         description="Each proxy's target metrics and the combined objective (higher is better), "
-        "with its training loss curve.", **common,
+        "with its training loss curve.",
+        **common,
     )
     def proxy_scores(context: dg.AssetExecutionContext, climb: ClimbSettings):
         from climb_assets.core.plots import line_chart
@@ -241,7 +270,8 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         chart = line_chart(
             first["tokens"].to_list(),
             {f"candidate {k[0]}": f["loss"].to_list() for k, f in by_candidate.items()},
-            f"proxy training loss, {key}", "tokens",
+            f"proxy training loss, {key}",
+            "tokens",
         )
         finite = bool(np.isfinite(runs.select(metric_columns).to_numpy()).all())
         return dg.MaterializeResult(
@@ -256,9 +286,11 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         )
 
     @dg.asset(
-        deps=[proxy_scores], kinds={"lightgbm"},
+        deps=[proxy_scores],
+        kinds={"lightgbm"},
         description="LightGBM regressor from mixture weights to the objective, fitted on every "
-        "proxy run up to this round; k-fold Spearman and feature importances.", **common,
+        "proxy run up to this round; k-fold Spearman and feature importances.",
+        **common,
     )
     def mixture_predictor(context: dg.AssetExecutionContext, climb: ClimbSettings):
         from climb_assets.core.predictor import Predictor
@@ -268,12 +300,16 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         predictor = Predictor.load(directory)
         summary = read_summary(layout, key)
         importance = pl.DataFrame(
-            {"feature": list(predictor.feature_importance()),
-             "gain": list(predictor.feature_importance().values())}
+            {
+                "feature": list(predictor.feature_importance()),
+                "gain": list(predictor.feature_importance().values()),
+            }
         ).sort("gain", descending=True)
         return dg.MaterializeResult(
             metadata={
-                "cv_spearman": summary["cv_spearman"] if summary["cv_spearman"] is not None else "n/a",
+                "cv_spearman": summary["cv_spearman"]
+                if summary["cv_spearman"] is not None
+                else "n/a",
                 "training_rows": summary["predictor_rows"],
                 "feature_importance": markdown_table(importance),
                 "path": dg.MetadataValue.path(str(directory)),
@@ -297,8 +333,10 @@ def read_summary(layout: Layout, key: str) -> dict:
 
 
 @dg.asset(
-    deps=[dg.AssetDep("mixture_predictor", partition_mapping=dg.AllPartitionMapping()),
-          dg.AssetDep("proxy_scores", partition_mapping=dg.AllPartitionMapping())],
+    deps=[
+        dg.AssetDep("mixture_predictor", partition_mapping=dg.AllPartitionMapping()),
+        dg.AssetDep("proxy_scores", partition_mapping=dg.AllPartitionMapping()),
+    ],
     group_name="search",
     kinds={"lightgbm"},
     code_version="1",
@@ -306,7 +344,9 @@ def read_summary(layout: Layout, key: str) -> dict:
     description="The predictor's best mixture over the super-clusters (mean of the top-k of a "
     "large candidate pool), fitted on every proxy run, with the whole search trace.",
 )
-def optimal_mixture(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
+def optimal_mixture(
+    context: dg.AssetExecutionContext, climb: ClimbSettings
+) -> dg.MaterializeResult:
     from climb_assets.core.plots import line_chart
     from climb_assets.core.proxy_pool import ProxyPool
     from climb_assets.core.search import optimal_mixture as choose_optimal
@@ -316,8 +356,12 @@ def optimal_mixture(context: dg.AssetExecutionContext, climb: ClimbSettings) -> 
     assert history is not None
     pool = ProxyPool.open(layout.proxy_pool)
     best = choose_optimal(
-        history, pool.token_counts(), settings.search, settings.proxy.tokens_per_proxy,
-        settings.seed, maximize=True,
+        history,
+        pool.token_counts(),
+        settings.search,
+        settings.proxy.tokens_per_proxy,
+        settings.seed,
+        maximize=True,
     )
     summaries = [read_summary(layout, iteration_key(i)) for i in range(1, settings.iterations + 1)]
     supers = pl.read_parquet(layout.super_clusters).sort("super_cluster")
@@ -329,17 +373,23 @@ def optimal_mixture(context: dg.AssetExecutionContext, climb: ClimbSettings) -> 
         "predicted_objective": best.predicted,
         "objective_direction": "higher is better",
         "best_observed_objective": best.best_observed_score,
-        "best_observed_weights": {str(i): float(w) for i, w in enumerate(best.best_observed_weights)},
-        "final_cv_spearman": None if np.isnan(best.predictor.cv_spearman) else best.predictor.cv_spearman,
+        "best_observed_weights": {
+            str(i): float(w) for i, w in enumerate(best.best_observed_weights)
+        },
+        "final_cv_spearman": None
+        if np.isnan(best.predictor.cv_spearman)
+        else best.predictor.cv_spearman,
         "pool_size": best.pool_size,
         "top_k": best.top_k,
         "iterations": summaries,
         "targets": [t.model_dump(mode="json") for t in settings.targets],
     }
     write_json(result, layout.optimal_mixture)
-    per_iteration = history.group_by("iteration").agg(
-        pl.col("score").max().alias("best"), pl.col("score").mean().alias("mean")
-    ).sort("iteration")
+    per_iteration = (
+        history.group_by("iteration")
+        .agg(pl.col("score").max().alias("best"), pl.col("score").mean().alias("mean"))
+        .sort("iteration")
+    )
     spearman = {f"iter-{s['iteration']:03d}": s["cv_spearman"] for s in summaries}
     on_simplex = bool(np.all(best.weights >= 0) and abs(best.weights.sum() - 1) < 1e-6)
     return dg.MaterializeResult(
@@ -351,10 +401,15 @@ def optimal_mixture(context: dg.AssetExecutionContext, climb: ClimbSettings) -> 
             "cv_spearman_per_iteration": dg.MetadataValue.json(spearman),
             "all_candidates": markdown_table(history, 200),
             "score_by_iteration": plot(
-                line_chart(per_iteration["iteration"].to_list(),
-                           {"best": per_iteration["best"].to_list(),
-                            "mean": per_iteration["mean"].to_list()},
-                           "objective (higher is better) by iteration", "iteration"),
+                line_chart(
+                    per_iteration["iteration"].to_list(),
+                    {
+                        "best": per_iteration["best"].to_list(),
+                        "mean": per_iteration["mean"].to_list(),
+                    },
+                    "objective (higher is better) by iteration",
+                    "iteration",
+                ),
                 "objective by iteration",
             ),
         },

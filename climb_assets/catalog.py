@@ -1,0 +1,61 @@
+"""SQL over every table the pipeline writes: DuckDB views on the Parquet files.
+
+`outputs/climb.duckdb` holds only views, so it stays small and always reads the current files;
+it is rewritten (atomically) by `climb run` and `climb sql --refresh`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from climb_assets.core.atomic import atomic_path
+from climb_assets.layout import Layout
+
+# view name -> glob relative to the output folder
+VIEWS: dict[str, str] = {
+    "documents": "documents/*.parquet",
+    "rejects": "rejects/*.parquet",
+    "document_index": "document_index.parquet",
+    "assignments": "assignments/*.parquet",
+    "cluster_profiles": "clusters/profiles.parquet",
+    "super_cluster_map": "clusters/super_cluster_map.parquet",
+    "super_clusters": "clusters/super_clusters.parquet",
+    "proxy_runs": "bootstrap/*/runs.parquet",
+    "loss_curves": "bootstrap/*/loss_curves.parquet",
+    "climbmix": "climbmix/data-*.parquet",
+}
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, root: Path) -> list[str]:
+    made = []
+    for name, pattern in VIEWS.items():
+        if not any(root.glob(pattern)):
+            continue
+        path = str((root / pattern).resolve()).replace("'", "''")
+        # union_by_name: rejects of different shards may differ in nullable columns' types
+        con.execute(
+            f"CREATE OR REPLACE VIEW {name} AS "
+            f"SELECT * FROM read_parquet('{path}', union_by_name = true, filename = true)"
+        )
+        made.append(name)
+    return made
+
+
+def connect(layout: Layout) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
+    """An in-memory DuckDB connection with a view per table that exists."""
+    con = duckdb.connect()
+    return con, _create_views(con, layout.root)
+
+
+def write_catalog(layout: Layout) -> list[str]:
+    """(Re)write `climb.duckdb` with the views; returns their names."""
+    with atomic_path(layout.catalog) as tmp:
+        tmp.unlink()  # DuckDB must create the file itself
+        con = duckdb.connect(str(tmp))
+        try:
+            made = _create_views(con, layout.root)
+        finally:
+            con.close()
+    return made
