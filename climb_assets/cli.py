@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--max-rows", type=int, default=40)
     sql.set_defaults(func=_cmd_sql)
 
+    from climb_assets.predictor_cli import add_parser as add_predictor_parser
+
+    add_predictor_parser(sub).set_defaults(func=lambda args: args.handler(args))
+
     config = sub.add_parser("config", help="inspect settings")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     show = config_sub.add_parser("show", help="print the effective settings as YAML")

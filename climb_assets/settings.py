@@ -78,31 +78,35 @@ class ClusteringSettings(_Section):
 
 
 class TargetSettings(_Section):
-    name: str
-    kind: Literal["text", "multiple_choice"]
-    path: Path
-    weight: float = 1.0
+    name: str = Field(description="Name used in metric keys, e.g. 'held_out_text/bits_per_byte'.")
+    kind: Literal["text", "multiple_choice"] = Field(
+        description="text: JSONL with a text field; multiple_choice: JSONL {query, choices, gold}."
+    )
+    path: Path = Field(description="The target's JSONL file.")
+    weight: float = Field(1.0, description="Weight of this target in the objective.")
     metric: Literal["bits_per_byte", "loss", "accuracy", "gold_loss"] | None = Field(
         None, description="Default: bits_per_byte for text, accuracy for multiple_choice."
     )
-    text_field: str = "text"
-    max_examples: int | None = None
+    text_field: str = Field("text", description="Field of a text target holding the text.")
+    max_examples: int | None = Field(None, description="Use only the first N records.")
 
 
 class ProxySettings(_Section):
     vocab_size: int = Field(4096, description="BPE vocabulary trained on the corpus.")
     tokenizer_sample_docs: int = Field(20_000, description="Documents used to train the BPE.")
-    d_model: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    seq_len: int = 128
-    batch_size: int = 16
+    d_model: int = Field(128, description="Proxy transformer width.")
+    n_layers: int = Field(2, description="Proxy transformer blocks.")
+    n_heads: int = Field(4, description="Attention heads per block.")
+    seq_len: int = Field(128, description="Training and scoring context length (tokens).")
+    batch_size: int = Field(16, description="Sequences per optimizer step.")
     tokens_per_proxy: int = Field(200_000, description="Training tokens seen by each proxy.")
-    learning_rate: float = 3e-3
-    warmup_fraction: float = 0.05
+    learning_rate: float = Field(3e-3, description="AdamW peak learning rate.")
+    warmup_fraction: float = Field(0.05, description="Share of steps with linear warmup.")
     min_lr_fraction: float = Field(0.1, description="Cosine schedule decays to lr * this.")
-    weight_decay: float = 0.1
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    weight_decay: float = Field(0.1, description="AdamW weight decay (matrices only).")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA and where it is faster on the CPU."
+    )
     eval_max_tokens: int = Field(50_000, description="Target tokens scored per text target.")
 
 
@@ -119,19 +123,27 @@ class SearchSettings(_Section):
     max_weight_multiplier: float = Field(15.0, description="Weights capped at prior times this.")
     min_weight: float = Field(1e-3, description="Weights below this are zeroed.")
     repetition_factor: float = Field(
-        4.0, description="A mixture may ask a super-cluster for at most its tokens times this."
+        4.0,
+        description="A proxy may see a super-cluster's tokens at most this many times; "
+        "candidates must also be realizable by the final dataset (dataset.repetition_factor).",
     )
     final_top_k: int = Field(16, description="Optimal mixture = mean of the top-k predicted.")
-    cv_folds: int = 5
+    cv_folds: int = Field(5, description="Folds of the predictor's cross-validated Spearman.")
 
 
 class DatasetSettings(_Section):
-    token_budget: int = Field(1_000_000, description="Tokens in the final dataset.")
+    token_budget: int = Field(
+        500_000, description="Tokens (encoder tokenizer) in the final dataset."
+    )
     repetition_factor: float = Field(
         2.0, description="A super-cluster's documents are repeated at most this many times."
     )
-    tolerance: float = Field(0.05, description="Relative tolerance for budget and weight checks.")
-    rows_per_shard: int = 50_000
+    tolerance: float = Field(
+        0.05,
+        description="Checks: total tokens within this relative deviation of the budget, each "
+        "super-cluster's realized share within this absolute deviation of its weight.",
+    )
+    rows_per_shard: int = Field(50_000, description="Rows per data-*.parquet file.")
 
 
 class Settings(_Section):

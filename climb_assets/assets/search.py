@@ -123,6 +123,27 @@ def train_and_score(
     return scores, run.loss_curve, run.summary()
 
 
+def constraint_budget(settings: Settings) -> int:
+    """Tokens a mixture's caps are computed for (caps = tokens x search.repetition_factor / this).
+
+    A candidate must be trainable as a proxy (tokens_per_proxy tokens) and, if it wins, be
+    realizable as the final dataset (token_budget tokens, each document repeated at most
+    dataset.repetition_factor times), so the larger of the two requirements binds.
+    """
+    dataset = settings.dataset
+    realizable = (
+        dataset.token_budget * settings.search.repetition_factor / dataset.repetition_factor
+    )
+    return max(settings.proxy.tokens_per_proxy, int(realizable))
+
+
+def corpus_token_counts(layout: Layout) -> dict[int, int]:
+    """Tokens of each super-cluster, counted by the corpus tokenizer like the dataset budget, so
+    that the caps protect the final dataset exactly (proxies see about as many BPE tokens)."""
+    supers = pl.read_parquet(layout.super_clusters, columns=["super_cluster", "n_tokens"])
+    return dict(zip(supers["super_cluster"].to_list(), supers["n_tokens"].to_list(), strict=True))
+
+
 def bootstrap_partitions(settings: Settings) -> dg.TimeWindowPartitionsDefinition:
     return iterations_partitions(settings.iterations)
 
@@ -166,9 +187,9 @@ def run_iteration(
     plan = plan_iteration(
         iteration,
         history,
-        pool.token_counts(),
+        corpus_token_counts(layout),
         settings.search,
-        settings.proxy.tokens_per_proxy,
+        constraint_budget(settings),
         settings.seed,
         maximize=True,
     )
@@ -348,18 +369,16 @@ def optimal_mixture(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
     from climb_assets.core.plots import line_chart
-    from climb_assets.core.proxy_pool import ProxyPool
     from climb_assets.core.search import optimal_mixture as choose_optimal
 
     settings, layout = climb.get(), climb.layout()
     history = iteration_runs(layout, settings.iterations + 1)
     assert history is not None
-    pool = ProxyPool.open(layout.proxy_pool)
     best = choose_optimal(
         history,
-        pool.token_counts(),
+        corpus_token_counts(layout),
         settings.search,
-        settings.proxy.tokens_per_proxy,
+        constraint_budget(settings),
         settings.seed,
         maximize=True,
     )

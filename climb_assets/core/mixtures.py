@@ -1,0 +1,375 @@
+"""Mixture sampling on the probability simplex (RegMix-style) under token-budget constraints.
+
+A mixture is a row of weights, one per group (super-cluster), non-negative and summing to one;
+many mixtures are an array of shape (n, k) whose column j is group j. Groups given as a dict
+{group_id: tokens} are ordered by ascending id.
+
+Constraints (`MixtureConstraints`):
+- availability: a proxy trained on T tokens takes weight_i * T tokens from group i, which may not
+  exceed available_i * repetition_factor, so weight_i <= available_i * repetition_factor / T;
+- RegMix's cap: weight_i <= prior_i * max_weight_multiplier;
+- weights below min_weight are zeroed (a group too small to matter is left out).
+
+Initial draws are *rejected* when they break a cap (keeps RegMix's Dirichlet shape); only if too
+few draws survive are rejected draws *projected* onto the constraints to top up. Samples around
+given centers are always projected (a perturbation of a mixture at its cap should stay near it,
+not be thrown away).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from climb_assets.settings import SearchSettings
+
+# RegMix: Dirichlet concentration drawn from 15 log-spaced values in [0.1, 5].
+CONCENTRATION_STRENGTHS = np.logspace(np.log10(0.1), np.log10(5.0), 15)
+# Mixtures equal after rounding to this many decimals are the same mixture (dedup, "seen" sets).
+DEDUP_DECIMALS = 4
+# Rejection sampling: a batch is the number still wanted / estimated acceptance x this margin;
+# after _MAX_BATCHES batches, rejected draws are projected to top up.
+_BATCH_MARGIN = 1.2
+_MIN_ACCEPTANCE = 0.02
+_MAX_BATCHES = 20
+_MAX_BATCH = 200_000
+_PROJECTION_TOLERANCE = 1e-9
+_BISECTION_STEPS = 64  # halves a width-2 interval below float64 resolution
+
+Seed = int | np.random.Generator
+
+
+class InfeasibleBudgetError(ValueError):
+    """No mixture can satisfy the token-availability and weight caps together."""
+
+
+@dataclass(frozen=True)
+class MixtureConstraints:
+    """Per-group bounds that every mixture must respect (see module docstring)."""
+
+    prior: np.ndarray  # (k,) Dirichlet prior, sums to 1
+    upper: np.ndarray  # (k,) maximum weight of each group, in [0, 1]
+    min_weight: float
+
+    @property
+    def k(self) -> int:
+        return int(self.prior.shape[0])
+
+    @classmethod
+    def unconstrained(
+        cls, k: int, prior: np.ndarray | None = None, min_weight: float = 0.0
+    ) -> MixtureConstraints:
+        """Whole simplex allowed (used when token counts are unknown, e.g. a user's table)."""
+        prior = np.full(k, 1.0 / k) if prior is None else _normalized(np.asarray(prior, float))
+        return cls(prior=prior, upper=np.ones(k), min_weight=min_weight)
+
+    def feasible(self, weights: np.ndarray, atol: float = _PROJECTION_TOLERANCE) -> np.ndarray:
+        """Boolean mask of rows that are on the simplex and within every cap."""
+        weights = np.atleast_2d(weights)
+        on_simplex = (weights >= -atol).all(axis=1) & (np.abs(weights.sum(axis=1) - 1) <= atol)
+        return on_simplex & (weights <= self.upper + atol).all(axis=1)
+
+
+def token_count_array(token_counts: Mapping[int, int] | Sequence[int] | np.ndarray) -> np.ndarray:
+    """Token counts as a float array in group order (dict keys sorted ascending)."""
+    if isinstance(token_counts, Mapping):
+        counts = np.array([token_counts[key] for key in sorted(token_counts)], dtype=float)
+    else:
+        counts = np.asarray(token_counts, dtype=float).reshape(-1)
+    if counts.size == 0:
+        raise ValueError("token_counts is empty: at least one group is needed")
+    if not np.isfinite(counts).all() or (counts < 0).any():
+        raise ValueError(f"token_counts must be finite and non-negative, got {counts.tolist()}")
+    if counts.sum() <= 0:
+        raise ValueError("token_counts are all zero: no group has any tokens")
+    return counts
+
+
+def regmix_prior(token_counts: np.ndarray, temperature: float) -> np.ndarray:
+    """Dirichlet prior: token share ** temperature, normalized (0.5 flattens a skewed corpus)."""
+    share = token_counts / token_counts.sum()
+    return _normalized(np.where(share > 0, share**temperature, 0.0))
+
+
+def build_constraints(
+    token_counts: Mapping[int, int] | Sequence[int] | np.ndarray,
+    settings: SearchSettings,
+    tokens_per_proxy: int,
+) -> MixtureConstraints:
+    """Constraints for proxies of `tokens_per_proxy` tokens; raises InfeasibleBudgetError."""
+    if tokens_per_proxy <= 0:
+        raise ValueError(f"tokens_per_proxy must be positive, got {tokens_per_proxy}")
+    counts = token_count_array(token_counts)
+    prior = regmix_prior(counts, settings.prior_temperature)
+    availability_cap = counts * settings.repetition_factor / tokens_per_proxy
+    prior_cap = prior * settings.max_weight_multiplier
+    upper = np.minimum(np.minimum(availability_cap, prior_cap), 1.0)
+    _check_budget(counts, availability_cap, upper, settings, tokens_per_proxy)
+    return MixtureConstraints(prior=prior, upper=upper, min_weight=settings.min_weight)
+
+
+def _check_budget(
+    counts: np.ndarray,
+    availability_cap: np.ndarray,
+    upper: np.ndarray,
+    settings: SearchSettings,
+    tokens_per_proxy: int,
+) -> None:
+    supply = counts.sum() * settings.repetition_factor
+    if supply < tokens_per_proxy:
+        raise InfeasibleBudgetError(
+            f"a proxy needs tokens_per_proxy={tokens_per_proxy:,} tokens but all groups together "
+            f"supply only {counts.sum():,.0f} tokens x repetition_factor="
+            f"{settings.repetition_factor} = {supply:,.0f}; lower proxy.tokens_per_proxy or "
+            "raise search.repetition_factor"
+        )
+    if upper.sum() < 1 - _PROJECTION_TOLERANCE:
+        raise InfeasibleBudgetError(
+            f"the per-group caps sum to {upper.sum():.4f} < 1: availability caps "
+            f"(tokens x {settings.repetition_factor} / {tokens_per_proxy:,}) sum to "
+            f"{np.minimum(availability_cap, 1).sum():.4f} but the prior caps (prior x "
+            f"max_weight_multiplier={settings.max_weight_multiplier}) cut them further; raise "
+            "search.max_weight_multiplier or search.repetition_factor"
+        )
+
+
+def sample_initial(
+    token_counts: Mapping[int, int] | Sequence[int] | np.ndarray,
+    n: int,
+    settings: SearchSettings,
+    tokens_per_proxy: int,
+    seed: Seed,
+    exclude: np.ndarray | None = None,
+) -> np.ndarray:
+    """`n` distinct RegMix Dirichlet mixtures (n, k) that respect the constraints.
+
+    Returns fewer rows only when the feasible set has fewer distinct mixtures (e.g. one group).
+    Rows of `exclude` (already evaluated mixtures) are never returned.
+    """
+    constraints = build_constraints(token_counts, settings, tokens_per_proxy)
+    return sample_dirichlet(constraints, n, seed, exclude=exclude)
+
+
+def sample_dirichlet(
+    constraints: MixtureConstraints, n: int, seed: Seed, exclude: np.ndarray | None = None
+) -> np.ndarray:
+    """RegMix draws from Dirichlet(prior * strength): rejected if off-cap, deduplicated."""
+    rng = np.random.default_rng(seed)
+    seen = set(mixture_keys(exclude)) if exclude is not None else set()
+    accepted: list[np.ndarray] = []
+    rejected: list[np.ndarray] = []
+    acceptance = 1.0  # share of a batch that was kept, re-estimated after every batch
+    for _ in range(_MAX_BATCHES):
+        wanted = n - len(accepted)
+        size = min(int(wanted * _BATCH_MARGIN / max(acceptance, _MIN_ACCEPTANCE)), _MAX_BATCH) + 16
+        batch = _dirichlet_batch(constraints, size, rng)
+        batch = zero_small_weights(batch, constraints.min_weight)
+        ok = constraints.feasible(batch)
+        taken = _take_new(batch[ok], seen, wanted)
+        accepted.extend(taken)
+        if sum(map(len, rejected)) < 2 * n:  # enough to top up from; bounds memory
+            rejected.append(batch[~ok][: 2 * n])
+        if len(accepted) >= n:
+            break
+        acceptance = len(taken) / len(batch)
+    if len(accepted) < n:  # caps too tight for rejection alone: project what was rejected
+        projected = enforce_constraints(np.concatenate(rejected), constraints)
+        accepted.extend(_take_new(projected, seen, n - len(accepted)))
+    return _stack(accepted, constraints.k)
+
+
+def _dirichlet_batch(
+    constraints: MixtureConstraints, size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Equal numbers of draws per strength (stratified), shuffled; inactive groups stay at 0."""
+    active = (constraints.prior > 0) & (constraints.upper > 0)
+    per_strength = -(-size // len(CONCENTRATION_STRENGTHS))
+    draws = np.zeros((per_strength * len(CONCENTRATION_STRENGTHS), constraints.k))
+    if active.sum() == 1:
+        draws[:, active] = 1.0
+        return draws
+    for index, strength in enumerate(CONCENTRATION_STRENGTHS):
+        rows = slice(index * per_strength, (index + 1) * per_strength)
+        draws[rows, active] = rng.dirichlet(constraints.prior[active] * strength, per_strength)
+    draws = draws[np.isfinite(draws).all(axis=1) & (draws.sum(axis=1) > 0)]
+    return _normalized(draws[rng.permutation(len(draws))])
+
+
+def sample_around(
+    centers: np.ndarray,
+    n: int,
+    constraints: MixtureConstraints,
+    seed: Seed,
+    concentration: tuple[float, float] = (20.0, 400.0),
+    exclude: np.ndarray | None = None,
+) -> np.ndarray:
+    """Up to `n` distinct mixtures near `centers` (m, k), projected onto the constraints.
+
+    Each draw is Dirichlet(center * c) for its center (centers taken in turn) with c log-uniform
+    in `concentration`: larger c means closer to the center. Groups at zero in a center can come
+    back with a small weight, so exploration is not stuck on the center's support.
+    """
+    centers = np.atleast_2d(np.asarray(centers, dtype=float))
+    if centers.shape[1] != constraints.k:
+        raise ValueError(f"centers have {centers.shape[1]} groups, constraints {constraints.k}")
+    rng = np.random.default_rng(seed)
+    seen = set(mixture_keys(exclude)) if exclude is not None else set()
+    accepted: list[np.ndarray] = []
+    for _ in range(_MAX_BATCHES):
+        # Perturbations rarely collide, so a batch a little over n usually suffices.
+        wanted = n - len(accepted)
+        batch = _perturb(centers, int(wanted * _BATCH_MARGIN) + 16, constraints, concentration, rng)
+        accepted.extend(_take_new(enforce_constraints(batch, constraints), seen, wanted))
+        if len(accepted) >= n:
+            break
+    return _stack(accepted, constraints.k)
+
+
+def _perturb(
+    centers: np.ndarray,
+    count: int,
+    constraints: MixtureConstraints,
+    concentration: tuple[float, float],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    active = constraints.upper > 0
+    chosen = centers[np.arange(count) % len(centers)]
+    scale = np.exp(rng.uniform(np.log(concentration[0]), np.log(concentration[1]), count))
+    # The floor lets absent groups reappear; relative to k so it stays small for many groups.
+    alpha = scale[:, None] * (chosen[:, active] + 0.05 / active.sum())
+    gamma = rng.standard_gamma(alpha)
+    draws = np.zeros((count, constraints.k))
+    draws[:, active] = gamma / gamma.sum(axis=1, keepdims=True)
+    return draws[np.isfinite(draws).all(axis=1)]
+
+
+def zero_small_weights(weights: np.ndarray, min_weight: float) -> np.ndarray:
+    """Zero weights below `min_weight` and renormalize (each row keeps its largest weight)."""
+    keep = weights >= min_weight
+    keep[np.arange(len(weights)), weights.argmax(axis=1)] = True
+    return _normalized(np.where(keep, weights, 0.0))
+
+
+def project_to_simplex(weights: np.ndarray, upper: np.ndarray | None = None) -> np.ndarray:
+    """Euclidean projection of each row onto {w : 0 <= w <= upper, sum(w) = 1}.
+
+    Solves sum(clip(v - tau, 0, upper)) = 1 for tau by bisection (vectorized over rows).
+    `upper` is (k,) or (n, k); each row's bounds must sum to at least 1.
+    """
+    values = np.atleast_2d(np.asarray(weights, dtype=float))
+    bounds = np.broadcast_to(np.ones(values.shape[1]) if upper is None else upper, values.shape)
+    if (bounds.sum(axis=1) < 1 - _PROJECTION_TOLERANCE).any():
+        raise InfeasibleBudgetError("upper bounds sum to less than 1: no mixture fits them")
+    if not np.isfinite(values).all():
+        raise ValueError("cannot project non-finite weights onto the simplex")
+    low = (values - bounds).min(axis=1)  # here every clip hits its bound: sum >= 1
+    high = values.max(axis=1)  # here every clip is 0: sum = 0; `high` keeps sum <= 1
+    for _ in range(_BISECTION_STEPS):
+        tau = (low + high) / 2
+        too_much = np.clip(values - tau[:, None], 0, bounds).sum(axis=1) > 1
+        low = np.where(too_much, tau, low)
+        high = np.where(too_much, high, tau)
+    return np.clip(values - _exact_shift(values, bounds, high)[:, None], 0, bounds)
+
+
+def _exact_shift(values: np.ndarray, bounds: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """Re-solve tau in closed form on the free set found by bisection, so sums are exact and
+    entries clipped to 0 are exactly 0 (bisection alone leaves residues like 1e-16)."""
+    shifted = values - tau[:, None]
+    free = (shifted > 0) & (shifted < bounds)
+    capped_total = np.where(shifted >= bounds, bounds, 0.0).sum(axis=1)
+    n_free = free.sum(axis=1)
+    exact = (np.where(free, values, 0.0).sum(axis=1) + capped_total - 1) / np.maximum(n_free, 1)
+    return np.where(n_free > 0, exact, tau)
+
+
+def enforce_constraints(weights: np.ndarray, constraints: MixtureConstraints) -> np.ndarray:
+    """Project rows onto the caps, then zero weights below min_weight and project again.
+
+    Zeroing is skipped in a row when the groups left could not reach a total of 1 under their
+    caps, so the caps always hold; min_weight is the softer rule.
+    """
+    upper = np.broadcast_to(constraints.upper, np.atleast_2d(weights).shape).copy()
+    projected = project_to_simplex(weights, upper)
+    for _ in range(constraints.k):
+        small = (projected > 0) & (projected < constraints.min_weight)
+        reduced = np.where(small, 0.0, upper)
+        can_zero = small.any(axis=1) & (reduced.sum(axis=1) >= 1 - _PROJECTION_TOLERANCE)
+        if not can_zero.any():
+            break
+        upper[can_zero] = reduced[can_zero]
+        projected = project_to_simplex(projected, upper)
+    return projected
+
+
+def mixture_keys(weights: np.ndarray, decimals: int = DEDUP_DECIMALS) -> list[bytes]:
+    """Hashable keys: mixtures with equal keys are treated as the same mixture."""
+    rounded = np.round(np.atleast_2d(np.asarray(weights, dtype=float)), decimals) + 0.0
+    return [row.tobytes() for row in rounded]
+
+
+def unique_rows(weights: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Rows in first-seen order with duplicates (and rows of `exclude`) removed."""
+    seen = set(mixture_keys(exclude)) if exclude is not None else set()
+    return _stack(_take_new(weights, seen, len(weights)), np.atleast_2d(weights).shape[1])
+
+
+def _take_new(rows: np.ndarray, seen: set[bytes], limit: int) -> list[np.ndarray]:
+    """Up to `limit` rows whose keys are not in `seen` (adds their keys to it)."""
+    taken: list[np.ndarray] = []
+    for row, key in zip(rows, mixture_keys(rows), strict=True):
+        if len(taken) >= limit:
+            break
+        if key not in seen:
+            seen.add(key)
+            taken.append(row)
+    return taken
+
+
+def validate_mixture_table(
+    df: pl.DataFrame, weight_columns: Iterable[str], atol: float = 1e-6
+) -> np.ndarray:
+    """Weights of `df` as an (n, k) float array; ValueError naming the first bad row and column.
+
+    Each row must be finite, non-negative and sum to 1 within `atol`. Rows are numbered from 1.
+    """
+    columns = list(weight_columns)
+    missing = [name for name in columns if name not in df.columns]
+    if missing:
+        raise ValueError(f"unknown weight columns {missing}; available columns: {df.columns}")
+    if not columns:
+        raise ValueError("no weight columns given")
+    for name in columns:
+        if not df.schema[name].is_numeric():
+            raise ValueError(f"weight column {name!r} is {df.schema[name]}, not numeric")
+    weights = df.select(pl.col(columns).cast(pl.Float64)).to_numpy()
+    _check_cells(weights, columns, "finite", ~np.isfinite(weights))
+    _check_cells(weights, columns, "non-negative", weights < 0)
+    totals = weights.sum(axis=1)
+    bad_rows = np.flatnonzero(np.abs(totals - 1) > atol)
+    if bad_rows.size:
+        row = int(bad_rows[0])
+        raise ValueError(
+            f"row {row + 1}: weights {columns} sum to {totals[row]:.8g}, not 1 (tolerance "
+            f"{atol:g}); {bad_rows.size} row(s) affected"
+        )
+    return weights
+
+
+def _check_cells(weights: np.ndarray, columns: list[str], rule: str, bad: np.ndarray) -> None:
+    if bad.any():
+        row, col = (int(index) for index in np.argwhere(bad)[0])
+        raise ValueError(
+            f"row {row + 1}, column {columns[col]!r}: weight {weights[row, col]} is not {rule}"
+        )
+
+
+def _normalized(values: np.ndarray) -> np.ndarray:
+    return values / values.sum(axis=-1, keepdims=True)
+
+
+def _stack(rows: list[np.ndarray], k: int) -> np.ndarray:
+    return np.vstack(rows) if rows else np.empty((0, k))

@@ -1,0 +1,371 @@
+"""CLIMB's iterative bootstrap search, as pure functions driven by a scoring callback.
+
+Iteration 1 samples RegMix Dirichlet mixtures. Iteration t > 1 fits the predictor on every run of
+iterations < t, scores a pool (fresh Dirichlet draws + perturbations of the best runs so far), and
+proposes `exploit_fraction` of its budget from the predicted top and the rest by sampling around
+the `top_k_for_sampling` predicted mixtures. A mixture already evaluated is never proposed again.
+
+Each step takes the seed of the whole search and derives its own from (seed, iteration), so an
+iteration can be recomputed on its own (e.g. by one Dagster partition) with the same result, and
+rows of later iterations in `history` are ignored when an `iteration` column is present.
+
+History tables have one row per evaluated candidate: weight columns w_0..w_{k-1} and `score`
+(plus, when written by `run_search`, candidate_id, iteration, source and predicted).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from climb_assets.core.mixtures import (
+    MixtureConstraints,
+    build_constraints,
+    sample_around,
+    sample_dirichlet,
+    sample_initial,
+    unique_rows,
+    validate_mixture_table,
+)
+from climb_assets.core.predictor import (
+    MIN_CV_ROWS,
+    MIN_FIT_ROWS,
+    Predictor,
+    best_mixture,
+    cross_validated_spearman,
+    fit_predictor,
+    rank_pool,
+)
+from climb_assets.settings import SearchSettings
+
+TokenCounts = Mapping[int, int] | Sequence[int] | np.ndarray
+SCORE_COLUMN = "score"
+_WEIGHT_COLUMN = re.compile(r"w_\d+")
+# Independent random streams within one iteration.
+_SAMPLING_STREAM, _PREDICTOR_STREAM, _POOL_STREAM, _EXPLORE_STREAM = range(4)
+
+
+def weight_columns(k: int) -> list[str]:
+    return [f"w_{index}" for index in range(k)]
+
+
+def iteration_seed(seed: int, iteration: int, stream: int = 0) -> int:
+    """A 32-bit seed derived from the search seed, the iteration and a stream number."""
+    return int(np.random.SeedSequence([seed, iteration, stream]).generate_state(1)[0])
+
+
+@dataclass
+class IterationPredictor:
+    predictor: Predictor
+    cv_spearman: float  # NaN when there were too few rows to cross-validate
+    n_rows: int
+
+
+@dataclass
+class IterationPlan:
+    """The candidates proposed for one iteration, and why."""
+
+    iteration: int
+    weights: np.ndarray  # (n, k)
+    source: list[str]  # per candidate: "initial", "exploit" or "explore"
+    predicted: np.ndarray | None  # (n,) predictor scores; None in iteration 1
+    predictor: IterationPredictor | None
+
+    def to_frame(self, first_candidate_id: int = 0) -> pl.DataFrame:
+        """candidate_id, iteration, source, w_*, predicted (no score yet)."""
+        n, k = self.weights.shape
+        predicted = [None] * n if self.predicted is None else self.predicted.tolist()
+        columns = {
+            "candidate_id": pl.Series(
+                range(first_candidate_id, first_candidate_id + n), dtype=pl.Int64
+            ),
+            "iteration": pl.Series([self.iteration] * n, dtype=pl.Int64),
+            "source": pl.Series(self.source, dtype=pl.String),
+        }
+        columns |= {name: self.weights[:, j] for j, name in enumerate(weight_columns(k))}
+        columns["predicted"] = pl.Series(predicted, dtype=pl.Float64)
+        return pl.DataFrame(columns)
+
+
+@dataclass
+class OptimalMixture:
+    weights: np.ndarray  # (k,)
+    predicted: float
+    predictor: IterationPredictor
+    pool_size: int
+    top_k: int
+    best_observed_weights: np.ndarray  # the best evaluated run, for comparison
+    best_observed_score: float
+
+
+@dataclass
+class SearchResult:
+    history: pl.DataFrame  # every candidate: candidate_id, iteration, source, w_*, predicted, score
+    plans: list[IterationPlan]
+    optimal: OptimalMixture
+
+
+def run_search(
+    token_counts: TokenCounts,
+    evaluate: Callable[[np.ndarray, int], float],
+    settings: SearchSettings,
+    tokens_per_proxy: int,
+    seed: int,
+    maximize: bool = True,
+    on_iteration: Callable[[IterationPlan, pl.DataFrame], None] | None = None,
+) -> SearchResult:
+    """Run every iteration: propose, `evaluate(weights, candidate_id)`, repeat; then pick the
+    optimal mixture. `on_iteration(plan, history_so_far)` is called after each iteration."""
+    history: pl.DataFrame | None = None
+    plans: list[IterationPlan] = []
+    for iteration in range(1, len(settings.proxies_per_iteration) + 1):
+        plan = plan_iteration(
+            iteration, history, token_counts, settings, tokens_per_proxy, seed, maximize
+        )
+        first_id = 0 if history is None else history.height
+        rows = plan.to_frame(first_id)
+        scores = [
+            _checked_score(evaluate(w, cid), cid)
+            for w, cid in zip(plan.weights, rows["candidate_id"], strict=True)
+        ]
+        rows = rows.with_columns(pl.Series(SCORE_COLUMN, scores, dtype=pl.Float64))
+        history = rows if history is None else pl.concat([history, rows])
+        plans.append(plan)
+        if on_iteration is not None:
+            on_iteration(plan, history)
+    assert history is not None  # settings guarantee at least one iteration
+    optimal = optimal_mixture(history, token_counts, settings, tokens_per_proxy, seed, maximize)
+    return SearchResult(history=history, plans=plans, optimal=optimal)
+
+
+def _checked_score(score: float, candidate_id: int) -> float:
+    if not math.isfinite(score):
+        raise ValueError(
+            f"evaluate returned {score!r} for candidate {candidate_id}: need a finite score"
+        )
+    return float(score)
+
+
+def propose_candidates(
+    iteration: int,
+    history: pl.DataFrame | None,
+    token_counts: TokenCounts,
+    settings: SearchSettings,
+    tokens_per_proxy: int,
+    seed: int,
+    maximize: bool = True,
+) -> np.ndarray:
+    """Weights (n, k) of the candidates of `iteration` (1-based); see `plan_iteration`."""
+    plan = plan_iteration(
+        iteration, history, token_counts, settings, tokens_per_proxy, seed, maximize
+    )
+    return plan.weights
+
+
+def plan_iteration(
+    iteration: int,
+    history: pl.DataFrame | None,
+    token_counts: TokenCounts,
+    settings: SearchSettings,
+    tokens_per_proxy: int,
+    seed: int,
+    maximize: bool = True,
+) -> IterationPlan:
+    """Candidates of `iteration` with their source, predicted scores and the predictor used."""
+    counts = settings.proxies_per_iteration
+    if not 1 <= iteration <= len(counts):
+        raise ValueError(
+            f"iteration {iteration} is outside 1..{len(counts)} (search.proxies_per_iteration)"
+        )
+    constraints = build_constraints(token_counts, settings, tokens_per_proxy)
+    past = _past_runs(history, iteration, constraints.k)
+    budget = counts[iteration - 1]
+    if iteration == 1:
+        exclude = past[0] if past is not None else None
+        weights = sample_initial(
+            token_counts,
+            budget,
+            settings,
+            tokens_per_proxy,
+            iteration_seed(seed, 1, _SAMPLING_STREAM),
+            exclude,
+        )
+        return IterationPlan(1, weights, ["initial"] * len(weights), None, None)
+    if past is None:
+        raise ValueError(
+            f"iteration {iteration} needs the scored runs of iterations 1..{iteration - 1}"
+        )
+    return _plan_later_iteration(iteration, past, budget, constraints, settings, seed, maximize)
+
+
+def _plan_later_iteration(
+    iteration: int,
+    past: tuple[np.ndarray, np.ndarray],
+    budget: int,
+    constraints: MixtureConstraints,
+    settings: SearchSettings,
+    seed: int,
+    maximize: bool,
+) -> IterationPlan:
+    past_weights, past_scores = past
+    fitted = _fit(
+        past_weights,
+        past_scores,
+        settings,
+        iteration_seed(seed, iteration, _PREDICTOR_STREAM),
+        maximize,
+    )
+    pool = candidate_pool(
+        past_weights,
+        past_scores,
+        constraints,
+        settings,
+        iteration_seed(seed, iteration, _POOL_STREAM),
+        maximize,
+    )
+    order, _ = rank_pool(fitted.predictor, pool, maximize)
+    n_exploit = min(budget, round(settings.exploit_fraction * budget), len(pool))
+    exploit = pool[order[:n_exploit]]
+    explore = sample_around(
+        pool[order[: settings.top_k_for_sampling]],
+        budget - n_exploit,
+        constraints,
+        iteration_seed(seed, iteration, _EXPLORE_STREAM),
+        exclude=np.vstack([past_weights, exploit]),
+    )
+    # Tiny feasible sets can run out of new perturbations: fill from the predicted ranking.
+    chosen = np.vstack([exploit, explore])
+    filler = unique_rows(pool[order[n_exploit:]], exclude=np.vstack([past_weights, chosen]))
+    filler = filler[: budget - len(chosen)]
+    weights = np.vstack([chosen, filler])
+    source = ["exploit"] * len(exploit) + ["explore"] * len(explore) + ["exploit"] * len(filler)
+    predicted = fitted.predictor.predict(weights) if len(weights) else np.empty(0)
+    return IterationPlan(iteration, weights, source, predicted, fitted)
+
+
+def candidate_pool(
+    past_weights: np.ndarray,
+    past_scores: np.ndarray,
+    constraints: MixtureConstraints,
+    settings: SearchSettings,
+    seed: int,
+    maximize: bool,
+    exclude_past: bool = True,
+) -> np.ndarray:
+    """`candidate_pool_size` distinct mixtures: half fresh Dirichlet draws, half perturbations of
+    the `top_k_for_sampling` best runs so far (by their real scores)."""
+    rng = np.random.default_rng(seed)
+    n_fresh = settings.candidate_pool_size // 2
+    best_first = np.argsort(-past_scores if maximize else past_scores, kind="stable")
+    centers = past_weights[best_first[: settings.top_k_for_sampling]]
+    exclude = past_weights if exclude_past else None
+    fresh = sample_dirichlet(constraints, n_fresh, rng, exclude=exclude)
+    around = sample_around(
+        centers, settings.candidate_pool_size - n_fresh, constraints, rng, exclude=exclude
+    )
+    return unique_rows(np.vstack([fresh, around]))
+
+
+def fit_iteration_predictor(
+    history: pl.DataFrame, settings: SearchSettings, seed: int, maximize: bool = True
+) -> IterationPredictor:
+    """Fit the predictor on every row of `history` and cross-validate it (`settings.cv_folds`).
+
+    `seed` is used as given; `plan_iteration` derives its own per iteration, so the predictor
+    behind a plan's candidates is `plan.predictor`, not a refit with the search seed.
+    """
+    past = _past_runs(history, None, len(_history_weight_columns(history)))
+    if past is None:
+        raise ValueError("history is empty: the predictor needs scored runs")
+    return _fit(*past, settings, seed, maximize)
+
+
+def _fit(
+    weights: np.ndarray, scores: np.ndarray, settings: SearchSettings, seed: int, maximize: bool
+) -> IterationPredictor:
+    if len(scores) < MIN_FIT_ROWS:
+        raise ValueError(f"{len(scores)} scored runs: the predictor needs at least {MIN_FIT_ROWS}")
+    predictor = fit_predictor(weights, scores, seed, maximize)
+    cv = (
+        cross_validated_spearman(weights, scores, settings.cv_folds, seed)
+        if len(scores) >= MIN_CV_ROWS
+        else float("nan")
+    )
+    return IterationPredictor(predictor=predictor, cv_spearman=cv, n_rows=len(scores))
+
+
+def optimal_mixture(
+    history: pl.DataFrame,
+    token_counts: TokenCounts,
+    settings: SearchSettings,
+    tokens_per_proxy: int,
+    seed: int,
+    maximize: bool = True,
+) -> OptimalMixture:
+    """The mean of the `final_top_k` predicted mixtures of a fresh pool, fitted on all runs."""
+    constraints = build_constraints(token_counts, settings, tokens_per_proxy)
+    past = _past_runs(history, None, constraints.k)
+    if past is None:
+        raise ValueError("history is empty: no runs to fit the final predictor on")
+    weights, scores = past
+    final_round = len(settings.proxies_per_iteration) + 1
+    fitted = _fit(
+        weights, scores, settings, iteration_seed(seed, final_round, _PREDICTOR_STREAM), maximize
+    )
+    pool_seed = iteration_seed(seed, final_round, _POOL_STREAM)
+    pool = candidate_pool(
+        weights, scores, constraints, settings, pool_seed, maximize, exclude_past=False
+    )
+    pool = unique_rows(np.vstack([pool, weights]))  # evaluated runs compete too
+    best = best_mixture(fitted.predictor, pool, settings.final_top_k, maximize, constraints)
+    best_row = int(np.argmax(scores) if maximize else np.argmin(scores))
+    return OptimalMixture(
+        weights=best.mixture,
+        predicted=best.predicted,
+        predictor=fitted,
+        pool_size=len(pool),
+        top_k=len(best.top_indices),
+        best_observed_weights=weights[best_row],
+        best_observed_score=float(scores[best_row]),
+    )
+
+
+def _past_runs(
+    history: pl.DataFrame | None, before_iteration: int | None, k: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(weights, scores) of scored runs, restricted to iterations < `before_iteration` when the
+    table has an `iteration` column; None when there are none."""
+    if history is None or history.height == 0:
+        return None
+    if before_iteration is not None and "iteration" in history.columns:
+        history = history.filter(pl.col("iteration") < before_iteration)
+        if history.height == 0:
+            return None
+    columns = weight_columns(k)
+    if _history_weight_columns(history) != columns:
+        raise ValueError(
+            f"history weight columns {_history_weight_columns(history)} do not match the {k} "
+            f"groups of token_counts (expected {columns[0]}..{columns[-1]})"
+        )
+    if SCORE_COLUMN not in history.columns:
+        raise ValueError(f"history has no {SCORE_COLUMN!r} column; columns: {history.columns}")
+    weights = validate_mixture_table(history, columns)
+    scores = history[SCORE_COLUMN].cast(pl.Float64).to_numpy()
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:
+        row = int(bad[0])
+        where = f"history row {row + 1}"
+        if "candidate_id" in history.columns:
+            where += f" (candidate_id {history['candidate_id'][row]})"
+        raise ValueError(f"{where}: score {scores[row]} is not finite")
+    return weights, scores
+
+
+def _history_weight_columns(history: pl.DataFrame) -> list[str]:
+    found = {name for name in history.columns if _WEIGHT_COLUMN.fullmatch(name)}
+    return sorted(found, key=lambda name: int(name[2:]))
