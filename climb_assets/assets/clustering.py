@@ -256,6 +256,7 @@ def super_clusters(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
         conf.min_cluster_docs,
         conf.merge_distance,
         conf.target_super_clusters,
+        conf.linkage,
     )
     summary = super_cluster_summary(profiles, mapping)
     write_parquet(mapping, layout.super_cluster_map)

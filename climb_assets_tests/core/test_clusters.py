@@ -158,7 +158,7 @@ def test_threshold_merge_finds_the_groups_and_numbers_by_tokens() -> None:
 
 def test_pruning_reasons_and_ties_broken_by_smallest_cluster() -> None:
     centroids, _ = grouped_centroids()
-    quality = [0.2, 0.9, 0.9, 0.9, None, 0.9, 0.9, 0.9, 0.9]
+    quality = [0.2, 0.9, 0.9, 0.9, None, 0.9, float("nan"), 0.9, 0.9]
     docs = [5, 5, 2, 5, 0, 5, 5, 5, 5]
     profiles = profiles_for(9, [7] * 9, quality, docs)
     mapping = prune_and_merge(profiles, centroids, 0.35, 3, merge_distance=0.01)  # no merging
@@ -166,11 +166,12 @@ def test_pruning_reasons_and_ties_broken_by_smallest_cluster() -> None:
     assert reasons[0] == "mean quality 0.20 < 0.35"
     assert reasons[2] == "2 docs < min 3"
     assert reasons[4] == "0 docs < min 3"
-    assert mapping.filter(pl.col("status") == "pruned")["cluster"].to_list() == [0, 2, 4]
+    assert reasons[6].startswith("mean quality is NaN")
+    assert mapping.filter(pl.col("status") == "pruned")["cluster"].to_list() == [0, 2, 4, 6]
     kept = mapping.filter(pl.col("status") == "kept")
-    assert kept["super_cluster"].to_list() == list(range(6))  # equal tokens: by cluster id
-    assert kept["reason"].null_count() == 6
-    assert mapping.filter(pl.col("status") == "pruned")["super_cluster"].null_count() == 3
+    assert kept["super_cluster"].to_list() == list(range(5))  # equal tokens: by cluster id
+    assert kept["reason"].null_count() == 5
+    assert mapping.filter(pl.col("status") == "pruned")["super_cluster"].null_count() == 4
 
 
 def test_target_count_overrides_distance() -> None:

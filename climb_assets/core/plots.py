@@ -1,0 +1,155 @@
+"""Small PNG charts for asset metadata (Dagster shows them through markdown data URIs).
+
+Figures are drawn on matplotlib's Agg canvas directly, without pyplot's global state, so plotting
+is safe in any thread and never opens a window. Figures are small (6x4 in at 80 dpi) to keep the
+metadata stored per materialization small.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+FIGSIZE = (6.0, 4.0)
+DPI = 80
+MAX_LEGEND_ENTRIES = 20
+
+
+@contextmanager
+def _axes(title: str, png: list[bytes]) -> Iterator[Axes]:
+    """Yield fresh axes; on exit render the figure as PNG bytes into `png`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=FIGSIZE, dpi=DPI)
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    ax.set_title(title)
+    yield ax
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    png.append(buffer.getvalue())
+
+
+def bar_chart(
+    labels: Sequence[str], values: Sequence[float], title: str, ylabel: str = ""
+) -> bytes:
+    """Vertical bars, one per label (labels rotated when there are many)."""
+    png: list[bytes] = []
+    with _axes(title, png) as ax:
+        positions = np.arange(len(labels))
+        ax.bar(positions, values, color="tab:blue")
+        ax.set_xticks(
+            positions, [str(label) for label in labels], rotation=90 if len(labels) > 12 else 0
+        )
+        ax.set_ylabel(ylabel)
+    return png[0]
+
+
+def histogram(
+    values: Sequence[float] | np.ndarray, bins: int, title: str, xlabel: str = ""
+) -> bytes:
+    """Histogram of `values` (non-finite values dropped)."""
+    data = np.asarray(values, dtype=np.float64)
+    png: list[bytes] = []
+    with _axes(title, png) as ax:
+        ax.hist(data[np.isfinite(data)], bins=bins, color="tab:blue")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("count")
+    return png[0]
+
+
+def scatter_2d(
+    xy: np.ndarray,
+    labels: Sequence[object] | np.ndarray,
+    title: str,
+    sizes: Sequence[float] | None = None,
+) -> bytes:
+    """2-D points coloured by label (e.g. centroids by super-cluster); `None` labels are grey."""
+    points = np.asarray(xy, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) != len(labels):
+        raise ValueError(
+            f"scatter_2d: need (n, 2) points and n labels, got {points.shape}, {len(labels)}"
+        )
+    png: list[bytes] = []
+    with _axes(title, png) as ax:
+        keys = [str(label) for label in labels]
+        distinct = sorted(set(keys), key=_natural_key)
+        colors = _colors(len(distinct))
+        for color, key in zip(colors, distinct, strict=True):
+            mask = np.array([k == key for k in keys])
+            size = None if sizes is None else np.asarray(sizes, dtype=np.float64)[mask]
+            color_used = "lightgrey" if key == "None" else color
+            ax.scatter(points[mask, 0], points[mask, 1], s=size, color=color_used, label=key)
+        if len(distinct) <= MAX_LEGEND_ENTRIES:
+            ax.legend(fontsize="x-small", ncols=2, loc="best")
+    return png[0]
+
+
+def _natural_key(label: str) -> tuple[int, float, str]:
+    """Numeric labels sort by value and before text labels."""
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
+
+
+def _colors(n: int) -> list[tuple[float, float, float, float]]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20" if n > 10 else "tab10"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def line_chart(
+    xs: Sequence[float], series: Mapping[str, Sequence[float]], title: str, xlabel: str = ""
+) -> bytes:
+    """One line per named series over the shared x values."""
+    png: list[bytes] = []
+    with _axes(title, png) as ax:
+        for name, ys in series.items():
+            if len(ys) != len(xs):
+                raise ValueError(
+                    f"line_chart: series {name!r} has {len(ys)} values for {len(xs)} x"
+                )
+            ax.plot(xs, ys, marker="o", markersize=3, label=name)
+        ax.set_xlabel(xlabel)
+        if series:
+            ax.legend(fontsize="small")
+    return png[0]
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """Project rows of `x` on their first two principal components (numpy SVD), shape (n, 2).
+
+    Component signs are fixed (largest loading positive) so the picture is stable across runs.
+    """
+    data = np.asarray(x, dtype=np.float64)
+    if data.ndim != 2:
+        raise ValueError(f"pca_2d: expected a 2-D array, got shape {data.shape}")
+    centered = data - data.mean(axis=0) if len(data) else data
+    if len(data) < 2:
+        return np.zeros((len(data), 2))
+    _, _, vt = np.linalg.svd(centered, full_matrices=False)
+    components = vt[:2]
+    signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(axis=1)])
+    projected = centered @ (components * signs[:, None]).T
+    if projected.shape[1] < 2:  # one feature: pad the missing axis
+        projected = np.hstack([projected, np.zeros((len(projected), 1))])
+    return projected
+
+
+def png_markdown(png: bytes, alt: str) -> str:
+    """Markdown embedding `png` as a base64 data URI (for MetadataValue.md)."""
+    encoded = base64.b64encode(png).decode("ascii")
+    alt = alt.replace("[", "(").replace("]", ")")  # brackets would end the alt text early
+    return f"![{alt}](data:image/png;base64,{encoded})"
