@@ -79,7 +79,7 @@ def climbmix_dataset(
             "code_version": f"climb-assets {__version__}",
             "settings_hash": settings.fingerprint(),
             "upstream_runs": upstream_runs(context.instance),
-            "dataset_run": context.run_id,
+            "dataset_run": context.run.run_id,
         },
         settings=settings.model_dump(mode="json"),
     )

@@ -9,6 +9,7 @@ round's three artifacts are then published as their own partitioned assets, with
 """
 
 import time
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
@@ -27,6 +28,12 @@ from climb_assets.partitions import (
 )
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import Settings
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from climb_assets.core.proxy_pool import ProxyPool
+    from climb_assets.core.targets import LoadedTarget
 
 RUNS_FILE = "runs.parquet"  # one row per proxy: candidate, weights, metrics, objective
 CURVES_FILE = "loss_curves.parquet"
@@ -108,18 +115,19 @@ def iteration_runs(layout: Layout, before: int) -> pl.DataFrame | None:
 
 def train_and_score(
     settings: Settings,
-    pool,
-    targets,
+    pool: "ProxyPool",
+    tokenizer: "Tokenizer",
+    targets: list["LoadedTarget"],
     weights: np.ndarray,
-    seed: int,  # noqa: ANN001
+    seed: int,
 ) -> tuple[dict[str, float], list[tuple[int, float]], dict]:
-    """Train one proxy on `weights` and score it on every target."""
+    """Train one proxy on `weights`, score it on every target; (scores, loss curve, summary)."""
     from climb_assets.core.proxy import train_proxy
     from climb_assets.core.targets import objective, score_targets
 
     run = train_proxy(pool, dict(enumerate(weights.tolist())), settings.proxy, seed)
-    scores = score_targets(run.model, pool.tokenizer, targets, settings.proxy)
-    scores["objective"] = objective(scores, settings.targets)
+    scores = score_targets(run.model, tokenizer, targets, settings.proxy)
+    scores["objective"] = objective(scores, targets)
     return scores, run.loss_curve, run.summary()
 
 
@@ -183,6 +191,7 @@ def run_iteration(
     iteration = iteration_number(key)
     history = iteration_runs(layout, iteration)
     pool = ProxyPool.open(layout.proxy_pool)
+    tokenizer = pool.tokenizer()
     targets = [load_target(t) for t in settings.targets]
     plan = plan_iteration(
         iteration,
@@ -200,7 +209,7 @@ def run_iteration(
     ):
         started = time.perf_counter()
         seed = iteration_seed(settings.seed, iteration, 1000 + int(cid))
-        scores, curve, summary = train_and_score(settings, pool, targets, weights, seed)
+        scores, curve, summary = train_and_score(settings, pool, tokenizer, targets, weights, seed)
         rows.append(
             {
                 "candidate_id": int(cid),

@@ -206,6 +206,8 @@ def cross_validated_spearman(
     """
     weights, scores = _check_training_data(weights, scores, MIN_CV_ROWS)
     folds = min(max(2, folds), len(scores))
+    if len(scores) - -(-len(scores) // folds) < MIN_FIT_ROWS:
+        folds = len(scores)  # too few rows to train on in k-fold: leave one out instead
     order = np.random.default_rng(seed).permutation(len(scores))
     out_of_fold = np.empty(len(scores))
     for held_out in np.array_split(order, folds):

@@ -121,3 +121,10 @@ def test_bad_training_data_is_named() -> None:
         fit_predictor(weights[:2], scores[:2], seed=0)
     with pytest.raises(ValueError, match="expects 6"):
         fit_predictor(weights, np.arange(5.0), seed=0).predict(np.ones((1, 3)) / 3)
+
+
+def test_cross_validation_with_the_fewest_rows_falls_back_to_leave_one_out() -> None:
+    rng = np.random.default_rng(0)
+    weights = rng.dirichlet(np.ones(3), size=4)
+    value = cross_validated_spearman(weights, weights[:, 0], folds=3, seed=0)
+    assert np.isnan(value) or -1.0 <= value <= 1.0
