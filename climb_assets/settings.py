@@ -56,7 +56,9 @@ class ClusteringSettings(_Section):
     niter: int = Field(25, description="K-means iterations.")
     assign_chunk_size: int = Field(65_536, description="Vectors assigned per chunk.")
     min_mean_quality: float = Field(
-        0.35, description="Clusters whose mean quality score is below this are pruned."
+        0.9,
+        description="Clusters whose mean quality score (share of the 30 Gopher/C4/FineWeb rules "
+        "a document passes) is below this are pruned.",
     )
     min_cluster_docs: int = Field(3, description="Clusters with fewer documents are pruned.")
     merge_distance: float = Field(

@@ -81,8 +81,10 @@ def load_encoder(settings: EmbeddingSettings) -> SentenceTransformer:
     Only local files are used (a path or the Hugging Face cache): nothing is downloaded.
     """
     import torch
+    import transformers
     from sentence_transformers import SentenceTransformer
 
+    transformers.logging.disable_progress_bar()  # a bar per load clutters step logs
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
     location = model_location(settings.model)
