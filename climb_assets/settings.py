@@ -86,8 +86,8 @@ class TargetSettings(_Section):
     )
     path: Path = Field(description="The target's JSONL file.")
     weight: float = Field(1.0, description="Weight of this target in the objective.")
-    metric: Literal["bits_per_byte", "loss", "accuracy", "gold_loss"] | None = Field(
-        None, description="Default: bits_per_byte for text, accuracy for multiple_choice."
+    metric: Literal["bits_per_byte", "loss", "accuracy", "accuracy_norm", "gold_loss"] | None = (
+        Field(None, description="Default: bits_per_byte for text, accuracy for multiple_choice.")
     )
     text_field: str = Field("text", description="Field of a text target holding the text.")
     max_examples: int | None = Field(None, description="Use only the first N records.")
@@ -110,6 +110,11 @@ class ProxySettings(_Section):
         "auto", description="auto: bf16 autocast on CUDA and where it is faster on the CPU."
     )
     eval_max_tokens: int = Field(50_000, description="Target tokens scored per text target.")
+    cpu_threads: int | None = Field(
+        None,
+        description="torch threads for proxy training on CPU (None: torch's default). 1 is "
+        "faster when other processes compete for the cores.",
+    )
 
 
 class SearchSettings(_Section):
@@ -165,6 +170,8 @@ class Settings(_Section):
                 name="held_out_choice",
                 kind="multiple_choice",
                 path=Path("data/targets/held_out_choice.jsonl"),
+                # Proxies this small answer near chance; the gold choice's loss still ranks them.
+                metric="gold_loss",
             ),
         ]
     )

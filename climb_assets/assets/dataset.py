@@ -55,11 +55,13 @@ def climbmix_dataset(
         write_dataset,
     )
     from climb_assets.core.dataset_card import mixture_rows, render_card
+    from climb_assets.core.targets import metric_of
 
     settings, layout = climb.get(), climb.layout()
     conf = settings.dataset
     optimal = json.loads(layout.optimal_mixture.read_text())
-    weights = {int(k): w for k, w in optimal["weights"].items() if w > 0}
+    # Zero weights stay in: the card then lists every super-cluster, chosen or not.
+    weights = {int(k): w for k, w in optimal["weights"].items()}
     docs = super_cluster_documents(layout, registered_shards(context)).collect()
     sampled, report = sample_dataset(
         docs, weights, conf.token_budget, conf.repetition_factor, settings.seed
@@ -73,7 +75,7 @@ def climbmix_dataset(
         n_shards=max(1, -(-sampled.height // conf.rows_per_shard)),
         token_budget=conf.token_budget,
         mixture=rows,
-        targets=[t.model_dump(mode="json") for t in settings.targets],
+        targets=[{**t.model_dump(mode="json"), "metric": metric_of(t)} for t in settings.targets],
         predicted_score=optimal["predicted_objective"],
         lineage={
             "code_version": f"climb-assets {__version__}",

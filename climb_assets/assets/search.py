@@ -189,6 +189,10 @@ def run_iteration(
 
     key = context.partition_key
     iteration = iteration_number(key)
+    if settings.proxy.cpu_threads:
+        import torch
+
+        torch.set_num_threads(settings.proxy.cpu_threads)
     history = iteration_runs(layout, iteration)
     pool = ProxyPool.open(layout.proxy_pool)
     tokenizer = pool.tokenizer()

@@ -1,0 +1,180 @@
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+
+from climb_assets.core.proxy import (
+    ModelConfig,
+    ProxyLM,
+    _lr_factor,
+    chunked_linear_cross_entropy,
+    cpu_has_native_bf16,
+    flops_per_token,
+    load_model,
+    resolve_precision,
+    save_model,
+    train_proxy,
+)
+from climb_assets.core.proxy_pool import ProxyPool, build_pool
+from climb_assets.core.tokenizer import train_bpe
+from climb_assets.settings import ProxySettings
+
+TINY = {"d_model": 32, "n_layers": 1, "n_heads": 2, "seq_len": 32, "batch_size": 8}
+TEXTS = {
+    0: [f"the cat number {i} sat on the mat and looked at the dog." for i in range(200)],
+    1: [f"a ship of {i} sails crossed the grey sea under the moon." for i in range(200)],
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from a second thread, and lose much when other jobs share the
+    cores (OpenMP threads wait for each other)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    return train_bpe([t for texts in TEXTS.values() for t in texts], vocab_size=400)
+
+
+@pytest.fixture(scope="module")
+def pool(tokenizer: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> ProxyPool:
+    root = tmp_path_factory.mktemp("pool") / "pool"
+    build_pool(TEXTS, tokenizer, root)
+    return ProxyPool.open(root)
+
+
+def _settings(**overrides: object) -> ProxySettings:
+    base = {**TINY, "tokens_per_proxy": 20_000, "learning_rate": 1e-2, "precision": "fp32"}
+    return ProxySettings(**{**base, **overrides})
+
+
+def test_chunked_cross_entropy_matches_plain_loss_and_gradients() -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(1000, 16, requires_grad=True)  # not a multiple of the chunk size
+    weight = torch.randn(5000, 16, requires_grad=True)  # 5000 logits/row -> 419 rows/chunk
+    targets = torch.randint(0, 5000, (1000,))
+    plain = F.cross_entropy(hidden @ weight.T, targets)
+    plain_grads = torch.autograd.grad(plain, [hidden, weight])
+    fused = chunked_linear_cross_entropy(hidden, weight, targets)
+    fused_grads = torch.autograd.grad(2 * fused, [hidden, weight])  # chain rule through backward
+    torch.testing.assert_close(fused, plain)
+    for got, want in zip(fused_grads, plain_grads, strict=True):
+        torch.testing.assert_close(got, 2 * want)
+
+
+def test_model_is_causal_and_ties_embeddings() -> None:
+    torch.manual_seed(0)
+    model = ProxyLM(ModelConfig(vocab_size=50, d_model=16, n_layers=2, n_heads=2, seq_len=8))
+    ids = torch.randint(0, 50, (2, 8))
+    changed = ids.clone()
+    changed[:, 5] = (changed[:, 5] + 1) % 50
+    logits, logits_changed = model(ids), model(changed)
+    assert logits.shape == (2, 8, 50)
+    torch.testing.assert_close(logits[:, :5], logits_changed[:, :5])
+    assert not torch.allclose(logits[:, 5:], logits_changed[:, 5:])
+    expected = 50 * 16 + 8 * 16 + 2 * (12 * 16**2 + 4 * 16) + 2 * 16  # emb, pos, blocks, ln_f
+    assert model.n_parameters() == expected
+    loss = model(ids[:, :-1], ids[:, 1:])
+    torch.testing.assert_close(
+        loss, F.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
+    )
+    with pytest.raises(ValueError, match="exceeds seq_len"):
+        model(torch.zeros((1, 9), dtype=torch.long))
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="CPU lacks native bf16")
+def test_bf16_autocast_stays_close_to_fp32() -> None:
+    torch.manual_seed(0)
+    model = ProxyLM(ModelConfig(vocab_size=300, d_model=32, n_layers=2, n_heads=2, seq_len=16))
+    ids = torch.randint(0, 300, (4, 17))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits_bf16 = model(ids[:, :-1]).float()
+        loss_bf16 = model(ids[:, :-1], ids[:, 1:])
+    torch.testing.assert_close(logits_bf16, model(ids[:, :-1]), atol=0.02, rtol=0.02)
+    torch.testing.assert_close(loss_bf16, model(ids[:, :-1], ids[:, 1:]), atol=0.01, rtol=0.01)
+
+
+def test_flops_per_token_by_hand() -> None:
+    cfg = ModelConfig(vocab_size=8192, d_model=128, n_layers=2, n_heads=4, seq_len=128)
+    matmul_params = 2 * (3 + 1 + 4 + 4) * 128 * 128 + 128 * 8192
+    assert flops_per_token(cfg) == 6 * matmul_params + 12 * 2 * 128 * 128
+
+
+def test_learning_rate_schedule() -> None:
+    settings = ProxySettings(warmup_fraction=0.1, min_lr_fraction=0.1)
+    factors = [_lr_factor(step, n_steps=100, settings=settings) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:], strict=False))
+
+
+def test_loss_decreases_on_a_tiny_stream(pool: ProxyPool) -> None:
+    steps: list[tuple[int, int, float]] = []
+    run = train_proxy(
+        pool, {0: 1.0, 1: 1.0}, _settings(), seed=0, on_step=lambda *a: steps.append(a)
+    )
+    first, last = run.loss_curve[0][1], run.final_loss
+    assert first > math.log(pool.vocab_size) - 1.0  # starts near uniform
+    assert last < first - 2.0
+    assert run.tokens_seen >= 20_000 and run.tokens_per_second > 0
+    assert not run.model.training
+    assert [s[1] for s in steps] == [t for t, _ in run.loss_curve]
+    summary = run.summary()
+    assert summary["precision"] == "fp32" and summary["n_parameters"] == run.n_parameters
+
+
+def test_same_seed_same_loss_other_seed_differs(pool: ProxyPool) -> None:
+    settings = _settings(tokens_per_proxy=6_000)
+    a = train_proxy(pool, {0: 0.7, 1: 0.3}, settings, seed=11)
+    b = train_proxy(pool, {0: 0.7, 1: 0.3}, settings, seed=11)
+    c = train_proxy(pool, {0: 0.7, 1: 0.3}, settings, seed=12)
+    assert a.loss_curve == b.loss_curve
+    assert a.final_loss != c.final_loss
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_mixture_changes_what_is_learned(pool: ProxyPool, tokenizer: Tokenizer) -> None:
+    """A proxy trained only on group 0 predicts group 0 text better than one trained on group 1."""
+    settings = _settings(tokens_per_proxy=10_000)
+    on_cats = train_proxy(pool, {0: 1.0, 1: 0.0}, settings, seed=0).model
+    on_ships = train_proxy(pool, {0: 0.0, 1: 1.0}, settings, seed=0).model
+    ids = torch.tensor([tokenizer.encode(TEXTS[0][3]).ids[:32]])
+    with torch.no_grad():
+        assert on_cats(ids[:, :-1], ids[:, 1:]) < on_ships(ids[:, :-1], ids[:, 1:])
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="CPU lacks native bf16")
+def test_bf16_training_runs_after_fp32_in_one_process(pool: ProxyPool) -> None:
+    train_proxy(pool, {0: 1.0}, _settings(tokens_per_proxy=1_000), seed=0)
+    run = train_proxy(pool, {0: 1.0}, _settings(tokens_per_proxy=4_000, precision="bf16"), seed=0)
+    assert run.precision == "bf16"
+    assert run.final_loss < run.loss_curve[0][1]
+    assert all(p.dtype == torch.float32 for p in run.model.parameters())  # fp32 master weights
+
+
+def test_resolve_precision() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16", cpu)
+
+
+def test_save_and_load_model(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = ProxyLM(ModelConfig(vocab_size=40, d_model=16, n_layers=1, n_heads=2, seq_len=8))
+    save_model(model, tmp_path / "proxy.pt")
+    loaded = load_model(tmp_path / "proxy.pt")
+    ids = torch.randint(0, 40, (1, 8))
+    assert loaded.cfg == model.cfg and not loaded.training
+    torch.testing.assert_close(loaded(ids), model.eval()(ids))
