@@ -21,7 +21,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings()
     defs = build_definitions(settings)
     with project_instance() as instance:
-        run_pipeline(defs, settings, instance, log_level="INFO" if args.verbose else "WARNING")
+        run_pipeline(
+            defs,
+            settings,
+            instance,
+            log_level="INFO" if args.verbose else "WARNING",
+            force=args.force,
+        )
     layout = Layout(settings.output_dir)
     write_catalog(layout)
     print(f"dataset:      {layout.dataset.resolve()}")
@@ -82,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="materialize every asset in dependency order")
     run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="redo per-shard work (documents, embeddings) even for unchanged shards",
+    )
     run.set_defaults(func=_cmd_run)
 
     trace = sub.add_parser("trace", help="where a document of the final dataset came from")

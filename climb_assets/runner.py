@@ -74,6 +74,32 @@ def register_shards(settings: Settings, instance: dg.DagsterInstance) -> list[st
     return sorted(files)
 
 
+def shard_is_current(
+    instance: dg.DagsterInstance, stage: Stage, shard: str, settings: Settings
+) -> bool:
+    """True when every asset of a per-shard stage was last materialized from the same file,
+    settings and code (its `input_fingerprint`) and its output files still exist."""
+    from climb_assets.assets.corpus import INPUT_FINGERPRINT, shard_input_fingerprint
+    from climb_assets.layout import Layout
+
+    layout = Layout(settings.output_dir)
+    outputs = {"corpus_documents": layout.documents, "shard_embeddings": layout.embeddings}
+    if any(a not in outputs or not outputs[a](shard).exists() for a in stage.assets):
+        return False
+    expected = shard_input_fingerprint(settings, shard)
+    for asset in stage.assets:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(dg.AssetKey(asset), asset_partitions=[shard]), limit=1
+        ).records
+        if not records:
+            return False
+        metadata = records[0].asset_materialization.metadata  # type: ignore[union-attr]
+        found = metadata.get(INPUT_FINGERPRINT)
+        if found is None or found.value != expected:
+            return False
+    return True
+
+
 def partition_keys(stage: Stage, shards: list[str], settings: Settings) -> list[str | None]:
     if stage.axis == "shards":
         return list(shards)
@@ -91,11 +117,24 @@ def run_pipeline(
     plan: tuple[Stage, ...] = PLAN,
     echo: Callable[[str], None] = print,
     log_level: str = "WARNING",
+    force: bool = False,
 ) -> list[str]:
-    """Materialize `plan` in order; returns the run ids. Stops at the first failed run."""
+    """Materialize `plan` in order; returns the run ids. Stops at the first failed run.
+
+    Per-shard work whose inputs are unchanged since its last materialization is skipped unless
+    `force`; every corpus-wide step runs."""
     shards = register_shards(settings, instance)
     echo(f"corpus: {len(shards)} shard(s) under {settings.corpus.path}")
     steps = [(stage, key) for stage in plan for key in partition_keys(stage, shards, settings)]
+    if not force:
+        current = [
+            (st, k)
+            for st, k in steps
+            if st.axis == "shards" and k and shard_is_current(instance, st, k, settings)
+        ]
+        for stage, key in current:
+            echo(f"up to date, skipped: {', '.join(stage.assets)} [{key}]")
+        steps = [step for step in steps if step not in current]
     job = defs.resolve_implicit_global_asset_job_def()
     run_ids: list[str] = []
     started_all = time.perf_counter()

@@ -194,3 +194,25 @@ def test_duckdb_catalog_views_every_table(pipeline) -> None:
         "over_long",
         "duplicate",
     }
+
+
+def test_rerun_skips_unchanged_shards_and_redoes_a_touched_one(pipeline) -> None:
+    import os
+
+    settings, _, instance, _ = pipeline
+    plan = (Stage(("corpus_documents", "shard_embeddings"), "shards"),)
+    defs = build_definitions(settings)
+    said: list[str] = []
+    assert run_pipeline(defs, settings, instance, plan=plan, echo=said.append) == []
+    assert sum("up to date, skipped" in line for line in said) == 3
+
+    touched = settings.corpus.path / "b.jsonl.gz"
+    before = touched.stat()
+    os.utime(touched, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    try:
+        said.clear()
+        run_ids = run_pipeline(defs, settings, instance, plan=plan, echo=said.append)
+    finally:
+        os.utime(touched, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert len(run_ids) == 1
+    assert any("[b.jsonl.gz] done" in line for line in said)

@@ -8,7 +8,14 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from climb_assets.assets.corpus import corpus_documents, document_index, registered_shards
+from climb_assets.assets.corpus import (
+    INPUT_FINGERPRINT,
+    SHARD_CODE_VERSION,
+    corpus_documents,
+    document_index,
+    registered_shards,
+    shard_input_fingerprint,
+)
 from climb_assets.assets.metadata import markdown_table, plot
 from climb_assets.core.atomic import write_npy, write_parquet
 from climb_assets.layout import Layout
@@ -32,7 +39,7 @@ def _encoder(settings_json: str):  # noqa: ANN202 - a SentenceTransformer
     deps=[corpus_documents],
     group_name="clustering",
     kinds={"pytorch", "numpy"},
-    code_version="1",
+    code_version=SHARD_CODE_VERSION,
     pool="gpu",
     check_specs=[dg.AssetCheckSpec(EMBEDDINGS_FINITE_UNIT_NORM, asset="shard_embeddings")],
     description="L2-normalized float16 sentence embeddings of one shard's documents, in document "
@@ -54,6 +61,7 @@ def shard_embeddings(
     health = embedding_health(vectors)
     return dg.MaterializeResult(
         metadata={
+            INPUT_FINGERPRINT: shard_input_fingerprint(settings, shard),
             "documents": len(texts),
             "dimension": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
             "encode_seconds": round(seconds, 2),

@@ -9,6 +9,9 @@ from climb_assets.assets.metadata import counts, markdown_table, plot
 from climb_assets.core.atomic import write_parquet
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
+from climb_assets.settings import Settings
+
+SHARD_CODE_VERSION = "1"  # code_version of the per-shard assets
 
 CORPUS_FILES = dg.AssetKey("corpus_shard_files")
 
@@ -20,6 +23,25 @@ corpus_shard_files = dg.AssetSpec(
     "Registered as partitions by the `corpus_shard_sensor`.",
     kinds={"file"},
 )
+
+
+INPUT_FINGERPRINT = "input_fingerprint"
+
+
+def shard_input_fingerprint(settings: Settings, shard: str) -> str:
+    """What a shard's documents and embeddings depend on: the file (size, mtime), the corpus and
+    embedding settings, and the code version. `climb run` skips a shard whose fingerprint is
+    unchanged since its last materialization."""
+    import hashlib
+
+    stat = (settings.corpus.path / shard).stat()
+    parts = [
+        f"{stat.st_size}:{stat.st_mtime_ns}",
+        settings.corpus.model_dump_json(),
+        settings.embedding.model_dump_json(),
+        SHARD_CODE_VERSION,
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def token_counter_for(settings_model: str):  # noqa: ANN201 - returns the core's callable
@@ -35,7 +57,7 @@ def token_counter_for(settings_model: str):  # noqa: ANN201 - returns the core's
     deps=[CORPUS_FILES],
     group_name="corpus",
     kinds={"polars", "parquet"},
-    code_version="1",
+    code_version=SHARD_CODE_VERSION,
     description="Unicode-normalized documents of one shard with quality signals and a combined "
     "quality score; exact duplicates within the shard and unusable records go to rejects.",
 )
@@ -47,6 +69,7 @@ def corpus_documents(
     settings, layout = climb.get(), climb.layout()
     shard = context.partition_key
     path = settings.corpus.path / shard
+    fingerprint = shard_input_fingerprint(settings, shard)  # before reading: what was read
     result = process_shard(
         path, shard, settings.corpus, token_counter_for(settings.embedding.model)
     )
@@ -56,6 +79,7 @@ def corpus_documents(
     rejected = reject_counts(result.rejects)
     context.log.info(f"{shard}: {docs.height} documents kept, rejects {rejected}")
     metadata = {
+        INPUT_FINGERPRINT: fingerprint,
         "rows_read": result.rows_read,
         "documents": docs.height,
         "rejected": sum(rejected.values()),
