@@ -61,6 +61,10 @@ class Layout:
     def iteration(self, key: str) -> Path:
         return self.root / "bootstrap" / key
 
+    def iteration_work(self, key: str) -> Path:
+        """Finished proxies of an iteration still running: a rerun after a crash resumes."""
+        return self.root / "bootstrap" / f".{key}.work"
+
     @property
     def optimal_mixture(self) -> Path:
         return self.root / "optimal_mixture.json"

@@ -216,3 +216,45 @@ def test_rerun_skips_unchanged_shards_and_redoes_a_touched_one(pipeline) -> None
         os.utime(touched, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert len(run_ids) == 1
     assert any("[b.jsonl.gz] done" in line for line in said)
+
+
+def test_an_interrupted_iteration_resumes_from_its_finished_proxies(
+    pipeline, tmp_path: Path
+) -> None:
+    import shutil
+
+    from climb_assets.assets.search import proxy_run_key
+    from climb_assets.core.atomic import write_json
+
+    settings, layout, _, _ = pipeline
+    fresh = settings.model_copy(update={"output_dir": tmp_path})
+    other = Layout(tmp_path)
+    shutil.copytree(layout.proxy_pool, other.proxy_pool)
+    shutil.copytree(layout.centroids.parent, other.centroids.parent)
+    # As if the run had died after the first proxy: its checkpoint holds a recognisable score.
+    first = pl.read_parquet(layout.iteration("iter-001") / "runs.parquet").row(0, named=True)
+    weights = [
+        first[c] for c in sorted((c for c in first if c.startswith("w_")), key=lambda c: int(c[2:]))
+    ]
+    row = {
+        k: v
+        for k, v in first.items()
+        if "/" in k or k in ("train_tokens_per_second", "final_train_loss")
+    }
+    row |= {"candidate_id": first["candidate_id"], "objective": 123.0}
+    write_json(
+        {"run_key": proxy_run_key(fresh, other), "weights": weights, "row": row, "curve": []},
+        other.iteration_work("iter-001") / f"candidate-{first['candidate_id']}.json",
+    )
+    job = build_definitions(fresh).resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key="iter-001",
+            asset_selection=[dg.AssetKey("bootstrap_iteration")],
+        )
+    assert result.success
+    runs = pl.read_parquet(other.iteration("iter-001") / "runs.parquet")
+    assert runs.filter(pl.col("candidate_id") == first["candidate_id"])["objective"].item() == 123.0
+    assert (runs.filter(pl.col("candidate_id") != first["candidate_id"])["objective"] < 100).all()
+    assert not other.iteration_work("iter-001").exists()

@@ -8,7 +8,10 @@ predictor) and depends on its previous partition; backfilling it runs the rounds
 round's three artifacts are then published as their own partitioned assets, with checks.
 """
 
+import json
+import shutil
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -183,9 +186,7 @@ def build_search_assets(settings: Settings) -> list:
 def run_iteration(
     context: dg.AssetExecutionContext, settings: Settings, layout: Layout
 ) -> dg.MaterializeResult:
-    from climb_assets.core.proxy_pool import ProxyPool
     from climb_assets.core.search import fit_iteration_predictor, iteration_seed, plan_iteration
-    from climb_assets.core.targets import load_target
 
     key = context.partition_key
     iteration = iteration_number(key)
@@ -194,9 +195,6 @@ def run_iteration(
 
         torch.set_num_threads(settings.proxy.cpu_threads)
     history = iteration_runs(layout, iteration)
-    pool = ProxyPool.open(layout.proxy_pool)
-    tokenizer = pool.tokenizer()
-    targets = [load_target(t) for t in settings.targets]
     plan = plan_iteration(
         iteration,
         history,
@@ -207,27 +205,7 @@ def run_iteration(
         maximize=True,
     )
     candidates = plan.to_frame(0 if history is None else history.height)
-    rows, curves = [], []
-    for number, (cid, weights) in enumerate(
-        zip(candidates["candidate_id"], plan.weights, strict=True), 1
-    ):
-        started = time.perf_counter()
-        seed = iteration_seed(settings.seed, iteration, 1000 + int(cid))
-        scores, curve, summary = train_and_score(settings, pool, tokenizer, targets, weights, seed)
-        rows.append(
-            {
-                "candidate_id": int(cid),
-                **scores,
-                "train_tokens_per_second": summary["tokens_per_second"],
-                "final_train_loss": summary["final_loss"],
-            }
-        )
-        curves += [{"candidate_id": int(cid), "tokens": t, "loss": loss} for t, loss in curve]
-        context.log.info(
-            f"{key} proxy {number}/{len(plan.weights)} (candidate {cid}): objective "
-            f"{scores['objective']:.4f}, {summary['tokens_per_second']:.0f} tok/s, "
-            f"{time.perf_counter() - started:.1f} s"
-        )
+    rows, curves = train_candidates(context, settings, layout, candidates, plan.weights)
     scored = candidates.join(pl.DataFrame(rows), on="candidate_id").with_columns(
         pl.col("objective").alias("score")
     )
@@ -248,6 +226,7 @@ def run_iteration(
         write_parquet(pl.DataFrame(curves), tmp / CURVES_FILE)
         fitted.predictor.save(tmp / PREDICTOR_DIR)
         write_json(summary, tmp / SUMMARY_FILE)
+    shutil.rmtree(layout.iteration_work(key), ignore_errors=True)
     return dg.MaterializeResult(
         metadata={
             "proxies": scored.height,
@@ -256,6 +235,84 @@ def run_iteration(
             "candidates": markdown_table(scored.drop("iteration"), 64),
         }
     )
+
+
+def train_candidates(
+    context: dg.AssetExecutionContext,
+    settings: Settings,
+    layout: Layout,
+    candidates: pl.DataFrame,
+    weights: np.ndarray,
+) -> tuple[list[dict], list[dict]]:
+    """Train and score a proxy per candidate: (score rows, loss-curve rows).
+
+    Each finished proxy is checkpointed, so an interrupted iteration resumes where it stopped;
+    a checkpoint counts only for the same weights, proxy settings, targets, seed and pool."""
+    from climb_assets.core.proxy_pool import ProxyPool
+    from climb_assets.core.search import iteration_seed
+    from climb_assets.core.targets import load_target
+
+    key = context.partition_key
+    iteration = iteration_number(key)
+    pool = ProxyPool.open(layout.proxy_pool)
+    tokenizer = pool.tokenizer()
+    targets = [load_target(t) for t in settings.targets]
+    run_key = proxy_run_key(settings, layout)
+    rows, curves = [], []
+    for number, (cid, mixture) in enumerate(
+        zip(candidates["candidate_id"].to_list(), weights, strict=True), 1
+    ):
+        checkpoint = layout.iteration_work(key) / f"candidate-{cid}.json"
+        done = read_checkpoint(checkpoint, run_key, mixture)
+        if done is None:
+            started = time.perf_counter()
+            seed = iteration_seed(settings.seed, iteration, 1000 + cid)
+            scores, curve, summary = train_and_score(
+                settings, pool, tokenizer, targets, mixture, seed
+            )
+            done = {
+                "run_key": run_key,
+                "weights": mixture.tolist(),
+                "row": {
+                    "candidate_id": cid,
+                    **scores,
+                    "train_tokens_per_second": summary["tokens_per_second"],
+                    "final_train_loss": summary["final_loss"],
+                },
+                "curve": [{"candidate_id": cid, "tokens": t, "loss": v} for t, v in curve],
+            }
+            write_json(done, checkpoint)
+            context.log.info(
+                f"{key} proxy {number}/{len(weights)} (candidate {cid}): objective "
+                f"{scores['objective']:.4f}, {summary['tokens_per_second']:.0f} tok/s, "
+                f"{time.perf_counter() - started:.1f} s"
+            )
+        else:
+            context.log.info(f"{key} proxy {number}/{len(weights)}: resumed from {checkpoint}")
+        rows.append(done["row"])
+        curves += done["curve"]
+    return rows, curves
+
+
+def proxy_run_key(settings: Settings, layout: Layout) -> str:
+    """Everything besides the weights that decides a proxy's scores."""
+    import hashlib
+
+    parts = [
+        settings.proxy.model_dump_json(),
+        json.dumps([t.model_dump(mode="json") for t in settings.targets], sort_keys=True),
+        str(settings.seed),
+        (layout.proxy_pool / "manifest.json").read_text(),
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def read_checkpoint(path: Path, run_key: str, weights: np.ndarray) -> dict | None:
+    if not path.exists():
+        return None
+    done = json.loads(path.read_text())
+    same = done.get("run_key") == run_key and np.allclose(done.get("weights"), weights, atol=1e-12)
+    return done if same else None
 
 
 def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> list:
@@ -361,8 +418,6 @@ def read_runs(layout: Layout, key: str) -> pl.DataFrame:
 
 
 def read_summary(layout: Layout, key: str) -> dict:
-    import json
-
     return json.loads((layout.iteration(key) / SUMMARY_FILE).read_text())
 
 
