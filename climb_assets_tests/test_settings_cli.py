@@ -57,3 +57,18 @@ def test_readme_documents_every_setting() -> None:
         "README's settings table is stale; regenerate it with "
         "`python -m climb_assets.settings_doc`:\n" + "\n".join(missing)
     )
+
+
+def test_loading_the_code_location_imports_no_heavy_library() -> None:
+    """Every Dagster step process imports the definitions; only steps that need torch, faiss or
+    the encoder may pay for importing them."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, climb_assets.definitions; "
+        "print(sorted(m for m in ('torch', 'faiss', 'sentence_transformers', 'transformers', "
+        "'lightgbm', 'accelerate') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
