@@ -11,6 +11,20 @@ from climb_assets.resources import ClimbSettings
 SHARD_ASSETS = ["corpus_documents", "shard_embeddings"]
 
 
+def eager_after(*triggers: str) -> dg.AutomationCondition:
+    """Like `eager()`, but only an update of `triggers` starts a run. The asset's other parents
+    lie upstream of a trigger, so reacting to them would build from a half-updated state (e.g.
+    cluster profiles from a new document index but assignments to the old centroids)."""
+    return (
+        dg.AutomationCondition.any_deps_updated()
+        .allow(dg.AssetSelection.assets(*triggers))
+        .since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label(f"eager after {', '.join(triggers)}")
+
+
 def shard_run_request(shard: str, fingerprint: str) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"{shard}@{fingerprint}",
@@ -23,7 +37,7 @@ def shard_run_request(shard: str, fingerprint: str) -> dg.RunRequest:
 @dg.sensor(
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    asset_selection=SHARD_ASSETS,
+    asset_selection=[*SHARD_ASSETS, "document_index"],
     description="Registers every new shard file under the corpus folder as a partition and "
     "requests its documents and embeddings; a changed file (size or mtime) is re-ingested; a "
     "removed file's partition is deleted so no later asset reads it.",
@@ -49,8 +63,18 @@ def corpus_shard_sensor(
         context.log.info(
             f"shards added {changes.added}, changed {changes.changed}, removed {changes.removed}"
         )
+    runs = [shard_run_request(s, now[s]) for s in changes.added + changes.changed]
+    if to_remove and not runs:
+        # Nothing upstream changes when a file goes, so start the corpus-wide chain here.
+        runs.append(
+            dg.RunRequest(
+                run_key=f"removed:{','.join(to_remove)}@{context.cursor}",
+                asset_selection=[dg.AssetKey("document_index")],
+                tags={"climb/removed_shards": ",".join(to_remove)[:200]},
+            )
+        )
     return dg.SensorResult(
-        run_requests=[shard_run_request(s, now[s]) for s in changes.added + changes.changed],
+        run_requests=runs,
         dynamic_partitions_requests=requests,
         cursor=json.dumps(now, sort_keys=True),
     )

@@ -29,6 +29,27 @@ class Layout:
     def assignments(self, shard: str) -> Path:
         return self.root / "assignments" / f"{_file_stem(shard)}.parquet"
 
+    def unregistered_shard_files(self, shards: list[str]) -> list[Path]:
+        """Per-shard files left by shards that were removed from the corpus."""
+        expected = {
+            path
+            for shard in shards
+            for path in (
+                self.documents(shard), self.rejects(shard),
+                self.embeddings(shard), self.assignments(shard),
+            )
+        }  # fmt: skip
+        folders = [
+            self.root / name for name in ("documents", "rejects", "embeddings", "assignments")
+        ]
+        return sorted(
+            path
+            for folder in folders
+            if folder.is_dir()
+            for path in folder.iterdir()
+            if path.is_file() and not path.name.startswith((".", "_")) and path not in expected
+        )
+
     # corpus-wide
     @property
     def document_index(self) -> Path:

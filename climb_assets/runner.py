@@ -30,9 +30,17 @@ class Stage:
 # The order of the pipeline; tests check that every asset of the Definitions appears once.
 PLAN: tuple[Stage, ...] = (
     Stage(("corpus_documents", "shard_embeddings"), "shards"),
-    Stage(("document_index", "centroids"), "none"),
-    Stage(("cluster_assignments",), "shards"),
-    Stage(("cluster_profiles", "super_clusters", "proxy_pool"), "none"),
+    Stage(
+        (
+            "document_index",
+            "centroids",
+            "cluster_assignments",
+            "cluster_profiles",
+            "super_clusters",
+            "proxy_pool",
+        ),
+        "none",
+    ),
     Stage(
         ("bootstrap_iteration", "mixture_candidates", "proxy_scores", "mixture_predictor"),
         "iterations",

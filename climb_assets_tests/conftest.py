@@ -90,3 +90,18 @@ def small_settings(corpus: Path, output: Path, iterations: list[int] | None = No
             "dataset": {"token_budget": 20_000, "rows_per_shard": 50},
         }
     )
+
+
+@pytest.fixture(scope="session")
+def live_dagster(tmp_path_factory: pytest.TempPathFactory):
+    """One `dagster dev` shared by the lineage and browser tests. No sensor or automation runs
+    in it, so only the tests launch runs; its corpus folder gets two small shards once the
+    sensors are stopped."""
+    from climb_assets_tests.live import dagster_dev, write_first_shards
+
+    workdir = tmp_path_factory.mktemp("live")
+    corpus = workdir / "corpus"
+    corpus.mkdir()
+    with dagster_dev(small_settings(corpus, workdir / "outputs"), workdir, automation=False) as dev:
+        write_first_shards(corpus)
+        yield dev

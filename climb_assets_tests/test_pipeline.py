@@ -124,8 +124,7 @@ def test_clustering_is_deterministic(pipeline, tmp_path: Path) -> None:
     again = settings.model_copy(update={"output_dir": tmp_path})
     plan = (
         Stage(("corpus_documents", "shard_embeddings"), "shards"),
-        Stage(("document_index", "centroids"), "none"),
-        Stage(("cluster_assignments",), "shards"),
+        Stage(("document_index", "centroids", "cluster_assignments"), "none"),
     )
     with dg.instance_for_test() as instance:
         run_pipeline(build_definitions(again), again, instance, plan=plan, echo=lambda _: None)

@@ -54,6 +54,14 @@ def test_new_changed_and_removed_shards(tmp_path: Path) -> None:
         assert [r.partition_key for r in changed.run_requests] == ["a.jsonl"]
         assert instance.get_dynamic_partitions(CORPUS_SHARDS.name) == ["a.jsonl"]
 
+        # A removal alone changes no upstream asset: the sensor starts the corpus-wide chain.
+        (tmp_path / "a.jsonl").unlink()
+        removed = tick(instance, tmp_path, changed.cursor)
+        assert instance.get_dynamic_partitions(CORPUS_SHARDS.name) == []
+        [request] = removed.run_requests
+        assert request.partition_key is None
+        assert [a.to_user_string() for a in request.asset_selection] == ["document_index"]
+
 
 def test_missing_corpus_folder_is_a_clear_error(tmp_path: Path) -> None:
     import pytest

@@ -17,11 +17,12 @@ from climb_assets.assets.corpus import (
     shard_input_fingerprint,
 )
 from climb_assets.assets.metadata import markdown_table, plot
+from climb_assets.automation import eager_after
 from climb_assets.core.atomic import write_npy, write_parquet
 from climb_assets.layout import Layout
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
-from climb_assets.settings import EmbeddingSettings
+from climb_assets.settings import EmbeddingSettings, Settings
 
 EMBEDDINGS_FINITE_UNIT_NORM = "finite_unit_norm"
 
@@ -122,22 +123,12 @@ def centroids(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Mat
     )
 
 
-@dg.asset(
-    partitions_def=CORPUS_SHARDS,
-    deps=[shard_embeddings, centroids],
-    automation_condition=dg.AutomationCondition.eager(),
-    group_name="clustering",
-    kinds={"numpy", "parquet"},
-    code_version="1",
-    description="Nearest centroid and Euclidean distance of every document of one shard.",
-)
-def cluster_assignments(
-    context: dg.AssetExecutionContext, climb: ClimbSettings
-) -> dg.MaterializeResult:
+def assign_shard(
+    layout: Layout, shard: str, fitted: np.ndarray, settings: Settings
+) -> pl.DataFrame:
+    """Nearest centroid and Euclidean distance of every document of one shard."""
     from climb_assets.core.kmeans import assign
 
-    settings, layout = climb.get(), climb.layout()
-    shard = context.partition_key
     vectors = load_embeddings(layout, [shard])[0]
     docs = pl.read_parquet(layout.documents(shard), columns=["doc_id", "row"])
     if docs.height != vectors.shape[0]:
@@ -146,22 +137,48 @@ def cluster_assignments(
             "re-materialize shard_embeddings for this shard"
         )
     labels, distances = assign(
-        vectors,
-        np.load(layout.centroids),
-        settings.clustering.assign_chunk_size,
-        settings.clustering.use_gpu,
+        vectors, fitted, settings.clustering.assign_chunk_size, settings.clustering.use_gpu
     )
-    table = docs.with_columns(
+    return docs.with_columns(
         pl.lit(shard).alias("shard"),
         pl.Series("cluster", labels, dtype=pl.Int32),
         pl.Series("distance", distances, dtype=pl.Float32),
     ).select("shard", "row", "doc_id", "cluster", "distance")
-    write_parquet(table, layout.assignments(shard))
+
+
+@dg.asset(
+    deps=[shard_embeddings, centroids],
+    automation_condition=eager_after("centroids"),
+    group_name="clustering",
+    kinds={"numpy", "parquet"},
+    code_version="1",
+    description="Nearest centroid and Euclidean distance of every document, one file per "
+    "shard, computed in chunks. Corpus-wide: new centroids reassign every shard, and keeping "
+    "it unpartitioned lets automation run the clustering chain as one ordered run.",
+)
+def cluster_assignments(
+    context: dg.AssetExecutionContext, climb: ClimbSettings
+) -> dg.MaterializeResult:
+    settings, layout = climb.get(), climb.layout()
+    fitted = np.load(layout.centroids)
+    per_shard = []
+    for shard in registered_shards(context):
+        table = assign_shard(layout, shard, fitted, settings)
+        write_parquet(table, layout.assignments(shard))
+        per_shard.append(
+            {
+                "shard": shard,
+                "documents": table.height,
+                "clusters_used": table["cluster"].n_unique(),
+                "mean_distance": float(table["distance"].mean()) if table.height else None,
+            }
+        )
+    summary = pl.DataFrame(per_shard)
     return dg.MaterializeResult(
         metadata={
-            "documents": table.height,
-            "clusters_used": table["cluster"].n_unique() if table.height else 0,
-            "mean_distance": float(table["distance"].mean()) if table.height else 0.0,
+            "shards": summary.height,
+            "documents": int(summary["documents"].sum()),
+            "by_shard": markdown_table(summary),
         }
     )
 
@@ -181,7 +198,7 @@ def kept_documents(layout: Layout, shards: list[str], with_text: bool) -> pl.Laz
 
 @dg.asset(
     deps=[cluster_assignments, document_index, centroids],
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=eager_after("cluster_assignments"),
     group_name="clustering",
     kinds={"polars", "parquet"},
     code_version="1",
@@ -241,7 +258,7 @@ def cluster_profiles(
 
 @dg.asset(
     deps=[cluster_profiles, centroids],
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=eager_after("cluster_profiles"),
     group_name="clustering",
     kinds={"polars", "parquet"},
     code_version="1",

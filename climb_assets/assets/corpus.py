@@ -145,6 +145,9 @@ def build_document_index(shards: list[str], documents_path) -> tuple[pl.DataFram
 def document_index(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
     layout = climb.layout()
     shards = registered_shards(context)
+    for stale in layout.unregistered_shard_files(shards):
+        context.log.info(f"removing {stale}: its shard is no longer in the corpus")
+        stale.unlink()
     kept, duplicates = build_document_index(shards, layout.documents)
     write_parquet(duplicates, layout.cross_shard_duplicates)
     write_parquet(kept, layout.document_index)

@@ -1,0 +1,148 @@
+"""The Dagster UI in headless Chromium: the asset graph shows every stage, a materialization
+launched with the UI's Materialize button succeeds, and the asset page shows its plot.
+
+Uses Debian's /usr/bin/chromium through Playwright (never `playwright install`); skipped when
+either is missing. Screenshots go to screenshots/ at the project root (git-ignored)."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from climb_assets.definitions import build_definitions
+from climb_assets.runner import PLAN, Stage, run_pipeline
+from climb_assets_tests.live import PROJECT, DagsterDev, Materialization, newer_materialization
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+SCREENSHOTS = PROJECT / "screenshots"
+# One asset of every stage of the pipeline.
+STAGE_ASSETS = (
+    "corpus_documents", "centroids", "super_clusters", "bootstrap_iteration",
+    "optimal_mixture", "climbmix_dataset",
+)  # fmt: skip
+# Everything super_clusters reads, materialized in-process before the UI launches it.
+UPSTREAM_PLAN = (*PLAN[:3], Stage(("cluster_profiles",), "none"))
+MATERIALIZE = re.compile(r"^\s*Materialize\s*$")
+UI_TIMEOUT_MS = 60_000
+RUN_TIMEOUT_S = 240
+PLOT_KEY, PLOT_ALT = "centroid_map", "centroids by super-cluster"  # super_clusters' plot
+
+
+@pytest.fixture(scope="module")
+def upstream_ready(live_dagster: DagsterDev) -> None:
+    """Everything super_clusters reads, by `run_pipeline` into the instance of `dagster dev`
+    (before the browser starts: both run event loops in this thread)."""
+    dev = live_dagster
+    with dg.DagsterInstance.from_config(str(dev.home)) as instance:
+        run_pipeline(build_definitions(dev.settings), dev.settings, instance, UPSTREAM_PLAN,
+                     echo=lambda _: None)  # fmt: skip
+    assert dev.latest_materialization("cluster_profiles") is not None
+
+
+@pytest.fixture(scope="module")
+def page(live_dagster: DagsterDev, upstream_ready: None) -> Iterator:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is missing: pip install playwright"
+    )
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="climb_chromium_") as profile,
+        sync_api.sync_playwright() as playwright,
+    ):
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
+            viewport={"width": 1600, "height": 1000},
+        )  # fmt: skip
+        context.set_default_timeout(UI_TIMEOUT_MS)
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+def open_ui(page, dev: DagsterDev, path: str) -> None:
+    """Open a UI page and dismiss the one-time 'Join the Dagster community' dialog."""
+    page.goto(f"{dev.url}{path}", wait_until="networkidle")
+    skip = page.get_by_role("button", name="Skip")
+    if skip.count():
+        skip.click()
+
+
+def shown_in_graph(node_texts: list[str], asset: str) -> bool:
+    """Zoomed out, the graph shortens long names with an ellipsis ('bootstr…_iteration')."""
+    for label in (text.strip() for text in node_texts):
+        if label == asset:
+            return True
+        head, ellipsis, tail = label.partition("…")
+        if ellipsis and asset.startswith(head) and asset.endswith(tail) and head and tail:
+            return True
+    return False
+
+
+def test_asset_graph_shows_every_stage(page, live_dagster: DagsterDev) -> None:
+    open_ui(page, live_dagster, "/assets/climbmix_dataset?view=lineage&lineageScope=upstream"
+            "&lineageDepth=20")  # fmt: skip
+    nodes = page.locator("svg foreignObject")
+    nodes.filter(has_text="optimal_mixture").first.wait_for()
+    texts = nodes.all_text_contents()  # SVG elements have no innerText
+    page.screenshot(path=str(SCREENSHOTS / "asset_graph.png"))
+    missing = [asset for asset in STAGE_ASSETS if not shown_in_graph(texts, asset)]
+    assert not missing, f"not in the graph: {missing}; nodes shown: {texts}"
+
+
+@pytest.fixture(scope="module")
+def materialized_from_ui(page, live_dagster: DagsterDev) -> Materialization:
+    """super_clusters materialized by clicking its Materialize button."""
+    dev = live_dagster
+    before = dev.latest_materialization("super_clusters")  # another test's, if any
+    open_ui(page, dev, "/assets/super_clusters")
+    # The button's accessible name includes its icon's label ("materialization Materialize").
+    page.get_by_role("button").filter(has_text=MATERIALIZE).click()
+    latest = dev.wait_until(
+        newer_materialization(dev, "super_clusters", before),
+        "the run launched from the UI to materialize super_clusters",
+        RUN_TIMEOUT_S,
+    )
+    dev.wait_until(lambda: dev.run_status(latest.run_id) == "SUCCESS", "the run to end", 60)
+    return latest
+
+
+def test_materialize_button_launches_a_successful_run(
+    page, live_dagster: DagsterDev, materialized_from_ui: Materialization
+) -> None:
+    run = next(r for r in live_dagster.runs() if r["runId"] == materialized_from_ui.run_id)
+    assert run["assets"] == ["super_clusters"], "not the run of the asset page's button"
+    assert run["status"] == "SUCCESS"
+    assert "dagster/sensor_name" not in run["tags"], "launched by a sensor, not the UI"
+    open_ui(page, live_dagster, f"/runs/{materialized_from_ui.run_id}")
+    page.get_by_text("Success", exact=True).first.wait_for()
+    page.screenshot(path=str(SCREENSHOTS / "super_clusters_run.png"))
+
+
+def test_asset_page_shows_the_centroid_plot(
+    page, live_dagster: DagsterDev, materialized_from_ui: Materialization
+) -> None:
+    """The metadata table keeps a plot behind '[Show Markdown]'; the dialog shows the image."""
+    open_ui(page, live_dagster, "/assets/super_clusters")
+    row = page.locator("tr", has_text=PLOT_KEY).first
+    row.scroll_into_view_if_needed()
+    row.get_by_text("[Show Markdown]").click()
+    image = page.get_by_role("dialog").locator(f'img[alt="{PLOT_ALT}"]')
+    image.wait_for()
+    assert image.get_attribute("src").startswith("data:image/png;base64,")
+    image.evaluate("img => img.decode()")  # rejects when the PNG does not decode
+    assert image.evaluate("img => img.naturalWidth") > 100
+    page.screenshot(path=str(SCREENSHOTS / "super_clusters_plot.png"))
