@@ -32,7 +32,10 @@ STAGE_ASSETS = (
     "optimal_mixture", "climbmix_dataset",
 )  # fmt: skip
 # Everything super_clusters reads, materialized in-process before the UI launches it.
-UPSTREAM_PLAN = (*PLAN[:3], Stage(("cluster_profiles",), "none"))
+UPSTREAM_PLAN = (
+    PLAN[0],
+    Stage(("document_index", "centroids", "cluster_assignments", "cluster_profiles"), "none"),
+)
 MATERIALIZE = re.compile(r"^\s*Materialize\s*$")
 UI_TIMEOUT_MS = 60_000
 RUN_TIMEOUT_S = 240

@@ -57,6 +57,6 @@ def test_backfill_of_all_iterations_runs_them_in_order(live_dagster: DagsterDev)
     iterations = sorted(
         (m for m in dev.materializations("bootstrap_iteration")), key=lambda m: m.timestamp_ms
     )
-    assert [m.partition for m in iterations] == ["iter-001", "iter-002"]
+    assert [m.partition for m in iterations] == ["iter-001", "iter-002"], dev.run_timeline()
     dataset = dev.latest_materialization("climbmix_dataset")
     assert dataset is not None and dataset.timestamp_ms > iterations[-1].timestamp_ms
