@@ -39,4 +39,3 @@ def iterations_partitions(count: int) -> dg.TimeWindowPartitionsDefinition:
 
 
 PREVIOUS_ITERATION = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
-THIS_AND_EARLIER_ITERATIONS = dg.TimeWindowPartitionMapping(start_offset=-MAX_ITERATIONS)

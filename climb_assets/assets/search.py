@@ -155,13 +155,9 @@ def corpus_token_counts(layout: Layout) -> dict[int, int]:
     return dict(zip(supers["super_cluster"].to_list(), supers["n_tokens"].to_list(), strict=True))
 
 
-def bootstrap_partitions(settings: Settings) -> dg.TimeWindowPartitionsDefinition:
-    return iterations_partitions(settings.iterations)
-
-
 def build_search_assets(settings: Settings) -> list:
     """The partitioned search assets; the iteration count comes from the settings."""
-    partitions = bootstrap_partitions(settings)
+    partitions = iterations_partitions(settings.iterations)
 
     @dg.asset(
         partitions_def=partitions,
