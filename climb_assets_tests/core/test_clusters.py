@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import numpy as np
 import polars as pl
@@ -152,7 +153,7 @@ def test_threshold_merge_finds_the_groups_and_numbers_by_tokens() -> None:
     found = {s: set(mapping.filter(pl.col("super_cluster") == s)["cluster"]) for s in range(3)}
     assert found == {0: groups[2], 1: groups[0], 2: groups[1]}
     assert mapping["status"].unique().to_list() == ["kept"]
-    assert mapping["reason"][2].startswith("merged into super-cluster 0 (distance 0.")
+    assert mapping["reason"][2].startswith("merged into super-cluster 0 (ward-linkage distance 0.")
     assert mapping["reason"][2].endswith("< 1.00)")
 
 
@@ -202,31 +203,132 @@ def test_profiles_must_match_centroids() -> None:
         prune_and_merge(profiles_for(3, [1] * 3, [1.0] * 3, [5] * 3), centroids, 0.3, 1, 1.0)
 
 
-def test_single_linkage_chains_where_average_does_not() -> None:
-    chain = np.array([[0.0], [0.5], [1.0], [1.5], [2.0]])
-    single = agglomerate(chain, merge_distance=0.6, linkage="single")
-    average = agglomerate(chain, merge_distance=0.6, linkage="average")
-    assert single.groups == [[0, 1, 2, 3, 4]]
-    assert len(average.groups) > 1
-    assert sorted(i for g in average.groups for i in g) == list(range(5))
+def planted_chain() -> tuple[np.ndarray, set[int], set[int]]:
+    """Two tight, well separated groups (x near 0 and near 10) bridged by a chain of points
+    spaced 1 apart: every gap along the line is at most 1, the groups are 10 apart."""
+    rng = np.random.default_rng(7)
+    left = np.c_[0.05 * rng.normal(size=5), 0.05 * rng.normal(size=5)]
+    right = left + [10.0, 0.0]
+    bridge = np.c_[np.arange(1.0, 10.0), np.zeros(9)]
+    points = np.vstack([left, bridge, right])
+    return points, set(range(5)), set(range(14, 19))
 
 
-def test_average_linkage_matches_scipy() -> None:
+@pytest.mark.parametrize("linkage", ["complete", "ward", "average", "single"])
+def test_every_linkage_matches_scipy_fcluster(linkage: str) -> None:
     hierarchy = pytest.importorskip("scipy.cluster.hierarchy")
     points = np.random.default_rng(1).normal(size=(40, 6))
-    for threshold in (1.5, 2.5, 3.5):
-        ours = agglomerate(points, threshold, linkage="average").groups
-        labels = hierarchy.fcluster(hierarchy.linkage(points, "average"), threshold, "distance")
+    tree = hierarchy.linkage(points, linkage)
+    heights = tree[:, 2]
+    for step in (5, 20, 32, 38):
+        # midway between merge heights: fcluster cuts at <= threshold, ours at <, so no tie
+        threshold = float(heights[step - 1] + heights[step]) / 2
+        ours = agglomerate(points, threshold, linkage=linkage).groups  # type: ignore[arg-type]
+        labels = hierarchy.fcluster(tree, threshold, "distance")
         theirs = {frozenset(np.flatnonzero(labels == label)) for label in set(labels)}
         assert {frozenset(g) for g in ours} == theirs
+        assert len(ours) == 40 - step
+
+
+def test_single_linkage_chains_the_bridge_where_complete_and_ward_do_not() -> None:
+    points, left, right = planted_chain()
+    single = agglomerate(points, merge_distance=1.5, linkage="single")
+    assert single.groups == [list(range(len(points)))]  # chained into one super-cluster
+    for linkage in ("complete", "ward"):
+        groups = agglomerate(points, merge_distance=1.5, linkage=linkage).groups  # type: ignore[arg-type]
+        assert sorted(i for g in groups for i in g) == list(range(len(points)))
+        assert not any(left & set(g) and right & set(g) for g in groups), linkage
+        assert any(left <= set(g) for g in groups) and any(right <= set(g) for g in groups)
+
+
+def test_target_two_splits_the_chain_between_the_groups() -> None:
+    points, left, right = planted_chain()
+    for linkage in ("complete", "ward"):
+        groups = agglomerate(points, 0.0, target_groups=2, linkage=linkage).groups  # type: ignore[arg-type]
+        assert len(groups) == 2
+        assert {frozenset(left & set(g)) for g in groups} == {frozenset(left), frozenset()}
+        assert not any(left & set(g) and right & set(g) for g in groups), linkage
+
+
+@pytest.mark.parametrize("linkage", ["complete", "ward", "average", "single"])
+def test_threshold_is_strict(linkage: str) -> None:
+    pair = np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 0.0]])  # exactly 1 apart, then far
+    at = agglomerate(pair, merge_distance=1.0, linkage=linkage)  # type: ignore[arg-type]
+    assert at.groups == [[0], [1], [2]]
+    assert np.isnan(at.first_join).all()
+    above = agglomerate(pair, merge_distance=1.0 + 1e-9, linkage=linkage)  # type: ignore[arg-type]
+    assert above.groups == [[0, 1], [2]]
+    assert above.first_join[:2] == pytest.approx([1.0, 1.0]) and np.isnan(above.first_join[2])
+
+
+def test_ward_heights_grow_with_group_size() -> None:
+    # a third point at distance 1 from the centroid of a merged pair: sqrt(2 * 2 * 1 / 3) * 1
+    points = np.array([[-0.05, 0.0], [0.05, 0.0], [0.0, 1.0]])
+    assert agglomerate(points, 1.05, linkage="ward").groups == [[0, 1], [2]]
+    assert agglomerate(points, 1.17, linkage="ward").groups == [[0, 1, 2]]
+    assert agglomerate(points, 1.05, linkage="complete").groups == [[0, 1, 2]]
+
+
+def test_target_count_is_exact_for_every_linkage() -> None:
+    points = np.random.default_rng(3).normal(size=(25, 4))
+    for linkage in ("complete", "ward", "average", "single"):
+        for target in (1, 4, 7, 25, 40):
+            groups = agglomerate(points, 0.0, target_groups=target, linkage=linkage).groups  # type: ignore[arg-type]
+            assert len(groups) == min(target, 25)
+            assert sorted(i for g in groups for i in g) == list(range(25))
+
+
+def test_tiny_inputs_and_bad_linkage() -> None:
+    assert agglomerate(np.zeros((0, 3)), 1.0).groups == []
+    assert agglomerate(np.zeros((1, 3)), 1.0, target_groups=1).groups == [[0]]
+    with pytest.raises(ValueError, match="clustering.linkage must be one of"):
+        agglomerate(np.zeros((3, 2)), 1.0, linkage="centroid")  # type: ignore[arg-type]
 
 
 def test_merge_is_deterministic() -> None:
     centroids = np.random.default_rng(2).normal(size=(30, 8)).astype(np.float32)
     profiles = profiles_for(30, list(range(30)), [0.9] * 30, [5] * 30)
-    first = prune_and_merge(profiles, centroids, 0.35, 3, merge_distance=3.5)
-    assert first.equals(prune_and_merge(profiles, centroids, 0.35, 3, merge_distance=3.5))
+    first = prune_and_merge(profiles, centroids, 0.35, 3, merge_distance=4.5)
+    assert first.equals(prune_and_merge(profiles, centroids, 0.35, 3, merge_distance=4.5))
     assert 1 < first["super_cluster"].n_unique() < 30
+
+
+def test_super_cluster_ids_are_stable_under_input_order() -> None:
+    """Ids by descending tokens, then smallest member; relabelled input, same partition."""
+    centroids = np.random.default_rng(5).normal(size=(20, 6))
+    profiles = profiles_for(20, [10] * 20, [0.9] * 20, [5] * 20)
+    mapping = prune_and_merge(profiles, centroids, 0.35, 3, merge_distance=4.0)
+    groups = [
+        g["cluster"].to_list()
+        for _, g in mapping.sort("super_cluster").group_by("super_cluster", maintain_order=True)
+    ]
+    assert 2 < len(groups) < 20
+    assert groups == sorted(groups, key=lambda g: (-10 * len(g), min(g)))
+    order = np.random.default_rng(6).permutation(20)
+    shuffled = prune_and_merge(profiles, centroids[order], 0.35, 3, merge_distance=4.0)
+    partition = {frozenset(g["cluster"]) for _, g in mapping.group_by("super_cluster")}
+    relabelled = {
+        frozenset(int(order[c]) for c in g["cluster"])
+        for _, g in shuffled.group_by("super_cluster")
+    }
+    assert relabelled == partition
+
+
+def test_prune_and_merge_keeps_the_planted_groups_apart_by_default() -> None:
+    points, left, right = planted_chain()
+    n = len(points)
+    profiles = profiles_for(n, [10] * n, [0.9] * n, [5] * n)
+    mapping = prune_and_merge(profiles, points, 0.35, 3, merge_distance=1.5)
+    left_ids = set(mapping.filter(pl.col("cluster").is_in(list(left)))["super_cluster"])
+    right_ids = set(mapping.filter(pl.col("cluster").is_in(list(right)))["super_cluster"])
+    assert len(left_ids) == 1 and left_ids.isdisjoint(right_ids)
+    chained = prune_and_merge(profiles, points, 0.35, 3, 1.5, linkage="single")
+    assert chained["super_cluster"].n_unique() == 1
+    reasons = chained["reason"].to_list()
+    assert all(
+        re.fullmatch(r"merged into super-cluster 0 \(single-linkage distance \d\.\d\d < 1\.50\)", r)
+        for r in reasons
+    )
 
 
 # --------------------------------------------------------------------------- summary
