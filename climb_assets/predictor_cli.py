@@ -12,42 +12,59 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
 from climb_assets.core.atomic import atomic_path, write_parquet
 
+if TYPE_CHECKING:
+    from climb_assets.core.mixtures import MixtureConstraints
+    from climb_assets.settings import PredictorSettings
+
 DESCRIPTION = """\
 Fit, cross-validate and use CLIMB's LightGBM predictor on a table of past runs.
 
 TABLE is a CSV (.csv, .tsv) or Parquet (.parquet, .pq) file with one row per training run:
 weight columns (the run's data mixture, non-negative, summing to 1 per row) and one or more
-score columns. Rows whose weights sum to within --tolerance of 1 are renormalized exactly.
+score columns. Rows whose weights sum to within --tolerance of 1 are renormalized exactly;
+--renormalize divides every row by its sum instead (percentages, rows summing to 0.98, ...).
 
-Weight columns: --weights takes comma-separated names and/or glob patterns (default 'w_*', the
-columns written by `climb`); matches keep the table's column order. They are never guessed
-from the data: a table without w_* columns needs --weights.
+Two files instead of TABLE: --weights WEIGHTS_FILE --scores SCORES_FILE --key COL joins them
+on COL (runs present in only one file are left out, with a note). The weight columns of
+WEIGHTS_FILE are every column but the key unless --weight-columns says otherwise.
+
+Weight columns: --weights (or --weight-columns) takes comma-separated names and/or glob
+patterns (default 'w_*', the columns written by `climb`); matches keep the table's column
+order. They are never guessed from the data: a table without w_* columns needs --weights.
 
 Objective: --score COL (default 'score'); give --score several times for a weighted sum, with
 one --score-weight per --score (default 1 each). Use a negative weight to fold a lower-is-better
 score into a higher-is-better objective. fit and propose need the direction: --maximize or
 --minimize.
 
+The predictor is a bagged ensemble of --ensemble-size LightGBM models; its rounds are chosen
+by cross-validation unless --rounds fixes them.
+
 actions:
   cv       out-of-fold Spearman correlation of the predictor (k-fold; leave-one-out when rows
            are fewer than --folds)
-  fit      fit on every row and save model.txt + predictor.json into --out DIR
+  fit      fit on every row and save the model files + predictor.json into --out DIR
   predict  score the mixtures of --mixtures FILE with a saved --model DIR
-  propose  best mixture: the mean of the --top-k predicted of a --pool-size pool (Dirichlet
-           draws around the table's mixtures, staying on the groups the table uses)
+  propose  best mixture: the mean of the --top-k predicted (within --region-radius of the best
+           one) of a --pool-size pool of Dirichlet draws around the table's mixtures plus the
+           table's own mixtures; never predicted worse than the best observed run
 """
 
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
+# `fit --out` names a directory; these suffixes mean the user expected a single file.
+FILE_SUFFIXES = {*TABLE_SUFFIXES, *PARQUET_SUFFIXES, ".json", ".txt", ".pkl", ".pickle"}
+FILE_SUFFIXES |= {".joblib", ".lgb", ".model", ".bin"}
 DEFAULT_WEIGHTS = "w_*"
 DEFAULT_SCORE = "score"
+DEFAULT_REGION_RADIUS = 0.3
 
 
 class PredictorCliError(ValueError):
@@ -67,11 +84,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     cv = actions.add_parser("cv", parents=[table], help="cross-validated Spearman correlation")
     _add_output_format(cv)
     fit = actions.add_parser("fit", parents=[table], help="fit on all rows and save the model")
-    fit.add_argument("--out", type=Path, required=True, metavar="DIR", help="model directory")
+    fit.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="model directory (not a file)"
+    )
     propose = actions.add_parser("propose", parents=[table], help="best mixture by prediction")
     propose.add_argument("--top-k", type=int, default=16, help="mixtures averaged (default 16)")
     propose.add_argument(
         "--pool-size", type=int, default=20_000, help="mixtures scored (default 20000)"
+    )
+    propose.add_argument(
+        "--region-radius",
+        type=float,
+        default=DEFAULT_REGION_RADIUS,
+        help="average only top-k mixtures within this total-variation distance of the best "
+        f"predicted one (default {DEFAULT_REGION_RADIUS})",
     )
     _add_output_format(propose)
     _add_predict_parser(actions)
@@ -81,12 +107,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _table_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("table", type=Path, metavar="TABLE", help="CSV or Parquet of past runs")
+    common.add_argument(
+        "table",
+        type=Path,
+        nargs="?",
+        metavar="TABLE",
+        help="CSV or Parquet of past runs (or give --weights FILE --scores FILE --key COL)",
+    )
     common.add_argument(
         "--weights",
-        default=DEFAULT_WEIGHTS,
-        help="weight columns: comma-separated names or globs (default 'w_*')",
+        default=None,
+        help="weight columns: comma-separated names or globs (default 'w_*'); without TABLE, "
+        "a CSV/Parquet file of weights joined to --scores on --key",
     )
+    common.add_argument(
+        "--weight-columns",
+        metavar="SPEC",
+        help="weight columns (names/globs) of TABLE or of the --weights file",
+    )
+    common.add_argument(
+        "--scores", type=Path, metavar="FILE", help="CSV/Parquet of scores, joined on --key"
+    )
+    common.add_argument("--key", metavar="COL", help="run id column shared by the two files")
     common.add_argument(
         "--score",
         action="append",
@@ -107,10 +149,73 @@ def _table_options() -> argparse.ArgumentParser:
     direction.add_argument(
         "--minimize", dest="maximize", action="store_false", default=None, help="lower is better"
     )
-    common.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    common.add_argument(
+        "--folds", type=int, default=5, help="folds of `cv`, at least 2 (default 5)"
+    )
     common.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _add_model_options(common)
     _add_tolerance(common)
     return common
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    from climb_assets.settings import PredictorSettings
+
+    defaults = PredictorSettings()
+    group = parser.add_argument_group("predictor (PredictorSettings)")
+    group.add_argument(
+        "--rounds",
+        type=int,
+        default=defaults.rounds,
+        help="boosting rounds per model (default: chosen by cross-validation)",
+    )
+    group.add_argument(
+        "--max-rounds",
+        type=int,
+        default=defaults.max_rounds,
+        help=f"cap on cross-validated rounds (default {defaults.max_rounds})",
+    )
+    group.add_argument(
+        "--learning-rate",
+        type=float,
+        default=defaults.learning_rate,
+        help=f"LightGBM learning rate (default {defaults.learning_rate})",
+    )
+    group.add_argument(
+        "--num-leaves",
+        type=int,
+        default=defaults.num_leaves,
+        help=f"leaves per tree (default {defaults.num_leaves})",
+    )
+    group.add_argument(
+        "--ensemble-size",
+        type=int,
+        default=defaults.ensemble_size,
+        help=f"models bagged on bootstrap resamples (default {defaults.ensemble_size})",
+    )
+
+
+def predictor_settings(args: argparse.Namespace) -> PredictorSettings:
+    """PredictorSettings from the command line, each bad value named by its option."""
+    from climb_assets.settings import PredictorSettings
+
+    checks = [
+        ("--rounds", args.rounds, args.rounds is None or args.rounds >= 1, "at least 1"),
+        ("--max-rounds", args.max_rounds, args.max_rounds >= 1, "at least 1"),
+        ("--learning-rate", args.learning_rate, args.learning_rate > 0, "positive"),
+        ("--num-leaves", args.num_leaves, args.num_leaves >= 2, "at least 2"),
+        ("--ensemble-size", args.ensemble_size, args.ensemble_size >= 1, "at least 1"),
+    ]
+    for option, value, ok, rule in checks:
+        if not ok:
+            raise PredictorCliError(f"{option} {value}: must be {rule}")
+    return PredictorSettings(
+        rounds=args.rounds,
+        max_rounds=args.max_rounds,
+        learning_rate=args.learning_rate,
+        num_leaves=args.num_leaves,
+        ensemble_size=args.ensemble_size,
+    )
 
 
 def _add_predict_parser(actions: Any) -> None:
@@ -127,8 +232,8 @@ def _add_predict_parser(actions: Any) -> None:
         "--out",
         type=Path,
         metavar="FILE",
-        help="write the table with a 'predicted' column here (CSV or Parquet by extension); "
-        "default: CSV on stdout",
+        help="write the table with 'predicted' and 'predicted_spread' columns here (CSV or "
+        "Parquet by extension); default: CSV on stdout",
     )
     _add_tolerance(predict)
 
@@ -139,6 +244,11 @@ def _add_tolerance(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=1e-3,
         help="allowed |sum(weights) - 1| per row before it is an error (default 1e-3)",
+    )
+    parser.add_argument(
+        "--renormalize",
+        action="store_true",
+        help="divide each weight row by its sum (percentages, rows summing to 100 or 0.98)",
     )
 
 
@@ -159,14 +269,15 @@ def run(args: argparse.Namespace) -> int:
 
 @dataclass
 class RunTable:
-    """The parsed table: weights (n, k), objective (n,), and the names they came from."""
+    """The parsed runs: weights (n, k), objective (n,), and the names they came from."""
 
-    path: Path
+    source: str  # the table, or "WEIGHTS + SCORES" for two joined files
     weight_columns: list[str]
     weights: np.ndarray
     score_columns: list[str]
     score_weights: list[float]
     objective: np.ndarray
+    keys: list[str] | None = None  # run ids of the --key column, in row order
 
 
 def read_table(path: Path) -> pl.DataFrame:
@@ -182,7 +293,7 @@ def read_table(path: Path) -> pl.DataFrame:
     raise PredictorCliError(f"{path}: unknown table type {suffix!r}; use .csv, .tsv or .parquet")
 
 
-def resolve_weight_columns(spec: str, available: list[str]) -> list[str]:
+def resolve_weight_columns(spec: str, available: list[str], option: str = "--weights") -> list[str]:
     """Column names from comma-separated names/globs, in table order for globs, no repeats."""
     chosen: list[str] = []
     for token in (part.strip() for part in spec.split(",")):
@@ -194,35 +305,140 @@ def resolve_weight_columns(spec: str, available: list[str]) -> list[str]:
             matches = [token] if token in available else []
         if not matches:
             raise PredictorCliError(
-                f"--weights {token!r} matches no column; available columns: {available}"
+                f"{option} {token!r} matches no column; available columns: {available}"
             )
         chosen.extend(name for name in matches if name not in chosen)
     if len(chosen) < 2:
-        raise PredictorCliError(f"--weights selects {chosen}: a mixture needs at least 2 columns")
+        raise PredictorCliError(f"{option} selects {chosen}: a mixture needs at least 2 columns")
     return chosen
 
 
+def _is_table_file(value: str | None) -> bool:
+    return value is not None and Path(value).suffix.lower() in {
+        *TABLE_SUFFIXES,
+        *PARQUET_SUFFIXES,
+    }
+
+
 def load_run_table(args: argparse.Namespace) -> RunTable:
-    """Read TABLE and turn it into validated weights and one objective per row."""
-    df = read_table(args.table)
-    columns = resolve_weight_columns(args.weights, df.columns)
-    weights = _validated_weights(df, columns, args.tolerance, args.table)
+    """Read TABLE (or the joined --weights/--scores files) into validated weights and one
+    objective per row."""
     score_columns = args.score or [DEFAULT_SCORE]
     score_weights = _score_weights(score_columns, args.score_weight)
+    if args.table is None:
+        return _load_joined(args, score_columns, score_weights)
+    if args.scores is not None or args.key is not None:
+        raise PredictorCliError(
+            "give either TABLE or --weights FILE --scores FILE --key COL, not both"
+        )
+    if args.weights is not None and args.weight_columns is not None:
+        raise PredictorCliError("--weights and --weight-columns both name columns: give one")
+    if _is_table_file(args.weights):
+        raise PredictorCliError(
+            f"--weights {args.weights} is a file, but with TABLE --weights names columns; for "
+            "two files drop TABLE and give --weights FILE --scores FILE --key COL"
+        )
+    df = read_table(args.table)
+    option = "--weight-columns" if args.weight_columns else "--weights"
+    spec = args.weight_columns or args.weights or DEFAULT_WEIGHTS
+    columns = resolve_weight_columns(spec, df.columns, option)
+    weights = _validated_weights(df, columns, args.tolerance, args.table, args.renormalize)
     objective = _objective(df, score_columns, score_weights, args.table)
-    return RunTable(args.table, columns, weights, score_columns, score_weights, objective)
+    return RunTable(str(args.table), columns, weights, score_columns, score_weights, objective)
+
+
+def _load_joined(
+    args: argparse.Namespace, score_columns: list[str], score_weights: list[float]
+) -> RunTable:
+    """Weights from one file, scores from another, inner-joined on --key."""
+    if not _is_table_file(args.weights) or args.scores is None or args.key is None:
+        raise PredictorCliError(
+            "no TABLE: give a table of runs, or --weights FILE --scores FILE --key COL"
+        )
+    weights_path, key = Path(args.weights), args.key
+    weights_df, scores_df = read_table(weights_path), read_table(args.scores)
+    for path, df in ((weights_path, weights_df), (args.scores, scores_df)):
+        _check_key(df, key, path)
+    others = [name for name in weights_df.columns if name != key]
+    columns = (
+        resolve_weight_columns(args.weight_columns, others, "--weight-columns")
+        if args.weight_columns
+        else resolve_weight_columns(",".join(others), others, f"{weights_path}'s columns")
+    )
+    weights = _validated_weights(
+        weights_df, columns, args.tolerance, weights_path, args.renormalize
+    )
+    objective = _objective(scores_df, score_columns, score_weights, args.scores)
+    left = pl.DataFrame({key: _key_strings(weights_df[key]), "_w": np.arange(len(weights))})
+    right = pl.DataFrame({key: _key_strings(scores_df[key]), "_s": np.arange(len(objective))})
+    joined = left.join(right, on=key, how="inner", maintain_order="left")
+    if joined.height == 0:
+        raise PredictorCliError(
+            f"no {key!r} value is in both {weights_path} and {args.scores}: nothing to join"
+        )
+    unmatched = (left.height - joined.height, right.height - joined.height)
+    if any(unmatched):
+        print(
+            f"note: {unmatched[0]} run(s) of {weights_path} have no score and {unmatched[1]} "
+            f"of {args.scores} no weights; they are left out",
+            file=sys.stderr,
+        )
+    return RunTable(
+        f"{weights_path} + {args.scores}",
+        columns,
+        weights[joined["_w"].to_numpy()],
+        score_columns,
+        score_weights,
+        objective[joined["_s"].to_numpy()],
+        keys=joined[key].to_list(),
+    )
+
+
+def _check_key(df: pl.DataFrame, key: str, path: Path) -> None:
+    if key not in df.columns:
+        raise PredictorCliError(f"{path}: no --key column {key!r}; available: {df.columns}")
+    if df[key].null_count():
+        raise PredictorCliError(f"{path}: --key column {key!r} has empty values")
+    duplicated = df.filter(pl.col(key).is_duplicated())[key]
+    if len(duplicated):
+        raise PredictorCliError(
+            f"{path}: --key {key!r} value {duplicated[0]!r} appears more than once; run ids "
+            "must be unique"
+        )
+
+
+def _key_strings(column: pl.Series) -> pl.Series:
+    """Keys compared as text, so 7 in one file matches "7" in the other."""
+    return column.cast(pl.Utf8)
 
 
 def _validated_weights(
-    df: pl.DataFrame, columns: list[str], tolerance: float, path: Path
+    df: pl.DataFrame, columns: list[str], tolerance: float, path: Path, renormalize: bool
 ) -> np.ndarray:
     from climb_assets.core.mixtures import validate_mixture_table
 
-    try:
-        weights = validate_mixture_table(df, columns, atol=tolerance)
+    try:  # cells first (numeric, finite, non-negative); the sums are checked below
+        weights = validate_mixture_table(df, columns, atol=np.inf)
     except ValueError as err:
         raise PredictorCliError(f"{path}: {err}") from err
-    return weights / weights.sum(axis=1, keepdims=True)
+    totals = weights.sum(axis=1)
+    if renormalize:
+        empty = np.flatnonzero(totals <= 0)
+        if empty.size:
+            raise PredictorCliError(
+                f"{path}: row {empty[0] + 1}: weights {columns} are all 0, nothing to "
+                f"renormalize; {empty.size} row(s) affected"
+            )
+    else:
+        bad = np.flatnonzero(np.abs(totals - 1) > tolerance)
+        if bad.size:
+            raise PredictorCliError(
+                f"{path}: row {bad[0] + 1}: weights {columns} sum to {totals[bad[0]]:.8g}, not 1 "
+                f"(--tolerance {tolerance:g}); {bad.size} row(s) affected. Pass --renormalize to "
+                "divide each row by its sum (percentages, rows summing to 100 or 0.98), or "
+                "raise --tolerance"
+            )
+    return weights / totals[:, None]
 
 
 def _score_weights(score_columns: list[str], given: list[float] | None) -> list[float]:
@@ -263,7 +479,7 @@ def _objective(
 def _require_rows(table: RunTable, needed: int, action: str) -> None:
     if len(table.objective) < needed:
         raise PredictorCliError(
-            f"{table.path} has {len(table.objective)} row(s); `{action}` needs at least {needed}"
+            f"{table.source} has {len(table.objective)} row(s); `{action}` needs at least {needed}"
         )
 
 
@@ -276,10 +492,18 @@ def _require_direction(args: argparse.Namespace) -> bool:
 def _run_cv(args: argparse.Namespace) -> None:
     from climb_assets.core.predictor import MIN_CV_ROWS, cross_validated_spearman
 
+    if args.folds < 2:
+        raise PredictorCliError(
+            f"--folds {args.folds}: cross-validation needs at least 2 folds (leave-one-out is "
+            "used automatically when rows are fewer than --folds)"
+        )
+    settings = predictor_settings(args)
     table = load_run_table(args)
     _require_rows(table, MIN_CV_ROWS, "cv")
-    rho = cross_validated_spearman(table.weights, table.objective, args.folds, args.seed)
-    folds = min(max(2, args.folds), len(table.objective))
+    rho = cross_validated_spearman(
+        table.weights, table.objective, args.folds, args.seed, settings=settings
+    )
+    folds = min(args.folds, len(table.objective))
     result = {"spearman": rho, "folds": folds, "rows": len(table.objective)}
     if args.format == "json":
         print(json.dumps(result))
@@ -287,36 +511,46 @@ def _run_cv(args: argparse.Namespace) -> None:
         print(f"spearman {rho:.4f}  ({folds}-fold out-of-fold, {len(table.objective)} rows)")
 
 
+def _check_model_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise PredictorCliError(
+            f"--out {out} is an existing file: a predictor is saved as a directory"
+        )
+    if not out.exists() and out.suffix.lower() in FILE_SUFFIXES:
+        raise PredictorCliError(
+            f"--out {out} looks like a file name, but a predictor is saved as a directory "
+            f"(one model file per ensemble member plus predictor.json); give a directory, e.g. "
+            f"--out {out.with_suffix('')}"
+        )
+
+
 def _run_fit(args: argparse.Namespace) -> None:
-    from climb_assets.core.predictor import (
-        MIN_CV_ROWS,
-        MIN_FIT_ROWS,
-        cross_validated_spearman,
-        fit_predictor,
-    )
+    from climb_assets.core.predictor import MIN_FIT_ROWS, fit_predictor
 
     maximize = _require_direction(args)
+    _check_model_dir(args.out)
+    settings = predictor_settings(args)
     table = load_run_table(args)
     _require_rows(table, MIN_FIT_ROWS, "fit")
     predictor = fit_predictor(
-        table.weights, table.objective, args.seed, maximize, table.weight_columns
-    )
-    rho = (
-        cross_validated_spearman(table.weights, table.objective, args.folds, args.seed)
-        if len(table.objective) >= MIN_CV_ROWS
-        else None
+        table.weights,
+        table.objective,
+        args.seed,
+        maximize,
+        table.weight_columns,
+        settings=settings,
     )
     predictor.info |= {
-        "source_table": str(table.path),
+        "source_table": table.source,
         "score_columns": table.score_columns,
         "score_weights": table.score_weights,
-        "cv_spearman": rho,
     }
     predictor.save(args.out)
-    cv_text = "n/a (too few rows)" if rho is None else f"{rho:.4f}"
+    info = predictor.info
     print(
-        f"saved predictor to {args.out} ({len(table.objective)} rows, "
-        f"{predictor.info['rounds']} rounds, cv spearman {cv_text})"
+        f"saved predictor to {args.out} ({len(table.objective)} rows, {info['members']} "
+        f"models x {info['rounds']} rounds, rounds by {info['round_selection']}); "
+        "`climb predictor cv` reports its cross-validated Spearman"
     )
 
 
@@ -325,8 +559,13 @@ def _run_predict(args: argparse.Namespace) -> None:
 
     predictor = Predictor.load(args.model)
     df = read_table(args.mixtures)
-    weights = _validated_weights(df, predictor.weight_columns, args.tolerance, args.mixtures)
-    result = df.with_columns(pl.Series("predicted", predictor.predict(weights)))
+    weights = _validated_weights(
+        df, predictor.weight_columns, args.tolerance, args.mixtures, args.renormalize
+    )
+    result = df.with_columns(
+        pl.Series("predicted", predictor.predict(weights)),
+        pl.Series("predicted_spread", predictor.predict_spread(weights)),
+    )
     if args.out is None:
         sys.stdout.write(result.write_csv())
     else:
@@ -348,43 +587,78 @@ def write_table(df: pl.DataFrame, path: Path) -> None:
 
 
 def _run_propose(args: argparse.Namespace) -> None:
-    from climb_assets.core.predictor import MIN_FIT_ROWS, best_mixture, fit_predictor
+    from climb_assets.core.predictor import MIN_FIT_ROWS, choose_final, fit_predictor
 
     maximize = _require_direction(args)
-    table = load_run_table(args)
-    _require_rows(table, MIN_FIT_ROWS, "propose")
     if args.pool_size < 1 or args.top_k < 1:
         raise PredictorCliError("--pool-size and --top-k must be at least 1")
+    if not 0 <= args.region_radius <= 1:
+        raise PredictorCliError(
+            f"--region-radius {args.region_radius}: a total-variation distance is in [0, 1]"
+        )
+    settings = predictor_settings(args)
+    table = load_run_table(args)
+    _require_rows(table, MIN_FIT_ROWS, "propose")
     predictor = fit_predictor(
-        table.weights, table.objective, args.seed, maximize, table.weight_columns
+        table.weights,
+        table.objective,
+        args.seed,
+        maximize,
+        table.weight_columns,
+        settings=settings,
     )
+    constraints = proposal_constraints(table.weights)
     pool = proposal_pool(table.weights, args.pool_size, args.seed)
-    best = best_mixture(predictor, pool, args.top_k, maximize)
+    choice = choose_final(
+        predictor,
+        pool,
+        table.weights,
+        table.objective,
+        args.top_k,
+        maximize,
+        constraints,
+        args.region_radius,
+    )
     best_row = int(np.argmax(table.objective) if maximize else np.argmin(table.objective))
+    observed: dict[str, Any] = {
+        "row": best_row + 1,
+        "objective": choice.best_observed_score,
+        "predicted": choice.best_observed_predicted,
+        "weights": dict(
+            zip(table.weight_columns, choice.best_observed_weights.tolist(), strict=True)
+        ),
+    }
+    if table.keys is not None:
+        observed["key"] = table.keys[best_row]
     result = {
         "direction": "maximize" if maximize else "minimize",
-        "predicted": best.predicted,
-        "weights": dict(zip(table.weight_columns, best.mixture.tolist(), strict=True)),
-        "top_k": len(best.top_indices),
-        "pool_size": len(pool),
-        "best_observed": {"row": best_row + 1, "objective": float(table.objective[best_row])},
+        "predicted": choice.predicted,
+        "predicted_spread": float(predictor.predict_spread(choice.mixture[None])[0]),
+        "method": choice.method,
+        "weights": dict(zip(table.weight_columns, choice.mixture.tolist(), strict=True)),
+        "top_k": len(choice.top_indices),
+        "region_size": choice.region_size,
+        "pool_size": len(pool) + len(table.weights),
+        "best_observed": observed,
     }
     _print_proposal(result, args.format)
 
 
-def proposal_pool(weights: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Half RegMix draws with the table's mean mixture as prior, half perturbations of its rows;
-    groups the table never uses stay at 0 (the predictor knows nothing about them)."""
-    from climb_assets.core.mixtures import (
-        MixtureConstraints,
-        sample_around,
-        sample_dirichlet,
-        unique_rows,
-    )
+def proposal_constraints(weights: np.ndarray) -> MixtureConstraints:
+    """The table's mean mixture as prior; groups the table never uses stay at 0 (the predictor
+    knows nothing about them)."""
+    from climb_assets.core.mixtures import MixtureConstraints
 
     used = (weights > 0).any(axis=0).astype(float)
     prior = weights.mean(axis=0)
-    constraints = MixtureConstraints(prior=prior / prior.sum(), upper=used, min_weight=0.0)
+    return MixtureConstraints(prior=prior / prior.sum(), upper=used, min_weight=0.0)
+
+
+def proposal_pool(weights: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Half RegMix draws around the table's mean mixture, half perturbations of its rows."""
+    from climb_assets.core.mixtures import sample_around, sample_dirichlet, unique_rows
+
+    constraints = proposal_constraints(weights)
     rng = np.random.default_rng(seed)
     fresh = sample_dirichlet(constraints, size // 2, rng)
     around = sample_around(weights, size - size // 2, constraints, rng)
@@ -396,11 +670,20 @@ def _print_proposal(result: dict[str, Any], output_format: str) -> None:
         print(json.dumps(result, indent=2))
         return
     observed = result["best_observed"]
+    how = {
+        "region mean": f"mean of {result['region_size']} of the top {result['top_k']}",
+        "best predicted": "the best predicted mixture (the region mean predicted worse)",
+        "best observed": "the best observed run (the region mean predicted worse)",
+    }[result["method"]]
     print(
-        f"predicted objective ({result['direction']}): {result['predicted']:.6g}  "
-        f"[mean of top {result['top_k']} of {result['pool_size']:,} mixtures]"
+        f"predicted objective ({result['direction']}): {result['predicted']:.6g} "
+        f"+- {result['predicted_spread']:.2g}  [{how}; {result['pool_size']:,} mixtures scored]"
     )
-    print(f"best observed run: row {observed['row']}, objective {observed['objective']:.6g}")
+    label = f"row {observed['row']}" + (f" ({observed['key']})" if "key" in observed else "")
+    print(
+        f"best observed run: {label}, objective {observed['objective']:.6g}, "
+        f"predicted {observed['predicted']:.6g}"
+    )
     width = max(len(name) for name in result["weights"])
     for name, weight in result["weights"].items():
         print(f"  {name:<{width}}  {weight:.6f}")

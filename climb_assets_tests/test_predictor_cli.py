@@ -67,9 +67,13 @@ def test_fit_then_predict_round_trip(runs: Path, tmp_path: Path) -> None:
     out = tmp_path / "predicted.parquet"
     assert _cli("predict", "--model", model, "--mixtures", runs, "--out", out) == 0
     predicted = pl.read_parquet(out)
-    assert predicted.columns[-1] == "predicted" and predicted["run"].to_list()[0] == "run-0"
-    expected = predictor.predict(predicted.select(COLUMNS).to_numpy())
-    np.testing.assert_allclose(predicted["predicted"].to_numpy(), expected)
+    assert predicted.columns[-2:] == ["predicted", "predicted_spread"]
+    assert predicted["run"].to_list()[0] == "run-0"
+    table = predicted.select(COLUMNS).to_numpy()
+    np.testing.assert_allclose(predicted["predicted"].to_numpy(), predictor.predict(table))
+    spread = predicted["predicted_spread"].to_numpy()
+    np.testing.assert_allclose(spread, predictor.predict_spread(table))
+    assert (spread > 0).any()
 
 
 def test_weighted_objective_equals_a_precombined_column(runs: Path, tmp_path: Path) -> None:
@@ -184,3 +188,162 @@ def test_module_entry_point_documents_every_option() -> None:
         "--pool-size",
     ):
         assert option in done.stdout
+
+
+def test_module_entry_point_documents_the_new_options() -> None:
+    command = [sys.executable, "-m", "climb_assets.predictor_cli", "predictor", "fit", "--help"]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
+    for option in ("--scores", "--key", "--weight-columns", "--renormalize", "--tolerance"):
+        assert option in done.stdout
+    for option in ("--rounds", "--learning-rate", "--num-leaves", "--ensemble-size"):
+        assert option in done.stdout
+
+
+def _split_files(runs: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The runs as a weights file and a scores file keyed by run_id: scores in another order,
+    with one extra run that has no weights."""
+    table = pl.read_csv(runs).with_row_index("run_id")
+    weights, scores = tmp_path / "weights.csv", tmp_path / "scores.parquet"
+    table.select("run_id", *COLUMNS).write_csv(weights)
+    extra = pl.DataFrame({"run_id": [999], "loss": [0.0], "accuracy": [1.0]})
+    extra = extra.cast({"run_id": pl.UInt32})
+    pl.concat([table.select("run_id", "loss", "accuracy").reverse(), extra]).write_parquet(scores)
+    return weights, scores
+
+
+def test_two_files_joined_on_a_key_equal_the_single_table(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights, scores = _split_files(runs, tmp_path)
+    joined = ["--weights", weights, "--scores", scores, "--key", "run_id", "--score", "loss"]
+    assert _cli("cv", *joined, "--format", "json") == 0
+    captured = capsys.readouterr()
+    assert "1 of" in captured.err and "no weights; they are left out" in captured.err
+    assert _cli("cv", runs, "--weights", "mix_*", "--score", "loss", "--format", "json") == 0
+    assert json.loads(captured.out) == json.loads(capsys.readouterr().out)
+    assert _cli("fit", *joined, "--minimize", "--out", tmp_path / "two") == 0
+    assert _cli("fit", runs, "--weights", "mix_*", "--score", "loss", "--minimize", "--out",
+                tmp_path / "one") == 0  # fmt: skip
+    table = pl.read_csv(runs).select(COLUMNS).to_numpy()
+    two, one = Predictor.load(tmp_path / "two"), Predictor.load(tmp_path / "one")
+    assert two.weight_columns == COLUMNS
+    np.testing.assert_array_equal(two.predict(table), one.predict(table))
+    capsys.readouterr()
+    assert _cli("propose", *joined, "--minimize", "--pool-size", "500", "--format", "json") == 0
+    observed = json.loads(capsys.readouterr().out)["best_observed"]
+    assert observed["key"] == str(int(np.argmin(pl.read_csv(runs)["loss"].to_numpy())))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--key", "nope"], "no --key column 'nope'"),
+        ([], r"--weights FILE --scores FILE --key COL"),
+        (["--key", "run_id", "--weight-columns", "mix_web"], "at least 2 columns"),
+    ],
+)
+def test_two_file_problems_are_explained(
+    runs: Path, tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    weights, scores = _split_files(runs, tmp_path)
+    assert _cli("cv", "--weights", weights, "--scores", scores, "--score", "loss", *extra) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_duplicate_keys_and_a_file_given_with_table_are_errors(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights, scores = _split_files(runs, tmp_path)
+    doubled = tmp_path / "doubled.csv"
+    pl.concat([pl.read_csv(weights), pl.read_csv(weights).head(1)]).write_csv(doubled)
+    argv = ["--scores", scores, "--key", "run_id", "--score", "loss"]
+    assert _cli("cv", "--weights", doubled, *argv) == 2
+    assert "'run_id' value 0 appears more than once" in capsys.readouterr().err
+    assert _cli("cv", runs, "--weights", weights, "--score", "loss") == 2
+    assert "with TABLE --weights names columns" in capsys.readouterr().err
+
+
+def test_renormalize_accepts_percentages(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    percent = tmp_path / "percent.csv"
+    pl.read_csv(runs).with_columns(pl.col(COLUMNS) * 100).write_csv(percent)
+    argv = ["--weights", "mix_*", "--score", "accuracy", "--format", "json"]
+    assert _cli("cv", percent, *argv) == 2
+    error = capsys.readouterr().err
+    assert "sum to 100" in error and "--tolerance" in error and "--renormalize" in error
+    assert _cli("cv", percent, *argv, "--renormalize") == 0
+    renormalized = json.loads(capsys.readouterr().out)
+    assert _cli("cv", runs, *argv) == 0
+    assert renormalized == json.loads(capsys.readouterr().out)
+    zero = _with_rows_changed(runs, tmp_path, mix_web=(0, 0.0))
+    table = pl.read_csv(zero).with_columns([pl.lit(0.0).alias(c) for c in COLUMNS[1:]])
+    table.head(1).vstack(pl.read_csv(runs).tail(10)).write_csv(tmp_path / "zero.csv")
+    assert _cli("cv", tmp_path / "zero.csv", *argv, "--renormalize") == 2
+    assert "row 1: weights" in capsys.readouterr().err
+
+
+def test_fit_out_must_be_a_directory(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["fit", runs, "--weights", "mix_*", "--score", "loss", "--minimize", "--out"]
+    assert _cli(*argv, tmp_path / "m.csv") == 2
+    assert "looks like a file name" in capsys.readouterr().err
+    assert not (tmp_path / "m.csv").exists()
+    (tmp_path / "plain").write_text("not a model")
+    assert _cli(*argv, tmp_path / "plain") == 2
+    assert "is an existing file" in capsys.readouterr().err
+    assert (tmp_path / "plain").read_text() == "not a model"
+
+
+def test_one_fold_is_an_error(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli("cv", runs, "--weights", "mix_*", "--score", "loss", "--folds", "1") == 2
+    assert "needs at least 2 folds" in capsys.readouterr().err
+
+
+def test_fit_does_not_cross_validate(
+    runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import climb_assets.core.predictor as predictor_module
+
+    def forbidden(*args: object, **kwargs: object) -> float:
+        raise AssertionError("fit ran cross-validation")
+
+    monkeypatch.setattr(predictor_module, "cross_validated_spearman", forbidden)
+    argv = ["fit", runs, "--weights", "mix_*", "--score", "loss", "--minimize"]
+    assert _cli(*argv, "--out", tmp_path / "model") == 0
+    assert "cv_spearman" not in Predictor.load(tmp_path / "model").info
+
+
+def test_model_options_reach_the_predictor(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["fit", runs, "--weights", "mix_*", "--score", "loss", "--minimize"]
+    options = ["--rounds", "7", "--ensemble-size", "3", "--num-leaves", "4"]
+    assert _cli(*argv, *options, "--learning-rate", "0.2", "--out", tmp_path / "model") == 0
+    predictor = Predictor.load(tmp_path / "model")
+    assert len(predictor.boosters) == 3
+    assert all(booster.current_iteration() == 7 for booster in predictor.boosters)
+    info = predictor.info
+    assert (info["rounds"], info["round_selection"], info["members"]) == (7, "settings", 3)
+    assert (info["num_leaves"], info["learning_rate"]) == (4, 0.2)
+    assert "3 models x 7 rounds" in capsys.readouterr().out
+    assert _cli(*argv, "--ensemble-size", "0", "--out", tmp_path / "bad") == 2
+    assert "--ensemble-size 0: must be at least 1" in capsys.readouterr().err
+
+
+def test_propose_shows_the_best_observed_runs_prediction(
+    runs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["propose", runs, "--weights", "mix_*", "--score", "loss", "--minimize"]
+    assert _cli(*argv, "--pool-size", "2000", "--format", "json") == 0
+    result = json.loads(capsys.readouterr().out)
+    observed = result["best_observed"]
+    assert result["predicted"] <= observed["predicted"]
+    assert result["method"] in {"region mean", "best predicted", "best observed"}
+    assert 1 <= result["region_size"] <= result["top_k"]
+    assert observed["objective"] == pytest.approx(pl.read_csv(runs)["loss"].min())
+    assert _cli(*argv, "--pool-size", "2000") == 0
+    text = capsys.readouterr().out
+    assert re.search(r"best observed run: row \d+, objective [\d.]+, predicted [\d.]+", text)
+    assert f"{result['predicted']:.6g}" in text

@@ -1,14 +1,19 @@
-"""LightGBM predictor from mixture weights to a proxy score (CLIMB / RegMix).
+"""Bagged LightGBM predictor from mixture weights to a proxy score (CLIMB / RegMix).
 
-Regularized as in the paper: L1 + L2, max_depth 4, at least 5 rows per leaf, early stopping.
-Two adaptations for the handful of proxies a small run trains, both recorded in `Predictor.info`:
+Regularized as in the paper: L1 + L2, max_depth 4, at least 5 rows per leaf. Adaptations for the
+handful of proxies a small run trains, all recorded in `Predictor.info`:
 - targets are standardized before fitting, so the L1/L2 penalties mean the same thing whether the
   score is an accuracy near 0.3 or a loss near 4;
 - the rows-per-leaf minimum shrinks below 5 when there are fewer than 20 rows (with 8 rows and 5
-  per leaf no tree could split, and the predictor would be a constant).
-With at least `MIN_ROWS_EARLY_STOPPING` rows the round count is chosen by early stopping on a
-held-out split, then the model is refitted on every row with that many rounds; with fewer rows a
-validation split is too small to trust, so a fixed `FEW_ROWS_ROUNDS` is used.
+  per leaf no tree could split, and the predictor would be a constant);
+- the round count is chosen once by k-fold cross-validation with early stopping (pooled over
+  folds, far steadier than one small held-out split), unless `PredictorSettings.rounds` fixes
+  it; with fewer than `MIN_ROWS_CV_ROUNDS` rows folds are too small to trust and
+  `FEW_ROWS_ROUNDS` is used;
+- `ensemble_size` boosters: member 0 on every row makes the predictions, the others on
+  bootstrap resamples give their spread (how sure the predictor is). The bagged mean was tried
+  as the prediction: on a dozen rows each resample loses a third of them, and the search found
+  optima twice as far away (climb_assets_tests/core/test_search.py's planted optima).
 """
 
 from __future__ import annotations
@@ -24,13 +29,15 @@ import numpy as np
 
 from climb_assets.core.atomic import write_json, write_text
 from climb_assets.core.mixtures import MixtureConstraints, enforce_constraints, project_to_simplex
+from climb_assets.settings import PredictorSettings
 
-LEARNING_RATE = 0.03
-MAX_ROUNDS = 1000
 EARLY_STOPPING_ROUNDS = 50
 FEW_ROWS_ROUNDS = 200
-MIN_ROWS_EARLY_STOPPING = 10
-VALIDATION_FRACTION = 0.2
+MIN_ROWS_CV_ROUNDS = 10
+ROUND_SELECTION_FOLDS = 5
+# Early stopping on noisy scores can stop after a handful of rounds: a near-constant model that
+# cannot rank candidates. A floor keeps some structure; shrinkage still keeps it cautious.
+MIN_CV_ROUNDS = 20
 PAPER_MIN_ROWS_PER_LEAF = 5
 MIN_FIT_ROWS = 3
 MIN_CV_ROWS = 4
@@ -39,43 +46,72 @@ MIN_CV_ROWS = 4
 TRAIN_THREADS = 1
 PREDICT_THREADS = max(1, min(4, os.cpu_count() or 1))
 
-MODEL_FILE = "model.txt"
 META_FILE = "predictor.json"
+LEGACY_MODEL_FILE = "model.txt"  # single-booster saves from before the ensemble
+FORMAT_VERSION = 2
+
+
+def member_file(index: int) -> str:
+    return f"model-{index:03d}.txt"
 
 
 @dataclass
 class Predictor:
-    """A fitted booster plus what is needed to use it on its own: columns, direction, scaling."""
+    """Bagged boosters plus what is needed to use them on their own: columns, direction, scaling."""
 
-    booster: lgb.Booster
+    boosters: list[lgb.Booster]
     weight_columns: list[str]
     maximize: bool
     target_mean: float
     target_scale: float
     info: dict[str, Any] = field(default_factory=dict)
 
-    def predict(self, weights: np.ndarray) -> np.ndarray:
-        """Predicted scores of mixtures (n, k), in the units of the training scores."""
+    def _checked(self, weights: np.ndarray) -> np.ndarray:
         weights = np.atleast_2d(np.asarray(weights, dtype=float))
         if weights.shape[1] != len(self.weight_columns):
             raise ValueError(
                 f"mixtures have {weights.shape[1]} weights, the predictor expects "
                 f"{len(self.weight_columns)} ({', '.join(self.weight_columns)})"
             )
-        standardized = self.booster.predict(weights, num_threads=PREDICT_THREADS)
+        return weights
+
+    def member_predictions(self, weights: np.ndarray) -> np.ndarray:
+        """Each member's predicted scores (members, n), in the units of the training scores."""
+        weights = self._checked(weights)
+        standardized = np.stack(
+            [np.asarray(b.predict(weights, num_threads=PREDICT_THREADS)) for b in self.boosters]
+        )
+        return standardized * self.target_scale + self.target_mean
+
+    def predict(self, weights: np.ndarray) -> np.ndarray:
+        """Predicted scores of mixtures (n, k) -> (n,), by the member fitted on every row."""
+        weights = self._checked(weights)
+        standardized = self.boosters[0].predict(weights, num_threads=PREDICT_THREADS)
         return np.asarray(standardized) * self.target_scale + self.target_mean
 
+    def predict_spread(self, weights: np.ndarray) -> np.ndarray:
+        """Standard deviation of the members' predictions (n,); 0 for a one-member ensemble."""
+        return self.member_predictions(weights).std(axis=0)
+
     def feature_importance(self) -> dict[str, float]:
-        """Total split gain per weight column (which groups move the score)."""
-        gains = self.booster.feature_importance(importance_type="gain")
+        """Split gain per weight column, averaged over members (which groups move the score)."""
+        gains = np.mean([b.feature_importance(importance_type="gain") for b in self.boosters], 0)
         return {name: float(gain) for name, gain in zip(self.weight_columns, gains, strict=True)}
 
     def save(self, directory: Path) -> None:
-        """Write `model.txt` (LightGBM text) and `predictor.json`; the json goes last, so a
-        directory without it is an interrupted save."""
+        """One LightGBM text file per member, then `predictor.json` naming them. The json goes
+        last (and an old one is removed first), so a directory without it is an interrupted
+        save."""
         directory = Path(directory)
-        write_text(self.booster.model_to_string(), directory / MODEL_FILE)
+        if directory.exists() and not directory.is_dir():
+            raise NotADirectoryError(f"{directory} is a file: a predictor is saved as a directory")
+        (directory / META_FILE).unlink(missing_ok=True)
+        files = [member_file(index) for index in range(len(self.boosters))]
+        for booster, name in zip(self.boosters, files, strict=True):
+            write_text(booster.model_to_string(), directory / name)
         meta = {
+            "format_version": FORMAT_VERSION,
+            "members": files,
             "weight_columns": self.weight_columns,
             "maximize": self.maximize,
             "target_mean": self.target_mean,
@@ -87,13 +123,19 @@ class Predictor:
     @classmethod
     def load(cls, directory: Path) -> Predictor:
         directory = Path(directory)
-        for name in (MODEL_FILE, META_FILE):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory / name} is missing: not a saved predictor")
+        if not (directory / META_FILE).is_file():
+            raise FileNotFoundError(f"{directory / META_FILE} is missing: not a saved predictor")
         meta = json.loads((directory / META_FILE).read_text())
-        booster = lgb.Booster(model_str=(directory / MODEL_FILE).read_text())
+        files = list(meta.get("members", [LEGACY_MODEL_FILE]))
+        missing = [name for name in files if not (directory / name).is_file()]
+        if missing or not files:
+            raise FileNotFoundError(
+                f"{directory}: member model file(s) {missing or files} are missing: an "
+                "incomplete predictor directory"
+            )
+        boosters = [lgb.Booster(model_str=(directory / name).read_text()) for name in files]
         return cls(
-            booster=booster,
+            boosters=boosters,
             weight_columns=list(meta["weight_columns"]),
             maximize=bool(meta["maximize"]),
             target_mean=float(meta["target_mean"]),
@@ -102,19 +144,16 @@ class Predictor:
         )
 
 
-class BestMixture(NamedTuple):
-    mixture: np.ndarray  # (k,)
-    predicted: float  # predictor's score of `mixture` itself
-    top_indices: np.ndarray  # rows of the pool that were averaged, best first
-
-
-def lightgbm_params(n_rows: int, seed: int) -> dict[str, Any]:
+def lightgbm_params(
+    n_rows: int, seed: int, settings: PredictorSettings | None = None
+) -> dict[str, Any]:
     """The paper's regularized, deterministic regression setup, sized for `n_rows`."""
+    settings = settings or PredictorSettings()
     return {
         "objective": "regression",
-        "learning_rate": LEARNING_RATE,
+        "learning_rate": settings.learning_rate,
         "max_depth": 4,
-        "num_leaves": 15,
+        "num_leaves": settings.num_leaves,
         "min_data_in_leaf": min(PAPER_MIN_ROWS_PER_LEAF, max(2, n_rows // 4)),
         "min_data_in_bin": 1,  # default 3 merges most distinct weights when rows are few
         "lambda_l1": 0.1,
@@ -133,47 +172,77 @@ def fit_predictor(
     seed: int,
     maximize: bool = True,
     weight_columns: list[str] | None = None,
+    settings: PredictorSettings | None = None,
 ) -> Predictor:
-    """Fit the predictor on mixtures (n, k) and their scores (n,); `maximize` is recorded."""
+    """Fit the bagged predictor on mixtures (n, k) and their scores (n,); `maximize` is recorded.
+
+    Deterministic for a given `seed`: bootstrap draws come from SeedSequence([seed, member])."""
+    settings = settings or PredictorSettings()
+    if settings.ensemble_size < 1:
+        raise ValueError(f"ensemble_size must be at least 1, got {settings.ensemble_size}")
     weights, scores = _check_training_data(weights, scores, MIN_FIT_ROWS)
-    mean, scale = float(scores.mean()), float(scores.std()) or 1.0
-    target = (scores - mean) / scale
-    params = lightgbm_params(len(scores), seed)
-    rounds, early_stopping = _choose_rounds(weights, target, params, seed)
-    booster = lgb.train(params, lgb.Dataset(weights, target, params=params), rounds)
     columns = weight_columns or [f"w_{index}" for index in range(weights.shape[1])]
     if len(columns) != weights.shape[1]:
         raise ValueError(f"{len(columns)} weight column names for {weights.shape[1]} columns")
+    mean, scale = float(scores.mean()), float(scores.std()) or 1.0
+    target = (scores - mean) / scale
+    params = lightgbm_params(len(scores), seed, settings)
+    rounds, selection = choose_rounds(weights, target, params, seed, settings)
+    boosters = []
+    for member in range(settings.ensemble_size):
+        rows = _bootstrap_rows(len(scores), seed, member)
+        member_params = params | {"seed": seed + member}
+        train_set = lgb.Dataset(weights[rows], target[rows], params=member_params)
+        boosters.append(lgb.train(member_params, train_set, rounds))
     info = {
         "n_rows": len(scores),
         "rounds": rounds,
-        "round_selection": "early_stopping" if early_stopping else "fixed (too few rows)",
+        "round_selection": selection,
+        "members": settings.ensemble_size,
+        "learning_rate": settings.learning_rate,
+        "num_leaves": settings.num_leaves,
         "min_data_in_leaf": params["min_data_in_leaf"],
         "seed": seed,
     }
-    return Predictor(booster, list(columns), maximize, mean, scale, info)
+    return Predictor(boosters, list(columns), maximize, mean, scale, info)
 
 
-def _choose_rounds(
-    weights: np.ndarray, target: np.ndarray, params: dict[str, Any], seed: int
-) -> tuple[int, bool]:
-    """(rounds, chosen by early stopping?) from a seeded held-out split."""
+def _bootstrap_rows(n: int, seed: int, member: int) -> np.ndarray:
+    """Member 0 sees every row once (the plain fit); the others a seeded bootstrap resample."""
+    if member == 0:
+        return np.arange(n)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, member]))
+    return np.sort(rng.integers(0, n, n))
+
+
+def choose_rounds(
+    weights: np.ndarray,
+    target: np.ndarray,
+    params: dict[str, Any],
+    seed: int,
+    settings: PredictorSettings,
+) -> tuple[int, str]:
+    """(rounds, how they were chosen): fixed by the settings, fixed for too few rows, or k-fold
+    cross-validation with early stopping on the mean fold loss, capped at `max_rounds`."""
+    if settings.rounds is not None:
+        return max(1, settings.rounds), "settings"
     n = len(target)
-    if n < MIN_ROWS_EARLY_STOPPING:
-        return FEW_ROWS_ROUNDS, False
-    order = np.random.default_rng(seed).permutation(n)
-    n_valid = max(2, round(VALIDATION_FRACTION * n))
-    valid, train = order[:n_valid], order[n_valid:]
-    train_set = lgb.Dataset(weights[train], target[train], params=params)
-    valid_set = lgb.Dataset(weights[valid], target[valid], reference=train_set)
-    booster = lgb.train(
+    if n < MIN_ROWS_CV_ROUNDS:
+        return min(FEW_ROWS_ROUNDS, settings.max_rounds), "fixed (too few rows)"
+    order = np.random.default_rng(np.random.SeedSequence([seed, 1_000_003])).permutation(n)
+    folds = [
+        (np.setdiff1d(order, held_out), np.sort(held_out))
+        for held_out in np.array_split(order, min(ROUND_SELECTION_FOLDS, n))
+    ]
+    history = lgb.cv(
         params,
-        train_set,
-        MAX_ROUNDS,
-        valid_sets=[valid_set],
+        lgb.Dataset(weights, target, params=params),
+        num_boost_round=settings.max_rounds,
+        folds=folds,
         callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
     )
-    return max(1, booster.best_iteration), True
+    best = len(next(iter(history.values())))  # lgb.cv truncates the history at the best round
+    return min(settings.max_rounds, max(best, MIN_CV_ROUNDS)), "cross_validation"
 
 
 def _check_training_data(
@@ -197,22 +266,29 @@ def _check_training_data(
 
 
 def cross_validated_spearman(
-    weights: np.ndarray, scores: np.ndarray, folds: int, seed: int
+    weights: np.ndarray,
+    scores: np.ndarray,
+    folds: int,
+    seed: int,
+    settings: PredictorSettings | None = None,
 ) -> float:
     """Spearman correlation between out-of-fold predictions and the true scores.
 
     One correlation over all pooled out-of-fold predictions (defined even for leave-one-out);
-    folds = min(folds, n). NaN when either side is constant.
+    folds = min(folds, n). Each fold refits the whole predictor, round choice included, so the
+    figure measures what the search uses. NaN when either side is constant.
     """
+    if folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
     weights, scores = _check_training_data(weights, scores, MIN_CV_ROWS)
-    folds = min(max(2, folds), len(scores))
+    folds = min(folds, len(scores))
     if len(scores) - -(-len(scores) // folds) < MIN_FIT_ROWS:
         folds = len(scores)  # too few rows to train on in k-fold: leave one out instead
     order = np.random.default_rng(seed).permutation(len(scores))
     out_of_fold = np.empty(len(scores))
     for held_out in np.array_split(order, folds):
         train = np.setdiff1d(order, held_out)
-        model = fit_predictor(weights[train], scores[train], seed)
+        model = fit_predictor(weights[train], scores[train], seed, settings=settings)
         out_of_fold[held_out] = model.predict(weights[held_out])
     return spearman(out_of_fold, scores)
 
@@ -242,6 +318,12 @@ def rank_pool(
     return order, predicted
 
 
+class BestMixture(NamedTuple):
+    mixture: np.ndarray  # (k,)
+    predicted: float  # predictor's score of `mixture` itself
+    top_indices: np.ndarray  # rows of the pool that were averaged, best first
+
+
 def best_mixture(
     predictor: Predictor,
     pool: np.ndarray,
@@ -249,21 +331,99 @@ def best_mixture(
     maximize: bool,
     constraints: MixtureConstraints | None = None,
 ) -> BestMixture:
-    """RegMix's pick: the mean of the top-k predicted mixtures of `pool`, re-projected.
+    """RegMix's plain pick: the mean of the top-k predicted mixtures of `pool`, re-projected.
 
-    The mean of feasible mixtures already meets the caps; projecting again re-applies
-    min_weight zeroing (and plain simplex projection when `constraints` is None).
+    Kept for comparisons; `choose_final` is the search's final choice (no blending of separate
+    regions, never worse than the best observed run).
     """
     if len(pool) == 0:
         raise ValueError("the candidate pool is empty")
     order, _ = rank_pool(predictor, pool, maximize)
     top = order[: max(1, top_k)]
-    mean = np.asarray(pool, dtype=float)[top].mean(axis=0, keepdims=True)
-    if constraints is None:
-        mixture = project_to_simplex(mean)[0]
-    else:
-        mixture = enforce_constraints(mean, constraints)[0]
+    mixture = _project(np.asarray(pool, dtype=float)[top].mean(axis=0), constraints)
     return BestMixture(mixture, float(predictor.predict(mixture)[0]), top)
+
+
+@dataclass
+class FinalChoice:
+    mixture: np.ndarray  # (k,)
+    predicted: float  # predictor's score of `mixture`
+    method: str  # "region mean", "best predicted" or "best observed"
+    region_size: int  # top-k mixtures averaged
+    best_observed_weights: np.ndarray  # (k,) the run with the best real score
+    best_observed_score: float
+    best_observed_predicted: float  # same predictor's score of the best observed run
+    top_indices: np.ndarray  # rows of [pool; observed] in the top-k, best first
+
+
+def choose_final(
+    predictor: Predictor,
+    pool: np.ndarray,
+    observed_weights: np.ndarray,
+    observed_scores: np.ndarray,
+    top_k: int,
+    maximize: bool,
+    constraints: MixtureConstraints | None = None,
+    region_radius: float = 0.3,
+    *,
+    compare_to_pool: bool = False,
+) -> FinalChoice:
+    """The final mixture: mean of the top-k predicted of the pool plus the observed runs, taken
+    only within total-variation distance `region_radius` of the best predicted one.
+
+    Averaging smooths the predictor's noise, but the mean of two separate good regions can lie
+    in a bad valley between them, hence the radius. The mean is kept unless it is predicted
+    worse than the best observed run, which is then returned: the choice is never predicted
+    worse than what was already seen.
+
+    `compare_to_pool=True` also falls back to the best predicted candidate when it beats the
+    mean. Off by default: the top pool member's prediction is the maximum of many noisy
+    predictions, so the mean nearly always loses to it, and in benchmarks/predictor_quality.py
+    that fallback chose worse mixtures than the mean.
+    """
+    _check_direction(predictor, maximize)
+    observed = np.atleast_2d(np.asarray(observed_weights, dtype=float))
+    observed_scores = np.asarray(observed_scores, dtype=float).reshape(-1)
+    if len(observed) == 0 or len(observed) != len(observed_scores):
+        raise ValueError(
+            f"{len(observed)} observed mixtures and {len(observed_scores)} scores: need the "
+            "same non-zero number"
+        )
+    pool = np.asarray(pool, dtype=float).reshape(-1, observed.shape[1])
+    candidates = np.vstack([pool, observed])
+    order, predicted = rank_pool(predictor, candidates, maximize)
+    top = order[: max(1, top_k)]
+    best = int(top[0])
+    distance = 0.5 * np.abs(candidates[top] - candidates[best]).sum(axis=1)
+    region = top[distance <= region_radius]
+    mixture = _project(candidates[region].mean(axis=0), constraints)
+    mixture_predicted = float(predictor.predict(mixture)[0])
+    observed_best = int(np.argmax(observed_scores) if maximize else np.argmin(observed_scores))
+    observed_best_row = len(pool) + observed_best
+    method = "region mean"
+    rival = best if compare_to_pool else observed_best_row
+    gap = mixture_predicted - predicted[rival]
+    if gap < 0 if maximize else gap > 0:
+        mixture, mixture_predicted = candidates[rival].copy(), float(predicted[rival])
+        method = "best observed" if rival == observed_best_row else "best predicted"
+    return FinalChoice(
+        mixture=mixture,
+        predicted=mixture_predicted,
+        method=method,
+        region_size=len(region),
+        best_observed_weights=observed[observed_best].copy(),
+        best_observed_score=float(observed_scores[observed_best]),
+        best_observed_predicted=float(predicted[observed_best_row]),
+        top_indices=top,
+    )
+
+
+def _project(mean: np.ndarray, constraints: MixtureConstraints | None) -> np.ndarray:
+    """The mean of feasible mixtures already meets the caps; projecting again re-applies
+    min_weight zeroing (and plain simplex projection when `constraints` is None)."""
+    if constraints is None:
+        return project_to_simplex(mean[None])[0]
+    return enforce_constraints(mean[None], constraints)[0]
 
 
 def _check_direction(predictor: Predictor, maximize: bool) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -8,12 +9,16 @@ import pytest
 from climb_assets.core.mixtures import MixtureConstraints, sample_dirichlet
 from climb_assets.core.predictor import (
     FEW_ROWS_ROUNDS,
+    META_FILE,
     Predictor,
     best_mixture,
+    choose_final,
     cross_validated_spearman,
     fit_predictor,
+    member_file,
     spearman,
 )
+from climb_assets.settings import PredictorSettings
 
 TARGET = np.array([0.35, 0.25, 0.2, 0.1, 0.05, 0.05])
 
@@ -42,7 +47,8 @@ def fitted(training: tuple[np.ndarray, np.ndarray]) -> Predictor:
 def test_recovers_the_ranking_of_a_known_function(fitted: Predictor) -> None:
     held_out = _mixtures(300, seed=1)
     assert spearman(fitted.predict(held_out), _quadratic(held_out)) > 0.8
-    assert fitted.info["round_selection"] == "early_stopping"
+    assert fitted.info["round_selection"] == "cross_validation"
+    assert fitted.info["members"] == PredictorSettings().ensemble_size
 
 
 def test_cross_validated_spearman_is_high_for_signal_and_low_for_noise(
@@ -74,17 +80,60 @@ def test_fitting_is_deterministic(
     again = fit_predictor(*training, seed=0)
     pool = _mixtures(200, seed=4)
     np.testing.assert_array_equal(again.predict(pool), fitted.predict(pool))
+    np.testing.assert_array_equal(again.predict_spread(pool), fitted.predict_spread(pool))
+    other = fit_predictor(*training, seed=1)
+    assert not np.array_equal(other.predict(pool), fitted.predict(pool))
 
 
 def test_save_and_load_round_trip(fitted: Predictor, tmp_path: Path) -> None:
     fitted.save(tmp_path / "model")
     loaded = Predictor.load(tmp_path / "model")
     pool = _mixtures(100, seed=5)
-    np.testing.assert_array_equal(loaded.predict(pool), fitted.predict(pool))
+    assert len(loaded.boosters) == len(fitted.boosters) == PredictorSettings().ensemble_size
+    np.testing.assert_array_equal(loaded.member_predictions(pool), fitted.member_predictions(pool))
+    np.testing.assert_array_equal(loaded.predict_spread(pool), fitted.predict_spread(pool))
     assert loaded.weight_columns == fitted.weight_columns and loaded.maximize is True
-    (tmp_path / "model" / "predictor.json").unlink()  # as if the save was interrupted
+    assert loaded.info == fitted.info
+    (tmp_path / "model" / member_file(3)).unlink()  # a member lost: partial directory
+    with pytest.raises(FileNotFoundError, match=r"model-003\.txt.*incomplete"):
+        Predictor.load(tmp_path / "model")
+    fitted.save(tmp_path / "model")
+    (tmp_path / "model" / META_FILE).unlink()  # as if the save was interrupted
     with pytest.raises(FileNotFoundError, match=r"predictor\.json is missing"):
         Predictor.load(tmp_path / "model")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        Predictor.load(tmp_path / "nowhere")
+
+
+def test_ensemble_spread_is_positive_on_noisy_data() -> None:
+    weights = _mixtures(60, seed=11)
+    noisy = _quadratic(weights) + np.random.default_rng(11).normal(0, 0.05, len(weights))
+    predictor = fit_predictor(weights, noisy, seed=0)
+    pool = _mixtures(500, seed=12)
+    spread = predictor.predict_spread(pool)
+    assert spread.shape == (500,) and (spread > 0).mean() > 0.9
+    members = predictor.member_predictions(pool)
+    # Predictions come from member 0 (every row); the bootstrap members only give the spread.
+    np.testing.assert_array_equal(predictor.predict(pool), members[0])
+    np.testing.assert_allclose(spread, members.std(axis=0))
+    single = fit_predictor(weights, noisy, 0, settings=PredictorSettings(ensemble_size=1))
+    np.testing.assert_array_equal(single.predict_spread(pool), np.zeros(500))
+    np.testing.assert_array_equal(single.predict(pool), members[0])  # member 0: every row
+
+
+def test_settings_fix_rounds_and_shape(training: tuple[np.ndarray, np.ndarray]) -> None:
+    settings = PredictorSettings(rounds=7, ensemble_size=3, num_leaves=4, learning_rate=0.2)
+    predictor = fit_predictor(*training, seed=0, settings=settings)
+    assert predictor.info["rounds"] == 7 and predictor.info["round_selection"] == "settings"
+    assert len(predictor.boosters) == 3
+    assert all(b.current_iteration() == 7 for b in predictor.boosters)
+    capped = fit_predictor(*training, seed=0, settings=PredictorSettings(max_rounds=30))
+    assert predictor.info["rounds"] <= 30 and capped.info["rounds"] <= 30
+
+
+def test_predictions_are_not_flat(fitted: Predictor) -> None:
+    pool = _mixtures(2000, seed=13)
+    assert len(np.unique(fitted.predict(pool))) > 0.9 * len(pool)
 
 
 def test_feature_importance_points_at_the_driving_group() -> None:
@@ -106,6 +155,61 @@ def test_best_mixture_follows_the_direction(fitted: Predictor, training: tuple) 
         best_mixture(fitted, pool, top_k=16, maximize=False)
 
 
+def _two_peaks(weights: np.ndarray) -> np.ndarray:
+    """Two equal, separated peaks (total-variation distance 0.7); low between them."""
+    near = [np.exp(-(((weights - peak) ** 2).sum(axis=1)) / 0.02) for peak in PEAKS]
+    return np.maximum(*near)
+
+
+PEAKS = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])
+
+
+def test_choose_final_does_not_blend_two_peaks() -> None:
+    constraints = MixtureConstraints.unconstrained(3)
+    weights = sample_dirichlet(constraints, 200, seed=20)
+    scores = _two_peaks(weights) + np.random.default_rng(20).normal(0, 0.01, len(weights))
+    predictor = fit_predictor(weights, scores, seed=0)
+    pool = sample_dirichlet(constraints, 4000, seed=21)
+    choice = choose_final(predictor, pool, weights, scores, top_k=200, maximize=True)
+    to_peaks = 0.5 * np.abs(PEAKS - choice.mixture).sum(axis=1)
+    assert to_peaks.min() < 0.15, (choice.mixture, choice.method)
+    assert choice.mixture.sum() == pytest.approx(1.0)
+    assert choice.predicted >= choice.best_observed_predicted
+    assert choice.best_observed_score == scores.max()
+    np.testing.assert_array_equal(choice.best_observed_weights, weights[scores.argmax()])
+    assert 1 <= choice.region_size <= 200 and len(choice.top_indices) == 200
+    # The top-k spans both peaks: blending them all, as best_mixture does, lands in between.
+    candidates = np.vstack([pool, weights])
+    top = candidates[choice.top_indices]
+    assert (0.5 * np.abs(top[:, None] - PEAKS).sum(axis=2)).argmin(axis=1).min() == 0
+    assert (0.5 * np.abs(top[:, None] - PEAKS).sum(axis=2)).argmin(axis=1).max() == 1
+    blended = best_mixture(predictor, pool, top_k=200, maximize=True).mixture
+    assert (0.5 * np.abs(PEAKS - blended).sum(axis=1)).min() > to_peaks.min()
+    mean_only = choose_final(predictor, pool, weights, scores, 200, True, compare_to_pool=False)
+    assert (0.5 * np.abs(PEAKS - mean_only.mixture).sum(axis=1)).min() < 0.15
+    assert mean_only.predicted >= mean_only.best_observed_predicted
+    assert mean_only.method in {"region mean", "best observed"}
+
+
+def test_choose_final_never_predicts_worse_than_the_best_run(training: tuple) -> None:
+    weights, scores = training
+    minimizer = fit_predictor(weights, -scores, seed=0, maximize=False)
+    pool = _mixtures(50, seed=22)  # a small, poor pool: the observed runs must still compete
+    choice = choose_final(minimizer, pool, weights, -scores, top_k=8, maximize=False)
+    assert choice.predicted <= choice.best_observed_predicted
+    assert choice.method in {"region mean", "best predicted", "best observed"}
+    for compare_to_pool in (True, False):
+        other = choose_final(
+            minimizer, pool, weights, -scores, 8, False, compare_to_pool=compare_to_pool
+        )
+        assert other.predicted <= other.best_observed_predicted
+    only_observed = choose_final(minimizer, pool[:0], weights, -scores, 1, maximize=False)
+    assert only_observed.method in {"best predicted", "best observed", "region mean"}
+    assert only_observed.predicted == pytest.approx(minimizer.predict(weights).min())
+    with pytest.raises(ValueError, match="fitted to minimize"):
+        choose_final(minimizer, pool, weights, -scores, top_k=8, maximize=True)
+
+
 def test_spearman_averages_tied_ranks() -> None:
     # scipy.stats.spearmanr([1, 2, 2, 3], [1, 2, 3, 4]) = 0.9486832980505138
     assert spearman(np.array([1, 2, 2, 3]), np.array([1, 2, 3, 4])) == pytest.approx(0.9486833)
@@ -123,8 +227,28 @@ def test_bad_training_data_is_named() -> None:
         fit_predictor(weights, np.arange(5.0), seed=0).predict(np.ones((1, 3)) / 3)
 
 
+def test_cross_validation_needs_two_folds(training: tuple) -> None:
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        cross_validated_spearman(*training, folds=1, seed=0)
+
+
 def test_cross_validation_with_the_fewest_rows_falls_back_to_leave_one_out() -> None:
     rng = np.random.default_rng(0)
     weights = rng.dirichlet(np.ones(3), size=4)
     value = cross_validated_spearman(weights, weights[:, 0], folds=3, seed=0)
     assert np.isnan(value) or -1.0 <= value <= 1.0
+
+
+def test_single_model_saves_from_before_the_ensemble_still_load(
+    training: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    single = fit_predictor(*training, seed=0, settings=PredictorSettings(ensemble_size=1))
+    single.save(tmp_path / "old")
+    (tmp_path / "old" / member_file(0)).rename(tmp_path / "old" / "model.txt")
+    meta = json.loads((tmp_path / "old" / META_FILE).read_text())
+    del meta["members"], meta["format_version"]
+    (tmp_path / "old" / META_FILE).write_text(json.dumps(meta))
+    pool = _mixtures(50, seed=30)
+    np.testing.assert_array_equal(
+        Predictor.load(tmp_path / "old").predict(pool), single.predict(pool)
+    )
