@@ -6,19 +6,26 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from climb_assets.settings import CONFIG_ENV_VAR, load_settings
+
+if TYPE_CHECKING:
+    from climb_assets.layout import Layout
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from climb_assets.catalog import write_catalog
     from climb_assets.definitions import build_definitions
     from climb_assets.layout import Layout
+    from climb_assets.run_plan import describe_result, describe_run
     from climb_assets.runner import project_instance, run_pipeline
 
     settings = load_settings()
+    for line in describe_run(settings):
+        print(line)
     defs = build_definitions(settings)
     with project_instance() as instance:
         run_pipeline(
@@ -27,13 +34,67 @@ def _cmd_run(args: argparse.Namespace) -> int:
             instance,
             log_level="INFO" if args.verbose else "WARNING",
             force=args.force,
+            evaluate=args.evaluate,
         )
     layout = Layout(settings.output_dir)
     write_catalog(layout)
+    for line in describe_result(layout):
+        print(line)
     print(f"dataset:      {layout.dataset.resolve()}")
     print(f"dataset card: {(layout.dataset / 'README.md').resolve()}")
     print(f"SQL catalog:  {layout.catalog.resolve()}  (duckdb {layout.catalog}, or `climb sql`)")
+    if args.evaluate:
+        _print_evaluation(layout)
     return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from climb_assets.assets.evaluation import missing_upstream
+    from climb_assets.definitions import build_definitions
+    from climb_assets.layout import Layout
+    from climb_assets.runner import project_instance
+
+    settings = load_settings()
+    overrides = {"seeds": args.seeds, "tokens": args.tokens}
+    if any(v is not None for v in overrides.values()):
+        evaluation = settings.evaluation.model_copy(
+            update={k: v for k, v in overrides.items() if v is not None}
+        )
+        settings = settings.model_copy(update={"evaluation": evaluation})
+    layout = Layout(settings.output_dir)
+    if problem := missing_upstream(settings, layout):
+        raise FileNotFoundError(problem)
+    job = build_definitions(settings).resolve_implicit_global_asset_job_def()
+    with project_instance() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey("mixture_evaluation")],
+            run_config={
+                "loggers": {
+                    "console": {"config": {"log_level": "INFO" if args.verbose else "WARNING"}}
+                }
+            },
+            raise_on_error=False,
+        )
+    if not result.success:
+        raise RuntimeError(
+            f"mixture_evaluation failed (run {result.run_id}); see `dagster dev` or the log above"
+        )
+    _print_evaluation(layout)
+    return 0
+
+
+def _print_evaluation(layout: Layout) -> None:
+    import json
+
+    from climb_assets.assets.evaluation import SUMMARY_FILE, report_lines
+
+    summary = json.loads((layout.evaluation / SUMMARY_FILE).read_text())
+    for line in report_lines(summary):
+        print(line)
+    print(f"evaluation:   {layout.evaluation.resolve()}")
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
@@ -74,6 +135,13 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="climb",
@@ -93,7 +161,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="redo per-shard work (documents, embeddings) even for unchanged shards",
     )
+    run.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="also run mixture_evaluation (larger models on the optimal and baseline mixtures)",
+    )
     run.set_defaults(func=_cmd_run)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="train larger models on the optimal mixture and the baselines at equal tokens, "
+        "several seeds each, and print mean ± std and the optimal's margins",
+    )
+    evaluate.add_argument("--seeds", type=_positive, help="models per mixture (evaluation.seeds)")
+    evaluate.add_argument(
+        "--tokens", type=_positive, help="training tokens per model (evaluation.tokens)"
+    )
+    evaluate.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
+    evaluate.set_defaults(func=_cmd_evaluate)
 
     trace = sub.add_parser("trace", help="where a document of the final dataset came from")
     trace.add_argument("doc_id", help="a doc_id column value of the dataset")

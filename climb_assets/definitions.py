@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from climb_assets.assets import clustering, corpus, dataset, search
+from climb_assets.assets import clustering, corpus, dataset, evaluation, search
 from climb_assets.automation import climb_automation, corpus_shard_sensor
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import Settings, load_settings
@@ -21,6 +21,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             search.proxy_pool,
             *search.build_search_assets(settings),
             dataset.climbmix_dataset,
+            evaluation.mixture_evaluation,
         ],
         sensors=[corpus_shard_sensor, climb_automation],
         resources={"climb": climb},

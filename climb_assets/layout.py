@@ -91,6 +91,16 @@ class Layout:
         return self.root / "optimal_mixture.json"
 
     @property
+    def evaluation(self) -> Path:
+        """The mixture evaluation: runs.parquet (mixture x seed) and summary.json."""
+        return self.root / "evaluation"
+
+    @property
+    def evaluation_work(self) -> Path:
+        """Finished evaluation models, kept so a rerun or more seeds reuse them."""
+        return self.root / ".evaluation.work"
+
+    @property
     def dataset(self) -> Path:
         return self.root / "climbmix"
 

@@ -46,7 +46,11 @@ PLAN: tuple[Stage, ...] = (
         "iterations",
     ),
     Stage(("optimal_mixture", "climbmix_dataset"), "none"),
+    Stage(("mixture_evaluation",), "none"),
 )
+
+# Stages run only when asked (`climb run --evaluate`): they train larger models and take long.
+OPTIONAL_ASSETS = frozenset({"mixture_evaluation"})
 
 EXTERNAL_ASSETS = ("corpus_shard_files",)
 
@@ -126,11 +130,14 @@ def run_pipeline(
     echo: Callable[[str], None] = print,
     log_level: str = "WARNING",
     force: bool = False,
+    evaluate: bool = False,
 ) -> list[str]:
     """Materialize `plan` in order; returns the run ids. Stops at the first failed run.
 
     Per-shard work whose inputs are unchanged since its last materialization is skipped unless
-    `force`; every corpus-wide step runs."""
+    `force`; every corpus-wide step runs. Stages of OPTIONAL_ASSETS run only with `evaluate`."""
+    if not evaluate:
+        plan = tuple(s for s in plan if not set(s.assets) <= OPTIONAL_ASSETS)
     shards = register_shards(settings, instance)
     echo(f"corpus: {len(shards)} shard(s) under {settings.corpus.path}")
     steps = [(stage, key) for stage in plan for key in partition_keys(stage, shards, settings)]

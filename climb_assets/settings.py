@@ -1,8 +1,9 @@
 """One typed settings object for the whole pipeline.
 
 Defaults serve the bundled sample. Any value can be overridden from a YAML file whose path comes
-from `climb --config PATH` or the CLIMB_CONFIG environment variable. Relative paths are resolved
-against the directory the process runs in (the project root for `climb` and `dagster dev`).
+from `climb --config PATH` or the CLIMB_CONFIG environment variable. A relative path written in
+that file is resolved against the file's folder; the defaults' relative paths against the
+directory the process runs in (the project root for `climb` and `dagster dev`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +50,20 @@ class EmbeddingSettings(_Section):
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
 
 
+class TargetSettings(_Section):
+    name: str = Field(description="Name used in metric keys, e.g. 'held_out_text/bits_per_byte'.")
+    kind: Literal["text", "multiple_choice"] = Field(
+        description="text: JSONL with a text field; multiple_choice: JSONL {query, choices, gold}."
+    )
+    path: Path = Field(description="The target's JSONL file.")
+    weight: float = Field(1.0, description="Weight of this target in the objective.")
+    metric: Literal["bits_per_byte", "loss", "accuracy", "accuracy_norm", "gold_loss"] | None = (
+        Field(None, description="Default: bits_per_byte for text, accuracy for multiple_choice.")
+    )
+    text_field: str = Field("text", description="Field of a text target holding the text.")
+    max_examples: int | None = Field(None, description="Use only the first N records.")
+
+
 class ClusteringSettings(_Section):
     k: int = Field(48, description="Number of K-means clusters (paper: 1000 on 1.2T tokens).")
     sample_size: int = Field(
@@ -62,35 +78,29 @@ class ClusteringSettings(_Section):
     )
     min_cluster_docs: int = Field(3, description="Clusters with fewer documents are pruned.")
     merge_distance: float = Field(
-        0.57,
-        description="Clusters whose centroids are closer (Euclidean, linkage below) than this "
-        "are merged. Unit-norm MiniLM vectors: 0.57 keeps domains apart on the sample; the paper "
+        0.75,
+        description="Super-clusters merge while their linkage distance is strictly below this "
+        "(Euclidean between centroids). complete: farthest pair of member centroids; average: "
+        "mean pair; single: closest pair; ward: sqrt(2 x the within-group sum of squares the "
+        "merge adds) = sqrt(2 n_a n_b / (n_a + n_b)) x the distance between the groups' mean "
+        "centroids (n: clusters per group), i.e. the centroid distance for two single clusters, "
+        "larger for bigger groups. 0.75 with ward gives 8-10 super-clusters about as pure as "
+        "the k=48 clusters on the sample (unit-norm MiniLM; benchmarks/cluster_purity.py); "
+        "complete stays that pure only below about 0.55 (about 20 super-clusters). The paper "
         "used 1.5 with another encoder.",
     )
-    linkage: Literal["average", "single"] = Field(
-        "average", description="Cluster-to-cluster distance when merging (single chains)."
+    linkage: Literal["complete", "ward", "average", "single"] = Field(
+        "ward",
+        description="Group-to-group distance when merging. ward and complete keep domains "
+        "apart; average and single chain them through bridging clusters.",
     )
     target_super_clusters: int | None = Field(
         None,
-        description="If set, merge closest clusters until this many super-clusters remain "
-        "(overrides merge_distance).",
+        description="If set, merge by the linkage until exactly this many super-clusters remain "
+        "(fewer clusters kept: one each); overrides merge_distance.",
     )
     top_terms: int = Field(10, description="Top c-TF-IDF terms kept per cluster.")
     use_gpu: Literal["auto", "never"] = Field("auto", description="GPU faiss when present.")
-
-
-class TargetSettings(_Section):
-    name: str = Field(description="Name used in metric keys, e.g. 'held_out_text/bits_per_byte'.")
-    kind: Literal["text", "multiple_choice"] = Field(
-        description="text: JSONL with a text field; multiple_choice: JSONL {query, choices, gold}."
-    )
-    path: Path = Field(description="The target's JSONL file.")
-    weight: float = Field(1.0, description="Weight of this target in the objective.")
-    metric: Literal["bits_per_byte", "loss", "accuracy", "accuracy_norm", "gold_loss"] | None = (
-        Field(None, description="Default: bits_per_byte for text, accuracy for multiple_choice.")
-    )
-    text_field: str = Field("text", description="Field of a text target holding the text.")
-    max_examples: int | None = Field(None, description="Use only the first N records.")
 
 
 class ProxySettings(_Section):
@@ -119,7 +129,9 @@ class ProxySettings(_Section):
 
 class SearchSettings(_Section):
     proxies_per_iteration: list[int] = Field(
-        [8, 6, 4], description="Proxies trained per iteration; its length is the iteration count."
+        [24, 16, 8],
+        description="Proxies trained per iteration; its length is the iteration count. "
+        "Iteration 1 should have at least one per super-cluster (their vertices).",
     )
     candidate_pool_size: int = Field(20_000, description="Mixtures scored by the predictor.")
     exploit_fraction: float = Field(
@@ -134,8 +146,53 @@ class SearchSettings(_Section):
         description="A proxy may see a super-cluster's tokens at most this many times; "
         "candidates must also be realizable by the final dataset (dataset.repetition_factor).",
     )
-    final_top_k: int = Field(16, description="Optimal mixture = mean of the top-k predicted.")
+    initial_design: Literal["cover", "regmix"] = Field(
+        "cover",
+        description="Iteration 1: 'cover' spreads candidates over the whole simplex (every "
+        "super-cluster at its cap once, sparse mixtures, Dirichlet draws of several "
+        "concentrations); 'regmix' draws only around the token-share prior.",
+    )
+    seed_repeats: int = Field(
+        2,
+        description="Candidates per iteration trained again with another seed, to measure the "
+        "seed noise shown beside the predictor's spread (not used to fit the predictor).",
+    )
+    final_top_k: int = Field(
+        16, description="Optimal mixture = mean of the top-k predicted (within the best region)."
+    )
+    final_region_radius: float = Field(
+        0.3,
+        description="Only top-k mixtures within this total-variation distance of the best "
+        "predicted one are averaged, so separate good regions are not blended.",
+    )
     cv_folds: int = Field(5, description="Folds of the predictor's cross-validated Spearman.")
+
+
+class PredictorSettings(_Section):
+    ensemble_size: int = Field(
+        8, description="LightGBM models bagged on bootstrap resamples; their spread is reported."
+    )
+    learning_rate: float = Field(0.05, description="LightGBM learning rate.")
+    num_leaves: int = Field(15, description="LightGBM leaves per tree (max_depth 4 as the paper).")
+    rounds: int | None = Field(
+        None, description="Boosting rounds; None chooses them by cross-validation."
+    )
+    max_rounds: int = Field(1000, description="Upper bound on rounds chosen by cross-validation.")
+
+
+class EvaluationSettings(_Section):
+    d_model: int = Field(192, description="Width of the evaluation model (larger than proxies).")
+    n_layers: int = Field(3, description="Transformer blocks of the evaluation model.")
+    n_heads: int = Field(4, description="Attention heads of the evaluation model.")
+    tokens: int = Field(
+        400_000, description="Training tokens per evaluation model (the same for every mixture)."
+    )
+    seeds: int = Field(3, description="Evaluation models trained per mixture (distinct seeds).")
+    targets: list[TargetSettings] = Field(
+        default_factory=list,
+        description="Evaluation-only targets, never seen by the search (scored besides the "
+        "search targets).",
+    )
 
 
 class DatasetSettings(_Section):
@@ -161,6 +218,7 @@ class Settings(_Section):
     clustering: ClusteringSettings = ClusteringSettings()
     proxy: ProxySettings = ProxySettings()
     search: SearchSettings = SearchSettings()
+    predictor: PredictorSettings = PredictorSettings()
     targets: list[TargetSettings] = Field(
         default_factory=lambda: [
             TargetSettings(
@@ -173,9 +231,13 @@ class Settings(_Section):
                 # Proxies this small answer near chance; the gold choice's loss still ranks them.
                 metric="gold_loss",
             ),
-        ]
+        ],
+        description="What the search maximises (weighted objective over the targets). A "
+        "`targets:` list replaces these sample targets; a settings file that sets the corpus but "
+        "not its targets gets a warning.",
     )
     dataset: DatasetSettings = DatasetSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -195,6 +257,10 @@ class Settings(_Section):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+class ConfigWarning(UserWarning):
+    """A settings file that is valid but probably not what its author meant."""
+
+
 def load_settings(path: str | Path | None = None) -> Settings:
     """Defaults, overridden by the YAML at `path` (or $CLIMB_CONFIG when path is None)."""
     path = path or os.environ.get(CONFIG_ENV_VAR) or None
@@ -206,7 +272,38 @@ def load_settings(path: str | Path | None = None) -> Settings:
     data: Any = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"settings file {path}: top level must be a mapping, got {type(data)}")
+    _resolve_relative_paths(data, path.parent)
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValueError as err:  # pydantic's message names every bad field
         raise ValueError(f"settings file {path}: {err}") from err
+    if "corpus" in data and "targets" not in data:
+        warnings.warn(
+            f"settings file {path} sets the corpus but not `targets`, so the search optimises "
+            "the bundled sample's targets (data/targets/); add a `targets:` list for your corpus",
+            ConfigWarning,
+            stacklevel=2,
+        )
+    return settings
+
+
+def _resolve_relative_paths(data: dict[str, Any], base: Path) -> None:
+    """Rewrite, in place, the relative paths a settings file gives against the file's folder,
+    so a config works from wherever `climb` is started."""
+
+    def resolve(value: Any) -> Any:
+        return (
+            str(base / value) if isinstance(value, str) and not Path(value).is_absolute() else value
+        )
+
+    if "output_dir" in data:
+        data["output_dir"] = resolve(data["output_dir"])
+    corpus = data.get("corpus")
+    if isinstance(corpus, dict) and "path" in corpus:
+        corpus["path"] = resolve(corpus["path"])
+    evaluation = data.get("evaluation")
+    evaluation = evaluation if isinstance(evaluation, dict) else {}
+    for targets in (data.get("targets"), evaluation.get("targets")):
+        for target in targets if isinstance(targets, list) else []:
+            if isinstance(target, dict) and "path" in target:
+                target["path"] = resolve(target["path"])

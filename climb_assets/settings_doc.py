@@ -18,9 +18,11 @@ def _rows(model: type[BaseModel], prefix: str, instance: Any) -> list[tuple[str,
             rows += _rows(type(value), f"{key}.", value)
             continue
         if name == "targets":
-            shown = "2 sample targets"
-            rows.append((key, shown, "List of targets; each has the keys below."))
-            rows += _rows(TargetSettings, "targets[].", None)
+            shown = f"{len(value)} sample targets" if value else "[]"
+            meaning = field.description or "List of targets."
+            rows.append((key, shown, f"{meaning} Each has the keys of `targets[]`."))
+            if key == "targets":
+                rows += _rows(TargetSettings, "targets[].", None)
             continue
         default = "" if value is None or str(value) == "PydanticUndefined" else str(value)
         rows.append((key, default, field.description or ""))

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from climb_assets.cli import main
-from climb_assets.settings import Settings, load_settings
+from climb_assets.run_plan import describe_run
+from climb_assets.settings import ConfigWarning, Settings, load_settings
 
 
 def test_defaults_serve_the_bundled_sample() -> None:
@@ -20,9 +21,38 @@ def test_defaults_serve_the_bundled_sample() -> None:
 def test_yaml_overrides_nested_values(tmp_path: Path) -> None:
     path = tmp_path / "climb.yaml"
     path.write_text(yaml.safe_dump({"seed": 7, "clustering": {"k": 12}, "corpus": {"path": "/x"}}))
-    settings = load_settings(path)
+    with pytest.warns(ConfigWarning, match="sets the corpus but not `targets`"):
+        settings = load_settings(path)
     assert (settings.seed, settings.clustering.k, settings.corpus.path) == (7, 12, Path("/x"))
     assert settings.clustering.niter == Settings().clustering.niter
+
+
+def test_relative_paths_in_a_config_resolve_against_its_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    path = folder / "climb.yaml"
+    config = {
+        "output_dir": "out",
+        "corpus": {"path": "corpus"},
+        "targets": [{"name": "mine", "kind": "text", "path": "targets/mine.jsonl"}],
+        "evaluation": {"targets": [{"name": "extra", "kind": "text", "path": "/abs/x.jsonl"}]},
+    }
+    path.write_text(yaml.safe_dump(config))
+    settings = load_settings(path)  # corpus and targets both set: no warning
+    assert settings.output_dir == folder / "out"
+    assert settings.corpus.path == folder / "corpus"
+    assert settings.targets[0].path == folder / "targets" / "mine.jsonl"
+    assert settings.evaluation.targets[0].path == Path("/abs/x.jsonl")
+    assert Settings().targets[0].path == Path("data/targets/held_out_text.jsonl")  # cwd-relative
+
+
+def test_run_says_which_targets_it_optimises(tmp_path: Path) -> None:
+    sample = describe_run(Settings())
+    assert "bundled sample's defaults" in sample[0]
+    assert any("held_out_text: text, bits_per_byte" in line for line in sample)
+    mine = Settings(targets=[{"name": "mine", "kind": "text", "path": tmp_path / "m.jsonl"}])
+    lines = describe_run(mine)
+    assert "your settings" in lines[0] and len(lines) == 2 and "mine" in lines[1]
 
 
 def test_unknown_or_ill_typed_keys_are_named(tmp_path: Path) -> None:

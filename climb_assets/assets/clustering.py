@@ -261,7 +261,7 @@ def cluster_profiles(
     automation_condition=eager_after("cluster_profiles"),
     group_name="clustering",
     kinds={"polars", "parquet"},
-    code_version="1",
+    code_version="2",
     check_specs=[dg.AssetCheckSpec("no_empty_super_cluster", asset="super_clusters")],
     description="Low-quality clusters pruned, close centroids merged: the super-clusters the "
     "mixture search weighs, and a map of every cluster to its super-cluster or 'pruned'.",

@@ -12,7 +12,6 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
@@ -32,14 +31,11 @@ from climb_assets.partitions import (
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import Settings
 
-if TYPE_CHECKING:
-    from tokenizers import Tokenizer
-
-    from climb_assets.core.proxy_pool import ProxyPool
-    from climb_assets.core.targets import LoadedTarget
-
 RUNS_FILE = "runs.parquet"  # one row per proxy: candidate, weights, metrics, objective
 CURVES_FILE = "loss_curves.parquet"
+# How proxies are seeded; part of the checkpoint key, so a change never resumes old proxies.
+PROXY_SEEDING = "common-random-numbers-v1"
+REPEATS_FILE = "seed_repeats.parquet"  # candidates re-run with a second seed: the noise floor
 PREDICTOR_DIR = "predictor"
 SUMMARY_FILE = "summary.json"
 
@@ -116,24 +112,6 @@ def iteration_runs(layout: Layout, before: int) -> pl.DataFrame | None:
     return pl.concat(frames) if frames else None
 
 
-def train_and_score(
-    settings: Settings,
-    pool: "ProxyPool",
-    tokenizer: "Tokenizer",
-    targets: list["LoadedTarget"],
-    weights: np.ndarray,
-    seed: int,
-) -> tuple[dict[str, float], list[tuple[int, float]], dict]:
-    """Train one proxy on `weights`, score it on every target; (scores, loss curve, summary)."""
-    from climb_assets.core.proxy import train_proxy
-    from climb_assets.core.targets import objective, score_targets
-
-    run = train_proxy(pool, dict(enumerate(weights.tolist())), settings.proxy, seed)
-    scores = score_targets(run.model, tokenizer, targets, settings.proxy)
-    scores["objective"] = objective(scores, targets)
-    return scores, run.loss_curve, run.summary()
-
-
 def constraint_budget(settings: Settings) -> int:
     """Tokens a mixture's caps are computed for (caps = tokens x search.repetition_factor / this).
 
@@ -164,12 +142,14 @@ def build_search_assets(settings: Settings) -> list:
         deps=[proxy_pool, dg.AssetDep("bootstrap_iteration", partition_mapping=PREVIOUS_ITERATION)],
         group_name="search",
         kinds={"pytorch", "lightgbm"},
-        code_version="1",
+        code_version="2",
         pool="gpu",
-        description="One CLIMB round: propose mixtures (Dirichlet around token shares in round 1, "
-        "then the previous predictor's best plus exploration), train a proxy LM on each, score "
-        "it on the targets, fit the LightGBM predictor on all runs so far. Depends on the "
-        "previous round; backfilling every partition runs the rounds in order.",
+        description="One CLIMB round: propose mixtures (round 1 covers the simplex: every "
+        "super-cluster at its cap, sparse mixtures, Dirichlet draws; later rounds the previous "
+        "predictor's best plus exploration), train a proxy LM on each with one shared seed, "
+        "re-run a few with a second seed to measure the noise, score them on the targets, fit "
+        "the LightGBM ensemble on all runs so far. Depends on the previous round; backfilling "
+        "every partition runs the rounds in order.",
     )
     def bootstrap_iteration(
         context: dg.AssetExecutionContext, climb: ClimbSettings
@@ -182,7 +162,12 @@ def build_search_assets(settings: Settings) -> list:
 def run_iteration(
     context: dg.AssetExecutionContext, settings: Settings, layout: Layout
 ) -> dg.MaterializeResult:
-    from climb_assets.core.search import fit_iteration_predictor, iteration_seed, plan_iteration
+    from climb_assets.core.search import (
+        fit_iteration_predictor,
+        iteration_seed,
+        plan_iteration,
+        seed_noise,
+    )
 
     key = context.partition_key
     iteration = iteration_number(key)
@@ -199,26 +184,44 @@ def run_iteration(
         constraint_budget(settings),
         settings.seed,
         maximize=True,
+        predictor_settings=settings.predictor,
     )
     candidates = plan.to_frame(0 if history is None else history.height)
-    rows, curves = train_candidates(context, settings, layout, candidates, plan.weights)
-    scored = candidates.join(pl.DataFrame(rows), on="candidate_id").with_columns(
-        pl.col("objective").alias("score")
-    )
+    ids = candidates["candidate_id"].to_list()
+    jobs = [(cid, w, 0) for cid, w in zip(ids, plan.weights, strict=True)]
+    jobs += [(ids[i], plan.weights[i], 1) for i in plan.repeats]
+    rows, curves = train_candidates(context, settings, layout, jobs)
+    first_runs = [row for row in rows if row["repeat"] == 0]
+    scored = candidates.join(
+        pl.DataFrame(first_runs).drop("repeat"), on="candidate_id"
+    ).with_columns(pl.col("objective").alias("score"))
+    repeats = _repeat_table(rows, iteration)
     everything = scored if history is None else pl.concat([history, scored], how="diagonal")
     fitted = fit_iteration_predictor(
-        everything, settings.search, iteration_seed(settings.seed, iteration, 7), maximize=True
+        everything,
+        settings.search,
+        iteration_seed(settings.seed, iteration, 7),
+        maximize=True,
+        predictor_settings=settings.predictor,
     )
+    noise = seed_noise(repeats["score"].to_numpy(), repeats["repeat_score"].to_numpy())
+    spread = fitted.predictor.predict_spread(plan.weights)
     summary = {
         "iteration": iteration,
         "proxies": scored.height,
+        "repeated": repeats.height,
         "cv_spearman": None if np.isnan(fitted.cv_spearman) else fitted.cv_spearman,
         "predictor_rows": fitted.n_rows,
+        "predictor_rounds": fitted.predictor.info.get("rounds"),
         "best_score": float(scored["score"].max()),
+        "score_spread": float(scored["score"].std()) if scored.height > 1 else None,
+        "seed_noise": None if np.isnan(noise) else noise,
+        "predictor_spread": float(spread.mean()),
         "objective_direction": "higher is better",
     }
     with atomic_dir(layout.iteration(key)) as tmp:
         write_parquet(scored, tmp / RUNS_FILE)
+        write_parquet(repeats, tmp / REPEATS_FILE)
         write_parquet(pl.DataFrame(curves), tmp / CURVES_FILE)
         fitted.predictor.save(tmp / PREDICTOR_DIR)
         write_json(summary, tmp / SUMMARY_FILE)
@@ -227,50 +230,80 @@ def run_iteration(
         metadata={
             "proxies": scored.height,
             "best_objective": summary["best_score"],
-            "cv_spearman": summary["cv_spearman"] if summary["cv_spearman"] is not None else "n/a",
+            "cv_spearman": _or_na(summary["cv_spearman"]),
+            "seed_noise": _or_na(summary["seed_noise"]),
+            "predictor_spread": summary["predictor_spread"],
             "candidates": markdown_table(scored.drop("iteration"), 64),
+            "seed_repeats": markdown_table(repeats),
         }
     )
+
+
+def _or_na(value: float | None) -> float | str:
+    return "n/a" if value is None else value
+
+
+def _repeat_table(rows: list[dict], iteration: int) -> pl.DataFrame:
+    """candidate_id, iteration, score (first seed), repeat_score (second seed)."""
+    first = {row["candidate_id"]: row["objective"] for row in rows if row["repeat"] == 0}
+    pairs = [
+        {
+            "candidate_id": row["candidate_id"],
+            "iteration": iteration,
+            "score": first[row["candidate_id"]],
+            "repeat_score": row["objective"],
+        }
+        for row in rows
+        if row["repeat"] > 0
+    ]
+    schema = {
+        "candidate_id": pl.Int64,
+        "iteration": pl.Int64,
+        "score": pl.Float64,
+        "repeat_score": pl.Float64,
+    }
+    return pl.DataFrame(pairs, schema=schema)
 
 
 def train_candidates(
     context: dg.AssetExecutionContext,
     settings: Settings,
     layout: Layout,
-    candidates: pl.DataFrame,
-    weights: np.ndarray,
+    jobs: list[tuple[int, np.ndarray, int]],
 ) -> tuple[list[dict], list[dict]]:
-    """Train and score a proxy per candidate: (score rows, loss-curve rows).
+    """Train and score a proxy per (candidate_id, weights, repeat): (score rows, loss-curve rows).
 
-    Each finished proxy is checkpointed, so an interrupted iteration resumes where it stopped;
-    a checkpoint counts only for the same weights, proxy settings, targets, seed and pool."""
+    Every candidate gets the same seed (common random numbers); repeat 1 is the re-run with a
+    second seed that measures the seed noise. Each finished proxy is checkpointed, so an
+    interrupted iteration resumes where it stopped; a checkpoint counts only for the same
+    weights, proxy settings, targets, seed and pool."""
     from climb_assets.core.proxy_pool import ProxyPool
-    from climb_assets.core.search import iteration_seed
+    from climb_assets.core.scoring import train_and_score
+    from climb_assets.core.search import proxy_seed
     from climb_assets.core.targets import load_target
 
     key = context.partition_key
-    iteration = iteration_number(key)
     pool = ProxyPool.open(layout.proxy_pool)
     tokenizer = pool.tokenizer()
     targets = [load_target(t) for t in settings.targets]
     run_key = proxy_run_key(settings, layout)
     rows, curves = [], []
-    for number, (cid, mixture) in enumerate(
-        zip(candidates["candidate_id"].to_list(), weights, strict=True), 1
-    ):
-        checkpoint = layout.iteration_work(key) / f"candidate-{cid}.json"
+    for number, (cid, mixture, repeat) in enumerate(jobs, 1):
+        suffix = f"-repeat-{repeat}" if repeat else ""
+        checkpoint = layout.iteration_work(key) / f"candidate-{cid}{suffix}.json"
         done = read_checkpoint(checkpoint, run_key, mixture)
         if done is None:
             started = time.perf_counter()
-            seed = iteration_seed(settings.seed, iteration, 1000 + cid)
-            scores, curve, summary = train_and_score(
-                settings, pool, tokenizer, targets, mixture, seed
+            scored = train_and_score(
+                settings.proxy, pool, tokenizer, targets, mixture, proxy_seed(settings.seed, repeat)
             )
+            scores, curve, summary = scored.scores, scored.loss_curve, scored.summary
             done = {
                 "run_key": run_key,
                 "weights": mixture.tolist(),
                 "row": {
                     "candidate_id": cid,
+                    "repeat": repeat,
                     **scores,
                     "train_tokens_per_second": summary["tokens_per_second"],
                     "final_train_loss": summary["final_loss"],
@@ -278,15 +311,17 @@ def train_candidates(
                 "curve": [{"candidate_id": cid, "tokens": t, "loss": v} for t, v in curve],
             }
             write_json(done, checkpoint)
+            what = f"candidate {cid}" + (f", seed repeat {repeat}" if repeat else "")
             context.log.info(
-                f"{key} proxy {number}/{len(weights)} (candidate {cid}): objective "
+                f"{key} proxy {number}/{len(jobs)} ({what}): objective "
                 f"{scores['objective']:.4f}, {summary['tokens_per_second']:.0f} tok/s, "
                 f"{time.perf_counter() - started:.1f} s"
             )
         else:
-            context.log.info(f"{key} proxy {number}/{len(weights)}: resumed from {checkpoint}")
-        rows.append(done["row"])
-        curves += done["curve"]
+            context.log.info(f"{key} proxy {number}/{len(jobs)}: resumed from {checkpoint}")
+        rows.append({**done["row"], "repeat": repeat})
+        if not repeat:
+            curves += done["curve"]
     return rows, curves
 
 
@@ -295,6 +330,7 @@ def proxy_run_key(settings: Settings, layout: Layout) -> str:
     import hashlib
 
     parts = [
+        PROXY_SEEDING,
         settings.proxy.model_dump_json(),
         json.dumps([t.model_dump(mode="json") for t in settings.targets], sort_keys=True),
         str(settings.seed),
@@ -424,14 +460,16 @@ def read_summary(layout: Layout, key: str) -> dict:
     ],
     group_name="search",
     kinds={"lightgbm"},
-    code_version="1",
+    code_version="2",
     check_specs=[dg.AssetCheckSpec("weights_on_simplex", asset="optimal_mixture")],
     description="The predictor's best mixture over the super-clusters (mean of the top-k of a "
-    "large candidate pool), fitted on every proxy run, with the whole search trace.",
+    "large candidate pool within the best region, never predicted worse than the best observed "
+    "run), fitted on every proxy run, with the whole search trace and its noise.",
 )
 def optimal_mixture(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
+    from climb_assets.core.mixtures import build_constraints
     from climb_assets.core.plots import line_chart
     from climb_assets.core.search import optimal_mixture as choose_optimal
 
@@ -445,25 +483,38 @@ def optimal_mixture(
         constraint_budget(settings),
         settings.seed,
         maximize=True,
+        predictor_settings=settings.predictor,
     )
     summaries = [read_summary(layout, iteration_key(i)) for i in range(1, settings.iterations + 1)]
     supers = pl.read_parquet(layout.super_clusters).sort("super_cluster")
+    caps = build_constraints(
+        corpus_token_counts(layout), settings.search, constraint_budget(settings)
+    ).upper
     mixture = supers.select("super_cluster", "token_share", "top_terms").with_columns(
-        pl.Series("weight", best.weights[: supers.height])
+        pl.Series("weight", best.weights[: supers.height]),
+        pl.Series("cap", caps[: supers.height]),
+        pl.Series("best_observed_weight", best.best_observed_weights[: supers.height]),
     )
+    choice = best.choice
     result = {
         "weights": {str(i): float(w) for i, w in enumerate(best.weights)},
         "predicted_objective": best.predicted,
+        "predicted_spread": best.predicted_spread,
+        "choice_method": choice.method,
+        "region_size": choice.region_size,
         "objective_direction": "higher is better",
         "best_observed_objective": best.best_observed_score,
+        "best_observed_predicted": choice.best_observed_predicted,
         "best_observed_weights": {
             str(i): float(w) for i, w in enumerate(best.best_observed_weights)
         },
+        "caps": {str(i): float(c) for i, c in enumerate(caps)},
         "final_cv_spearman": None
         if np.isnan(best.predictor.cv_spearman)
         else best.predictor.cv_spearman,
+        "seed_noise": pooled_seed_noise(layout, settings.iterations),
         "pool_size": best.pool_size,
-        "top_k": best.top_k,
+        "top_k": settings.search.final_top_k,
         "iterations": summaries,
         "targets": [t.model_dump(mode="json") for t in settings.targets],
     }
@@ -478,10 +529,16 @@ def optimal_mixture(
     return dg.MaterializeResult(
         metadata={
             "predicted_objective": best.predicted,
+            "predicted_spread": best.predicted_spread,
+            "best_observed_predicted": choice.best_observed_predicted,
             "best_observed_objective": best.best_observed_score,
+            "choice_method": f"{choice.method} (region of {choice.region_size} of the top "
+            f"{settings.search.final_top_k})",
+            "seed_noise": _or_na(result["seed_noise"]),
             "objective_direction": "higher is better",
             "mixture": markdown_table(mixture.sort("weight", descending=True)),
             "cv_spearman_per_iteration": dg.MetadataValue.json(spearman),
+            "noise_per_iteration": markdown_table(_noise_table(summaries)),
             "all_candidates": markdown_table(history, 200),
             "score_by_iteration": plot(
                 line_chart(
@@ -497,4 +554,42 @@ def optimal_mixture(
             ),
         },
         check_results=[dg.AssetCheckResult(check_name="weights_on_simplex", passed=on_simplex)],
+    )
+
+
+def pooled_seed_noise(layout: Layout, iterations: int) -> float | None:
+    """Seed noise over every iteration's repeated candidates (None when nothing was repeated)."""
+    from climb_assets.core.search import seed_noise
+
+    tables = [
+        pl.read_parquet(path)
+        for i in range(1, iterations + 1)
+        if (path := layout.iteration(iteration_key(i)) / REPEATS_FILE).exists()
+    ]
+    pairs = pl.concat(tables) if tables else None
+    if pairs is None or pairs.height == 0:
+        return None
+    return seed_noise(pairs["score"].to_numpy(), pairs["repeat_score"].to_numpy())
+
+
+def _noise_table(summaries: list[dict]) -> pl.DataFrame:
+    """Per iteration: score spread among candidates, seed noise, predictor spread, CV Spearman."""
+    return pl.DataFrame(
+        [
+            {
+                "iteration": s["iteration"],
+                "score_spread": s.get("score_spread"),
+                "seed_noise": s.get("seed_noise"),
+                "predictor_spread": s.get("predictor_spread"),
+                "cv_spearman": s.get("cv_spearman"),
+            }
+            for s in summaries
+        ],
+        schema={
+            "iteration": pl.Int64,
+            "score_spread": pl.Float64,
+            "seed_noise": pl.Float64,
+            "predictor_spread": pl.Float64,
+            "cv_spearman": pl.Float64,
+        },
     )

@@ -41,13 +41,21 @@ def _axes(title: str, png: list[bytes]) -> Iterator[Axes]:
 
 
 def bar_chart(
-    labels: Sequence[str], values: Sequence[float], title: str, ylabel: str = ""
+    labels: Sequence[str],
+    values: Sequence[float],
+    title: str,
+    ylabel: str = "",
+    errors: Sequence[float] | None = None,
 ) -> bytes:
-    """Vertical bars, one per label (labels rotated when there are many)."""
+    """Vertical bars, one per label (labels rotated when there are many), with symmetric error
+    bars of `errors` when given (NaN errors draw no bar)."""
+    if errors is not None and len(errors) != len(values):
+        raise ValueError(f"bar_chart: {len(errors)} errors for {len(values)} values")
     png: list[bytes] = []
     with _axes(title, png) as ax:
         positions = np.arange(len(labels))
-        ax.bar(positions, values, color="tab:blue")
+        yerr = None if errors is None else np.nan_to_num(np.asarray(errors, dtype=float))
+        ax.bar(positions, values, color="tab:blue", yerr=yerr, capsize=0 if errors is None else 4)
         ax.set_xticks(
             positions, [str(label) for label in labels], rotation=90 if len(labels) > 12 else 0
         )

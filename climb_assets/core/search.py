@@ -1,9 +1,17 @@
 """CLIMB's iterative bootstrap search, as pure functions driven by a scoring callback.
 
-Iteration 1 samples RegMix Dirichlet mixtures. Iteration t > 1 fits the predictor on every run of
-iterations < t, scores a pool (fresh Dirichlet draws + perturbations of the best runs so far), and
-proposes `exploit_fraction` of its budget from the predicted top and the rest by sampling around
-the `top_k_for_sampling` predicted mixtures. A mixture already evaluated is never proposed again.
+Iteration 1 explores: with `initial_design: cover` it trains every super-cluster at its cap
+(vertices), sparse mixtures and Dirichlet draws of many concentrations, so the predictor sees
+each group at high weight; `regmix` draws only around the token-share prior. Iteration t > 1
+exploits: it fits the predictor on every run of iterations < t, scores a pool (fresh Dirichlet
+draws + perturbations of the best runs so far), and proposes `exploit_fraction` of its budget
+from the predicted top and the rest by sampling around the `top_k_for_sampling` predicted
+mixtures. A mixture already evaluated is never proposed again.
+
+Proxies are compared under common random numbers: every candidate is trained with the same
+initialisation and data-order seed (`proxy_seed`), so score differences come from the mixture.
+`seed_repeats` candidates per iteration are trained again with another seed; the spread between
+the two runs (`seed_noise`) is the noise floor below which score differences mean nothing.
 
 Each step takes the seed of the whole search and derives its own from (seed, iteration), so an
 iteration can be recomputed on its own (e.g. by one Dagster partition) with the same result, and
@@ -26,6 +34,7 @@ import polars as pl
 from climb_assets.core.mixtures import (
     MixtureConstraints,
     build_constraints,
+    cover_design,
     sample_around,
     sample_dirichlet,
     sample_initial,
@@ -35,13 +44,14 @@ from climb_assets.core.mixtures import (
 from climb_assets.core.predictor import (
     MIN_CV_ROWS,
     MIN_FIT_ROWS,
+    FinalChoice,
     Predictor,
-    best_mixture,
+    choose_final,
     cross_validated_spearman,
     fit_predictor,
     rank_pool,
 )
-from climb_assets.settings import SearchSettings
+from climb_assets.settings import PredictorSettings, SearchSettings
 
 TokenCounts = Mapping[int, int] | Sequence[int] | np.ndarray
 SCORE_COLUMN = "score"
@@ -59,6 +69,32 @@ def iteration_seed(seed: int, iteration: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([seed, iteration, stream]).generate_state(1)[0])
 
 
+def proxy_seed(seed: int, repeat: int = 0) -> int:
+    """Initialisation and data-order seed of a proxy: the same for every candidate of every
+    iteration (common random numbers); `repeat` r > 0 is the seed of a candidate's r-th re-run."""
+    return iteration_seed(seed, 0, 1000 + repeat)
+
+
+def repeat_indices(n_candidates: int, repeats: int, iteration: int) -> np.ndarray:
+    """Candidates re-run with another seed: spread over iteration 1's design, the predicted best
+    (listed first) in later iterations, where the decisions are made."""
+    count = min(repeats, n_candidates)
+    if count <= 0:
+        return np.empty(0, dtype=np.int64)
+    if iteration == 1:
+        return np.unique(np.linspace(0, n_candidates - 1, count).round().astype(np.int64))
+    return np.arange(count, dtype=np.int64)
+
+
+def seed_noise(first: np.ndarray, second: np.ndarray) -> float:
+    """Standard deviation of one run's score under a change of seed, from paired re-runs:
+    var(a - b) = 2 var(run). NaN without pairs."""
+    first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    if first.size == 0:
+        return float("nan")
+    return float(np.sqrt(np.mean((first - second) ** 2) / 2))
+
+
 @dataclass
 class IterationPredictor:
     predictor: Predictor
@@ -72,9 +108,11 @@ class IterationPlan:
 
     iteration: int
     weights: np.ndarray  # (n, k)
-    source: list[str]  # per candidate: "initial", "exploit" or "explore"
+    source: list[str]  # per candidate: "vertex", "sparse", "dirichlet", "exploit" or "explore"
     predicted: np.ndarray | None  # (n,) predictor scores; None in iteration 1
     predictor: IterationPredictor | None
+    repeats: np.ndarray  # row indices of the candidates also trained with a second seed
+    predicted_spread: np.ndarray | None = None  # (n,) ensemble spread of `predicted`
 
     def to_frame(self, first_candidate_id: int = 0) -> pl.DataFrame:
         """candidate_id, iteration, source, w_*, predicted (no score yet)."""
@@ -89,6 +127,8 @@ class IterationPlan:
         }
         columns |= {name: self.weights[:, j] for j, name in enumerate(weight_columns(k))}
         columns["predicted"] = pl.Series(predicted, dtype=pl.Float64)
+        spread = [None] * n if self.predicted_spread is None else self.predicted_spread.tolist()
+        columns["predicted_spread"] = pl.Series(spread, dtype=pl.Float64)
         return pl.DataFrame(columns)
 
 
@@ -96,51 +136,99 @@ class IterationPlan:
 class OptimalMixture:
     weights: np.ndarray  # (k,)
     predicted: float
+    predicted_spread: float  # ensemble spread of `predicted`
     predictor: IterationPredictor
     pool_size: int
-    top_k: int
-    best_observed_weights: np.ndarray  # the best evaluated run, for comparison
-    best_observed_score: float
+    choice: FinalChoice  # how it was chosen, and the best observed run under the same predictor
+
+    @property
+    def best_observed_weights(self) -> np.ndarray:
+        return self.choice.best_observed_weights
+
+    @property
+    def best_observed_score(self) -> float:
+        return self.choice.best_observed_score
 
 
 @dataclass
 class SearchResult:
     history: pl.DataFrame  # every candidate: candidate_id, iteration, source, w_*, predicted, score
+    repeats: pl.DataFrame  # candidate_id, iteration, score, repeat_score (second seed)
     plans: list[IterationPlan]
     optimal: OptimalMixture
+
+    @property
+    def seed_noise(self) -> float:
+        return seed_noise(self.repeats["score"].to_numpy(), self.repeats["repeat_score"].to_numpy())
+
+
+Evaluate = Callable[[np.ndarray, int, int], float]  # (weights, candidate_id, repeat) -> score
 
 
 def run_search(
     token_counts: TokenCounts,
-    evaluate: Callable[[np.ndarray, int], float],
+    evaluate: Evaluate,
     settings: SearchSettings,
     tokens_per_proxy: int,
     seed: int,
     maximize: bool = True,
     on_iteration: Callable[[IterationPlan, pl.DataFrame], None] | None = None,
+    predictor_settings: PredictorSettings | None = None,
 ) -> SearchResult:
-    """Run every iteration: propose, `evaluate(weights, candidate_id)`, repeat; then pick the
-    optimal mixture. `on_iteration(plan, history_so_far)` is called after each iteration."""
+    """Run every iteration: propose, `evaluate(weights, candidate_id, 0)`, re-run the plan's
+    repeats with `evaluate(weights, candidate_id, 1)`, repeat; then pick the optimal mixture.
+    `on_iteration(plan, history_so_far)` is called after each iteration."""
     history: pl.DataFrame | None = None
+    repeats: list[dict] = []
     plans: list[IterationPlan] = []
     for iteration in range(1, len(settings.proxies_per_iteration) + 1):
         plan = plan_iteration(
-            iteration, history, token_counts, settings, tokens_per_proxy, seed, maximize
+            iteration,
+            history,
+            token_counts,
+            settings,
+            tokens_per_proxy,
+            seed,
+            maximize,
+            predictor_settings,
         )
         first_id = 0 if history is None else history.height
         rows = plan.to_frame(first_id)
+        ids = rows["candidate_id"].to_list()
         scores = [
-            _checked_score(evaluate(w, cid), cid)
-            for w, cid in zip(plan.weights, rows["candidate_id"], strict=True)
+            _checked_score(evaluate(w, cid, 0), cid)
+            for w, cid in zip(plan.weights, ids, strict=True)
         ]
+        for index in plan.repeats:
+            cid = ids[index]
+            again = _checked_score(evaluate(plan.weights[index], cid, 1), cid)
+            repeats.append(
+                {
+                    "candidate_id": cid,
+                    "iteration": iteration,
+                    "score": scores[index],
+                    "repeat_score": again,
+                }
+            )
         rows = rows.with_columns(pl.Series(SCORE_COLUMN, scores, dtype=pl.Float64))
         history = rows if history is None else pl.concat([history, rows])
         plans.append(plan)
         if on_iteration is not None:
             on_iteration(plan, history)
     assert history is not None  # settings guarantee at least one iteration
-    optimal = optimal_mixture(history, token_counts, settings, tokens_per_proxy, seed, maximize)
-    return SearchResult(history=history, plans=plans, optimal=optimal)
+    optimal = optimal_mixture(
+        history, token_counts, settings, tokens_per_proxy, seed, maximize, predictor_settings
+    )
+    repeat_frame = pl.DataFrame(
+        repeats,
+        schema={
+            "candidate_id": pl.Int64,
+            "iteration": pl.Int64,
+            "score": pl.Float64,
+            "repeat_score": pl.Float64,
+        },
+    )
+    return SearchResult(history=history, repeats=repeat_frame, plans=plans, optimal=optimal)
 
 
 def _checked_score(score: float, candidate_id: int) -> float:
@@ -159,10 +247,18 @@ def propose_candidates(
     tokens_per_proxy: int,
     seed: int,
     maximize: bool = True,
+    predictor_settings: PredictorSettings | None = None,
 ) -> np.ndarray:
     """Weights (n, k) of the candidates of `iteration` (1-based); see `plan_iteration`."""
     plan = plan_iteration(
-        iteration, history, token_counts, settings, tokens_per_proxy, seed, maximize
+        iteration,
+        history,
+        token_counts,
+        settings,
+        tokens_per_proxy,
+        seed,
+        maximize,
+        predictor_settings,
     )
     return plan.weights
 
@@ -175,6 +271,7 @@ def plan_iteration(
     tokens_per_proxy: int,
     seed: int,
     maximize: bool = True,
+    predictor_settings: PredictorSettings | None = None,
 ) -> IterationPlan:
     """Candidates of `iteration` with their source, predicted scores and the predictor used."""
     counts = settings.proxies_per_iteration
@@ -187,20 +284,23 @@ def plan_iteration(
     budget = counts[iteration - 1]
     if iteration == 1:
         exclude = past[0] if past is not None else None
-        weights = sample_initial(
-            token_counts,
-            budget,
-            settings,
-            tokens_per_proxy,
-            iteration_seed(seed, 1, _SAMPLING_STREAM),
-            exclude,
-        )
-        return IterationPlan(1, weights, ["initial"] * len(weights), None, None)
+        sampling_seed = iteration_seed(seed, 1, _SAMPLING_STREAM)
+        if settings.initial_design == "cover":
+            weights, kinds = cover_design(constraints, budget, sampling_seed, exclude)
+        else:
+            weights = sample_initial(
+                token_counts, budget, settings, tokens_per_proxy, sampling_seed, exclude
+            )
+            kinds = ["dirichlet"] * len(weights)
+        repeats = repeat_indices(len(weights), settings.seed_repeats, 1)
+        return IterationPlan(1, weights, kinds, None, None, repeats)
     if past is None:
         raise ValueError(
             f"iteration {iteration} needs the scored runs of iterations 1..{iteration - 1}"
         )
-    return _plan_later_iteration(iteration, past, budget, constraints, settings, seed, maximize)
+    return _plan_later_iteration(
+        iteration, past, budget, constraints, settings, seed, maximize, predictor_settings
+    )
 
 
 def _plan_later_iteration(
@@ -211,6 +311,7 @@ def _plan_later_iteration(
     settings: SearchSettings,
     seed: int,
     maximize: bool,
+    predictor_settings: PredictorSettings | None,
 ) -> IterationPlan:
     past_weights, past_scores = past
     fitted = _fit(
@@ -219,6 +320,7 @@ def _plan_later_iteration(
         settings,
         iteration_seed(seed, iteration, _PREDICTOR_STREAM),
         maximize,
+        predictor_settings,
     )
     pool = candidate_pool(
         past_weights,
@@ -245,7 +347,9 @@ def _plan_later_iteration(
     weights = np.vstack([chosen, filler])
     source = ["exploit"] * len(exploit) + ["explore"] * len(explore) + ["exploit"] * len(filler)
     predicted = fitted.predictor.predict(weights) if len(weights) else np.empty(0)
-    return IterationPlan(iteration, weights, source, predicted, fitted)
+    spread = fitted.predictor.predict_spread(weights) if len(weights) else np.empty(0)
+    repeats = repeat_indices(len(weights), settings.seed_repeats, iteration)
+    return IterationPlan(iteration, weights, source, predicted, fitted, repeats, spread)
 
 
 def candidate_pool(
@@ -272,7 +376,11 @@ def candidate_pool(
 
 
 def fit_iteration_predictor(
-    history: pl.DataFrame, settings: SearchSettings, seed: int, maximize: bool = True
+    history: pl.DataFrame,
+    settings: SearchSettings,
+    seed: int,
+    maximize: bool = True,
+    predictor_settings: PredictorSettings | None = None,
 ) -> IterationPredictor:
     """Fit the predictor on every row of `history` and cross-validate it (`settings.cv_folds`).
 
@@ -282,17 +390,24 @@ def fit_iteration_predictor(
     past = _past_runs(history, None, len(_history_weight_columns(history)))
     if past is None:
         raise ValueError("history is empty: the predictor needs scored runs")
-    return _fit(*past, settings, seed, maximize)
+    return _fit(*past, settings, seed, maximize, predictor_settings)
 
 
 def _fit(
-    weights: np.ndarray, scores: np.ndarray, settings: SearchSettings, seed: int, maximize: bool
+    weights: np.ndarray,
+    scores: np.ndarray,
+    settings: SearchSettings,
+    seed: int,
+    maximize: bool,
+    predictor_settings: PredictorSettings | None,
 ) -> IterationPredictor:
     if len(scores) < MIN_FIT_ROWS:
         raise ValueError(f"{len(scores)} scored runs: the predictor needs at least {MIN_FIT_ROWS}")
-    predictor = fit_predictor(weights, scores, seed, maximize)
+    predictor = fit_predictor(weights, scores, seed, maximize, settings=predictor_settings)
     cv = (
-        cross_validated_spearman(weights, scores, settings.cv_folds, seed)
+        cross_validated_spearman(
+            weights, scores, settings.cv_folds, seed, settings=predictor_settings
+        )
         if len(scores) >= MIN_CV_ROWS
         else float("nan")
     )
@@ -306,8 +421,11 @@ def optimal_mixture(
     tokens_per_proxy: int,
     seed: int,
     maximize: bool = True,
+    predictor_settings: PredictorSettings | None = None,
 ) -> OptimalMixture:
-    """The mean of the `final_top_k` predicted mixtures of a fresh pool, fitted on all runs."""
+    """The final choice (`choose_final`) from a fresh pool plus every evaluated run, with a
+    predictor fitted on all runs: the mean of the top-k within the best region, never
+    predicted worse than the best run already observed."""
     constraints = build_constraints(token_counts, settings, tokens_per_proxy)
     past = _past_runs(history, None, constraints.k)
     if past is None:
@@ -315,23 +433,35 @@ def optimal_mixture(
     weights, scores = past
     final_round = len(settings.proxies_per_iteration) + 1
     fitted = _fit(
-        weights, scores, settings, iteration_seed(seed, final_round, _PREDICTOR_STREAM), maximize
+        weights,
+        scores,
+        settings,
+        iteration_seed(seed, final_round, _PREDICTOR_STREAM),
+        maximize,
+        predictor_settings,
     )
     pool_seed = iteration_seed(seed, final_round, _POOL_STREAM)
     pool = candidate_pool(
         weights, scores, constraints, settings, pool_seed, maximize, exclude_past=False
     )
-    pool = unique_rows(np.vstack([pool, weights]))  # evaluated runs compete too
-    best = best_mixture(fitted.predictor, pool, settings.final_top_k, maximize, constraints)
-    best_row = int(np.argmax(scores) if maximize else np.argmin(scores))
+    choice = choose_final(
+        fitted.predictor,
+        pool,
+        weights,
+        scores,
+        settings.final_top_k,
+        maximize,
+        constraints,
+        settings.final_region_radius,
+    )
+    spread = float(fitted.predictor.predict_spread(choice.mixture[None])[0])
     return OptimalMixture(
-        weights=best.mixture,
-        predicted=best.predicted,
+        weights=choice.mixture,
+        predicted=choice.predicted,
+        predicted_spread=spread,
         predictor=fitted,
-        pool_size=len(pool),
-        top_k=len(best.top_indices),
-        best_observed_weights=weights[best_row],
-        best_observed_score=float(scores[best_row]),
+        pool_size=len(pool) + len(weights),
+        choice=choice,
     )
 
 

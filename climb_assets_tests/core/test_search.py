@@ -16,7 +16,9 @@ from climb_assets.core.search import (
     fit_iteration_predictor,
     plan_iteration,
     propose_candidates,
+    proxy_seed,
     run_search,
+    seed_noise,
 )
 from climb_assets.settings import SearchSettings
 
@@ -37,7 +39,7 @@ def _search(seed: int, maximize: bool = True) -> tuple[SearchResult, np.ndarray,
     counts, optimum = _problem(seed)
     sign = 1.0 if maximize else -1.0
 
-    def evaluate(weights: np.ndarray, candidate_id: int) -> float:
+    def evaluate(weights: np.ndarray, candidate_id: int, repeat: int) -> float:
         return -sign * float(((weights - optimum) ** 2).sum())
 
     result = run_search(counts, evaluate, SETTINGS, TOKENS_PER_PROXY, seed, maximize=maximize)
@@ -99,9 +101,52 @@ def test_optimal_mixture_is_feasible_and_reported(searched: tuple) -> None:
     result, counts, _ = searched
     optimal = result.optimal
     assert build_constraints(counts, SETTINGS, TOKENS_PER_PROXY).feasible(optimal.weights).all()
-    assert optimal.top_k == SETTINGS.final_top_k
     assert optimal.best_observed_score == result.history["score"].max()
     assert optimal.predictor.n_rows == result.history.height
+    # Never predicted worse than the best run already seen, by the same predictor.
+    assert optimal.predicted >= optimal.choice.best_observed_predicted
+    assert optimal.choice.method in {"region mean", "best observed"}
+    assert optimal.predicted_spread >= 0
+
+
+def test_iteration_one_trains_every_group_at_its_cap() -> None:
+    counts, _ = _problem(4)
+    constraints = build_constraints(counts, SETTINGS, TOKENS_PER_PROXY)
+    plan = plan_iteration(1, None, counts, SETTINGS, TOKENS_PER_PROXY, seed=0)
+    weights = plan.weights
+    assert len(weights) == 12 and constraints.feasible(weights).all()
+    vertices = weights[[kind == "vertex" for kind in plan.source]]
+    assert len(vertices) == len(counts)
+    np.testing.assert_allclose(np.diag(vertices), constraints.upper)
+    # The prior's neighbourhood alone never reaches the caps of most groups.
+    assert "sparse" in plan.source and "dirichlet" in plan.source
+    regmix = SETTINGS.model_copy(update={"initial_design": "regmix"})
+    prior_only = plan_iteration(1, None, counts, regmix, TOKENS_PER_PROXY, seed=0).weights
+    reached = (weights >= constraints.upper - 1e-9).any(axis=0).sum()
+    assert reached == len(counts) > (prior_only >= constraints.upper - 1e-9).any(axis=0).sum()
+
+
+def test_seed_repeats_measure_the_noise() -> None:
+    counts, optimum = _problem(5)
+    rng = np.random.default_rng(0)
+    settings = SearchSettings(proxies_per_iteration=[8, 6], candidate_pool_size=500)
+
+    def noisy(weights: np.ndarray, candidate_id: int, repeat: int) -> float:
+        return -float(((weights - optimum) ** 2).sum()) + float(rng.normal(0, 0.01))
+
+    result = run_search(counts, noisy, settings, TOKENS_PER_PROXY, seed=0)
+    assert result.repeats.height == 2 * settings.seed_repeats
+    assert result.repeats["iteration"].to_list() == [1, 1, 2, 2]
+    # Later iterations repeat the predicted best, which are listed first.
+    assert result.repeats.filter(pl.col("iteration") == 2)["candidate_id"].to_list() == [8, 9]
+    assert 0.002 < result.seed_noise < 0.03  # sd 0.01 per run
+    assert np.isnan(seed_noise(np.empty(0), np.empty(0)))
+    assert seed_noise(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0
+
+
+def test_every_candidate_shares_one_proxy_seed() -> None:
+    assert proxy_seed(7) == proxy_seed(7) != proxy_seed(7, repeat=1)
+    assert proxy_seed(7) != proxy_seed(8)
 
 
 def test_minimizing_looks_for_low_scores() -> None:
@@ -120,7 +165,9 @@ def test_on_iteration_sees_each_iteration() -> None:
         seen.append((plan.iteration, history.height))
 
     settings = SearchSettings(proxies_per_iteration=[6, 4], candidate_pool_size=500)
-    run_search(counts, lambda w, i: float(w[0]), settings, TOKENS_PER_PROXY, 0, on_iteration=record)
+    run_search(
+        counts, lambda w, i, r: float(w[0]), settings, TOKENS_PER_PROXY, 0, on_iteration=record
+    )
     assert seen == [(1, 6), (2, 10)]
 
 
@@ -131,7 +178,7 @@ def test_errors_name_the_problem() -> None:
     with pytest.raises(ValueError, match=r"outside 1\.\.3"):
         plan_iteration(4, None, counts, SETTINGS, TOKENS_PER_PROXY, seed=0)
     with pytest.raises(ValueError, match="candidate 0"):
-        run_search(counts, lambda w, i: float("nan"), SETTINGS, TOKENS_PER_PROXY, seed=0)
+        run_search(counts, lambda w, i, r: float("nan"), SETTINGS, TOKENS_PER_PROXY, seed=0)
     history = pl.DataFrame({"w_0": [0.5, 0.5, 1.0], "w_1": [0.5, 0.5, 0.0], "score": [1, None, 2]})
     with pytest.raises(ValueError, match="history row 2: score"):
         fit_iteration_predictor(history, SETTINGS, seed=0)

@@ -1,0 +1,177 @@
+"""Does the search find a better mixture than the obvious ones, at equal tokens, on data it has
+never seen? One-domain targets made of held-out sample documents.
+
+    .venv/bin/python benchmarks/search_quality.py                      # pydocs, shakespeare, kjv
+    .venv/bin/python benchmarks/search_quality.py --domains news film --jobs 1
+
+The bundled sample's document ids start with their source (news-, pydocs-, kjv-, ...). For each
+domain, `--held-out` of its documents are taken out of the corpus (the same documents for every
+domain's run, so all runs share one corpus) and become that domain's text target. Each domain
+then gets its own `climb run --evaluate` with default settings except the corpus and targets
+(each run in its own output folder and Dagster home under benchmarks/results/search_quality/),
+and the script prints, per domain, the evaluation table (objective = minus the target's bits per
+byte, mean ± std over the evaluation seeds) and the optimal mixture's margin over each baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "search_quality"
+BASELINES = ("natural", "uniform", "best_single", "best_observed", "random")
+
+
+def sample_documents() -> pl.DataFrame:
+    """id, text and domain of every document of the bundled sample (all six shard formats)."""
+    from climb_assets.core.documents import process_shard
+    from climb_assets.settings import CorpusSettings
+
+    corpus = CorpusSettings()
+    frames = []
+    for path in sorted((ROOT / "data" / "corpus").iterdir()):
+        shard = process_shard(path, path.name, corpus, lambda texts: [len(t) for t in texts])
+        frames.append(shard.documents.select(pl.col("doc_id").alias("id"), "text"))
+    docs = pl.concat(frames)
+    return docs.with_columns(pl.col("id").str.extract(r"^([a-z]+)", 1).alias("domain"))
+
+
+def split_corpus(domains: list[str], held_out: int, seed: int, dest: Path) -> dict[str, Path]:
+    """Write the corpus without the held-out documents and one target file per domain."""
+    docs = sample_documents()
+    targets: dict[str, Path] = {}
+    taken = []
+    (dest / "targets").mkdir(parents=True, exist_ok=True)
+    for domain in domains:
+        pool = docs.filter(pl.col("domain") == domain)
+        if pool.height < 2 * held_out:
+            raise SystemExit(f"domain {domain!r} has {pool.height} documents: too few to hold out")
+        chosen = pool.sample(held_out, seed=seed, shuffle=True)
+        taken.append(chosen["id"])
+        targets[domain] = dest / "targets" / f"{domain}.jsonl"
+        chosen.select("text").write_ndjson(targets[domain])
+    kept = docs.filter(~pl.col("id").is_in(pl.concat(taken).implode()))
+    (dest / "corpus").mkdir(parents=True, exist_ok=True)
+    kept.select("id", "text").write_parquet(dest / "corpus" / "sample.parquet")
+    counts = kept.group_by("domain").len().sort("domain")
+    print(
+        f"corpus: {kept.height} documents ({dict(counts.iter_rows())}); held out {held_out} "
+        f"per target domain"
+    )
+    return targets
+
+
+def write_config(domain: str, target: Path, dest: Path, args: argparse.Namespace) -> Path:
+    run_dir = dest / domain
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config: dict = {
+        "output_dir": str(run_dir / "outputs"),
+        "corpus": {"path": str(dest / "corpus")},
+        "targets": [{"name": domain, "kind": "text", "path": str(target)}],
+        "evaluation": {"seeds": args.eval_seeds},
+    }
+    if args.eval_tokens:
+        config["evaluation"]["tokens"] = args.eval_tokens
+    if args.proxies:
+        config["search"] = {"proxies_per_iteration": args.proxies}
+    if args.threads:
+        config["proxy"] = {"cpu_threads": args.threads}
+    path = run_dir / "climb.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def start_run(domain: str, config: Path) -> subprocess.Popen:
+    home = config.parent / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    env = dict(os.environ, CLIMB_CONFIG=str(config), DAGSTER_HOME=str(home), HF_HUB_OFFLINE="1")
+    log = (config.parent / "run.log").open("w")
+    command = [sys.executable, "-m", "climb_assets.cli", "run", "--evaluate"]
+    print(f"{domain}: climb run --evaluate (log {config.parent / 'run.log'})")
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def report(domain: str, run_dir: Path) -> list[dict]:
+    summary = json.loads((run_dir / "outputs" / "evaluation" / "summary.json").read_text())
+    optimal = json.loads((run_dir / "outputs" / "optimal_mixture.json").read_text())
+    mixtures = summary["mixtures"]
+    print(
+        f"\n{domain}: objective = -bits per byte on held-out {domain} documents "
+        f"({len(summary['seeds'])} seeds, {summary['tokens_per_model']:,} tokens per model; "
+        f"search seed noise {optimal.get('seed_noise')})"
+    )
+    rows = []
+    for name in summary["order"]:
+        entry = mixtures[name]
+        mean, std = entry["objective_mean"], entry["objective_std"]
+        same = f" (same as {entry['same_as']})" if entry["same_as"] else ""
+        print(f"  {name:14} {mean:8.4f} ± {std:.4f}{same}")
+        rows.append({"domain": domain, "mixture": name, "mean": mean, "std": std})
+    for margin in summary["margins"]:
+        verdict = "beaten" if margin["beaten"] else "NOT beaten"
+        print(
+            f"  optimal - {margin['baseline']:14} {margin['margin']:+.4f} "
+            f"(spread {margin['spread']:.4f}): {verdict}"
+        )
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """The README table: one row per domain, one column per mixture, mean ± std."""
+    frame = pl.DataFrame(rows)
+    names = ["optimal", *BASELINES]
+    lines = ["| target domain | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for domain in frame["domain"].unique(maintain_order=True):
+        part = {r["mixture"]: r for r in frame.filter(pl.col("domain") == domain).to_dicts()}
+        cells = [f"{part[n]['mean']:.3f} ± {part[n]['std']:.3f}" for n in names if n in part]
+        lines.append(f"| {domain} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--domains", nargs="+", default=["pydocs", "shakespeare", "kjv"])
+    parser.add_argument("--held-out", type=int, default=40, help="target documents per domain")
+    parser.add_argument("--seed", type=int, default=0, help="which documents are held out")
+    parser.add_argument("--jobs", type=int, default=2, help="domains run at once")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--eval-seeds", type=int, default=3)
+    parser.add_argument("--eval-tokens", type=int, help="default: evaluation.tokens")
+    parser.add_argument("--proxies", type=int, nargs="+", help="search.proxies_per_iteration")
+    parser.add_argument("--report-only", action="store_true", help="print finished runs")
+    args = parser.parse_args()
+    dest = RESULTS
+    if not args.report_only:
+        targets = split_corpus(args.domains, args.held_out, args.seed, dest)
+        configs = {d: write_config(d, targets[d], dest, args) for d in args.domains}
+        started, waiting, running = time.perf_counter(), list(args.domains), []
+        while waiting or running:
+            while waiting and len(running) < args.jobs:
+                domain = waiting.pop(0)
+                running.append((domain, start_run(domain, configs[domain])))
+            time.sleep(2)
+            for domain, process in list(running):
+                if process.poll() is not None:
+                    running.remove((domain, process))
+                    print(
+                        f"{domain}: exit {process.returncode} after "
+                        f"{time.perf_counter() - started:.0f} s"
+                    )
+    rows = []
+    for domain in args.domains:
+        rows += report(domain, dest / domain)
+    print("\n" + markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

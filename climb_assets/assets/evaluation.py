@@ -1,0 +1,399 @@
+"""Evaluation stage: the search's optimal mixture against the obvious baselines, each trained as
+a larger model at equal tokens on the same seeds, with a check that the optimal wins by more
+than the seed noise."""
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from climb_assets.assets.metadata import markdown_table, plot
+from climb_assets.assets.search import (
+    constraint_budget,
+    corpus_token_counts,
+    iteration_runs,
+    optimal_mixture,
+    read_checkpoint,
+)
+from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
+from climb_assets.layout import Layout
+from climb_assets.partitions import iteration_key
+from climb_assets.resources import ClimbSettings
+from climb_assets.settings import ProxySettings, Settings
+
+RUNS_FILE = "runs.parquet"  # one row per (mixture, seed)
+CURVES_FILE = "loss_curves.parquet"
+SUMMARY_FILE = "summary.json"
+CHECK = "optimal_beats_baselines"
+
+
+def evaluation_proxy(settings: Settings) -> ProxySettings:
+    """The evaluation model: the proxy's recipe at the evaluation's size and token count."""
+    ev = settings.evaluation
+    return settings.proxy.model_copy(
+        update={
+            "d_model": ev.d_model,
+            "n_layers": ev.n_layers,
+            "n_heads": ev.n_heads,
+            "tokens_per_proxy": ev.tokens,
+        }
+    )
+
+
+def missing_upstream(settings: Settings, layout: Layout) -> str | None:
+    """What the evaluation needs but is not materialized, said as what to run; None when ready."""
+    needed = [
+        ("optimal_mixture", layout.optimal_mixture),
+        ("proxy_pool", layout.proxy_pool / "manifest.json"),
+        ("super_clusters", layout.super_clusters),
+        *[
+            (f"bootstrap_iteration {iteration_key(i)}", layout.iteration(iteration_key(i)))
+            for i in range(1, settings.iterations + 1)
+        ],
+    ]
+    for name, path in needed:
+        if not path.exists():
+            return (
+                f"mixture_evaluation needs {name}, which is not materialized ({path} is "
+                "missing): run `climb run` (or materialize it in the UI) first"
+            )
+    return None
+
+
+@dataclass
+class Evaluation:
+    runs: pl.DataFrame  # mixture, same_as, seed_index, seed, objective, metrics, ...
+    curves: pl.DataFrame
+    summary: dict[str, Any]  # what summary.json holds
+
+
+@dg.asset(
+    deps=[optimal_mixture],
+    group_name="evaluation",
+    kinds={"pytorch"},
+    code_version="1",
+    pool="gpu",
+    check_specs=[
+        dg.AssetCheckSpec(
+            CHECK,
+            asset="mixture_evaluation",
+            description="The optimal's mean objective exceeds every baseline's by more than the "
+            "larger of the two seed stds (a baseline identical to the optimal is left out).",
+        )
+    ],
+    description="The optimal mixture against natural (token shares), uniform, best single "
+    "super-cluster, best observed proxy run and a random Dirichlet draw: a larger model trained "
+    "on each at equal tokens with the same seeds, scored on the search targets (objective) and "
+    "the evaluation-only targets; mean and std over seeds.",
+)
+def mixture_evaluation(
+    context: dg.AssetExecutionContext, climb: ClimbSettings
+) -> dg.MaterializeResult:
+    from climb_assets.core.plots import bar_chart
+
+    settings, layout = climb.get(), climb.layout()
+    if problem := missing_upstream(settings, layout):
+        raise dg.Failure(problem)
+    result = run_evaluation(settings, layout, context.log.info)
+    summary = result.summary
+    names = summary["order"]
+    means = [_nan(summary["mixtures"][n]["objective_mean"]) for n in names]
+    stds = [_nan(summary["mixtures"][n]["objective_std"]) for n in names]
+    chart = bar_chart(
+        names,
+        means,
+        f"objective (higher is better), mean ± std over {len(summary['seeds'])} seeds",
+        "objective",
+        errors=stds,
+    )
+    margins = pl.DataFrame(summary["margins"]) if summary["margins"] else pl.DataFrame()
+    check_metadata: dict[str, Any] = {}
+    for m in summary["margins"]:
+        check_metadata[f"margin_{m['baseline']}"] = m["margin"]
+        check_metadata[f"spread_{m['baseline']}"] = m["spread"]
+    return dg.MaterializeResult(
+        metadata={
+            "objective_direction": "higher is better",
+            "tokens_per_model": settings.evaluation.tokens,
+            "seeds": len(summary["seeds"]),
+            "optimal_objective_mean": summary["mixtures"]["optimal"]["objective_mean"],
+            "mean_std": markdown_table(mean_std_table(summary)),
+            "margins": markdown_table(margins),
+            "mixtures": markdown_table(
+                pl.DataFrame(
+                    [
+                        {"mixture": n, "same_as": summary["mixtures"][n]["same_as"] or ""}
+                        | {f"w_{i}": w for i, w in enumerate(summary["mixtures"][n]["weights"])}
+                        for n in names
+                    ]
+                )
+            ),
+            "objective_by_mixture": plot(chart, "objective by mixture"),
+            "path": dg.MetadataValue.path(str(layout.evaluation)),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=CHECK,
+                passed=summary[CHECK],
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata=check_metadata,
+            )
+        ],
+    )
+
+
+def run_evaluation(
+    settings: Settings, layout: Layout, log: Callable[[str], None] = print
+) -> Evaluation:
+    """Train every distinct mixture on every seed (resuming finished ones), write runs.parquet
+    and summary.json under layout.evaluation atomically, and return them."""
+    from climb_assets.core import evaluation as ev
+    from climb_assets.core.proxy_pool import ProxyPool
+    from climb_assets.core.scoring import train_and_score
+    from climb_assets.core.targets import load_target, objective
+
+    if settings.proxy.cpu_threads:
+        import torch
+
+        torch.set_num_threads(settings.proxy.cpu_threads)
+    mixtures = evaluation_mixtures(settings, layout)
+    same = ev.same_as(mixtures)
+    seeds = ev.evaluation_seeds(settings.seed, settings.evaluation.seeds)
+    search_targets = [load_target(t) for t in settings.targets]
+    extra_targets = [load_target(t) for t in settings.evaluation.targets]
+    clash = {t.name for t in search_targets} & {t.name for t in extra_targets}
+    if clash:
+        raise ValueError(f"evaluation.targets reuse search target names {sorted(clash)}")
+    proxy = evaluation_proxy(settings)
+    pool = ProxyPool.open(layout.proxy_pool)
+    tokenizer = pool.tokenizer()
+    run_key = evaluation_run_key(settings, layout)
+    distinct = [name for name in mixtures if same[name] is None]
+    done: dict[tuple[str, int], dict] = {}
+    total = len(distinct) * len(seeds)
+    for number, (name, (index, seed)) in enumerate(
+        ((n, s) for n in distinct for s in enumerate(seeds)), 1
+    ):
+        weights = mixtures[name]
+        checkpoint = layout.evaluation_work / f"{_weights_id(weights)}-seed{seed}.json"
+        found = read_checkpoint(checkpoint, run_key, weights)
+        if found is None:
+            started = time.perf_counter()
+            scored = train_and_score(
+                proxy, pool, tokenizer, search_targets + extra_targets, weights, seed
+            )
+            # Only the search targets define the objective; the others are extra columns.
+            scores = {**scored.scores, "objective": objective(scored.scores, search_targets)}
+            found = {
+                "run_key": run_key,
+                "weights": weights.tolist(),
+                "scores": scores,
+                "final_train_loss": scored.summary["final_loss"],
+                "train_tokens_per_second": scored.summary["tokens_per_second"],
+                "curve": [[t, v] for t, v in scored.loss_curve],
+            }
+            write_json(found, checkpoint)
+            log(
+                f"evaluation {number}/{total}: {name} seed {index}: objective "
+                f"{scores['objective']:.4f}, {time.perf_counter() - started:.1f} s"
+            )
+        else:
+            log(f"evaluation {number}/{total}: {name} seed {index}: resumed from {checkpoint}")
+        done[(name, index)] = found
+    rows, curves = [], []
+    for name in mixtures:
+        source = same[name] or name
+        for index, seed in enumerate(seeds):
+            found = done[(source, index)]
+            base = {"mixture": name, "same_as": same[name], "seed_index": index, "seed": seed}
+            # Checkpoints store keys sorted; fix the column order so fresh and resumed agree.
+            scores = found["scores"]
+            ordered = {"objective": scores["objective"]} | {
+                k: scores[k] for k in sorted(scores) if k != "objective"
+            }
+            rows.append(
+                base
+                | ordered
+                | {
+                    "final_train_loss": found["final_train_loss"],
+                    "train_tokens_per_second": found["train_tokens_per_second"],
+                }
+            )
+            curves += [base | {"tokens": t, "loss": v} for t, v in found["curve"]]
+    runs = pl.DataFrame(rows, schema_overrides={"same_as": pl.String}, infer_schema_length=None)
+    curve_frame = pl.DataFrame(curves, schema_overrides={"same_as": pl.String})
+    metrics = ["objective", *sorted(k for k in runs.columns if _is_metric(k))]
+    summary = evaluation_summary(settings, mixtures, same, seeds, runs, metrics)
+    with atomic_dir(layout.evaluation) as tmp:
+        write_parquet(runs, tmp / RUNS_FILE)
+        write_parquet(curve_frame, tmp / CURVES_FILE)
+        write_json(summary, tmp / SUMMARY_FILE)
+    return Evaluation(runs, curve_frame, summary)
+
+
+def evaluation_mixtures(settings: Settings, layout: Layout) -> dict[str, np.ndarray]:
+    """The optimal mixture (as the search chose it) and the baselines, by name."""
+    from climb_assets.core.evaluation import baseline_mixtures
+    from climb_assets.core.mixtures import build_constraints
+
+    token_counts = corpus_token_counts(layout)
+    constraints = build_constraints(token_counts, settings.search, constraint_budget(settings))
+    chosen = json.loads(layout.optimal_mixture.read_text())["weights"]
+    optimal = np.array([chosen[key] for key in sorted(chosen, key=int)], dtype=float)
+    history = iteration_runs(layout, settings.iterations + 1)
+    if history is None:
+        raise dg.Failure("mixture_evaluation needs at least one bootstrap iteration")
+    columns = sorted((c for c in history.columns if c.startswith("w_")), key=lambda c: int(c[2:]))
+    score = "score" if "score" in history.columns else "objective"
+    return baseline_mixtures(
+        optimal,
+        history.select(columns).to_numpy(),
+        history[score].to_numpy(),
+        token_counts,
+        constraints,
+        settings.seed,
+    )
+
+
+def evaluation_run_key(settings: Settings, layout: Layout) -> str:
+    """Everything besides the weights and the seed that decides an evaluation model's scores."""
+    parts = [
+        evaluation_proxy(settings).model_dump_json(),
+        json.dumps(
+            [t.model_dump(mode="json") for t in [*settings.targets, *settings.evaluation.targets]],
+            sort_keys=True,
+        ),
+        (layout.proxy_pool / "manifest.json").read_text(),
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _weights_id(weights: np.ndarray) -> str:
+    from climb_assets.core.mixtures import mixture_keys
+
+    return hashlib.sha256(mixture_keys(weights)[0]).hexdigest()[:12]
+
+
+def evaluation_summary(
+    settings: Settings,
+    mixtures: dict[str, np.ndarray],
+    same: dict[str, str | None],
+    seeds: list[int],
+    runs: pl.DataFrame,
+    metrics: list[str],
+) -> dict[str, Any]:
+    from climb_assets.core import evaluation as ev
+    from climb_assets.core.targets import metric_of
+
+    table = ev.summarize(runs, metrics)
+    by_name = {row["mixture"]: row for row in table.iter_rows(named=True)}
+    stats = {
+        name: ev.Stat(row["n"], row["objective_mean"], row["objective_std"])
+        for name, row in by_name.items()
+    }
+    margins = ev.margins(stats, same)
+    return {
+        "objective_direction": "higher is better",
+        "tokens_per_model": settings.evaluation.tokens,
+        "model": evaluation_proxy(settings).model_dump(mode="json"),
+        "seeds": seeds,
+        "metrics": metrics,
+        "order": list(mixtures),  # summary.json sorts its keys; this keeps the table's order
+        "headline_metrics": [
+            f"{t.name}/{metric_of(t)}" for t in [*settings.targets, *settings.evaluation.targets]
+        ],
+        "search_targets": [t.name for t in settings.targets],
+        "evaluation_targets": [t.name for t in settings.evaluation.targets],
+        "mixtures": {
+            name: {
+                "weights": [float(w) for w in mixtures[name]],
+                "same_as": same[name],
+                **{k: _finite(v) for k, v in by_name[name].items() if k != "mixture"},
+            }
+            for name in mixtures
+        },
+        "margins": [
+            {k: _finite(v) if isinstance(v, float) else v for k, v in asdict(m).items()}
+            for m in margins
+        ],
+        CHECK: ev.optimal_beats_baselines(margins),
+    }
+
+
+def mean_std_table(summary: dict[str, Any]) -> pl.DataFrame:
+    """One row per mixture: n and 'mean ± std' of the objective and of each target's metric."""
+    rows = []
+    for name in summary["order"]:
+        entry = summary["mixtures"][name]
+        row = {"mixture": name, "same_as": entry["same_as"] or "", "n": entry["n"]}
+        for metric in ["objective", *summary["headline_metrics"]]:
+            row[metric] = _pm(entry[f"{metric}_mean"], entry[f"{metric}_std"])
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def report_lines(summary: dict[str, Any]) -> list[str]:
+    """What `climb evaluate` prints: mean ± std per mixture, then the optimal's margins."""
+    table = mean_std_table(summary)
+    widths = {c: max(len(c), *(len(str(v)) for v in table[c])) for c in table.columns}
+    lines = [
+        f"mixture evaluation: {summary['tokens_per_model']:,} tokens per model, "
+        f"{len(summary['seeds'])} seed(s), objective higher is better",
+        "  ".join(c.ljust(widths[c]) for c in table.columns).rstrip(),
+    ]
+    lines += [
+        "  ".join(str(v).ljust(widths[c]) for c, v in row.items()).rstrip()
+        for row in table.to_dicts()
+    ]
+    lines.append(
+        "margin of optimal over each baseline (mean objective difference; spread = the "
+        "larger seed std):"
+    )
+    for m in summary["margins"]:
+        verdict = (
+            "same as optimal"
+            if m["same_as_optimal"]
+            else ("beaten" if m["beaten"] else "NOT beaten")
+        )
+        lines.append(
+            f"  {m['baseline']:<14} {_fmt(m['margin']):>10}  "
+            f"spread {_fmt(m['spread'], sign=False):>8}  {verdict}"
+        )
+    lines.append(f"{CHECK}: {'passed' if summary[CHECK] else 'failed'}")
+    return lines
+
+
+# Score columns that count what was scored (examples, bytes, tokens) rather than how well.
+_BOOKKEEPING = ("examples", "bytes", "tokens")
+
+
+def _is_metric(column: str) -> bool:
+    return "/" in column and column.rsplit("/", 1)[1] not in _BOOKKEEPING
+
+
+def _finite(value: Any) -> Any:
+    """NaN (an std over one seed) as None, so summary.json stays valid JSON."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _fmt(value: float | None, sign: bool = True) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.4f}" if sign else f"{value:.4f}"
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "n/a"
+    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f} ± n/a"
