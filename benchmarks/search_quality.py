@@ -101,10 +101,35 @@ def start_run(domain: str, config: Path) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def domain_super_clusters(outputs: Path, domain: str) -> dict[int, float]:
+    """Super-cluster -> share of its documents from `domain`, for those the domain dominates."""
+    assigned = pl.concat([pl.read_parquet(p) for p in sorted((outputs / "assignments").iterdir())])
+    mapping = pl.read_parquet(outputs / "clusters" / "super_cluster_map.parquet")
+    docs = assigned.join(mapping.filter(pl.col("status") == "kept"), on="cluster")
+    docs = docs.with_columns(pl.col("doc_id").str.extract(r"^([a-z]+)", 1).alias("domain"))
+    shares = (
+        docs.group_by("super_cluster", "domain")
+        .len()
+        .with_columns((pl.col("len") / pl.col("len").sum().over("super_cluster")).alias("share"))
+    )
+    top = shares.sort("share", descending=True).group_by("super_cluster").first()
+    mine = top.filter(pl.col("domain") == domain)
+    return dict(zip(mine["super_cluster"].to_list(), mine["share"].to_list(), strict=True))
+
+
 def report(domain: str, run_dir: Path) -> list[dict]:
-    summary = json.loads((run_dir / "outputs" / "evaluation" / "summary.json").read_text())
-    optimal = json.loads((run_dir / "outputs" / "optimal_mixture.json").read_text())
+    outputs = run_dir / "outputs"
+    summary = json.loads((outputs / "evaluation" / "summary.json").read_text())
+    optimal = json.loads((outputs / "optimal_mixture.json").read_text())
     mixtures = summary["mixtures"]
+    dominated = domain_super_clusters(outputs, domain)
+    on_domain = sum(optimal["weights"][str(c)] for c in dominated)
+    purity = ", ".join(f"{c}: {share:.0%}" for c, share in sorted(dominated.items()))
+    print(
+        f"\n{domain}: super-clusters dominated by {domain} (share of their documents): "
+        f"{purity or 'none'}; the optimal mixture puts {on_domain:.3f} of its weight on them "
+        f"({optimal.get('choice_method')})"
+    )
     print(
         f"\n{domain}: objective = -bits per byte on held-out {domain} documents "
         f"({len(summary['seeds'])} seeds, {summary['tokens_per_model']:,} tokens per model; "
@@ -116,7 +141,9 @@ def report(domain: str, run_dir: Path) -> list[dict]:
         mean, std = entry["objective_mean"], entry["objective_std"]
         same = f" (same as {entry['same_as']})" if entry["same_as"] else ""
         print(f"  {name:14} {mean:8.4f} ± {std:.4f}{same}")
-        rows.append({"domain": domain, "mixture": name, "mean": mean, "std": std})
+        rows.append(
+            {"domain": domain, "mixture": name, "mean": mean, "std": std, "on_domain": on_domain}
+        )
     for margin in summary["margins"]:
         verdict = "beaten" if margin["beaten"] else "NOT beaten"
         print(
@@ -130,10 +157,12 @@ def markdown(rows: list[dict]) -> str:
     """The README table: one row per domain, one column per mixture, mean ± std."""
     frame = pl.DataFrame(rows)
     names = ["optimal", *BASELINES]
-    lines = ["| target domain | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    header = ["target domain", *names, "optimal's weight on the domain's super-clusters"]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for domain in frame["domain"].unique(maintain_order=True):
         part = {r["mixture"]: r for r in frame.filter(pl.col("domain") == domain).to_dicts()}
         cells = [f"{part[n]['mean']:.3f} ± {part[n]['std']:.3f}" for n in names if n in part]
+        cells.append(f"{part['optimal']['on_domain']:.2f}")
         lines.append(f"| {domain} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -30,6 +30,7 @@ EXPECTED_DEPS: dict[str, set[str]] = {
     "mixture_predictor": {"proxy_scores"},
     "optimal_mixture": {"mixture_predictor", "proxy_scores"},
     "climbmix_dataset": {"optimal_mixture", "super_clusters"},
+    "mixture_evaluation": {"optimal_mixture"},
 }
 
 # The pipeline's spine: each asset is a direct dependency of the next.
