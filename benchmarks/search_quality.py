@@ -26,6 +26,8 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from climb_assets.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "search_quality"
 BASELINES = ("natural", "uniform", "best_single", "best_observed", "random")
@@ -81,6 +83,9 @@ def write_config(domain: str, target: Path, dest: Path, args: argparse.Namespace
     }
     if args.eval_tokens:
         config["evaluation"]["tokens"] = args.eval_tokens
+    if args.eval_proxy_size:  # the proxies' shape: a quicker check than the larger default
+        proxy = Settings().proxy
+        config["evaluation"] |= {"d_model": proxy.d_model, "n_layers": proxy.n_layers}
     if args.proxies:
         config["search"] = {"proxies_per_iteration": args.proxies}
     if args.threads:
@@ -90,14 +95,16 @@ def write_config(domain: str, target: Path, dest: Path, args: argparse.Namespace
     return path
 
 
-def start_run(domain: str, config: Path) -> subprocess.Popen:
+def start_run(domain: str, config: Path, evaluate_only: bool) -> subprocess.Popen:
     home = config.parent / "dagster_home"
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
     env = dict(os.environ, CLIMB_CONFIG=str(config), DAGSTER_HOME=str(home), HF_HUB_OFFLINE="1")
-    log = (config.parent / "run.log").open("w")
+    log = (config.parent / "run.log").open("a")
     command = [sys.executable, "-m", "climb_assets.cli", "run", "--evaluate"]
-    print(f"{domain}: climb run --evaluate (log {config.parent / 'run.log'})")
+    if evaluate_only:  # the search is done: only (re)train the evaluation models, no instance
+        command = [sys.executable, __file__, "--evaluate-config", str(config)]
+    print(f"{domain}: {' '.join(command[1:])} (log {config.parent / 'run.log'})")
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -115,6 +122,16 @@ def domain_super_clusters(outputs: Path, domain: str) -> dict[int, float]:
     top = shares.sort("share", descending=True).group_by("super_cluster").first()
     mine = top.filter(pl.col("domain") == domain)
     return dict(zip(mine["super_cluster"].to_list(), mine["share"].to_list(), strict=True))
+
+
+def evaluate(config: Path) -> None:
+    """The mixture_evaluation asset's computation on a finished search, outside Dagster."""
+    from climb_assets.assets.evaluation import run_evaluation
+    from climb_assets.layout import Layout
+    from climb_assets.settings import load_settings
+
+    settings = load_settings(config)
+    run_evaluation(settings, Layout(settings.output_dir), lambda line: print(line, flush=True))
 
 
 def report(domain: str, run_dir: Path) -> list[dict]:
@@ -177,17 +194,31 @@ def main() -> None:
     parser.add_argument("--eval-seeds", type=int, default=3)
     parser.add_argument("--eval-tokens", type=int, help="default: evaluation.tokens")
     parser.add_argument("--proxies", type=int, nargs="+", help="search.proxies_per_iteration")
+    parser.add_argument(
+        "--eval-proxy-size", action="store_true", help="evaluation models of the proxies' shape"
+    )
+    parser.add_argument(
+        "--evaluate-only", action="store_true", help="reuse finished searches, evaluate again"
+    )
     parser.add_argument("--report-only", action="store_true", help="print finished runs")
+    parser.add_argument("--evaluate-config", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.evaluate_config:
+        evaluate(args.evaluate_config)
+        return
     dest = RESULTS
     if not args.report_only:
-        targets = split_corpus(args.domains, args.held_out, args.seed, dest)
+        if args.evaluate_only:
+            targets = {d: dest / "targets" / f"{d}.jsonl" for d in args.domains}
+        else:
+            targets = split_corpus(args.domains, args.held_out, args.seed, dest)
         configs = {d: write_config(d, targets[d], dest, args) for d in args.domains}
         started, waiting, running = time.perf_counter(), list(args.domains), []
         while waiting or running:
             while waiting and len(running) < args.jobs:
                 domain = waiting.pop(0)
-                running.append((domain, start_run(domain, configs[domain])))
+                process = start_run(domain, configs[domain], args.evaluate_only)
+                running.append((domain, process))
             time.sleep(2)
             for domain, process in list(running):
                 if process.poll() is not None:
