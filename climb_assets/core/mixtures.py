@@ -10,6 +10,9 @@ Constraints (`MixtureConstraints`):
 - RegMix's cap: weight_i <= prior_i * max_weight_multiplier;
 - weights below min_weight are zeroed (a group too small to matter is left out).
 
+Iteration 1's `cover_design` adds what prior-shaped draws never reach: each group at its cap
+(`vertex_mixtures`) and mixtures on 2-3 groups (`sparse_mixtures`).
+
 Initial draws are *rejected* when they break a cap (keeps RegMix's Dirichlet shape); only if too
 few draws survive are rejected draws *projected* onto the constraints to top up. Samples around
 given centers are always projected (a perturbation of a mixture at its cap should stay near it,
