@@ -1,7 +1,8 @@
 """Partition axes: corpus shards (dynamic, one per file) and bootstrap iterations (ordered).
 
 Iterations use a daily time-window definition only because Dagster lets time-window partitions,
-and nothing else, depend on their own earlier partitions (../shared/DESIGN.md §3). The date format
+and nothing else, depend on their own earlier partitions (`TimeWindowPartitionMapping` with
+an offset). The date format
 `iter-%j` (day of year) turns day N into the readable key `iter-00N`.
 """
 

@@ -2,7 +2,7 @@
 optimal mixture.
 
 Dagster forbids cycles between asset keys, and a multi-asset whose outputs depend on earlier
-partitions of each other cannot be backfilled (../shared/DESIGN.md §3). So one self-dependent
+partitions of each other cannot be backfilled. So one self-dependent
 asset, `bootstrap_iteration`, runs a whole CLIMB round (propose, train proxies, score, fit the
 predictor) and depends on its previous partition; backfilling it runs the rounds in order. The
 round's three artifacts are then published as their own partitioned assets, with checks.
@@ -256,13 +256,9 @@ def _repeat_table(rows: list[dict], iteration: int) -> pl.DataFrame:
         for row in rows
         if row["repeat"] > 0
     ]
-    schema = {
-        "candidate_id": pl.Int64,
-        "iteration": pl.Int64,
-        "score": pl.Float64,
-        "repeat_score": pl.Float64,
-    }
-    return pl.DataFrame(pairs, schema=schema)
+    from climb_assets.core.search import REPEAT_SCHEMA
+
+    return pl.DataFrame(pairs, schema=REPEAT_SCHEMA)
 
 
 def train_candidates(
@@ -476,9 +472,10 @@ def optimal_mixture(
     settings, layout = climb.get(), climb.layout()
     history = iteration_runs(layout, settings.iterations + 1)
     assert history is not None
+    token_counts = corpus_token_counts(layout)
     best = choose_optimal(
         history,
-        corpus_token_counts(layout),
+        token_counts,
         settings.search,
         constraint_budget(settings),
         settings.seed,
@@ -487,9 +484,7 @@ def optimal_mixture(
     )
     summaries = [read_summary(layout, iteration_key(i)) for i in range(1, settings.iterations + 1)]
     supers = pl.read_parquet(layout.super_clusters).sort("super_cluster")
-    caps = build_constraints(
-        corpus_token_counts(layout), settings.search, constraint_budget(settings)
-    ).upper
+    caps = build_constraints(token_counts, settings.search, constraint_budget(settings)).upper
     mixture = supers.select("super_cluster", "token_share", "top_terms").with_columns(
         pl.Series("weight", best.weights[: supers.height]),
         pl.Series("cap", caps[: supers.height]),

@@ -55,7 +55,8 @@ def resolve_device(device: str) -> str:
 def resolve_precision(precision: str, device: str) -> Precision:
     """'auto' -> fp16 on CUDA, bf16 on CPUs with native bf16, else fp32.
 
-    On an AVX512-BF16 CPU bf16 encodes 1.8x faster than fp32 at cosine 0.9999 (DESIGN.md §6).
+    On an AVX512-BF16 CPU bf16 encodes 1.8x faster than fp32 at cosine 0.9999
+    (benchmarks/encode_throughput.py).
     """
     if precision in ("fp32", "bf16", "fp16"):
         return precision  # type: ignore[return-value]

@@ -55,6 +55,13 @@ from climb_assets.settings import PredictorSettings, SearchSettings
 
 TokenCounts = Mapping[int, int] | Sequence[int] | np.ndarray
 SCORE_COLUMN = "score"
+# Candidates trained again with a second seed: their first and second scores.
+REPEAT_SCHEMA = {
+    "candidate_id": pl.Int64,
+    "iteration": pl.Int64,
+    "score": pl.Float64,
+    "repeat_score": pl.Float64,
+}
 _WEIGHT_COLUMN = re.compile(r"w_\d+")
 # Independent random streams within one iteration.
 _SAMPLING_STREAM, _PREDICTOR_STREAM, _POOL_STREAM, _EXPLORE_STREAM = range(4)
@@ -219,15 +226,7 @@ def run_search(
     optimal = optimal_mixture(
         history, token_counts, settings, tokens_per_proxy, seed, maximize, predictor_settings
     )
-    repeat_frame = pl.DataFrame(
-        repeats,
-        schema={
-            "candidate_id": pl.Int64,
-            "iteration": pl.Int64,
-            "score": pl.Float64,
-            "repeat_score": pl.Float64,
-        },
-    )
+    repeat_frame = pl.DataFrame(repeats, schema=REPEAT_SCHEMA)
     return SearchResult(history=history, repeats=repeat_frame, plans=plans, optimal=optimal)
 
 
