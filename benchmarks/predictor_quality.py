@@ -195,6 +195,7 @@ def evaluate(
     models = {
         "ours (bagged, cv rounds)": ours(PredictorSettings()),
         "ours, 1 model": ours(PredictorSettings(ensemble_size=1)),
+        "ours, trees only": ours(PredictorSettings(smooth_base=False)),
         "LGBMRegressor() defaults": default_lightgbm,
     }
     print(

@@ -44,8 +44,10 @@ one --score-weight per --score (default 1 each). Use a negative weight to fold a
 score into a higher-is-better objective. fit and propose need the direction: --maximize or
 --minimize.
 
-The predictor is a bagged ensemble of --ensemble-size LightGBM models; its rounds are chosen
-by cross-validation unless --rounds fixes them.
+The predictor is a bagged ensemble of --ensemble-size LightGBM models over a smooth base (a
+ridge regression on each weight and its square, chosen by leave-one-out error; the trees fit
+its residuals; --no-smooth-base turns it off); the rounds are chosen by cross-validation
+unless --rounds fixes them.
 
 actions:
   cv       out-of-fold Spearman correlation of the predictor (k-fold; leave-one-out when rows
@@ -193,6 +195,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default=defaults.ensemble_size,
         help=f"models bagged on bootstrap resamples (default {defaults.ensemble_size})",
     )
+    group.add_argument(
+        "--no-smooth-base",
+        dest="smooth_base",
+        action="store_false",
+        help="trees only: no ridge regression on the weights and their squares under them",
+    )
 
 
 def predictor_settings(args: argparse.Namespace) -> PredictorSettings:
@@ -215,6 +223,7 @@ def predictor_settings(args: argparse.Namespace) -> PredictorSettings:
         learning_rate=args.learning_rate,
         num_leaves=args.num_leaves,
         ensemble_size=args.ensemble_size,
+        smooth_base=args.smooth_base,
     )
 
 

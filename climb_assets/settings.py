@@ -152,6 +152,12 @@ class SearchSettings(_Section):
         "super-cluster at its cap once, sparse mixtures, Dirichlet draws of several "
         "concentrations); 'regmix' draws only around the token-share prior.",
     )
+    corner_candidates: int = Field(
+        2,
+        description="Later iterations always train this many new vertices of the feasible set "
+        "(groups filled to their caps in a ranked order): first the one that fills the groups "
+        "in the order of the best run each led, then those the predictor ranks highest.",
+    )
     seed_repeats: int = Field(
         2,
         description="Candidates per iteration trained again with another seed, to measure the "
@@ -178,6 +184,12 @@ class PredictorSettings(_Section):
         None, description="Boosting rounds; None chooses them by cross-validation."
     )
     max_rounds: int = Field(1000, description="Upper bound on rounds chosen by cross-validation.")
+    smooth_base: bool = Field(
+        True,
+        description="Fit a ridge regression on each weight and its square first, and the trees "
+        "on its residuals: a single run at a super-cluster's cap then moves the prediction "
+        "there (trees need several rows per leaf and stay flat).",
+    )
 
 
 class EvaluationSettings(_Section):

@@ -327,7 +327,11 @@ def test_model_options_reach_the_predictor(
     info = predictor.info
     assert (info["rounds"], info["round_selection"], info["members"]) == (7, "settings", 3)
     assert (info["num_leaves"], info["learning_rate"]) == (4, 0.2)
+    assert info["smooth_base"] is True
     assert "3 models x 7 rounds" in capsys.readouterr().out
+    assert _cli(*argv, "--no-smooth-base", "--out", tmp_path / "trees") == 0
+    trees = Predictor.load(tmp_path / "trees")
+    assert trees.info["smooth_base"] is False and trees.smooth is None
     assert _cli(*argv, "--ensemble-size", "0", "--out", tmp_path / "bad") == 2
     assert "--ensemble-size 0: must be at least 1" in capsys.readouterr().err
 

@@ -407,8 +407,9 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
     @dg.asset(
         deps=[proxy_scores],
         kinds={"lightgbm"},
-        description="LightGBM regressor from mixture weights to the objective, fitted on every "
-        "proxy run up to this round; k-fold Spearman and feature importances.",
+        description="LightGBM regressor from mixture weights to the objective over a ridge base "
+        "on the weights and their squares, fitted on every proxy run up to this round; k-fold "
+        "Spearman and feature importances.",
         **common,
     )
     def mixture_predictor(context: dg.AssetExecutionContext, climb: ClimbSettings):
@@ -430,6 +431,9 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
                 if summary["cv_spearman"] is not None
                 else "n/a",
                 "training_rows": summary["predictor_rows"],
+                # 0: trees alone; 1 or 2: a ridge base on the weights (and their squares).
+                "smooth_base_degree": predictor.info.get("smooth_degree", 0),
+                "smooth_base_loo_rmse": predictor.info.get("ridge_loo_rmse"),
                 "feature_importance": markdown_table(importance),
                 "path": dg.MetadataValue.path(str(directory)),
             }

@@ -16,7 +16,9 @@ import polars as pl
 
 from climb_assets.core.mixtures import (
     MixtureConstraints,
+    best_single_order,
     enforce_constraints,
+    greedy_fill,
     mixture_keys,
     regmix_prior,
     sample_dirichlet,
@@ -29,47 +31,12 @@ BASELINES = ("natural", "uniform", "best_single", "best_observed", "random")
 # Seed stream of the evaluation models, apart from every search iteration's streams.
 EVALUATION_STREAM = 9000
 _RANDOM_STREAM = 9001
-_ATOL = 1e-9
 
 
 def evaluation_seeds(seed: int, n: int) -> list[int]:
     """The seeds every mixture is trained with; seed s does not depend on n, so adding seeds
     keeps (and reuses) the earlier ones."""
     return [iteration_seed(seed, EVALUATION_STREAM, s) for s in range(n)]
-
-
-def greedy_fill(order: Sequence[int], upper: np.ndarray) -> np.ndarray:
-    """Weights that fill groups in `order`, each up to its cap, until the total is 1."""
-    upper = np.asarray(upper, dtype=float)
-    weights = np.zeros_like(upper)
-    left = 1.0
-    for group in order:
-        if left <= _ATOL:
-            break
-        weights[group] = min(upper[group], left)
-        left -= weights[group]
-    if left > _ATOL:
-        raise ValueError(f"greedy_fill: the caps of groups {list(order)} sum to {1 - left:.4f} < 1")
-    return weights / weights.sum()  # removes float residue; caps hold within _ATOL
-
-
-def best_single_order(
-    history_weights: np.ndarray, history_scores: np.ndarray, prior: np.ndarray
-) -> list[int]:
-    """Groups ranked by the best score of the runs where they had the largest weight (higher is
-    better); groups that never led a run follow, largest prior first."""
-    weights = np.atleast_2d(np.asarray(history_weights, dtype=float))
-    scores = np.asarray(history_scores, dtype=float)
-    k = len(prior)
-    best = np.full(k, -np.inf)
-    if weights.size:
-        leaders = weights.argmax(axis=1)
-        for leader, score in zip(leaders, scores, strict=True):
-            if np.isfinite(score):
-                best[leader] = max(best[leader], score)
-    led = sorted((g for g in range(k) if np.isfinite(best[g])), key=lambda g: (-best[g], g))
-    rest = sorted((g for g in range(k) if not np.isfinite(best[g])), key=lambda g: (-prior[g], g))
-    return led + rest
 
 
 def baseline_mixtures(

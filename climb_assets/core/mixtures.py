@@ -11,7 +11,9 @@ Constraints (`MixtureConstraints`):
 - weights below min_weight are zeroed (a group too small to matter is left out).
 
 Iteration 1's `cover_design` adds what prior-shaped draws never reach: each group at its cap
-(`vertex_mixtures`) and mixtures on 2-3 groups (`sparse_mixtures`).
+(`vertex_mixtures`) and mixtures on 2-3 groups (`sparse_mixtures`). Later iterations add the
+feasible set's vertices (`corner_mixtures`: groups filled to their caps in a ranked order),
+where a score that keeps rising with a group's weight has its best mixture.
 
 Initial draws are *rejected* when they break a cap (keeps RegMix's Dirichlet shape); only if too
 few draws survive are rejected draws *projected* onto the constraints to top up. Samples around
@@ -28,6 +30,8 @@ import numpy as np
 import polars as pl
 
 from climb_assets.settings import SearchSettings
+
+_FILL_TOLERANCE = 1e-9
 
 # RegMix: Dirichlet concentration drawn from 15 log-spaced values in [0.1, 5].
 CONCENTRATION_STRENGTHS = np.logspace(np.log10(0.1), np.log10(5.0), 15)
@@ -222,6 +226,65 @@ def cover_design(
     weights = np.vstack([vertices, sparse, draws])
     kinds = ["vertex"] * len(vertices) + ["sparse"] * len(sparse) + ["dirichlet"] * len(draws)
     return weights, kinds
+
+
+def greedy_fill(order: Sequence[int], upper: np.ndarray) -> np.ndarray:
+    """Weights that fill groups in `order`, each up to its cap, until the total is 1."""
+    upper = np.asarray(upper, dtype=float)
+    weights = np.zeros_like(upper)
+    left = 1.0
+    for group in order:
+        if left <= _FILL_TOLERANCE:
+            break
+        weights[group] = min(upper[group], left)
+        left -= weights[group]
+    if left > _FILL_TOLERANCE:
+        raise ValueError(f"greedy_fill: the caps of groups {list(order)} sum to {1 - left:.4f} < 1")
+    return weights / weights.sum()  # removes float residue; caps hold within _FILL_TOLERANCE
+
+
+def best_single_order(
+    history_weights: np.ndarray, history_scores: np.ndarray, prior: np.ndarray
+) -> list[int]:
+    """Groups ranked by the best score of the runs where they had the largest weight (higher is
+    better); groups that never led a run follow, largest prior first."""
+    weights = np.atleast_2d(np.asarray(history_weights, dtype=float))
+    scores = np.asarray(history_scores, dtype=float)
+    k = len(prior)
+    best = np.full(k, -np.inf)
+    if weights.size:
+        leaders = weights.argmax(axis=1)
+        for leader, score in zip(leaders, scores, strict=True):
+            if np.isfinite(score):
+                best[leader] = max(best[leader], score)
+    led = sorted((g for g in range(k) if np.isfinite(best[g])), key=lambda g: (-best[g], g))
+    rest = sorted((g for g in range(k) if not np.isfinite(best[g])), key=lambda g: (-prior[g], g))
+    return led + rest
+
+
+def corner_mixtures(constraints: MixtureConstraints, orders: Iterable[Sequence[int]]) -> np.ndarray:
+    """Distinct vertices of the feasible set: groups filled to their caps in each given order
+    (groups an order leaves out follow by descending prior)."""
+    by_prior = sorted(range(constraints.k), key=lambda g: (-constraints.prior[g], g))
+    rows = []
+    for order in orders:
+        head = [int(g) for g in order]
+        full = head + [g for g in by_prior if g not in set(head)]
+        rows.append(greedy_fill(full, constraints.upper))
+    return unique_rows(enforce_constraints(_stack(rows, constraints.k), constraints))
+
+
+def swapped_orders(order: Sequence[int], depth: int) -> list[list[int]]:
+    """`order`, then each variant with one pair among its first `depth` positions swapped:
+    the vertices next to the corner `order` fills."""
+    order = list(order)
+    variants = [order]
+    for i in range(min(depth, len(order))):
+        for j in range(i + 1, min(depth, len(order))):
+            swapped = order.copy()
+            swapped[i], swapped[j] = swapped[j], swapped[i]
+            variants.append(swapped)
+    return variants
 
 
 def _combine(first: np.ndarray | None, second: np.ndarray | None) -> np.ndarray | None:

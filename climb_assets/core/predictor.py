@@ -13,7 +13,14 @@ handful of proxies a small run trains, all recorded in `Predictor.info`:
 - `ensemble_size` boosters: member 0 on every row makes the predictions, the others on
   bootstrap resamples give their spread (how sure the predictor is). The bagged mean was tried
   as the prediction: on a dozen rows each resample loses a third of them, and the search found
-  optima twice as far away (climb_assets_tests/core/test_search.py's planted optima).
+  optima twice as far away (climb_assets_tests/core/test_search.py's planted optima);
+- a smooth base (`PredictorSettings.smooth_base`): ridge regression from each weight and its
+  square to the standardized score, its penalty chosen by exact leave-one-out error, and the
+  boosters fit its residuals. Trees need several rows per leaf, so the one run that put a
+  super-cluster at its cap cannot move them: a tree-only predictor is flat from the last split
+  (say 0.6) to the cap (0.85). The smooth term carries the trend there (data mixing laws: the
+  loss moves smoothly with a domain's weight, with diminishing returns, which the square
+  term bends), and the trees add the interactions it misses.
 """
 
 from __future__ import annotations
@@ -48,11 +55,97 @@ PREDICT_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 META_FILE = "predictor.json"
 LEGACY_MODEL_FILE = "model.txt"  # single-booster saves from before the ensemble
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: smooth (ridge) base per member
+# Ridge penalties tried for the smooth base (weights are in [0, 1], the target standardized).
+RIDGE_PENALTIES = np.logspace(-3, 2, 11)
 
 
 def member_file(index: int) -> str:
     return f"model-{index:03d}.txt"
+
+
+def smooth_features(weights: np.ndarray, degree: int) -> np.ndarray:
+    """Each weight (degree 1), and its square (degree 2): enough for a score that rises with
+    diminishing returns toward a cap, or peaks inside the simplex, per super-cluster."""
+    return np.hstack([weights**power for power in range(1, degree + 1)])
+
+
+@dataclass(frozen=True)
+class SmoothBase:
+    """Standardized score ~ intercept + smooth_features(weights, degree) @ coef (ridge); no
+    terms at all (degree 0) when no ridge fit beat the plain mean in leave-one-out error."""
+
+    intercept: float
+    coef: np.ndarray  # (degree * k,): k linear, then k squared terms
+    degree: int
+
+    @classmethod
+    def zero(cls) -> SmoothBase:
+        return cls(0.0, np.zeros(0), 0)
+
+    def predict(self, weights: np.ndarray) -> np.ndarray:
+        if self.degree == 0:
+            return np.full(len(weights), self.intercept)
+        return self.intercept + smooth_features(weights, self.degree) @ self.coef
+
+    def contributions(self, weights: np.ndarray) -> np.ndarray:
+        """(n, k): each group's part of the prediction (all its terms), centred."""
+        k = weights.shape[1]
+        parts = np.zeros_like(weights)
+        for power in range(1, self.degree + 1):
+            parts += weights**power * self.coef[(power - 1) * k : power * k]
+        return parts - parts.mean(axis=0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"intercept": self.intercept, "coef": self.coef.tolist(), "degree": self.degree}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SmoothBase:
+        return cls(float(data["intercept"]), np.asarray(data["coef"], float), int(data["degree"]))
+
+
+@dataclass(frozen=True)
+class RidgeChoice:
+    degree: int  # 0: no smooth base
+    penalty: float | None
+    loo_rmse: float  # leave-one-out RMSE in standardized units (the mean alone: about 1)
+
+
+def fit_ridge(weights: np.ndarray, target: np.ndarray, choice: RidgeChoice) -> SmoothBase:
+    """Ridge regression on `smooth_features`, with an unpenalized intercept (columns centred)."""
+    if choice.degree == 0 or choice.penalty is None:
+        return SmoothBase(float(target.mean()), np.zeros(0), 0)
+    features = smooth_features(weights, choice.degree)
+    x_mean, y_mean = features.mean(axis=0), float(target.mean())
+    x = features - x_mean
+    gram = x.T @ x + choice.penalty * np.eye(x.shape[1])
+    coef = np.linalg.solve(gram, x.T @ (target - y_mean))
+    return SmoothBase(y_mean - float(x_mean @ coef), coef, choice.degree)
+
+
+def choose_ridge(weights: np.ndarray, target: np.ndarray) -> RidgeChoice:
+    """The simplest ridge fit within one standard error of the least exact leave-one-out error
+    (residual_i / (1 - H_ii), H the hat matrix of the centred design plus intercept): lowest
+    degree first (0: the mean alone, no base), then the largest penalty. With few rows the
+    squares, and small penalties, overfit, and their argmax lands far from every run."""
+    n = len(target)
+    centred = (target - target.mean()) * n / (n - 1)  # exact leave-one-out residuals of the mean
+    fits = [(0, None, centred**2)]
+    for degree in (1, 2):
+        features = smooth_features(weights, degree)
+        x = features - features.mean(axis=0)
+        for penalty in RIDGE_PENALTIES:
+            inverse = np.linalg.inv(x.T @ x + penalty * np.eye(x.shape[1]))
+            hat = x @ inverse @ x.T + 1.0 / n
+            leverage = np.clip(1.0 - np.diag(hat), 1e-9, None)
+            fits.append((degree, float(penalty), ((target - hat @ target) / leverage) ** 2))
+    best = min(fits, key=lambda fit: fit[2].mean())
+    bar = best[2].mean() + best[2].std() / np.sqrt(n)
+    simplest = min(
+        (fit for fit in fits if fit[2].mean() <= bar),
+        key=lambda fit: (fit[0], -(fit[1] or 0.0)),
+    )
+    return RidgeChoice(simplest[0], simplest[1], float(np.sqrt(simplest[2].mean())))
 
 
 @dataclass
@@ -65,6 +158,14 @@ class Predictor:
     target_mean: float
     target_scale: float
     info: dict[str, Any] = field(default_factory=dict)
+    smooth: list[SmoothBase] | None = None  # one per booster; None: tree-only
+
+    def _smooth(self, member: int) -> SmoothBase:
+        return SmoothBase.zero() if self.smooth is None else self.smooth[member]
+
+    def _member_standardized(self, member: int, weights: np.ndarray) -> np.ndarray:
+        trees = self.boosters[member].predict(weights, num_threads=PREDICT_THREADS)
+        return np.asarray(trees) + self._smooth(member).predict(weights)
 
     def _checked(self, weights: np.ndarray) -> np.ndarray:
         weights = np.atleast_2d(np.asarray(weights, dtype=float))
@@ -79,23 +180,25 @@ class Predictor:
         """Each member's predicted scores (members, n), in the units of the training scores."""
         weights = self._checked(weights)
         standardized = np.stack(
-            [np.asarray(b.predict(weights, num_threads=PREDICT_THREADS)) for b in self.boosters]
+            [self._member_standardized(m, weights) for m in range(len(self.boosters))]
         )
         return standardized * self.target_scale + self.target_mean
 
     def predict(self, weights: np.ndarray) -> np.ndarray:
         """Predicted scores of mixtures (n, k) -> (n,), by the member fitted on every row."""
         weights = self._checked(weights)
-        standardized = self.boosters[0].predict(weights, num_threads=PREDICT_THREADS)
-        return np.asarray(standardized) * self.target_scale + self.target_mean
+        return self._member_standardized(0, weights) * self.target_scale + self.target_mean
 
     def predict_spread(self, weights: np.ndarray) -> np.ndarray:
         """Standard deviation of the members' predictions (n,); 0 for a one-member ensemble."""
         return self.member_predictions(weights).std(axis=0)
 
     def feature_importance(self) -> dict[str, float]:
-        """Split gain per weight column, averaged over members (which groups move the score)."""
+        """Which groups move the score: the trees' split gain averaged over members, plus the
+        squared error the smooth base's terms of each group explain on the training rows (both
+        sums of squares of the standardized score)."""
         gains = np.mean([b.feature_importance(importance_type="gain") for b in self.boosters], 0)
+        gains = gains + np.asarray(self.info.get("smooth_gain") or np.zeros(len(gains)))
         return {name: float(gain) for name, gain in zip(self.weight_columns, gains, strict=True)}
 
     def save(self, directory: Path) -> None:
@@ -117,6 +220,7 @@ class Predictor:
             "target_mean": self.target_mean,
             "target_scale": self.target_scale,
             "info": self.info,
+            "smooth": None if self.smooth is None else [b.to_json() for b in self.smooth],
         }
         write_json(meta, directory / META_FILE)
 
@@ -141,6 +245,9 @@ class Predictor:
             target_mean=float(meta["target_mean"]),
             target_scale=float(meta["target_scale"]),
             info=dict(meta.get("info", {})),
+            smooth=[SmoothBase.from_json(b) for b in meta["smooth"]]
+            if meta.get("smooth")
+            else None,
         )
 
 
@@ -187,13 +294,18 @@ def fit_predictor(
     mean, scale = float(scores.mean()), float(scores.std()) or 1.0
     target = (scores - mean) / scale
     params = lightgbm_params(len(scores), seed, settings)
-    rounds, selection = choose_rounds(weights, target, params, seed, settings)
-    boosters = []
+    ridge = choose_ridge(weights, target) if settings.smooth_base else RidgeChoice(0, None, 1.0)
+    residual = target - fit_ridge(weights, target, ridge).predict(weights)
+    rounds, selection = choose_rounds(weights, residual, params, seed, settings)
+    boosters, smooth = [], []
     for member in range(settings.ensemble_size):
         rows = _bootstrap_rows(len(scores), seed, member)
+        base = fit_ridge(weights[rows], target[rows], ridge)
         member_params = params | {"seed": seed + member}
-        train_set = lgb.Dataset(weights[rows], target[rows], params=member_params)
+        member_target = target[rows] - base.predict(weights[rows])
+        train_set = lgb.Dataset(weights[rows], member_target, params=member_params)
         boosters.append(lgb.train(member_params, train_set, rounds))
+        smooth.append(base)
     info = {
         "n_rows": len(scores),
         "rounds": rounds,
@@ -203,8 +315,19 @@ def fit_predictor(
         "num_leaves": settings.num_leaves,
         "min_data_in_leaf": params["min_data_in_leaf"],
         "seed": seed,
+        "smooth_base": settings.smooth_base,
+        "smooth_degree": ridge.degree,
+        "ridge_penalty": ridge.penalty,
+        "ridge_loo_rmse": ridge.loo_rmse,  # standardized units: about 1 for the mean alone
+        "smooth_gain": _explained(smooth[0], weights).tolist() if ridge.degree else None,
     }
-    return Predictor(boosters, list(columns), maximize, mean, scale, info)
+    bases = smooth if settings.smooth_base else None
+    return Predictor(boosters, list(columns), maximize, mean, scale, info, bases)
+
+
+def _explained(base: SmoothBase, weights: np.ndarray) -> np.ndarray:
+    """Per group, the sum of squares of its centred contribution to the smooth base."""
+    return (base.contributions(weights) ** 2).sum(axis=0)
 
 
 def _bootstrap_rows(n: int, seed: int, member: int) -> np.ndarray:

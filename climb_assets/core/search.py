@@ -4,9 +4,10 @@ Iteration 1 explores: with `initial_design: cover` it trains every super-cluster
 (vertices), sparse mixtures and Dirichlet draws of many concentrations, so the predictor sees
 each group at high weight; `regmix` draws only around the token-share prior. Iteration t > 1
 exploits: it fits the predictor on every run of iterations < t, scores a pool (fresh Dirichlet
-draws + perturbations of the best runs so far), and proposes `exploit_fraction` of its budget
-from the predicted top and the rest by sampling around the `top_k_for_sampling` predicted
-mixtures. A mixture already evaluated is never proposed again.
+draws, perturbations of the best runs so far, and the vertices of the feasible set that the
+predictor and the runs rank highest, with draws around them), and proposes `exploit_fraction`
+of its budget from the predicted top and the rest by sampling around the `top_k_for_sampling`
+predicted mixtures. A mixture already evaluated is never proposed again.
 
 Proxies are compared under common random numbers: every candidate is trained with the same
 initialisation and data-order seed (`proxy_seed`), so score differences come from the mixture.
@@ -33,13 +34,17 @@ import polars as pl
 
 from climb_assets.core.mixtures import (
     MixtureConstraints,
+    best_single_order,
     build_constraints,
+    corner_mixtures,
     cover_design,
     sample_around,
     sample_dirichlet,
     sample_initial,
+    swapped_orders,
     unique_rows,
     validate_mixture_table,
+    vertex_mixtures,
 )
 from climb_assets.core.predictor import (
     MIN_CV_ROWS,
@@ -63,6 +68,10 @@ REPEAT_SCHEMA = {
     "repeat_score": pl.Float64,
 }
 _WEIGHT_COLUMN = re.compile(r"w_\d+")
+# Share of a later iteration's pool drawn around the feasible set's most promising vertices, and
+# how many leading positions of a ranking are swapped pairwise to find the vertices next to it.
+CORNER_POOL_SHARE = 0.1
+CORNER_SWAP_DEPTH = 4
 # Independent random streams within one iteration.
 _SAMPLING_STREAM, _PREDICTOR_STREAM, _POOL_STREAM, _EXPLORE_STREAM = range(4)
 
@@ -328,23 +337,34 @@ def _plan_later_iteration(
         settings,
         iteration_seed(seed, iteration, _POOL_STREAM),
         maximize,
+        predictor=fitted.predictor,
     )
     order, _ = rank_pool(fitted.predictor, pool, maximize)
-    n_exploit = min(budget, round(settings.exploit_fraction * budget), len(pool))
-    exploit = pool[order[:n_exploit]]
+    corners = forced_corners(
+        fitted.predictor, constraints, past_weights, past_scores, maximize, budget, settings
+    )
+    budget_left = budget - len(corners)
+    exploit = unique_rows(pool[order], exclude=np.vstack([past_weights, corners]))
+    n_exploit = min(budget_left, round(settings.exploit_fraction * budget), len(exploit))
+    exploit = exploit[:n_exploit]
     explore = sample_around(
         pool[order[: settings.top_k_for_sampling]],
-        budget - n_exploit,
+        budget_left - n_exploit,
         constraints,
         iteration_seed(seed, iteration, _EXPLORE_STREAM),
-        exclude=np.vstack([past_weights, exploit]),
+        exclude=np.vstack([past_weights, corners, exploit]),
     )
     # Tiny feasible sets can run out of new perturbations: fill from the predicted ranking.
-    chosen = np.vstack([exploit, explore])
+    chosen = np.vstack([corners, exploit, explore])
     filler = unique_rows(pool[order[n_exploit:]], exclude=np.vstack([past_weights, chosen]))
     filler = filler[: budget - len(chosen)]
     weights = np.vstack([chosen, filler])
-    source = ["exploit"] * len(exploit) + ["explore"] * len(explore) + ["exploit"] * len(filler)
+    source = (
+        ["corner"] * len(corners)
+        + ["exploit"] * len(exploit)
+        + ["explore"] * len(explore)
+        + ["exploit"] * len(filler)
+    )
     predicted = fitted.predictor.predict(weights) if len(weights) else np.empty(0)
     spread = fitted.predictor.predict_spread(weights) if len(weights) else np.empty(0)
     repeats = repeat_indices(len(weights), settings.seed_repeats, iteration)
@@ -359,19 +379,74 @@ def candidate_pool(
     seed: int,
     maximize: bool,
     exclude_past: bool = True,
+    predictor: Predictor | None = None,
 ) -> np.ndarray:
-    """`candidate_pool_size` distinct mixtures: half fresh Dirichlet draws, half perturbations of
-    the `top_k_for_sampling` best runs so far (by their real scores)."""
+    """About `candidate_pool_size` distinct mixtures: with a predictor, the corners it and the
+    runs rank highest (`corner_candidates`) and `CORNER_POOL_SHARE` draws around them; the rest
+    half fresh Dirichlet draws, half perturbations of the `top_k_for_sampling` best runs so far
+    (by their real scores)."""
     rng = np.random.default_rng(seed)
-    n_fresh = settings.candidate_pool_size // 2
+    exclude = past_weights if exclude_past else None
+    corners = np.empty((0, constraints.k))
+    near_corners = corners
+    if predictor is not None:
+        corners = corner_candidates(predictor, constraints, past_weights, past_scores, maximize)
+        n_near = round(settings.candidate_pool_size * CORNER_POOL_SHARE)
+        near_corners = sample_around(corners, n_near, constraints, rng, exclude=exclude)
+        corners = unique_rows(corners, exclude=exclude)
+    n_rest = settings.candidate_pool_size - len(near_corners)
+    n_fresh = n_rest // 2
     best_first = np.argsort(-past_scores if maximize else past_scores, kind="stable")
     centers = past_weights[best_first[: settings.top_k_for_sampling]]
-    exclude = past_weights if exclude_past else None
     fresh = sample_dirichlet(constraints, n_fresh, rng, exclude=exclude)
-    around = sample_around(
-        centers, settings.candidate_pool_size - n_fresh, constraints, rng, exclude=exclude
+    around = sample_around(centers, n_rest - n_fresh, constraints, rng, exclude=exclude)
+    return unique_rows(np.vstack([corners, near_corners, fresh, around]))
+
+
+def forced_corners(
+    predictor: Predictor,
+    constraints: MixtureConstraints,
+    past_weights: np.ndarray,
+    past_scores: np.ndarray,
+    maximize: bool,
+    budget: int,
+    settings: SearchSettings,
+) -> np.ndarray:
+    """Up to `settings.corner_candidates` new vertices trained whatever the predictor says: the
+    groups filled to their caps in the order of the best run each led, then the vertices the
+    predictor ranks highest. A tree predictor cannot isolate one run at a cap, so without these
+    the search may never train the mixture that simply fills the best groups."""
+    count = min(settings.corner_candidates, budget)
+    if count <= 0:
+        return np.empty((0, constraints.k))
+    corners = corner_candidates(predictor, constraints, past_weights, past_scores, maximize)
+    led, others = corners[:1], corners[1:]
+    if len(others):
+        others = others[rank_pool(predictor, others, maximize)[0]]
+    return unique_rows(np.vstack([led, others]), exclude=past_weights)[:count]
+
+
+def corner_candidates(
+    predictor: Predictor,
+    constraints: MixtureConstraints,
+    past_weights: np.ndarray,
+    past_scores: np.ndarray,
+    maximize: bool,
+) -> np.ndarray:
+    """Vertices of the feasible set (groups filled to their caps in order) for two rankings of
+    the groups and their neighbours (`swapped_orders`): by the best run each group led (row 0
+    is that order's vertex), and by the predicted score of each group's vertex mixture. When the
+    score keeps improving with a group's weight, the best mixture is such a vertex, which random
+    draws almost never hit."""
+    groups = np.flatnonzero((constraints.upper > 0) & (constraints.prior > 0))
+    predicted = predictor.predict(vertex_mixtures(constraints))
+    by_prediction = groups[np.argsort(-predicted if maximize else predicted, kind="stable")]
+    led = best_single_order(
+        past_weights, past_scores if maximize else -past_scores, constraints.prior
     )
-    return unique_rows(np.vstack([fresh, around]))
+    orders = swapped_orders(led, CORNER_SWAP_DEPTH)
+    orders += swapped_orders(by_prediction.tolist(), CORNER_SWAP_DEPTH)
+    return corner_mixtures(constraints, orders)
 
 
 def fit_iteration_predictor(
@@ -441,7 +516,14 @@ def optimal_mixture(
     )
     pool_seed = iteration_seed(seed, final_round, _POOL_STREAM)
     pool = candidate_pool(
-        weights, scores, constraints, settings, pool_seed, maximize, exclude_past=False
+        weights,
+        scores,
+        constraints,
+        settings,
+        pool_seed,
+        maximize,
+        exclude_past=False,
+        predictor=fitted.predictor,
     )
     choice = choose_final(
         fitted.predictor,

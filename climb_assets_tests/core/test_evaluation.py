@@ -13,16 +13,20 @@ from climb_assets.core.evaluation import (
     OPTIMAL,
     Stat,
     baseline_mixtures,
-    best_single_order,
     evaluation_seeds,
-    greedy_fill,
     margins,
     optimal_beats_baselines,
     same_as,
     stat,
     summarize,
 )
-from climb_assets.core.mixtures import build_constraints, sample_dirichlet, vertex_mixtures
+from climb_assets.core.mixtures import (
+    best_single_order,
+    build_constraints,
+    greedy_fill,
+    sample_dirichlet,
+    vertex_mixtures,
+)
 from climb_assets.settings import SearchSettings
 
 TOKENS = {0: 4000, 1: 3000, 2: 2000, 3: 1000}

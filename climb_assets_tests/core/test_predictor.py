@@ -81,8 +81,8 @@ def test_fitting_is_deterministic(
     pool = _mixtures(200, seed=4)
     np.testing.assert_array_equal(again.predict(pool), fitted.predict(pool))
     np.testing.assert_array_equal(again.predict_spread(pool), fitted.predict_spread(pool))
-    other = fit_predictor(*training, seed=1)
-    assert not np.array_equal(other.predict(pool), fitted.predict(pool))
+    other = fit_predictor(*training, seed=1)  # other bootstrap resamples for the members
+    assert not np.array_equal(other.predict_spread(pool), fitted.predict_spread(pool))
 
 
 def test_save_and_load_round_trip(fitted: Predictor, tmp_path: Path) -> None:
@@ -122,7 +122,10 @@ def test_ensemble_spread_is_positive_on_noisy_data() -> None:
 
 
 def test_settings_fix_rounds_and_shape(training: tuple[np.ndarray, np.ndarray]) -> None:
-    settings = PredictorSettings(rounds=7, ensemble_size=3, num_leaves=4, learning_rate=0.2)
+    # Tree-only: the smooth base fits this quadratic so well that the trees stop early.
+    settings = PredictorSettings(
+        rounds=7, ensemble_size=3, num_leaves=4, learning_rate=0.2, smooth_base=False
+    )
     predictor = fit_predictor(*training, seed=0, settings=settings)
     assert predictor.info["rounds"] == 7 and predictor.info["round_selection"] == "settings"
     assert len(predictor.boosters) == 3
@@ -134,6 +137,25 @@ def test_settings_fix_rounds_and_shape(training: tuple[np.ndarray, np.ndarray]) 
 def test_predictions_are_not_flat(fitted: Predictor) -> None:
     pool = _mixtures(2000, seed=13)
     assert len(np.unique(fitted.predict(pool))) > 0.9 * len(pool)
+
+
+def test_smooth_base_follows_one_run_to_the_cap() -> None:
+    """Runs keep group 0 below 0.3 except one vertex run at 0.8; the score rises with diminishing
+    returns in w_0. Trees cannot split off one row and stay near the best low-w_0 scores; the
+    smooth base carries the trend to a new mixture next to the vertex."""
+    rng = np.random.default_rng(11)
+    weights = rng.dirichlet(np.ones(6), 40)
+    weights = np.vstack([weights[weights[:, 0] < 0.3][:24], [[0.8, 0.04, 0.04, 0.04, 0.04, 0.04]]])
+    scores = -np.exp(-4 * weights[:, 0]) + rng.normal(0, 0.01, len(weights))
+    near_cap = np.array([[0.75, 0.1, 0.05, 0.02, 0.05, 0.03]])
+    truth = -np.exp(-4 * 0.75)
+    errors = {}
+    for smooth in (True, False):
+        settings = PredictorSettings(smooth_base=smooth)
+        predictor = fit_predictor(weights, scores, seed=0, settings=settings)
+        errors[smooth] = abs(predictor.predict(near_cap)[0] - truth)
+    # Measured: 0.02 with the smooth base, 0.24 with trees alone (scores span 0.05..0.9).
+    assert errors[True] < 0.08 < 0.15 < errors[False], errors
 
 
 def test_feature_importance_points_at_the_driving_group() -> None:

@@ -184,3 +184,45 @@ def test_errors_name_the_problem() -> None:
         fit_iteration_predictor(history, SETTINGS, seed=0)
     with pytest.raises(ValueError, match="do not match the 6 groups"):
         plan_iteration(2, history, counts, SETTINGS, TOKENS_PER_PROXY, seed=0)
+
+
+def _monotone_problem() -> tuple[np.ndarray, np.ndarray]:
+    """A one-domain target: the score rises with diminishing returns in group 2's weight (a
+    small, pure group capped at 0.5), a little in group 4's (capped at 0.3), is flat in groups 0
+    and 3 and falls with 1 and 5."""
+    counts = np.array([300_000, 250_000, 25_000, 200_000, 15_000, 150_000])
+    gains = np.array([0.0, -0.05, 1.0, 0.0, 0.25, -0.05])
+    return counts, gains
+
+
+def _monotone_score(weights: np.ndarray, gains: np.ndarray) -> float:
+    return float(-np.exp(-3 * weights[2]) + weights @ gains)
+
+
+def test_a_monotone_target_fills_its_group_to_the_cap() -> None:
+    counts, gains = _monotone_problem()
+    constraints = build_constraints(counts, SETTINGS, TOKENS_PER_PROXY)
+    assert np.allclose(constraints.upper[[2, 4]], [0.5, 0.3])
+    result = run_search(
+        counts, lambda w, i, r: _monotone_score(w, gains), SETTINGS, TOKENS_PER_PROXY, seed=0
+    )
+    corners = [plan.weights[[s == "corner" for s in plan.source]] for plan in result.plans[1:]]
+    assert sum(map(len, corners)) == 2 * SETTINGS.corner_candidates
+    # A vertex that fills group 2, then group 4, then flat groups, was trained ...
+    corners = np.vstack(corners)
+    filled = np.isclose(corners[:, 2], 0.5) & np.isclose(corners[:, 4], 0.3)
+    assert (filled & np.isclose(corners[:, [0, 3]].sum(axis=1), 0.2)).any()
+    # ... and the final choice sits there.
+    optimal = result.optimal.weights
+    assert optimal[2] > 0.95 * 0.5 and optimal[4] > 0.9 * 0.3
+    truth = _monotone_score(optimal, gains)
+    assert truth >= result.history["score"].max() - 0.01
+
+
+def test_without_forced_corners_the_search_still_runs() -> None:
+    counts, gains = _monotone_problem()
+    settings = SETTINGS.model_copy(update={"corner_candidates": 0})
+    result = run_search(
+        counts, lambda w, i, r: _monotone_score(w, gains), settings, TOKENS_PER_PROXY, seed=0
+    )
+    assert "corner" not in result.history["source"].to_list()
