@@ -91,7 +91,7 @@ def test_search_trace_and_optimal_mixture(pipeline) -> None:
     first = pl.read_parquet(layout.iteration("iter-001") / "runs.parquet")
     second = pl.read_parquet(layout.iteration("iter-002") / "runs.parquet")
     assert (first.height, second.height) == (4, 3)
-    assert set(second["source"]) <= {"exploit", "explore"}
+    assert set(second["source"]) <= {"corner", "exploit", "explore"}
     assert second["predicted"].null_count() == 0
     optimal = json.loads(layout.optimal_mixture.read_text())
     weights = np.array(list(optimal["weights"].values()))
