@@ -86,6 +86,15 @@ def register_shards(settings: Settings, instance: dg.DagsterInstance) -> list[st
     return sorted(files)
 
 
+def check_targets(settings: Settings) -> None:
+    """Parse every target file now, so a malformed one fails the run before hours of embedding
+    and proxy training, with an error naming the file and line."""
+    from climb_assets.core.targets import load_target
+
+    for target in [*settings.targets, *settings.evaluation.targets]:
+        load_target(target)
+
+
 def shard_is_current(
     instance: dg.DagsterInstance, stage: Stage, shard: str, settings: Settings
 ) -> bool:
@@ -138,6 +147,7 @@ def run_pipeline(
     `force`; every corpus-wide step runs. Stages of OPTIONAL_ASSETS run only with `evaluate`."""
     if not evaluate:
         plan = tuple(s for s in plan if not set(s.assets) <= OPTIONAL_ASSETS)
+    check_targets(settings)
     shards = register_shards(settings, instance)
     echo(f"corpus: {len(shards)} shard(s) under {settings.corpus.path}")
     steps = [(stage, key) for stage in plan for key in partition_keys(stage, shards, settings)]

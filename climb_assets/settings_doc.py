@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
+import annotated_types as at
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from climb_assets.settings import Settings, TargetSettings
+
+_SYMBOLS = ((at.Ge, "ge", ">="), (at.Gt, "gt", ">"), (at.Le, "le", "<="), (at.Lt, "lt", "<"))
+
+
+def _bounds(metadata: list[Any]) -> list[str]:
+    return [
+        f"{symbol} {getattr(item, name)}"
+        for item in metadata
+        for kind, name, symbol in _SYMBOLS
+        if isinstance(item, kind)
+    ]
+
+
+def value_range(field: FieldInfo) -> str:
+    """The bounds a field is validated against, e.g. '>= 0, <= 1' or 'each >= 1'."""
+    bounds = _bounds(field.metadata)
+    for arg in get_args(field.annotation):  # list[Annotated[int, Field(ge=1)]]: item bounds
+        if inner := _bounds(getattr(arg, "__metadata__", [])):
+            bounds.append("each " + ", ".join(inner))
+        for item in getattr(arg, "__metadata__", []):
+            if isinstance(item, FieldInfo) and (inner := _bounds(item.metadata)):
+                bounds.append("each " + ", ".join(inner))
+    return ", ".join(bounds)
 
 
 def _rows(model: type[BaseModel], prefix: str, instance: Any) -> list[tuple[str, str, str]]:
@@ -25,7 +50,10 @@ def _rows(model: type[BaseModel], prefix: str, instance: Any) -> list[tuple[str,
                 rows += _rows(TargetSettings, "targets[].", None)
             continue
         default = "" if value is None or str(value) == "PydanticUndefined" else str(value)
-        rows.append((key, default, field.description or ""))
+        meaning = field.description or ""
+        if bounds := value_range(field):
+            meaning += f" Range: {bounds}."
+        rows.append((key, default, meaning))
     return rows
 
 

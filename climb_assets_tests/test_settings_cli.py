@@ -9,7 +9,7 @@ import yaml
 
 from climb_assets.cli import main
 from climb_assets.run_plan import describe_run
-from climb_assets.settings import ConfigWarning, Settings, load_settings
+from climb_assets.settings import ConfigWarning, Settings, SettingsError, load_settings
 
 
 def test_defaults_serve_the_bundled_sample() -> None:
@@ -102,3 +102,94 @@ def test_loading_the_code_location_imports_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- validation when loaded ---------------------------------------------------------------------
+
+
+def load_yaml(tmp_path: Path, text: str) -> Settings:
+    path = tmp_path / "climb.yaml"
+    path.write_text(text)
+    return load_settings(path)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("clustering: {k: 0}", "clustering.k: must be >= 1, got 0"),
+        ("dataset: {token_budget: 0}", "dataset.token_budget: must be > 0, got 0"),
+        ("dataset: {tolerance: 1.5}", "dataset.tolerance: must be <= 1, got 1.5"),
+        ("clustering: {min_mean_quality: -0.1}", "clustering.min_mean_quality: must be >= 0"),
+        ("search: {exploit_fraction: 2}", "search.exploit_fraction: must be <= 1, got 2"),
+        (
+            "search: {proxies_per_iteration: [4, 0]}",
+            "search.proxies_per_iteration[1]: must be >= 1",
+        ),
+        ("search: {proxies_per_iteration: []}", "search.proxies_per_iteration: must have at least"),
+        ("search: {cv_folds: 1}", "search.cv_folds: must be >= 2, got 1"),
+        ("predictor: {learning_rate: 0}", "predictor.learning_rate: must be > 0, got 0"),
+        ("predictor: {num_leaves: 1}", "predictor.num_leaves: must be >= 2, got 1"),
+        ("proxy: {vocab_size: 100}", "proxy.vocab_size: must be >= 257, got 100"),
+        ("proxy: {warmup_fraction: 1}", "proxy.warmup_fraction: must be < 1, got 1"),
+        ("proxy: {d_model: 30, n_heads: 4}", "proxy.d_model: must be a multiple of n_heads (4)"),
+        ("evaluation: {seeds: 0}", "evaluation.seeds: must be >= 1, got 0"),
+        ("corpus: {max_chars: 0}", "corpus.max_chars: must be >= 1, got 0"),
+        ("clustering: {k: 50, sample_size: 10}", "clustering.sample_size: must be >= k (50)"),
+        ("clustering: {k: 5, target_super_clusters: 6}", "target_super_clusters: must be <= k"),
+        (
+            "targets: [{name: a, kind: text, path: a.jsonl, weight: -1}]",
+            "targets[0].weight: must be >= 0, got -1",
+        ),
+        (
+            "targets: [{name: a, kind: text, path: a.jsonl}, {name: a, kind: text, path: b.jsonl}]",
+            "targets: target names must be unique",
+        ),
+    ],
+)
+def test_out_of_range_values_name_the_yaml_key(tmp_path: Path, yaml_text: str, message) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_yaml(tmp_path, yaml_text)
+    text = str(err.value)
+    assert message in text, text
+    assert "\n" not in text and "climb.yaml" in text
+
+
+def test_malformed_yaml_names_the_file_and_line(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"climb.yaml, line 3, column \d+: invalid YAML"):
+        load_yaml(tmp_path, "clustering:\n  k: 3\n   bad: [\n")
+
+
+def test_config_show_refuses_invalid_settings(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("CLIMB_CONFIG", raising=False)
+    path = tmp_path / "climb.yaml"
+    path.write_text("clustering: {k: 0}\n")
+    assert main(["--config", str(path), "config", "show"]) == 1
+    assert "clustering.k: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_settings_reference_shows_ranges() -> None:
+    from climb_assets.settings_doc import settings_reference
+
+    rows = {row.split("|")[1].strip(" `"): row for row in settings_reference().splitlines()[2:]}
+    assert "Range: >= 1." in rows["clustering.k"]
+    assert "Range: >= 0, <= 1." in rows["dataset.tolerance"]
+    assert "Range: each >= 1." in rows["search.proxies_per_iteration"]
+
+
+def test_a_malformed_target_fails_the_run_before_any_work(tmp_path: Path) -> None:
+    from climb_assets.core.targets import TargetFileError
+    from climb_assets.runner import check_targets
+
+    bad = tmp_path / "t.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": \n')
+    settings = Settings(targets=[{"name": "t", "kind": "text", "path": bad}])
+    with pytest.raises(TargetFileError, match=r"t.jsonl, line 2: invalid JSON"):
+        check_targets(settings)
+
+
+def test_a_budget_larger_than_the_corpus_names_the_dataset_budget() -> None:
+    from climb_assets.core.dataset import DatasetError, check_corpus_supply
+
+    check_corpus_supply(1000, 2000, 2.0)  # exactly fillable with every document twice
+    with pytest.raises(DatasetError, match=r"dataset.token_budget=2,001 .* 1,000 tokens x"):
+        check_corpus_supply(1000, 2001, 2.0)

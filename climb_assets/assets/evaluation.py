@@ -243,7 +243,7 @@ def evaluation_mixtures(settings: Settings, layout: Layout) -> dict[str, np.ndar
     from climb_assets.core.evaluation import baseline_mixtures
     from climb_assets.core.mixtures import build_constraints
 
-    token_counts = corpus_token_counts(layout)
+    token_counts = corpus_token_counts(layout, settings)
     constraints = build_constraints(token_counts, settings.search, constraint_budget(settings))
     chosen = json.loads(layout.optimal_mixture.read_text())["weights"]
     optimal = np.array([chosen[key] for key in sorted(chosen, key=int)], dtype=float)

@@ -126,11 +126,19 @@ def constraint_budget(settings: Settings) -> int:
     return max(settings.proxy.tokens_per_proxy, int(realizable))
 
 
-def corpus_token_counts(layout: Layout) -> dict[int, int]:
+def corpus_token_counts(layout: Layout, settings: Settings) -> dict[int, int]:
     """Tokens of each super-cluster, counted by the corpus tokenizer like the dataset budget, so
-    that the caps protect the final dataset exactly (proxies see about as many BPE tokens)."""
+    that the caps protect the final dataset exactly (proxies see about as many BPE tokens).
+
+    Raises when they cannot fill dataset.token_budget: the caps computed from a budget the corpus
+    cannot supply would otherwise blame proxy.tokens_per_proxy (see constraint_budget)."""
+    from climb_assets.core.dataset import check_corpus_supply
+
     supers = pl.read_parquet(layout.super_clusters, columns=["super_cluster", "n_tokens"])
-    return dict(zip(supers["super_cluster"].to_list(), supers["n_tokens"].to_list(), strict=True))
+    counts = dict(zip(supers["super_cluster"].to_list(), supers["n_tokens"].to_list(), strict=True))
+    dataset = settings.dataset
+    check_corpus_supply(sum(counts.values()), dataset.token_budget, dataset.repetition_factor)
+    return counts
 
 
 def build_search_assets(settings: Settings) -> list:
@@ -179,7 +187,7 @@ def run_iteration(
     plan = plan_iteration(
         iteration,
         history,
-        corpus_token_counts(layout),
+        corpus_token_counts(layout, settings),
         settings.search,
         constraint_budget(settings),
         settings.seed,
@@ -476,7 +484,7 @@ def optimal_mixture(
     settings, layout = climb.get(), climb.layout()
     history = iteration_runs(layout, settings.iterations + 1)
     assert history is not None
-    token_counts = corpus_token_counts(layout)
+    token_counts = corpus_token_counts(layout, settings)
     best = choose_optimal(
         history,
         token_counts,

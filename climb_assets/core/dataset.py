@@ -158,6 +158,19 @@ def _validate_docs(docs: pl.DataFrame) -> None:
         raise DatasetError(f"docs: 'doc_id' is not unique, e.g. {dupes}")
 
 
+def check_corpus_supply(corpus_tokens: int, token_budget: int, repetition_factor: float) -> None:
+    """Fail early, naming the settings to change, when the kept corpus cannot fill the budget
+    even with every document repeated `repetition_factor` times."""
+    supply = corpus_tokens * repetition_factor
+    if token_budget > supply:
+        raise DatasetError(
+            f"dataset.token_budget={token_budget:,} is more than the kept super-clusters can "
+            f"supply: {corpus_tokens:,} tokens x dataset.repetition_factor={repetition_factor:g} "
+            f"= {supply:,.0f}; lower dataset.token_budget (to at most {int(supply):,}) or raise "
+            "dataset.repetition_factor"
+        )
+
+
 def _check_repetition_factor(repetition_factor: float) -> None:
     if not math.isfinite(repetition_factor) or repetition_factor < 1.0:
         raise DatasetError(f"repetition_factor = {repetition_factor!r}: must be >= 1 and finite")
