@@ -60,6 +60,7 @@ def test_documents_index_and_rejects(pipeline) -> None:
     settings, layout, _, _ = pipeline
     index = pl.read_parquet(layout.document_index)
     assert index["content_hash"].is_unique().all()
+    assert index["doc_id"].is_unique().all()
     shards = ["a.jsonl", "b.jsonl.gz", "c.parquet"]
     docs = pl.concat([pl.read_parquet(layout.documents(s)) for s in shards])
     assert docs.height >= index.height > 300

@@ -11,7 +11,7 @@ from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import Settings
 
-SHARD_CODE_VERSION = "1"  # code_version of the per-shard assets
+SHARD_CODE_VERSION = "2"  # code_version of the per-shard assets
 
 CORPUS_FILES = dg.AssetKey("corpus_shard_files")
 
@@ -59,7 +59,8 @@ def token_counter_for(settings_model: str):  # noqa: ANN201 - returns the core's
     kinds={"polars", "parquet"},
     code_version=SHARD_CODE_VERSION,
     description="Unicode-normalized documents of one shard with quality signals and a combined "
-    "quality score; exact duplicates within the shard and unusable records go to rejects.",
+    "quality score; exact duplicates and reused ids within the shard and unusable records go "
+    "to rejects.",
 )
 def corpus_documents(
     context: dg.AssetExecutionContext, climb: ClimbSettings
@@ -106,50 +107,33 @@ def registered_shards(context: dg.AssetExecutionContext) -> list[str]:
     return sorted(context.instance.get_dynamic_partitions(CORPUS_SHARDS.name))
 
 
-def build_document_index(shards: list[str], documents_path) -> tuple[pl.DataFrame, pl.DataFrame]:  # noqa: ANN001
-    """Every kept document of all shards; a text seen in several shards is kept once, in the
-    shard that sorts first (then lowest row), so the result does not depend on run order."""
-    missing = [s for s in shards if not documents_path(s).exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"documents missing for shards {missing}: materialize corpus_documents for them first"
-        )
-    columns = ["doc_id", "shard", "row", "content_hash", "n_tokens", "quality_score"]
-    frames = [pl.scan_parquet(documents_path(s)).select(columns) for s in shards]
-    if not frames:
-        raise ValueError("no corpus shards are registered; add shard files to the corpus folder")
-    every = pl.concat(frames).collect().sort("shard", "row")
-    first = every.with_columns(pl.int_range(pl.len()).over("content_hash").alias("_occurrence"))
-    kept = first.filter(pl.col("_occurrence") == 0).drop("_occurrence")
-    owner = kept.select(
-        "content_hash", pl.col("shard").alias("kept_shard"), pl.col("row").alias("kept_row")
-    )
-    duplicates = (
-        first.filter(pl.col("_occurrence") > 0)
-        .drop("_occurrence")
-        .join(owner, on="content_hash")
-        .with_columns(pl.lit("duplicate").alias("reason"))
-    )
-    return kept, duplicates
-
-
 @dg.asset(
     deps=[corpus_documents],
     automation_condition=dg.AutomationCondition.eager(),
     group_name="corpus",
     kinds={"polars", "parquet"},
-    code_version="1",
-    description="Corpus-wide index of kept documents: exact duplicates across shards resolved "
-    "(first shard in sort order wins; the others are recorded as rejects).",
+    code_version="2",
+    description="Corpus-wide index of kept documents, each text and each id once: a text or an "
+    "id repeated across shards is kept in the shard that sorts first (then lowest row); the "
+    "others are rejects (`duplicate`, `duplicate_id`) with their raw records.",
 )
 def document_index(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
-    layout = climb.layout()
+    from climb_assets.core.document_index import build_document_index, with_raw_records
+
+    settings, layout = climb.get(), climb.layout()
     shards = registered_shards(context)
     for stale in layout.unregistered_shard_files(shards):
         context.log.info(f"removing {stale}: its shard is no longer in the corpus")
         stale.unlink()
-    kept, duplicates = build_document_index(shards, layout.documents)
-    write_parquet(duplicates, layout.cross_shard_duplicates)
+    kept, rejects = build_document_index(shards, layout.documents)
+    rejects = with_raw_records(rejects, settings.corpus, lambda s: settings.corpus.path / s)
+    write_parquet(rejects, layout.cross_shard_duplicates)
+    by_reason = dict(rejects.group_by("reason").len().iter_rows())
+    if by_reason.get("duplicate_id"):
+        context.log.warning(
+            f"{by_reason['duplicate_id']} document(s) reuse an id of another shard with a "
+            f"different text; kept aside in {layout.cross_shard_duplicates}"
+        )
     write_parquet(kept, layout.document_index)
     per_shard = (
         kept.group_by("shard")
@@ -161,7 +145,9 @@ def document_index(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
             "shards": len(shards),
             "documents": kept.height,
             "tokens": int(kept["n_tokens"].sum()),
-            "cross_shard_duplicates": duplicates.height,
+            "cross_shard_duplicates": by_reason.get("duplicate", 0),
+            "cross_shard_duplicate_ids": by_reason.get("duplicate_id", 0),
+            "rejects_path": dg.MetadataValue.path(str(layout.cross_shard_duplicates)),
             "by_shard": markdown_table(per_shard),
         }
     )

@@ -7,7 +7,12 @@ skipped without a trace (a trailing newline at the end of a file is common and h
 
 `row` numbers a record within its shard: the 1-based line number for JSONL (blank lines counted,
 so it matches what an editor shows) and the 0-based row index for Parquet (what polars, pyarrow
-and DuckDB show). A document without an id gets `str(row)` as its id.
+and DuckDB show). A record without an id gets `"<shard key>:<row>"`, unique across the corpus
+(a bare row number would collide between shards).
+
+Ids are unique within a shard: a record whose text repeats an earlier one is a `duplicate`
+(whatever its id), and one that reuses an earlier record's id with a different text is a
+`duplicate_id`; the first record wins in both cases.
 
 `raw` in a reject keeps the original bytes: the JSONL line without its line terminator, or the
 Parquet text cell (null when the cell is null).
@@ -46,6 +51,7 @@ REJECT_REASONS = (
     "empty_text",
     "over_long",
     "duplicate",
+    "duplicate_id",
 )
 REJECT_SCHEMA: dict[str, pl.DataType] = {
     "shard": pl.Utf8(),
@@ -143,10 +149,15 @@ class _Record:
     detail: str = ""  # ... and what exactly was wrong
 
 
-def _id_string(value: Any, row: int) -> str:
-    """Ids may be strings, numbers or anything JSON; absent, null or "" become the row number."""
+def derived_id(shard: str, row: int) -> str:
+    """The id of a record that has none: its shard key and row, unique across the corpus."""
+    return f"{shard}:{row}"
+
+
+def _id_string(value: Any, shard: str, row: int) -> str:
+    """Ids may be strings, numbers or anything JSON; absent, null or "" become derived_id."""
     if value is None or value == "":
-        return str(row)
+        return derived_id(shard, row)
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     # a JSON "\ud800" escape decodes to a lone surrogate that UTF-8 (and Arrow) cannot store
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -166,7 +177,7 @@ def _text_record(row: int, raw: bytes | None, doc_id: str, value: Any, field: st
     return _Record(row, raw, doc_id, reason="missing_text", detail=detail)
 
 
-def _json_record(row: int, raw: bytes, corpus: CorpusSettings) -> _Record:
+def _json_record(row: int, raw: bytes, corpus: CorpusSettings, shard: str) -> _Record:
     try:
         line = raw.removeprefix(_UTF8_BOM).decode("utf-8") if row == 1 else raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -180,7 +191,7 @@ def _json_record(row: int, raw: bytes, corpus: CorpusSettings) -> _Record:
     if not isinstance(value, dict):
         detail = f"expected a JSON object, got {_json_type(value)}"
         return _Record(row, raw, None, reason="unparseable", detail=detail)
-    doc_id = _id_string(value.get(corpus.id_field), row)
+    doc_id = _id_string(value.get(corpus.id_field), shard, row)
     if corpus.text_field not in value:
         detail = f"no field '{corpus.text_field}' (fields: {', '.join(map(str, value))})"
         return _Record(row, raw, doc_id, reason="missing_text", detail=detail)
@@ -232,21 +243,25 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield last
 
 
-def _jsonl_records(chunks: Iterable[bytes], corpus: CorpusSettings) -> Iterator[_Record]:
+def _jsonl_records(
+    chunks: Iterable[bytes], corpus: CorpusSettings, shard: str
+) -> Iterator[_Record]:
     for row, raw in enumerate(_lines(chunks), start=1):
         if raw.strip():
-            yield _json_record(row, raw, corpus)
+            yield _json_record(row, raw, corpus, shard)
 
 
-def _file_jsonl_records(path: Path, corpus: CorpusSettings, suffix: str) -> Iterator[_Record]:
+def _file_jsonl_records(
+    path: Path, corpus: CorpusSettings, suffix: str, shard: str
+) -> Iterator[_Record]:
     with open(path, "rb") as file:
         if suffix == ".jsonl.gz":
             with gzip.GzipFile(fileobj=file) as stream:
-                yield from _jsonl_records(_chunks(stream), corpus)
+                yield from _jsonl_records(_chunks(stream), corpus, shard)
         elif suffix == ".jsonl.zst":
-            yield from _jsonl_records(_zstd_chunks(file), corpus)
+            yield from _jsonl_records(_zstd_chunks(file), corpus, shard)
         else:
-            yield from _jsonl_records(_chunks(file), corpus)
+            yield from _jsonl_records(_chunks(file), corpus, shard)
 
 
 def _check_text_column(path: Path, schema: pa.Schema, field: str) -> None:
@@ -268,7 +283,9 @@ def _check_text_column(path: Path, schema: pa.Schema, field: str) -> None:
         raise ShardReadError(f"{path}: column '{field}' has type {kind}, expected string or binary")
 
 
-def _parquet_records(path: Path, corpus: CorpusSettings, batch_rows: int) -> Iterator[_Record]:
+def _parquet_records(
+    path: Path, corpus: CorpusSettings, batch_rows: int, shard: str
+) -> Iterator[_Record]:
     """Rows in batches of `batch_rows`; text is read as bytes so bad UTF-8 rejects one row only."""
     with pq.ParquetFile(path) as file:
         schema = file.schema_arrow
@@ -280,7 +297,8 @@ def _parquet_records(path: Path, corpus: CorpusSettings, batch_rows: int) -> Ite
             cells = batch.column(corpus.text_field).cast(pa.large_binary()).to_pylist()
             ids = batch.column(corpus.id_field).to_pylist() if has_id else [None] * len(cells)
             for raw, id_value in zip(cells, ids, strict=True):
-                yield _parquet_record(row, raw, _id_string(id_value, row), corpus.text_field)
+                doc_id = _id_string(id_value, shard, row)
+                yield _parquet_record(row, raw, doc_id, corpus.text_field)
                 row += 1
 
 
@@ -313,15 +331,17 @@ def _shard_suffix(path: Path) -> str:
     )
 
 
-def _read_records(path: Path, corpus: CorpusSettings, batch_rows: int) -> Iterator[_Record]:
+def _read_records(
+    path: Path, corpus: CorpusSettings, batch_rows: int, shard: str
+) -> Iterator[_Record]:
     """Records in file order; any failure to read the file becomes a ShardReadError."""
     suffix = _shard_suffix(path)
     if not path.is_file():
         raise ShardReadError(f"{path}: shard file does not exist")
     if suffix == ".parquet":
-        records = _parquet_records(path, corpus, batch_rows)
+        records = _parquet_records(path, corpus, batch_rows, shard)
     else:
-        records = _file_jsonl_records(path, corpus, suffix)
+        records = _file_jsonl_records(path, corpus, suffix, shard)
     try:
         while True:
             try:
@@ -350,6 +370,7 @@ class _ShardBuilder:
         self.count_tokens = count_tokens
         self.batch_docs = batch_docs
         self.first_row_of_hash: dict[str, int] = {}
+        self.first_row_of_id: dict[str, int] = {}
         self.pending: list[tuple[str, int, str, str]] = []  # doc_id, row, text, content_hash
         self.frames: list[pl.DataFrame] = []
         self.rejects: list[dict[str, Any]] = []
@@ -370,7 +391,12 @@ class _ShardBuilder:
         if first_row != record.row:
             self._reject(record, "duplicate", f"duplicate of row {first_row}")
             return
-        doc_id = record.doc_id if record.doc_id is not None else str(record.row)
+        doc_id = record.doc_id if record.doc_id is not None else derived_id(self.shard, record.row)
+        first_row = self.first_row_of_id.setdefault(doc_id, record.row)
+        if first_row != record.row:
+            detail = f"id {doc_id!r} is already used by row {first_row} with a different text"
+            self._reject(record, "duplicate_id", detail)
+            return
         self.pending.append((doc_id, record.row, text, digest))
         if len(self.pending) >= self.batch_docs:
             self._flush()
@@ -449,9 +475,21 @@ def process_shard(
     if batch_docs < 1:
         raise ValueError(f"batch_docs must be positive, got {batch_docs}")
     builder = _ShardBuilder(shard_key, corpus, count_tokens, batch_docs)
-    for record in _read_records(Path(path), corpus, batch_rows=batch_docs):
+    for record in _read_records(Path(path), corpus, batch_docs, shard_key):
         builder.add(record)
     return builder.finish()
+
+
+def raw_records(
+    path: Path, shard_key: str, corpus: CorpusSettings, rows: set[int]
+) -> dict[int, bytes | None]:
+    """The original bytes of some records of a shard (see `raw` in the module docstring), read
+    again from the file: rejects found after processing keep their record too."""
+    found: dict[int, bytes | None] = {}
+    for record in _read_records(Path(path), corpus, 4096, shard_key):
+        if record.row in rows:
+            found[record.row] = record.raw
+    return found
 
 
 # --- token counting -----------------------------------------------------------------------------

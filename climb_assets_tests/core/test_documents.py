@@ -196,19 +196,39 @@ def test_parquet_rows_with_bad_cells_and_small_batches(tmp_path: Path) -> None:
     pl.DataFrame({"text": cells}, schema={"text": pl.Binary}).write_parquet(path)
     result = process_shard(path, "b", CORPUS, count_words, batch_docs=2)
     assert result.documents["row"].to_list() == [0, 3]
-    assert result.documents["doc_id"].to_list() == ["0", "3"]  # no id column: the row number
+    assert result.documents["doc_id"].to_list() == ["b:0", "b:3"]  # no id column: shard:row
     rejects = result.rejects.select("row", "reason", "raw", "doc_id").rows()
     assert rejects == [
-        (1, "invalid_utf8", b"caf\xe9", "1"),
-        (2, "missing_text", None, "2"),
-        (4, "duplicate", TEXTS[0].encode(), "4"),
+        (1, "invalid_utf8", b"caf\xe9", "b:1"),
+        (2, "missing_text", None, "b:2"),
+        (4, "duplicate", TEXTS[0].encode(), "b:4"),
     ]
 
 
 def test_ids_may_be_numbers_or_absent(tmp_path: Path) -> None:
     lines = [json_line({"id": 7, "text": TEXTS[0]}), json_line({"text": TEXTS[1]})]
     result = process_shard(write_lines(tmp_path / "i.jsonl", lines), "i", CORPUS, count_words)
-    assert result.documents["doc_id"].to_list() == ["7", "2"]
+    assert result.documents["doc_id"].to_list() == ["7", "i:2"]
+
+
+def test_a_reused_id_with_another_text_is_rejected_with_its_record(tmp_path: Path) -> None:
+    reused = json_line({"id": "doc-0", "text": "A different text under the first id."})
+    reject = only_reject(tmp_path, reused)
+    assert reject["reason"] == "duplicate_id"
+    assert reject["doc_id"] == "doc-0"
+    assert "row 1" in reject["detail"]
+
+
+def test_an_exact_repeat_of_id_and_text_is_a_duplicate(tmp_path: Path) -> None:
+    reject = only_reject(tmp_path, good_lines()[0])
+    assert (reject["reason"], reject["detail"]) == ("duplicate", "duplicate of row 1")
+
+
+def test_an_explicit_id_equal_to_a_derived_one_is_a_duplicate_id(tmp_path: Path) -> None:
+    lines = [json_line({"text": TEXTS[0]}), json_line({"id": "s:1", "text": TEXTS[1]})]
+    result = process_shard(write_lines(tmp_path / "s.jsonl", lines), "s", CORPUS, count_words)
+    assert result.documents["doc_id"].to_list() == ["s:1"]
+    assert result.rejects.select("row", "reason").rows() == [(2, "duplicate_id")]
 
 
 def test_custom_field_names(tmp_path: Path) -> None:
