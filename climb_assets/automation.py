@@ -39,17 +39,24 @@ def shard_run_request(shard: str, fingerprint: str) -> dg.RunRequest:
     default_status=dg.DefaultSensorStatus.RUNNING,
     asset_selection=[*SHARD_ASSETS, "document_index"],
     description="Registers every new shard file under the corpus folder as a partition and "
-    "requests its documents and embeddings; a changed file (size or mtime) is re-ingested; a "
+    "requests its documents and embeddings; a file whose bytes changed is re-ingested (a stat "
+    "change only triggers hashing it again); a "
     "removed file's partition is deleted so no later asset reads it.",
 )
 def corpus_shard_sensor(
     context: dg.SensorEvaluationContext, climb: ClimbSettings
 ) -> dg.SensorResult:
-    from climb_assets.core.shards import diff_shards, discover_shards
+    from climb_assets.core.shards import (
+        content_of,
+        diff_shards,
+        discover_shards,
+        fingerprint_shards,
+    )
 
     settings = climb.get()
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    now = discover_shards(settings.corpus.path, settings.corpus.patterns)
+    stats = discover_shards(settings.corpus.path, settings.corpus.patterns)
+    now = fingerprint_shards(settings.corpus.path, stats, seen)
     changes = diff_shards(seen, now)
     registered = set(context.instance.get_dynamic_partitions(CORPUS_SHARDS.name))
     to_add = [s for s in now if s not in registered]
@@ -63,7 +70,7 @@ def corpus_shard_sensor(
         context.log.info(
             f"shards added {changes.added}, changed {changes.changed}, removed {changes.removed}"
         )
-    runs = [shard_run_request(s, now[s]) for s in changes.added + changes.changed]
+    runs = [shard_run_request(s, content_of(now[s])) for s in changes.added + changes.changed]
     if to_remove and not runs:
         # Nothing upstream changes when a file goes, so start the corpus-wide chain here.
         runs.append(

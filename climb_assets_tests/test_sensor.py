@@ -63,6 +63,22 @@ def test_new_changed_and_removed_shards(tmp_path: Path) -> None:
         assert [a.to_user_string() for a in request.asset_selection] == ["document_index"]
 
 
+def test_an_edit_that_keeps_size_and_mtime_is_ingested_again(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    write_jsonl([{"id": "1", "text": "one"}], path)
+    with dg.instance_for_test() as instance:
+        first = tick(instance, tmp_path, None)
+        os.utime(path, ns=(1, 10**18))  # touched only: hashed again, same bytes, no run
+        touched = tick(instance, tmp_path, first.cursor)
+        assert not touched.run_requests
+        stat = path.stat()
+        write_jsonl([{"id": "1", "text": "two"}], path)  # same size
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        edited = tick(instance, tmp_path, touched.cursor)
+        assert [r.partition_key for r in edited.run_requests] == ["a.jsonl"]
+        assert edited.run_requests[0].run_key != first.run_requests[0].run_key
+
+
 def test_missing_corpus_folder_is_a_clear_error(tmp_path: Path) -> None:
     import pytest
 

@@ -29,14 +29,15 @@ INPUT_FINGERPRINT = "input_fingerprint"
 
 
 def shard_input_fingerprint(settings: Settings, shard: str) -> str:
-    """What a shard's documents and embeddings depend on: the file (size, mtime), the corpus and
-    embedding settings, and the code version. `climb run` skips a shard whose fingerprint is
-    unchanged since its last materialization."""
+    """What a shard's documents and embeddings depend on: the file's bytes (hashed, so an edit
+    that keeps size and mtime counts), the corpus and embedding settings, and the code version.
+    `climb run` skips a shard whose fingerprint is unchanged since its last materialization."""
     import hashlib
 
-    stat = (settings.corpus.path / shard).stat()
+    from climb_assets.core.shards import content_fingerprint
+
     parts = [
-        f"{stat.st_size}:{stat.st_mtime_ns}",
+        content_fingerprint(settings.corpus.path / shard),
         settings.corpus.model_dump_json(),
         settings.embedding.model_dump_json(),
         SHARD_CODE_VERSION,

@@ -1,9 +1,33 @@
-"""Find corpus shard files and tell which were added, changed or removed since the last look."""
+"""Find corpus shard files and tell which were added, changed or removed since the last look.
+
+A shard's identity is its content: `content_fingerprint` hashes every byte, so an edit that keeps
+the size and modification time (`rsync -t`, `cp -p`, a restored mtime) is still seen. The file's
+stat (size, mtime, inode, ctime) only tells when hashing again can be skipped.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+
+_HASH_CHUNK_BYTES = 1 << 20
+
+
+def content_fingerprint(path: Path) -> str:
+    """Hex BLAKE2b-128 of the file's bytes, read in 1 MiB chunks (constant memory)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as file:
+        while chunk := file.read(_HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def stat_key(path: Path) -> str:
+    """'size:mtime_ns:inode:ctime_ns' of the file (a symlink's target). ctime changes on every
+    write and cannot be set back, so an equal key means the bytes were not rewritten."""
+    stat = Path(path).stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}"
 
 
 def shard_key_for(path: Path, corpus_root: Path) -> str:
@@ -12,10 +36,10 @@ def shard_key_for(path: Path, corpus_root: Path) -> str:
 
 
 def discover_shards(root: Path, patterns: list[str]) -> dict[str, str]:
-    """Shard key -> fingerprint ('size:mtime_ns') of every file under `root` matching a pattern.
+    """Shard key -> `stat_key` of every file under `root` matching a pattern.
 
-    Size and modification time are cheap to read for thousands of files and change whenever a
-    file is rewritten; hidden files (a writer's temporary files) are ignored.
+    A stat is cheap to read for thousands of files; hidden files (a writer's temporary files)
+    are ignored. See `fingerprint_shards` for what decides that a shard changed.
     """
     root = Path(root)
     if not root.is_dir():
@@ -25,9 +49,24 @@ def discover_shards(root: Path, patterns: list[str]) -> dict[str, str]:
         for path in root.glob(pattern):
             if not path.is_file() or any(p.startswith(".") for p in path.relative_to(root).parts):
                 continue
-            stat = path.stat()
-            found[shard_key_for(path, root)] = f"{stat.st_size}:{stat.st_mtime_ns}"
+            found[shard_key_for(path, root)] = stat_key(path)
     return dict(sorted(found.items()))
+
+
+def content_of(fingerprint: str) -> str:
+    """The content hash of a 'stat|content' fingerprint (all of an older, stat-only one)."""
+    return fingerprint.rpartition("|")[2]
+
+
+def fingerprint_shards(root: Path, stats: dict[str, str], before: dict[str, str]) -> dict[str, str]:
+    """Shard key -> 'stat|content hash'; a shard whose stat equals the one in `before` keeps its
+    earlier hash, any other is hashed again."""
+    found = {}
+    for shard, stat in stats.items():
+        old_stat, _, old_content = before.get(shard, "").rpartition("|")
+        same = old_stat == stat and old_content
+        found[shard] = f"{stat}|{old_content if same else content_fingerprint(Path(root) / shard)}"
+    return found
 
 
 @dataclass(frozen=True)
@@ -42,8 +81,10 @@ class ShardChanges:
 
 
 def diff_shards(before: dict[str, str], now: dict[str, str]) -> ShardChanges:
+    """Changes by content: a shard whose stat changed but whose bytes did not is unchanged."""
+    common = set(now) & set(before)
     return ShardChanges(
         added=sorted(set(now) - set(before)),
-        changed=sorted(k for k in set(now) & set(before) if now[k] != before[k]),
+        changed=sorted(k for k in common if content_of(now[k]) != content_of(before[k])),
         removed=sorted(set(before) - set(now)),
     )

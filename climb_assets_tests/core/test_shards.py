@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from climb_assets.core.shards import diff_shards, discover_shards
+from climb_assets.core.shards import (
+    content_fingerprint,
+    diff_shards,
+    discover_shards,
+    fingerprint_shards,
+)
 
 
 def test_discover_matches_patterns_and_skips_hidden(tmp_path: Path) -> None:
@@ -20,3 +26,36 @@ def test_diff_reports_added_changed_removed() -> None:
     )
     assert (changes.added, changes.changed, changes.removed) == (["d"], ["b"], ["c"])
     assert not diff_shards({"a": "1"}, {"a": "1"}).any
+
+
+def test_content_fingerprint_covers_every_byte(tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    data = bytearray(b"x" * (3 << 20))  # three hash chunks
+    path.write_bytes(data)
+    first = content_fingerprint(path)
+    data[(2 << 20) + 5] = ord("y")  # one byte in the last chunk
+    path.write_bytes(data)
+    assert content_fingerprint(path) != first and len(first) == 32
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_a_change(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text": "one"}\n')
+    before = fingerprint_shards(tmp_path, discover_shards(tmp_path, ["*.jsonl"]), {})
+    stat = path.stat()
+    path.write_text('{"text": "two"}\n')  # same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as rsync -t or cp -p leave it
+    now = fingerprint_shards(tmp_path, discover_shards(tmp_path, ["*.jsonl"]), before)
+    assert diff_shards(before, now).changed == ["a.jsonl"]
+
+
+def test_a_touched_file_is_hashed_again_but_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text": "one"}\n')
+    before = fingerprint_shards(tmp_path, discover_shards(tmp_path, ["*.jsonl"]), {})
+    os.utime(path, ns=(1, 10**18))
+    now = fingerprint_shards(tmp_path, discover_shards(tmp_path, ["*.jsonl"]), before)
+    assert now != before and not diff_shards(before, now).any
+    # an unchanged stat reuses the earlier hash instead of reading the file again
+    fake = {"a.jsonl": now["a.jsonl"].rpartition("|")[0] + "|cached"}
+    assert fingerprint_shards(tmp_path, discover_shards(tmp_path, ["*.jsonl"]), fake) == fake
