@@ -3,13 +3,31 @@ DuckDB catalog agree on paths."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+# '%' first of all, so the encoding stays injective; '/' flattens the path; glob characters
+# would make polars or DuckDB read a file name as a pattern.
+_ESCAPED = frozenset("%/*?[]")
+_ESCAPE = re.compile(r"%([0-9A-F]{2})")
 
-def _file_stem(shard_key: str) -> str:
-    """A shard key as a flat file name: 'web/part-1.jsonl.gz' -> 'web__part-1.jsonl.gz'."""
-    return shard_key.replace("/", "__")
+
+def _escape(char: str) -> str:
+    return f"%{ord(char):02X}"
+
+
+def shard_file_stem(shard_key: str) -> str:
+    """A shard key as a flat file name, injective and reversible (`shard_key_of`):
+    'web/part-1.jsonl.gz' -> 'web%2Fpart-1.jsonl.gz', 'web__part-1.jsonl.gz' unchanged. A
+    leading '.' or '_' is escaped too: `unregistered_shard_files` skips such names."""
+    stem = "".join(_escape(c) if c in _ESCAPED else c for c in shard_key)
+    return _escape(stem[0]) + stem[1:] if stem[:1] in (".", "_") else stem
+
+
+def shard_key_of(file_stem: str) -> str:
+    """The shard key a `shard_file_stem` came from."""
+    return _ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), file_stem)
 
 
 @dataclass(frozen=True)
@@ -18,16 +36,16 @@ class Layout:
 
     # per shard
     def documents(self, shard: str) -> Path:
-        return self.root / "documents" / f"{_file_stem(shard)}.parquet"
+        return self.root / "documents" / f"{shard_file_stem(shard)}.parquet"
 
     def rejects(self, shard: str) -> Path:
-        return self.root / "rejects" / f"{_file_stem(shard)}.parquet"
+        return self.root / "rejects" / f"{shard_file_stem(shard)}.parquet"
 
     def embeddings(self, shard: str) -> Path:
-        return self.root / "embeddings" / f"{_file_stem(shard)}.npy"
+        return self.root / "embeddings" / f"{shard_file_stem(shard)}.npy"
 
     def assignments(self, shard: str) -> Path:
-        return self.root / "assignments" / f"{_file_stem(shard)}.parquet"
+        return self.root / "assignments" / f"{shard_file_stem(shard)}.parquet"
 
     def unregistered_shard_files(self, shards: list[str]) -> list[Path]:
         """Per-shard files left by shards that were removed from the corpus."""

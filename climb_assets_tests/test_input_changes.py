@@ -58,3 +58,93 @@ def test_an_edit_that_keeps_size_and_mtime_is_redone(
     assert texts(settings, "a.jsonl") == ["The new river runs."]
     index = pl.read_parquet(Layout(settings.output_dir).document_index)
     assert index.height == 2
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset: str, shard: str | None = None) -> dict:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(dg.AssetKey(asset), asset_partitions=[shard] if shard else None),
+        limit=1,
+    ).records
+    assert records, f"{asset} [{shard}] was never materialized"
+    metadata = records[0].asset_materialization.metadata  # type: ignore[union-attr]
+    return {key: value.value for key, value in metadata.items()}
+
+
+@pytest.fixture(scope="module")
+def awkward_corpus(tmp_path_factory: pytest.TempPathFactory):
+    """A corpus with two shards whose flat names once collided, a symlink to a file outside the
+    corpus folder, a file no pattern names, a broken link, an empty shard and an unusable one."""
+    root = tmp_path_factory.mktemp("awkward")
+    corpus = root / "corpus"
+    write_jsonl([{"id": "s1", "text": "In the sub folder."}], corpus / "sub" / "x.jsonl")
+    write_jsonl([{"id": "s2", "text": "Beside the sub folder."}], corpus / "sub__x.jsonl")
+    write_jsonl([{"id": "o1", "text": "Lives outside the corpus."}], root / "elsewhere.jsonl")
+    (corpus / "linked.jsonl").symlink_to(root / "elsewhere.jsonl")
+    (corpus / "notes.txt").write_text("not a shard")
+    (corpus / "gone.jsonl").symlink_to(root / "missing.jsonl")
+    (corpus / "empty.jsonl").write_bytes(b"")
+    (corpus / "broken.jsonl").write_bytes(b"{not json\n")
+    settings = small_settings(corpus, root / "out")
+    with dg.instance_for_test() as instance:
+        said = run(settings, instance)
+        yield settings, instance, said
+
+
+def test_shard_keys_that_once_collided_both_keep_their_documents(awkward_corpus) -> None:
+    settings, _, _ = awkward_corpus
+    layout = Layout(settings.output_dir)
+    assert layout.documents("sub/x.jsonl") != layout.documents("sub__x.jsonl")
+    assert texts(settings, "sub/x.jsonl") == ["In the sub folder."]
+    assert texts(settings, "sub__x.jsonl") == ["Beside the sub folder."]
+    index = pl.read_parquet(layout.document_index)
+    assert set(index["doc_id"]) == {"s1", "s2", "o1"}
+
+
+def test_a_symlink_to_a_file_outside_the_corpus_is_read(awkward_corpus) -> None:
+    settings, _, _ = awkward_corpus
+    assert texts(settings, "linked.jsonl") == ["Lives outside the corpus."]
+
+
+def test_files_that_are_not_shards_are_named_once(awkward_corpus) -> None:
+    _, instance, _ = awkward_corpus
+    skipped = latest_metadata(instance, "document_index")["skipped_files"]
+    assert (
+        "2 file(s)" in skipped and "notes.txt" in skipped and "gone.jsonl (broken link)" in skipped
+    )
+
+
+def test_empty_and_unusable_shards_are_warnings_not_failures(awkward_corpus) -> None:
+    _, instance, said = awkward_corpus
+    assert latest_metadata(instance, "corpus_documents", "empty.jsonl")["warning"] == (
+        "empty shard: no records"
+    )
+    warning = latest_metadata(instance, "corpus_documents", "broken.jsonl")["warning"]
+    assert warning == "no usable documents: all 1 records rejected (unparseable 1)"
+    assert any("succeeded" in line for line in said)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "a.jsonl",
+        "sub/x.jsonl",
+        "sub__x.jsonl",
+        "sub%2Fx.jsonl",
+        "_x.jsonl",
+        "p[1]*?.parquet",
+        "é/ü",
+    ],
+)
+def test_shard_file_names_are_injective_and_reversible(key: str) -> None:
+    from climb_assets.layout import shard_file_stem, shard_key_of
+
+    stem = shard_file_stem(key)
+    assert "/" not in stem and not stem.startswith(("_", "."))
+    assert shard_key_of(stem) == key
+
+
+def test_no_two_keys_share_a_file_name() -> None:
+    from climb_assets.layout import shard_file_stem
+
+    keys = ["sub/x.jsonl", "sub__x.jsonl", "sub%2Fx.jsonl", "sub%252Fx.jsonl", "%5Fx", "_x"]
+    assert len({shard_file_stem(key) for key in keys}) == len(keys)

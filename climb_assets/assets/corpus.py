@@ -66,7 +66,7 @@ def token_counter_for(settings_model: str):  # noqa: ANN201 - returns the core's
 def corpus_documents(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
-    from climb_assets.core.documents import process_shard, reject_counts
+    from climb_assets.core.documents import process_shard, reject_counts, shard_warning
 
     settings, layout = climb.get(), climb.layout()
     shard = context.partition_key
@@ -80,7 +80,11 @@ def corpus_documents(
     write_parquet(docs, layout.documents(shard))
     rejected = reject_counts(result.rejects)
     context.log.info(f"{shard}: {docs.height} documents kept, rejects {rejected}")
-    metadata = {
+    metadata: dict[str, object] = {}
+    if warning := shard_warning(result):
+        context.log.warning(f"{shard}: {warning}")
+        metadata["warning"] = warning
+    metadata |= {
         INPUT_FINGERPRINT: fingerprint,
         "rows_read": result.rows_read,
         "documents": docs.height,
@@ -101,6 +105,12 @@ def corpus_documents(
             "quality histogram",
         )
     return dg.MaterializeResult(metadata=metadata)
+
+
+def skipped_files_warning(settings: Settings) -> str | None:
+    from climb_assets.core.shards import skipped_files_message
+
+    return skipped_files_message(settings.corpus.path, settings.corpus.patterns)
 
 
 def registered_shards(context: dg.AssetExecutionContext) -> list[str]:
@@ -130,6 +140,9 @@ def document_index(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
     rejects = with_raw_records(rejects, settings.corpus, lambda s: settings.corpus.path / s)
     write_parquet(rejects, layout.cross_shard_duplicates)
     by_reason = dict(rejects.group_by("reason").len().iter_rows())
+    skipped = skipped_files_warning(settings)
+    if skipped:
+        context.log.warning(skipped)
     if by_reason.get("duplicate_id"):
         context.log.warning(
             f"{by_reason['duplicate_id']} document(s) reuse an id of another shard with a "
@@ -150,5 +163,6 @@ def document_index(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
             "cross_shard_duplicate_ids": by_reason.get("duplicate_id", 0),
             "rejects_path": dg.MetadataValue.path(str(layout.cross_shard_duplicates)),
             "by_shard": markdown_table(per_shard),
+            **({"skipped_files": skipped} if skipped else {}),
         }
     )

@@ -492,6 +492,18 @@ def raw_records(
     return found
 
 
+def shard_warning(result: ShardDocuments) -> str | None:
+    """Why a shard adds nothing to the corpus, if it does not: a warning rather than a failure,
+    since the rest of the corpus is still usable."""
+    if result.rows_read == 0:
+        return "empty shard: no records"
+    if result.documents.height == 0:
+        counted = reject_counts(result.rejects).items()
+        reasons = ", ".join(f"{reason} {n}" for reason, n in counted if n)
+        return f"no usable documents: all {result.rows_read} records rejected ({reasons})"
+    return None
+
+
 # --- token counting -----------------------------------------------------------------------------
 
 

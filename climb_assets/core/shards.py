@@ -31,8 +31,15 @@ def stat_key(path: Path) -> str:
 
 
 def shard_key_for(path: Path, corpus_root: Path) -> str:
-    """Partition key of a shard file: its path relative to the corpus folder, with '/'."""
-    return Path(path).resolve().relative_to(Path(corpus_root).resolve()).as_posix()
+    """Partition key of a shard file: its path relative to the corpus folder, with '/'.
+
+    Taken as written, not resolved: a symlink in the corpus folder is a shard under its own
+    name wherever its target lies (reading it follows the link)."""
+    return Path(path).relative_to(Path(corpus_root)).as_posix()
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def discover_shards(root: Path, patterns: list[str]) -> dict[str, str]:
@@ -47,10 +54,37 @@ def discover_shards(root: Path, patterns: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for pattern in patterns:
         for path in root.glob(pattern):
-            if not path.is_file() or any(p.startswith(".") for p in path.relative_to(root).parts):
-                continue
-            found[shard_key_for(path, root)] = stat_key(path)
+            if path.is_file() and not _hidden(path, root):  # is_file follows symlinks
+                found[shard_key_for(path, root)] = stat_key(path)
     return dict(sorted(found.items()))
+
+
+def skipped_files(root: Path, patterns: list[str]) -> list[str]:
+    """Files under `root` that are not shards: no pattern names them, or they are links to
+    nothing (marked '(broken link)'). Hidden files are a writer's business and not listed."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    shards = discover_shards(root, patterns)
+    skipped = []
+    for path in sorted(root.rglob("*")):
+        key = shard_key_for(path, root)
+        if key in shards or _hidden(path, root) or path.is_dir():
+            continue
+        skipped.append(f"{key} (broken link)" if not path.exists() else key)
+    return skipped
+
+
+def skipped_files_message(root: Path, patterns: list[str], shown: int = 20) -> str | None:
+    """A one-line warning naming the files under `root` that are not read, if any."""
+    skipped = skipped_files(root, patterns)
+    if not skipped:
+        return None
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return (
+        f"{len(skipped)} file(s) under {root} are not read as shards (no pattern of "
+        f"corpus.patterns {patterns} names them): {', '.join(skipped[:shown])}{more}"
+    )
 
 
 def content_of(fingerprint: str) -> str:

@@ -8,6 +8,8 @@ from climb_assets.core.shards import (
     diff_shards,
     discover_shards,
     fingerprint_shards,
+    skipped_files,
+    skipped_files_message,
 )
 
 
@@ -59,3 +61,20 @@ def test_a_touched_file_is_hashed_again_but_unchanged(tmp_path: Path) -> None:
     # an unchanged stat reuses the earlier hash instead of reading the file again
     fake = {"a.jsonl": now["a.jsonl"].rpartition("|")[0] + "|cached"}
     assert fingerprint_shards(tmp_path, discover_shards(tmp_path, ["*.jsonl"]), fake) == fake
+
+
+def test_symlinks_are_shards_under_their_own_name_and_broken_ones_are_skipped(
+    tmp_path: Path,
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (tmp_path / "outside.jsonl").write_text("{}\n")
+    (corpus / "link.jsonl").symlink_to(tmp_path / "outside.jsonl")
+    (corpus / "dead.jsonl").symlink_to(tmp_path / "nothing.jsonl")
+    (corpus / "readme.md").write_text("about")
+    (corpus / ".partial.jsonl").write_text("{")
+    assert list(discover_shards(corpus, ["*.jsonl"])) == ["link.jsonl"]
+    assert skipped_files(corpus, ["*.jsonl"]) == ["dead.jsonl (broken link)", "readme.md"]
+    message = skipped_files_message(corpus, ["*.jsonl"], shown=1)
+    assert message is not None and "2 file(s)" in message and message.endswith("and 1 more")
+    assert skipped_files_message(corpus, ["*.jsonl", "*.md", "dead.jsonl"]) is not None
