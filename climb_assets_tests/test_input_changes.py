@@ -73,7 +73,8 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str, shard: str | None 
 @pytest.fixture(scope="module")
 def awkward_corpus(tmp_path_factory: pytest.TempPathFactory):
     """A corpus with two shards whose flat names once collided, a symlink to a file outside the
-    corpus folder, a file no pattern names, a broken link, an empty shard and an unusable one."""
+    corpus folder, a file no pattern names, a broken link, an empty shard, an unusable one and
+    one that reuses another shard's id."""
     root = tmp_path_factory.mktemp("awkward")
     corpus = root / "corpus"
     write_jsonl([{"id": "s1", "text": "In the sub folder."}], corpus / "sub" / "x.jsonl")
@@ -84,6 +85,7 @@ def awkward_corpus(tmp_path_factory: pytest.TempPathFactory):
     (corpus / "gone.jsonl").symlink_to(root / "missing.jsonl")
     (corpus / "empty.jsonl").write_bytes(b"")
     (corpus / "broken.jsonl").write_bytes(b"{not json\n")
+    write_jsonl([{"id": "s1", "text": "Reuses an id of sub/x.jsonl."}], corpus / "zz.jsonl")
     settings = small_settings(corpus, root / "out")
     with dg.instance_for_test() as instance:
         said = run(settings, instance)
@@ -98,6 +100,17 @@ def test_shard_keys_that_once_collided_both_keep_their_documents(awkward_corpus)
     assert texts(settings, "sub__x.jsonl") == ["Beside the sub folder."]
     index = pl.read_parquet(layout.document_index)
     assert set(index["doc_id"]) == {"s1", "s2", "o1"}
+
+
+def test_an_id_reused_across_shards_is_kept_aside_and_counted(awkward_corpus) -> None:
+    settings, instance, _ = awkward_corpus
+    metadata = latest_metadata(instance, "document_index")
+    assert (metadata["cross_shard_duplicate_ids"], metadata["cross_shard_duplicates"]) == (1, 0)
+    rejects = pl.read_parquet(Layout(settings.output_dir).cross_shard_duplicates)
+    row = rejects.row(0, named=True)
+    assert (row["shard"], row["doc_id"], row["reason"]) == ("zz.jsonl", "s1", "duplicate_id")
+    assert (row["kept_shard"], row["kept_row"]) == ("sub/x.jsonl", 1)
+    assert b"Reuses an id" in row["raw"]
 
 
 def test_a_symlink_to_a_file_outside_the_corpus_is_read(awkward_corpus) -> None:
