@@ -49,7 +49,9 @@ class CorpusSettings(_Section):
         description="Glob patterns (relative to `path`) that name shard files.",
     )
     text_field: str = Field("text", description="Field holding the document text.")
-    id_field: str = Field("id", description="Field holding the document id (row number if absent).")
+    id_field: str = Field(
+        "id", description="Field holding the document id ('<shard key>:<row>' if absent)."
+    )
     max_chars: int = Field(100_000, ge=1, description="Longer documents are rejected as over-long.")
 
 

@@ -469,8 +469,8 @@ def process_shard(
 ) -> ShardDocuments:
     """Read a shard into documents and rejects (see the module docstring for the contract).
 
-    Exact duplicates are detected within this shard only (on the normalized text); use the
-    `content_hash` column to find duplicates across shards.
+    Exact duplicates (on the normalized text) and reused ids are detected within this shard
+    only; `core.document_index` resolves them across shards.
     """
     if batch_docs < 1:
         raise ValueError(f"batch_docs must be positive, got {batch_docs}")
