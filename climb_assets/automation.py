@@ -9,6 +9,9 @@ from climb_assets.resources import ClimbSettings
 
 # Per-shard work requested for every new or changed shard file.
 SHARD_ASSETS = ["corpus_documents", "shard_embeddings"]
+# Hashing stops after this long in one tick (the daemon times a sensor out at 60 s); the
+# shards left are hashed in the next ticks.
+HASH_SECONDS_PER_TICK = 30.0
 
 
 def eager_after(*triggers: str) -> dg.AutomationCondition:
@@ -56,7 +59,7 @@ def corpus_shard_sensor(
     settings = climb.get()
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     stats = discover_shards(settings.corpus.path, settings.corpus.patterns)
-    now = fingerprint_shards(settings.corpus.path, stats, seen)
+    now = fingerprint_shards(settings.corpus.path, stats, seen, HASH_SECONDS_PER_TICK)
     changes = diff_shards(seen, now)
     registered = set(context.instance.get_dynamic_partitions(CORPUS_SHARDS.name))
     to_add = [s for s in now if s not in registered]

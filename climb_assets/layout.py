@@ -47,6 +47,11 @@ class Layout:
     def assignments(self, shard: str) -> Path:
         return self.root / "assignments" / f"{shard_file_stem(shard)}.parquet"
 
+    @staticmethod
+    def shard_of(path: Path) -> str:
+        """The shard key of a per-shard file (documents, rejects, embeddings, assignments)."""
+        return shard_key_of(path.name.removesuffix(".parquet").removesuffix(".npy"))
+
     def unregistered_shard_files(self, shards: list[str]) -> list[Path]:
         """Per-shard files left by shards that were removed from the corpus."""
         expected = {

@@ -154,6 +154,8 @@ def test_shard_file_names_are_injective_and_reversible(key: str) -> None:
     stem = shard_file_stem(key)
     assert "/" not in stem and not stem.startswith(("_", "."))
     assert shard_key_of(stem) == key
+    layout = Layout(Path("out"))
+    assert Layout.shard_of(layout.documents(key)) == Layout.shard_of(layout.embeddings(key)) == key
 
 
 def test_no_two_keys_share_a_file_name() -> None:

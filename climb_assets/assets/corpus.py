@@ -134,7 +134,8 @@ def document_index(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
     settings, layout = climb.get(), climb.layout()
     shards = registered_shards(context)
     for stale in layout.unregistered_shard_files(shards):
-        context.log.info(f"removing {stale}: its shard is no longer in the corpus")
+        shard = layout.shard_of(stale)
+        context.log.info(f"removing {stale}: shard {shard} is no longer in the corpus")
         stale.unlink()
     kept, rejects = build_document_index(shards, layout.documents)
     rejects = with_raw_records(rejects, settings.corpus, lambda s: settings.corpus.path / s)

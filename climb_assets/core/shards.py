@@ -8,6 +8,7 @@ stat (size, mtime, inode, ctime) only tells when hashing again can be skipped.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,14 +93,23 @@ def content_of(fingerprint: str) -> str:
     return fingerprint.rpartition("|")[2]
 
 
-def fingerprint_shards(root: Path, stats: dict[str, str], before: dict[str, str]) -> dict[str, str]:
-    """Shard key -> 'stat|content hash'; a shard whose stat equals the one in `before` keeps its
-    earlier hash, any other is hashed again."""
+def fingerprint_shards(
+    root: Path, stats: dict[str, str], before: dict[str, str], seconds: float | None = None
+) -> dict[str, str]:
+    """Shard key -> 'stat|content hash'. A shard whose stat equals the one in `before` keeps its
+    earlier hash; any other is hashed again, until `seconds` have passed (a sensor tick must
+    end): the rest keep their entry of `before`, or are left out if new, for the next call."""
+    deadline = None if seconds is None else time.monotonic() + seconds
     found = {}
     for shard, stat in stats.items():
-        old_stat, _, old_content = before.get(shard, "").rpartition("|")
-        same = old_stat == stat and old_content
-        found[shard] = f"{stat}|{old_content if same else content_fingerprint(Path(root) / shard)}"
+        old = before.get(shard)
+        old_stat, _, old_content = (old or "").rpartition("|")
+        if old is not None and old_stat == stat and old_content:
+            found[shard] = old
+        elif deadline is None or time.monotonic() < deadline:
+            found[shard] = f"{stat}|{content_fingerprint(Path(root) / shard)}"
+        elif old is not None:
+            found[shard] = old
     return found
 
 

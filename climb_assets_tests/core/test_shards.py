@@ -78,3 +78,14 @@ def test_symlinks_are_shards_under_their_own_name_and_broken_ones_are_skipped(
     message = skipped_files_message(corpus, ["*.jsonl"], shown=1)
     assert message is not None and "2 file(s)" in message and message.endswith("and 1 more")
     assert skipped_files_message(corpus, ["*.jsonl", "*.md", "dead.jsonl"]) is not None
+
+
+def test_hashing_stops_at_the_time_budget_and_resumes(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jsonl").write_text(f'{{"text": "{name}"}}\n')
+    stats = discover_shards(tmp_path, ["*.jsonl"])
+    assert fingerprint_shards(tmp_path, stats, {}, seconds=0) == {}  # nothing hashed yet
+    old = {"a.jsonl": "0:0:0:0|earlier"}
+    assert fingerprint_shards(tmp_path, stats, old, seconds=0) == old  # kept for next time
+    full = fingerprint_shards(tmp_path, stats, old, seconds=60)
+    assert list(full) == ["a.jsonl", "b.jsonl"] and "earlier" not in full["a.jsonl"]
