@@ -145,7 +145,7 @@ class ProxySettings(_Section):
     d_model: int = Field(128, ge=1, description="Proxy transformer width.")
     n_layers: int = Field(2, ge=1, description="Proxy transformer blocks.")
     n_heads: int = Field(4, ge=1, description="Attention heads per block.")
-    seq_len: int = Field(128, ge=2, description="Training and scoring context length (tokens).")
+    seq_len: int = Field(128, ge=1, description="Training and scoring context length (tokens).")
     batch_size: int = Field(16, ge=1, description="Sequences per optimizer step.")
     tokens_per_proxy: int = Field(200_000, ge=1, description="Training tokens seen by each proxy.")
     learning_rate: float = Field(3e-3, gt=0, description="AdamW peak learning rate.")
