@@ -1,0 +1,149 @@
+"""A `climb` that died, two at once, exact resume, read-only SQL and one-line CLI errors, on a
+real Dagster instance, real DuckDB and real `climb` processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from climb_assets.core.run_owner import Owner, ProjectBusyError, project_lock
+from climb_assets.run_guard import owner_tags, pool_holders, recover_dead_runs
+from climb_assets.settings import Settings
+from climb_assets_tests.conftest import PROJECT, small_settings
+
+POOLS = {"concurrency": {"pools": {"granularity": "op", "default_limit": 1}}}
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    home = tmp_path / "home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home), overrides=POOLS) as inst:
+        yield inst
+
+
+def dead_owner() -> Owner:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    owner = Owner.of_pid(child.pid)
+    child.wait()
+    return owner
+
+
+def started_run_holding_gpu(instance: dg.DagsterInstance, owner: Owner) -> dg.DagsterRun:
+    """A run as a `climb run` leaves it when killed inside a GPU step: STARTED, slot claimed."""
+    run = dg.DagsterRun(
+        job_name="__ASSET_JOB",
+        run_id=str(uuid.uuid4()),
+        status=dg.DagsterRunStatus.STARTED,
+        tags=owner_tags(owner),
+    )
+    instance.add_run(run)
+    storage = instance.event_log_storage
+    storage.initialize_concurrency_limit_to_default("gpu")
+    assert storage.claim_concurrency_slot("gpu", run.run_id, "shard_embeddings").is_claimed
+    return run
+
+
+def test_a_dead_owners_run_is_failed_and_its_slot_freed(instance: dg.DagsterInstance) -> None:
+    run = started_run_holding_gpu(instance, dead_owner())
+    assert pool_holders(instance, "gpu") == [run.run_id]
+    said: list[str] = []
+    assert recover_dead_runs(instance, said.append) == [run.run_id]
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert pool_holders(instance, "gpu") is None
+    assert len(said) == 1 and run.run_id in said[0] and "died" in said[0]
+
+
+def test_a_reused_pid_does_not_keep_a_run_alive(instance: dg.DagsterInstance) -> None:
+    me = Owner.current()
+    impostor = Owner(me.pid, me.host, me.started - 3600)  # same pid, another process's start
+    run = started_run_holding_gpu(instance, impostor)
+    assert recover_dead_runs(instance, lambda _: None) == [run.run_id]
+
+
+def test_a_live_owners_run_is_left_alone(instance: dg.DagsterInstance) -> None:
+    run = started_run_holding_gpu(instance, Owner.current())
+    assert recover_dead_runs(instance, lambda _: None) == []
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+    assert pool_holders(instance, "gpu") == [run.run_id]
+
+
+def test_a_second_climb_run_is_refused_with_the_first_ones_name(
+    slice_corpus: Path, tmp_path: Path
+) -> None:
+    config = write_config(small_settings(slice_corpus, tmp_path / "out"), tmp_path)
+    lock = tmp_path / "out" / ".climb-run.lock"
+    with project_lock(lock, "climb run") as owner:  # as the first `climb run` holds it
+        second = _climb("--config", str(config), "run", cwd=tmp_path)
+        out = second.communicate(timeout=120)[0]
+        assert second.returncode == 1
+        assert out.count("\n") == 1 and out.startswith("climb: error: climb run (pid ")
+        assert f"pid {owner.pid} " in out and "already running" in out
+        with pytest.raises(ProjectBusyError):  # the same process opening it again, too
+            project_lock(lock).__enter__()
+    with project_lock(lock):  # released with its holder
+        pass
+
+
+def write_config(settings: Settings, folder: Path) -> Path:
+    config = folder / "climb.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
+    return config
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT), "HF_HUB_OFFLINE": "1", **extra}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("CLIMB_CONFIG", None)
+    return env
+
+
+def _climb(*args: str, cwd: Path, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "climb_assets.cli", *args],
+        cwd=cwd,
+        env=_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_sigterm_stops_a_run_waiting_for_a_slot(
+    instance: dg.DagsterInstance, slice_corpus: Path, tmp_path: Path
+) -> None:
+    run = started_run_holding_gpu(instance, Owner.current())  # alive: must be waited for
+    config = write_config(small_settings(slice_corpus, tmp_path / "out"), tmp_path)
+    home = instance.root_directory
+    proc = _climb("--config", str(config), "run", cwd=tmp_path, DAGSTER_HOME=home)
+    lines = _read_until(proc, "waiting for a slot", timeout=120)
+    assert run.run_id in lines[-1] and "Ctrl-C" in lines[-1]
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=30)[0]
+    assert proc.returncode != 0
+    assert "Traceback" not in rest and rest.strip().startswith("climb: ")
+
+
+def _read_until(proc: subprocess.Popen, text: str, timeout: float) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if text in line:
+            return lines
+    proc.kill()
+    raise AssertionError(f"{text!r} never printed; got:\n" + "\n".join(lines))
