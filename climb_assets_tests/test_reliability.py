@@ -9,14 +9,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 import yaml
 
 from climb_assets.core.run_owner import Owner, ProjectBusyError, project_lock
+from climb_assets.layout import Layout
 from climb_assets.run_guard import owner_tags, pool_holders, recover_dead_runs
 from climb_assets.settings import Settings
 from climb_assets_tests.conftest import PROJECT, small_settings
@@ -95,8 +97,8 @@ def test_a_second_climb_run_is_refused_with_the_first_ones_name(
         pass
 
 
-def write_config(settings: Settings, folder: Path) -> Path:
-    config = folder / "climb.yaml"
+def write_config(settings: Settings, folder: Path, name: str = "climb") -> Path:
+    config = folder / f"{name}.yaml"
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
     return config
 
@@ -147,3 +149,89 @@ def _read_until(proc: subprocess.Popen, text: str, timeout: float) -> list[str]:
             return lines
     proc.kill()
     raise AssertionError(f"{text!r} never printed; got:\n" + "\n".join(lines))
+
+
+def test_fresh_and_resumed_proxy_rows_give_the_same_runs_table(tmp_path: Path) -> None:
+    import json
+
+    from climb_assets.assets.search import RUNS_FILE, canonical_run_row, iteration_runs
+
+    fresh = {"candidate_id": 3, "repeat": 0, "held_out_text/loss": 2.5, "objective": -1.25}
+    fresh |= {"train_tokens_per_second": 900.0, "final_train_loss": 3.0}
+    resumed = json.loads(json.dumps(fresh, sort_keys=True))  # as a checkpoint stores it
+    assert list(resumed) != list(fresh)
+    one, other = (pl.DataFrame([canonical_run_row(r)]) for r in (fresh, resumed))
+    assert one.columns[:3] == ["candidate_id", "repeat", "objective"] and one.equals(other)
+
+    # Iterations written before the order was fixed still combine, by column name.
+    layout = Layout(tmp_path)
+    for key, frame in (("iter-001", pl.DataFrame([resumed])), ("iter-002", one)):
+        layout.iteration(key).mkdir(parents=True)
+        frame.write_parquet(layout.iteration(key) / RUNS_FILE)
+    history = iteration_runs(layout, 3)
+    assert history is not None and history.height == 2
+    assert history["final_train_loss"].to_list() == [3.0, 3.0]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_iteration_then_a_rerun_gives_the_clean_runs_dataset(
+    slice_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    shutil.copy(PROJECT / "dagster.yaml", tmp_path)  # the project's instance, pools included
+    clean = Layout(tmp_path / "clean")
+    _run_to_the_end(write_config(small_settings(slice_corpus, clean.root), tmp_path, "clean"))
+
+    # Same instance and unchanged shards: the killed run starts at the corpus-wide stage.
+    killed = Layout(tmp_path / "killed")
+    for folder in ("documents", "rejects", "embeddings"):
+        shutil.copytree(clean.root / folder, killed.root / folder)
+    config = write_config(small_settings(slice_corpus, killed.root), tmp_path, "killed")
+    proc = _climb("--config", str(config), "run", cwd=tmp_path)
+    _read_until(proc, "[iter-001] ...", timeout=300)
+    work = killed.iteration_work("iter-001")
+    _wait_for(lambda: any(work.glob("candidate-*.json")), timeout=300)
+    proc.kill()  # SIGKILL: no cleanup at all
+    proc.communicate()
+
+    monkeypatch.chdir(tmp_path)  # dagster.yaml's storage paths are relative to the cwd
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        stuck = pool_holders(instance, "gpu")
+        assert stuck and instance.get_run_by_id(stuck[0]).status == dg.DagsterRunStatus.STARTED
+    out = _run_to_the_end(config)
+    assert out.count("recovered run") == 1 and stuck[0] in out
+
+    names = sorted(p.name for p in clean.dataset.glob("data-*.parquet"))
+    assert names and names == sorted(p.name for p in killed.dataset.glob("data-*.parquet"))
+    for name in names:
+        assert (killed.dataset / name).read_bytes() == (clean.dataset / name).read_bytes(), name
+    # The card differs only in provenance: run ids, and the settings hash (output_dir differs).
+    cards = [_provenance_masked(at) for at in (clean, killed)]
+    assert cards[0] == cards[1]
+    for key in ("iter-001", "iter-002"):
+        runs = [pl.read_parquet(at.iteration(key) / "runs.parquet") for at in (clean, killed)]
+        timing = "train_tokens_per_second"  # the only measured column
+        assert runs[0].drop(timing).equals(runs[1].drop(timing)), key
+
+
+def _provenance_masked(layout: Layout) -> str:
+    import re
+
+    card = (layout.dataset / "README.md").read_text().replace(str(layout.root), "OUT")
+    card = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "RUN", card)
+    return re.sub(r"Settings hash: `[0-9a-f]+`", "Settings hash", card)
+
+
+def _run_to_the_end(config: Path) -> str:
+    proc = _climb("--config", str(config), "run", cwd=config.parent)
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out
+    return out
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
