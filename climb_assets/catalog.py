@@ -44,9 +44,21 @@ def _create_views(con: duckdb.DuckDBPyConnection, root: Path) -> list[str]:
 
 
 def connect(layout: Layout) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
-    """An in-memory DuckDB connection with a view per table that exists."""
-    con = duckdb.connect()
-    return con, _create_views(con, layout.root)
+    """A read-only, in-memory DuckDB connection with a view per table that exists.
+
+    Files are readable only under the output folder, extensions are neither installed nor
+    loaded, and the configuration is locked so a query cannot undo this. Pass user SQL through
+    `core.read_only_sql.check_read_only` first: a COPY ... TO inside the output folder would
+    pass these settings."""
+    con = duckdb.connect(
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    )
+    made = _create_views(con, layout.root)
+    # allowed_directories can only be set once the database runs, and before the lock
+    con.execute("SET allowed_directories = ?", [[f"{layout.root.resolve()}/"]])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con, made
 
 
 def write_catalog(layout: Layout) -> list[str]:

@@ -119,14 +119,18 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 
 def _cmd_sql(args: argparse.Namespace) -> int:
     from climb_assets.catalog import connect, write_catalog
+    from climb_assets.core.read_only_sql import check_read_only
     from climb_assets.layout import Layout
 
     layout = Layout(load_settings().output_dir)
     if args.refresh:
         print(f"wrote {layout.catalog}: views {', '.join(write_catalog(layout))}")
     if args.query:
+        check_read_only(args.query)
         con, _ = connect(layout)
-        con.sql(args.query).show(max_rows=args.max_rows)
+        result = con.sql(args.query)
+        if result is not None:
+            result.show(max_rows=args.max_rows)
     return 0
 
 
@@ -189,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sql = sub.add_parser(
         "sql",
-        help="query the pipeline's tables with DuckDB (views: documents, rejects, "
+        help="query the pipeline's tables with DuckDB, read-only (views: documents, rejects, "
         "document_index, assignments, cluster_profiles, super_cluster_map, super_clusters, "
         "proxy_runs, loss_curves, climbmix)",
     )

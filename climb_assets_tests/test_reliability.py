@@ -235,3 +235,88 @@ def _wait_for(condition: Callable[[], bool], timeout: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.2)
+
+
+@pytest.fixture
+def sql_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An output folder with one table, a settings file naming it, and a secret beside it."""
+    out = tmp_path / "out"
+    (out / "clusters").mkdir(parents=True)
+    pl.DataFrame({"super_cluster": [0, 1], "n_docs": [5, 7]}).write_parquet(
+        out / "clusters" / "super_clusters.parquet"
+    )
+    (tmp_path / "secret.txt").write_text("password\n")
+    monkeypatch.delenv("CLIMB_CONFIG", raising=False)
+    config = tmp_path / "climb.yaml"
+    config.write_text(yaml.safe_dump({"output_dir": str(out)}))
+    return config
+
+
+def climb_sql(config: Path, query: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from climb_assets.cli import main
+
+    code = main(["--config", str(config), "sql", query])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_climb_sql_reads_the_tables(sql_project: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out = climb_sql(sql_project, "SELECT sum(n_docs) AS docs FROM super_clusters", capsys)
+    assert code == 0 and "12" in out
+    for query in ("DESCRIBE super_clusters", "SHOW TABLES", "SUMMARIZE super_clusters"):
+        assert climb_sql(sql_project, query, capsys)[0] == 0, query
+    explained = "EXPLAIN ANALYZE WITH s AS (FROM super_clusters) SELECT count(*) FROM s"
+    assert climb_sql(sql_project, explained, capsys)[0] == 0
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "COPY (SELECT 1) TO '{out}/copied.csv'",
+        "COPY (SELECT 1) TO '{root}/copied.csv'",
+        "EXPLAIN ANALYZE COPY (SELECT 1) TO '{out}/copied.csv'",
+        "ATTACH '{root}/new.db' AS x",
+        "SELECT * FROM read_text('{root}/secret.txt')",
+        "SELECT * FROM read_text('/etc/passwd')",
+        "SELECT * FROM glob('/root/**')",
+        "SELECT * FROM read_csv('{out}/../secret.txt')",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "SET enable_external_access = true",
+        "SELECT 1; SET lock_configuration = false; SELECT * FROM read_text('/etc/passwd')",
+        "CREATE TABLE t AS SELECT 1",
+    ],
+)
+def test_climb_sql_refuses_what_is_not_a_read_inside_the_output(
+    sql_project: Path, query: str, capsys: pytest.CaptureFixture
+) -> None:
+    root = sql_project.parent
+    code, out = climb_sql(sql_project, query.format(out=root / "out", root=root), capsys)
+    assert code == 1 and out.count("\n") == 1 and out.startswith("climb: error: "), out
+    assert "password" not in out and "root:" not in out
+    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == [
+        "climb.yaml",
+        "secret.txt",
+        "super_clusters.parquet",
+    ]
+
+
+def test_the_sql_connection_itself_reads_only_the_output(sql_project: Path) -> None:
+    """Behind the statement check, DuckDB refuses by itself what a SELECT could still do."""
+    import duckdb
+
+    from climb_assets.catalog import connect
+
+    out = Layout(sql_project.parent / "out")
+    con, views = connect(out)
+    assert views == ["super_clusters"]
+    assert con.execute("SELECT count(*) FROM super_clusters").fetchall() == [(2,)]
+    for query in (
+        f"SELECT * FROM read_text('{sql_project.parent / 'secret.txt'}')",
+        "SELECT * FROM glob('/root/**')",
+        "SET enable_external_access = true",
+        "SET lock_configuration = false",
+        "LOAD httpfs",
+    ):
+        with pytest.raises(duckdb.Error):
+            con.execute(query).fetchall()
