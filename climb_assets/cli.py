@@ -246,13 +246,18 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+MAX_ERROR_CHARS = 600
+
+
 def error_line(err: BaseException) -> str:
     """An exception as one line: YAML errors by their position, multi-line messages joined."""
     if isinstance(err, yaml.YAMLError):
         return _yaml_error_line(err)
     lines = [line.strip() for line in str(err).splitlines()]
     text = "; ".join(line for line in lines if line and set(line) != {"^"})
-    if isinstance(err, USER_ERRORS) or type(err).__module__.startswith("duckdb"):
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 3] + "..."
+    if isinstance(err, USER_ERRORS) or "duckdb" in type(err).__module__:  # SQL errors
         return text or type(err).__name__
     return f"{type(err).__name__}: {text} (run `climb --debug ...` for the traceback)"
 

@@ -320,3 +320,40 @@ def test_the_sql_connection_itself_reads_only_the_output(sql_project: Path) -> N
     ):
         with pytest.raises(duckdb.Error):
             con.execute(query).fetchall()
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--config", "{root}/bad.yaml", "run"], "bad.yaml, line 2 column 11: not valid YAML"),
+        (["--config", "{root}/missing.yaml", "config", "show"], "missing.yaml does not exist"),
+        (["--config", "{root}/climb.yaml", "sql", "SELEC 1"], "syntax error"),
+        (["--config", "{root}/climb.yaml", "sql", "SELECT * FROM nope"], "nope does not exist"),
+        (["predictor", "cv", "{root}/ragged.csv", "--maximize"], "ragged.csv: not a readable"),
+        (["predictor", "cv", "{root}/broken.parquet", "--maximize"], "broken.parquet: not a "),
+        (["predictor", "cv", "{root}/bad.yaml", "--maximize"], "unknown table type '.yaml'"),
+        (["predictor", "cv", "{root}/none.csv", "--maximize"], "none.csv does not exist"),
+    ],
+)
+def test_every_cli_error_is_one_line(
+    sql_project: Path, argv: list[str], says: str, capsys: pytest.CaptureFixture
+) -> None:
+    from climb_assets.cli import main
+
+    root = sql_project.parent
+    (root / "bad.yaml").write_text("seed: [1, 2\nclustering: {}\n")
+    (root / "ragged.csv").write_text('w_0,w_1,score\n0.5,0.5,1\n0.2,"0.8\n0.1,0.9,x,y\n')
+    (root / "broken.parquet").write_bytes(b"PAR1 not really")
+    code = main([a.format(root=root) for a in argv])
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1 and says in err, err
+    assert err.startswith("climb") and "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(sql_project: Path) -> None:
+    import duckdb
+
+    from climb_assets.cli import main
+
+    with pytest.raises(duckdb.ParserException):
+        main(["--debug", "--config", str(sql_project), "sql", "SELEC 1"])
