@@ -123,6 +123,8 @@ def _describe_runs(instance: dg.DagsterInstance, run_ids: list[str]) -> str:
         run = instance.get_run_by_id(run_id)
         owner = run_owner(run) if run else None
         details = [d for d in (run and _run_label(run), owner and owner.describe()) if d]
+        if owner is None:  # launched by `dagster dev` (or an older climb): climb cannot tell
+            details.append("not started by climb: if it is dead, free its slots in the UI")
         parts.append(f"run {run_id}" + (f" ({', '.join(details)})" if details else ""))
     return "; ".join(parts)
 

@@ -184,7 +184,7 @@ def launch(
     graph = defs.resolve_asset_graph()
     pools = {p for a in assets for p in graph.get(dg.AssetKey(a)).pools or ()}
     wait_for_pools(instance, pools, echo)
-    return defs.resolve_implicit_global_asset_job_def().execute_in_process(
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=instance,
         partition_key=partition_key,
         asset_selection=[dg.AssetKey(a) for a in assets],
@@ -192,3 +192,14 @@ def launch(
         tags=owner_tags(Owner.current()),
         raise_on_error=False,
     )
+    if was_interrupted(result):  # Dagster turns Ctrl-C/SIGTERM into a failed run
+        raise KeyboardInterrupt(f"run {result.run_id} interrupted")
+    return result
+
+
+def was_interrupted(result: dg.ExecuteInProcessResult) -> bool:
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None)
+        if error is not None and error.cls_name == "DagsterExecutionInterruptedError":
+            return True
+    return False
