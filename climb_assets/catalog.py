@@ -30,14 +30,17 @@ VIEWS: dict[str, str] = {
 
 def _create_views(con: duckdb.DuckDBPyConnection, root: Path) -> list[str]:
     made = []
+    base = root.resolve()
     for name, pattern in VIEWS.items():
         if not any(root.glob(pattern)):
             continue
-        path = str((root / pattern).resolve()).replace("'", "''")
-        # union_by_name: rejects of different shards may differ in nullable columns' types
+        path = str(base / pattern).replace("'", "''")
+        # union_by_name: rejects of different shards may differ in nullable columns' types.
+        # Globs match hidden folders too: skip the temporary ones a killed write leaves behind.
         con.execute(
             f"CREATE OR REPLACE VIEW {name} AS "
-            f"SELECT * FROM read_parquet('{path}', union_by_name = true, filename = true)"
+            f"SELECT * FROM read_parquet('{path}', union_by_name = true, filename = true) "
+            f"WHERE NOT contains(substr(filename, {len(str(base)) + 1}), '/.')"
         )
         made.append(name)
     return made

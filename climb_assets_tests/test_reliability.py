@@ -357,3 +357,17 @@ def test_debug_shows_the_traceback(sql_project: Path) -> None:
 
     with pytest.raises(duckdb.ParserException):
         main(["--debug", "--config", str(sql_project), "sql", "SELEC 1"])
+
+
+def test_sql_views_skip_what_a_killed_write_left_behind(tmp_path: Path) -> None:
+    from climb_assets.catalog import connect
+
+    hidden = tmp_path / ".out"  # a dot in the output folder's own path is fine
+    layout = Layout(hidden)
+    for folder, score in (("iter-001", 1.0), (".iter-001.abc123.tmp", 99.0)):
+        (layout.root / "bootstrap" / folder).mkdir(parents=True)
+        pl.DataFrame({"candidate_id": [0], "objective": [score]}).write_parquet(
+            layout.root / "bootstrap" / folder / "runs.parquet"
+        )
+    con, _ = connect(layout)
+    assert con.execute("SELECT objective FROM proxy_runs").fetchall() == [(1.0,)]
