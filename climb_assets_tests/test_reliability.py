@@ -71,6 +71,7 @@ def test_a_reused_pid_does_not_keep_a_run_alive(instance: dg.DagsterInstance) ->
     impostor = Owner(me.pid, me.host, me.started - 3600)  # same pid, another process's start
     run = started_run_holding_gpu(instance, impostor)
     assert recover_dead_runs(instance, lambda _: None) == [run.run_id]
+    assert Owner(me.pid, "another-host", 0.0).is_alive()  # cannot tell from here: left alone
 
 
 def test_a_live_owners_run_is_left_alone(instance: dg.DagsterInstance) -> None:
