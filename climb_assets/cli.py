@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from climb_assets.run_guard import sigterm_interrupts
+    from climb_assets.core.run_owner import sigterm_interrupts
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -9,15 +9,12 @@ wait ends on Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import dagster as dg
 
-from climb_assets.core.run_owner import Owner
+from climb_assets.core.run_owner import Owner, sigterm_interrupts
 
 OWNER_PID_TAG = "climb/owner_pid"
 OWNER_HOST_TAG = "climb/owner_host"
@@ -127,20 +124,3 @@ def _describe_runs(instance: dg.DagsterInstance, run_ids: list[str]) -> str:
             details.append("not started by climb: if it is dead, free its slots in the UI")
         parts.append(f"run {run_id}" + (f" ({', '.join(details)})" if details else ""))
     return "; ".join(parts)
-
-
-@contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt inside the block, like Ctrl-C, so a wait stops cleanly."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set signal handlers
-        return
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -1,4 +1,5 @@
-"""Which process owns a run, whether it is still alive, and one `climb run` per project at a time.
+"""Which process owns a run, whether it is still alive, one `climb run` per output folder at a
+time, and SIGTERM handled like Ctrl-C.
 
 A run records its owner as (pid, hostname, process start time): a pid alone is not enough,
 since the OS reuses pids, so a live process with the run's pid but another start time is not
@@ -12,7 +13,9 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -95,3 +98,20 @@ def _busy_message(path: Path, what: str) -> str:
         f"{who} is already running on this output folder ({path.parent}); "
         f"wait for it to finish or stop it, then retry {what}"
     )
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt inside the block, like Ctrl-C, so a wait stops cleanly."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set signal handlers
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
