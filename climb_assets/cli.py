@@ -14,16 +14,26 @@ from climb_assets.settings import CONFIG_ENV_VAR, load_settings
 
 if TYPE_CHECKING:
     from climb_assets.layout import Layout
+    from climb_assets.settings import Settings
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from climb_assets.core.run_owner import project_lock
+    from climb_assets.layout import Layout
+
+    settings = load_settings()
+    layout = Layout(settings.output_dir)
+    with project_lock(layout.run_lock, "climb run"):
+        _run_locked(args, settings, layout)
+    return 0
+
+
+def _run_locked(args: argparse.Namespace, settings: Settings, layout: Layout) -> None:
     from climb_assets.catalog import write_catalog
     from climb_assets.definitions import build_definitions
-    from climb_assets.layout import Layout
     from climb_assets.run_plan import describe_result, describe_run
     from climb_assets.runner import project_instance, run_pipeline
 
-    settings = load_settings()
     for line in describe_run(settings):
         print(line)
     defs = build_definitions(settings)
@@ -36,7 +46,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
             force=args.force,
             evaluate=args.evaluate,
         )
-    layout = Layout(settings.output_dir)
     write_catalog(layout)
     for line in describe_result(layout):
         print(line)
@@ -45,16 +54,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"SQL catalog:  {layout.catalog.resolve()}  (duckdb {layout.catalog}, or `climb sql`)")
     if args.evaluate:
         _print_evaluation(layout)
-    return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import dagster as dg
-
     from climb_assets.assets.evaluation import missing_upstream
+    from climb_assets.core.run_owner import project_lock
     from climb_assets.definitions import build_definitions
     from climb_assets.layout import Layout
-    from climb_assets.runner import project_instance
+    from climb_assets.run_guard import recover_dead_runs
+    from climb_assets.runner import launch, project_instance
 
     settings = load_settings()
     overrides = {"seeds": args.seeds, "tokens": args.tokens}
@@ -66,18 +74,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     layout = Layout(settings.output_dir)
     if problem := missing_upstream(settings, layout):
         raise FileNotFoundError(problem)
-    job = build_definitions(settings).resolve_implicit_global_asset_job_def()
-    with project_instance() as instance:
-        result = job.execute_in_process(
-            instance=instance,
-            asset_selection=[dg.AssetKey("mixture_evaluation")],
-            run_config={
-                "loggers": {
-                    "console": {"config": {"log_level": "INFO" if args.verbose else "WARNING"}}
-                }
-            },
-            raise_on_error=False,
-        )
+    defs = build_definitions(settings)
+    log_level = "INFO" if args.verbose else "WARNING"
+    with project_lock(layout.run_lock, "climb evaluate"), project_instance() as instance:
+        recover_dead_runs(instance)
+        result = launch(defs, instance, ("mixture_evaluation",), log_level=log_level)
     if not result.success:
         raise RuntimeError(
             f"mixture_evaluation failed (run {result.run_id}); see `dagster dev` or the log above"
@@ -118,14 +119,18 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 
 def _cmd_sql(args: argparse.Namespace) -> int:
     from climb_assets.catalog import connect, write_catalog
+    from climb_assets.core.read_only_sql import check_read_only
     from climb_assets.layout import Layout
 
     layout = Layout(load_settings().output_dir)
     if args.refresh:
         print(f"wrote {layout.catalog}: views {', '.join(write_catalog(layout))}")
     if args.query:
+        check_read_only(args.query)
         con, _ = connect(layout)
-        con.sql(args.query).show(max_rows=args.max_rows)
+        result = con.sql(args.query)
+        if result is not None:
+            result.show(max_rows=args.max_rows)
     return 0
 
 
@@ -152,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help=f"settings YAML overriding the defaults (default: ${CONFIG_ENV_VAR} if set)",
     )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="materialize every asset in dependency order")
@@ -187,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sql = sub.add_parser(
         "sql",
-        help="query the pipeline's tables with DuckDB (views: documents, rejects, "
+        help="query the pipeline's tables with DuckDB, read-only (views: documents, rejects, "
         "document_index, assignments, cluster_profiles, super_cluster_map, super_clusters, "
         "proxy_runs, loss_curves, climbmix)",
     )
@@ -210,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from climb_assets.core.run_owner import sigterm_interrupts
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = build_parser().parse_args(argv)
@@ -217,10 +225,50 @@ def main(argv: list[str] | None = None) -> int:
         # Through the environment so every Dagster step process sees the same settings.
         os.environ[CONFIG_ENV_VAR] = str(args.config.resolve())
     try:
-        return args.func(args)
-    except (FileNotFoundError, LookupError, ValueError, RuntimeError) as err:
-        print(f"climb: error: {err}", file=sys.stderr)
+        with sigterm_interrupts():  # SIGTERM stops climb like Ctrl-C: locks and temp files cleaned
+            return args.func(args)
+    except KeyboardInterrupt:
+        print("climb: interrupted; rerun the same command to continue", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"climb: error: {error_line(err)}", file=sys.stderr)
         return 1
+
+
+# Errors whose message is meant for the user; anything else also names its type.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    FileNotFoundError,
+    LookupError,
+    ValueError,
+    RuntimeError,
+)
+
+
+MAX_ERROR_CHARS = 600
+
+
+def error_line(err: BaseException) -> str:
+    """An exception as one line: YAML errors by their position, multi-line messages joined."""
+    if isinstance(err, yaml.YAMLError):
+        return _yaml_error_line(err)
+    lines = [line.strip() for line in str(err).splitlines()]
+    text = "; ".join(line for line in lines if line and set(line) != {"^"})
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 3] + "..."
+    if isinstance(err, USER_ERRORS) or "duckdb" in type(err).__module__:  # SQL errors
+        return text or type(err).__name__
+    return f"{type(err).__name__}: {text} (run `climb --debug ...` for the traceback)"
+
+
+def _yaml_error_line(err: yaml.YAMLError) -> str:
+    where = os.environ.get(CONFIG_ENV_VAR, "settings file")
+    mark = getattr(err, "problem_mark", None)
+    if mark is not None:
+        where += f", line {mark.line + 1} column {mark.column + 1}"
+    problem = getattr(err, "problem", None) or "not valid YAML"
+    return f"{where}: not valid YAML ({problem})"
 
 
 if __name__ == "__main__":

@@ -130,3 +130,8 @@ class Layout:
     @property
     def catalog(self) -> Path:
         return self.root / "climb.duckdb"
+
+    @property
+    def run_lock(self) -> Path:
+        """Held (flock) by the `climb run` or `climb evaluate` writing this folder."""
+        return self.root / ".climb-run.lock"

@@ -295,11 +295,22 @@ def read_table(path: Path) -> pl.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     suffix = path.suffix.lower()
-    if suffix in TABLE_SUFFIXES:
-        return pl.read_csv(path, separator=TABLE_SUFFIXES[suffix], infer_schema_length=None)
-    if suffix in PARQUET_SUFFIXES:
-        return pl.read_parquet(path)
+    try:
+        if suffix in TABLE_SUFFIXES:
+            return pl.read_csv(path, separator=TABLE_SUFFIXES[suffix], infer_schema_length=None)
+        if suffix in PARQUET_SUFFIXES:
+            return pl.read_parquet(path)
+    except pl.exceptions.PolarsError as err:
+        raise PredictorCliError(f"{path}: not a readable table: {_reason(err)}") from None
     raise PredictorCliError(f"{path}: unknown table type {suffix!r}; use .csv, .tsv or .parquet")
+
+
+def _reason(err: Exception) -> str:
+    """Polars' cause in one line (its CSV errors wrap it in several lines of advice)."""
+    text = str(err)
+    if "Original error: ```" in text:
+        text = text.split("Original error: ```", 1)[1].split("```", 1)[0]
+    return " ".join(text.split())[:200]
 
 
 def resolve_weight_columns(spec: str, available: list[str], option: str = "--weights") -> list[str]:

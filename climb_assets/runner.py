@@ -16,6 +16,8 @@ from typing import Literal
 
 import dagster as dg
 
+from climb_assets.core.run_owner import Owner
+from climb_assets.run_guard import owner_tags, recover_dead_runs, wait_for_pools
 from climb_assets.settings import Settings
 
 Axis = Literal["shards", "iterations", "none"]
@@ -144,10 +146,12 @@ def run_pipeline(
     """Materialize `plan` in order; returns the run ids. Stops at the first failed run.
 
     Per-shard work whose inputs are unchanged since its last materialization is skipped unless
-    `force`; every corpus-wide step runs. Stages of OPTIONAL_ASSETS run only with `evaluate`."""
+    `force`; every corpus-wide step runs. Stages of OPTIONAL_ASSETS run only with `evaluate`.
+    Runs left unfinished by a `climb` process that died are marked failed first."""
     if not evaluate:
         plan = tuple(s for s in plan if not set(s.assets) <= OPTIONAL_ASSETS)
     check_targets(settings)
+    recover_dead_runs(instance, echo)
     shards = register_shards(settings, instance)
     echo(f"corpus: {len(shards)} shard(s) under {settings.corpus.path}")
     steps = [(stage, key) for stage in plan for key in partition_keys(stage, shards, settings)]
@@ -160,20 +164,13 @@ def run_pipeline(
         for stage, key in current:
             echo(f"up to date, skipped: {', '.join(stage.assets)} [{key}]")
         steps = [step for step in steps if step not in current]
-    job = defs.resolve_implicit_global_asset_job_def()
     run_ids: list[str] = []
     started_all = time.perf_counter()
     for number, (stage, key) in enumerate(steps, start=1):
         label = ", ".join(stage.assets) + (f" [{key}]" if key else "")
         echo(f"[{number}/{len(steps)}] {label} ...")
         started = time.perf_counter()
-        result = job.execute_in_process(
-            instance=instance,
-            partition_key=key,
-            asset_selection=[dg.AssetKey(a) for a in stage.assets],
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            raise_on_error=False,
-        )
+        result = launch(defs, instance, stage.assets, key, log_level, echo)
         run_ids.append(result.run_id)
         if not result.success:
             raise RuntimeError(
@@ -182,3 +179,37 @@ def run_pipeline(
         echo(f"[{number}/{len(steps)}] {label} done in {time.perf_counter() - started:.1f} s")
     echo(f"all {len(steps)} runs succeeded in {time.perf_counter() - started_all:.1f} s")
     return run_ids
+
+
+def launch(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    assets: tuple[str, ...],
+    partition_key: str | None = None,
+    log_level: str = "WARNING",
+    echo: Callable[[str], None] = print,
+) -> dg.ExecuteInProcessResult:
+    """One in-process run of `assets`, tagged with this process as its owner (so a later
+    `climb` can tell if it died), once the concurrency pools its steps use have a free slot."""
+    graph = defs.resolve_asset_graph()
+    pools = {p for a in assets for p in graph.get(dg.AssetKey(a)).pools or ()}
+    wait_for_pools(instance, pools, echo)
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance,
+        partition_key=partition_key,
+        asset_selection=[dg.AssetKey(a) for a in assets],
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        tags=owner_tags(Owner.current()),
+        raise_on_error=False,
+    )
+    if was_interrupted(result):  # Dagster turns Ctrl-C/SIGTERM into a failed run
+        raise KeyboardInterrupt(f"run {result.run_id} interrupted")
+    return result
+
+
+def was_interrupted(result: dg.ExecuteInProcessResult) -> bool:
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None)
+        if error is not None and error.cls_name == "DagsterExecutionInterruptedError":
+            return True
+    return False

@@ -109,7 +109,8 @@ def iteration_runs(layout: Layout, before: int) -> pl.DataFrame | None:
                 "(or backfill all iterations in order)."
             )
         frames.append(pl.read_parquet(path))
-    return pl.concat(frames) if frames else None
+    # diagonal: files written before the column order was fixed may list columns differently
+    return pl.concat(frames, how="diagonal") if frames else None
 
 
 def constraint_budget(settings: Settings) -> int:
@@ -230,7 +231,7 @@ def run_iteration(
     with atomic_dir(layout.iteration(key)) as tmp:
         write_parquet(scored, tmp / RUNS_FILE)
         write_parquet(repeats, tmp / REPEATS_FILE)
-        write_parquet(pl.DataFrame(curves), tmp / CURVES_FILE)
+        write_parquet(pl.DataFrame(curves, schema=CURVE_SCHEMA), tmp / CURVES_FILE)
         fitted.predictor.save(tmp / PREDICTOR_DIR)
         write_json(summary, tmp / SUMMARY_FILE)
     shutil.rmtree(layout.iteration_work(key), ignore_errors=True)
@@ -323,10 +324,22 @@ def train_candidates(
             )
         else:
             context.log.info(f"{key} proxy {number}/{len(jobs)}: resumed from {checkpoint}")
-        rows.append({**done["row"], "repeat": repeat})
+        rows.append(canonical_run_row({**done["row"], "repeat": repeat}))
         if not repeat:
-            curves += done["curve"]
+            curves += [{c: point[c] for c in CURVE_SCHEMA} for point in done["curve"]]
     return rows, curves
+
+
+# Checkpoints store their keys sorted while fresh rows come in training order; one fixed order
+# for both, so a resumed iteration writes the same files as an uninterrupted one.
+RUN_ROW_FIRST = ("candidate_id", "repeat", "objective")
+CURVE_SCHEMA = {"candidate_id": pl.Int64, "tokens": pl.Int64, "loss": pl.Float64}
+
+
+def canonical_run_row(row: dict) -> dict:
+    """candidate_id, repeat, objective, then every other key in sorted order."""
+    first = {k: row[k] for k in RUN_ROW_FIRST if k in row}
+    return first | {k: row[k] for k in sorted(row) if k not in first}
 
 
 def proxy_run_key(settings: Settings, layout: Layout) -> str:
