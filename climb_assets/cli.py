@@ -250,9 +250,8 @@ MAX_ERROR_CHARS = 600
 
 
 def error_line(err: BaseException) -> str:
-    """An exception as one line: YAML errors by their position, multi-line messages joined."""
-    if isinstance(err, yaml.YAMLError):
-        return _yaml_error_line(err)
+    """An exception as one line, multi-line messages joined (settings errors, YAML included,
+    already name their file, line and key)."""
     lines = [line.strip() for line in str(err).splitlines()]
     text = "; ".join(line for line in lines if line and set(line) != {"^"})
     if len(text) > MAX_ERROR_CHARS:
@@ -260,15 +259,6 @@ def error_line(err: BaseException) -> str:
     if isinstance(err, USER_ERRORS) or "duckdb" in type(err).__module__:  # SQL errors
         return text or type(err).__name__
     return f"{type(err).__name__}: {text} (run `climb --debug ...` for the traceback)"
-
-
-def _yaml_error_line(err: yaml.YAMLError) -> str:
-    where = os.environ.get(CONFIG_ENV_VAR, "settings file")
-    mark = getattr(err, "problem_mark", None)
-    if mark is not None:
-        where += f", line {mark.line + 1} column {mark.column + 1}"
-    problem = getattr(err, "problem", None) or "not valid YAML"
-    return f"{where}: not valid YAML ({problem})"
 
 
 if __name__ == "__main__":

@@ -326,7 +326,7 @@ def test_the_sql_connection_itself_reads_only_the_output(sql_project: Path) -> N
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["--config", "{root}/bad.yaml", "run"], "bad.yaml, line 2 column 11: not valid YAML"),
+        (["--config", "{root}/bad.yaml", "run"], "bad.yaml, line 2, column 11: invalid YAML"),
         (["--config", "{root}/missing.yaml", "config", "show"], "missing.yaml does not exist"),
         (["--config", "{root}/climb.yaml", "sql", "SELEC 1"], "syntax error"),
         (["--config", "{root}/climb.yaml", "sql", "SELECT * FROM nope"], "nope does not exist"),
