@@ -107,12 +107,6 @@ def corpus_documents(
     return dg.MaterializeResult(metadata=metadata)
 
 
-def skipped_files_warning(settings: Settings) -> str | None:
-    from climb_assets.core.shards import skipped_files_message
-
-    return skipped_files_message(settings.corpus.path, settings.corpus.patterns)
-
-
 def registered_shards(context: dg.AssetExecutionContext) -> list[str]:
     """Shards currently registered; a shard whose file was removed is no longer one."""
     return sorted(context.instance.get_dynamic_partitions(CORPUS_SHARDS.name))
@@ -130,6 +124,7 @@ def registered_shards(context: dg.AssetExecutionContext) -> list[str]:
 )
 def document_index(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
     from climb_assets.core.document_index import build_document_index, with_raw_records
+    from climb_assets.core.shards import skipped_files_message
 
     settings, layout = climb.get(), climb.layout()
     shards = registered_shards(context)
@@ -141,7 +136,7 @@ def document_index(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
     rejects = with_raw_records(rejects, settings.corpus, lambda s: settings.corpus.path / s)
     write_parquet(rejects, layout.cross_shard_duplicates)
     by_reason = dict(rejects.group_by("reason").len().iter_rows())
-    skipped = skipped_files_warning(settings)
+    skipped = skipped_files_message(settings.corpus.path, settings.corpus.patterns)
     if skipped:
         context.log.warning(skipped)
     if by_reason.get("duplicate_id"):

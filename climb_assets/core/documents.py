@@ -489,6 +489,8 @@ def raw_records(
     for record in _read_records(Path(path), corpus, 4096, shard_key):
         if record.row in rows:
             found[record.row] = record.raw
+            if len(found) == len(rows):  # the rest of the file is not needed
+                break
     return found
 
 
