@@ -56,7 +56,8 @@ actions:
   predict  score the mixtures of --mixtures FILE with a saved --model DIR
   propose  best mixture: the mean of the --top-k predicted (within --region-radius of the best
            one) of a --pool-size pool of Dirichlet draws around the table's mixtures plus the
-           table's own mixtures; never predicted worse than the best observed run
+           table's own mixtures, weights under --min-weight zeroed; never predicted worse than
+           the best observed run
 """
 
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
@@ -66,7 +67,9 @@ FILE_SUFFIXES = {*TABLE_SUFFIXES, *PARQUET_SUFFIXES, ".json", ".txt", ".pkl", ".
 FILE_SUFFIXES |= {".joblib", ".lgb", ".model", ".bin"}
 DEFAULT_WEIGHTS = "w_*"
 DEFAULT_SCORE = "score"
+# The search's defaults (search.final_region_radius, search.final_min_weight).
 DEFAULT_REGION_RADIUS = 0.3
+DEFAULT_MIN_WEIGHT = 0.01
 
 
 class PredictorCliError(ValueError):
@@ -100,6 +103,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=DEFAULT_REGION_RADIUS,
         help="average only top-k mixtures within this total-variation distance of the best "
         f"predicted one (default {DEFAULT_REGION_RADIUS})",
+    )
+    propose.add_argument(
+        "--min-weight",
+        type=float,
+        default=DEFAULT_MIN_WEIGHT,
+        help="zero the proposal's weights below this and re-normalize; 0 keeps every sliver "
+        f"the average leaves (default {DEFAULT_MIN_WEIGHT})",
     )
     _add_output_format(propose)
     _add_predict_parser(actions)
@@ -616,6 +626,8 @@ def _run_propose(args: argparse.Namespace) -> None:
         raise PredictorCliError(
             f"--region-radius {args.region_radius}: a total-variation distance is in [0, 1]"
         )
+    if not 0 <= args.min_weight < 1:
+        raise PredictorCliError(f"--min-weight {args.min_weight}: a weight in [0, 1) is needed")
     settings = predictor_settings(args)
     table = load_run_table(args)
     _require_rows(table, MIN_FIT_ROWS, "propose")
@@ -638,6 +650,7 @@ def _run_propose(args: argparse.Namespace) -> None:
         maximize,
         constraints,
         args.region_radius,
+        min_weight=args.min_weight,
     )
     best_row = int(np.argmax(table.objective) if maximize else np.argmin(table.objective))
     observed: dict[str, Any] = {

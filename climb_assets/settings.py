@@ -232,6 +232,13 @@ class SearchSettings(_Section):
         description="Only top-k mixtures within this total-variation distance of the best "
         "predicted one are averaged, so separate good regions are not blended.",
     )
+    final_min_weight: float = Field(
+        0.01,
+        ge=0,
+        lt=1,
+        description="Weights of the optimal mixture below this are zeroed and the rest "
+        "re-projected onto the caps (averaging the top-k leaves slivers on every super-cluster).",
+    )
     cv_folds: int = Field(5, ge=2, description="Folds of the predictor's cross-validated Spearman.")
 
 

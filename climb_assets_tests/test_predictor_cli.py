@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from climb_assets.core.predictor import Predictor
-from climb_assets.predictor_cli import main
+from climb_assets.predictor_cli import DEFAULT_MIN_WEIGHT, DEFAULT_REGION_RADIUS, main
+from climb_assets.settings import SearchSettings
 
 TARGET = np.array([0.4, 0.3, 0.1, 0.1, 0.1])
 COLUMNS = ["mix_web", "mix_code", "mix_books", "mix_news", "mix_wiki"]
@@ -112,6 +113,34 @@ def test_propose_moves_toward_the_best_region(
     assert proposed.sum() == pytest.approx(1.0) and result["direction"] == "minimize"
     table = pl.read_csv(runs).select(COLUMNS).to_numpy()
     assert np.linalg.norm(proposed - TARGET) < np.linalg.norm(table - TARGET, axis=1).mean() / 2
+
+
+def test_propose_min_weight_zeroes_slivers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Best on two groups only: the mean of the top-k leaves slivers on the other three.
+    weights = np.random.default_rng(1).dirichlet(np.ones(5), 80)
+    loss = 2.0 + 3 * ((weights - np.array([0.6, 0.4, 0, 0, 0])) ** 2).sum(axis=1)
+    table = pl.DataFrame({f"w_{j}": weights[:, j] for j in range(5)}).with_columns(loss=loss)
+    table.write_csv(tmp_path / "runs.csv")
+    argv = ["propose", tmp_path / "runs.csv", "--score", "loss", "--minimize"]
+    argv += ["--pool-size", "2000", "--format", "json"]
+    proposed = {}
+    for floor in ("0", "0.05"):
+        assert _cli(*argv, "--min-weight", floor) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["method"] == "region mean"
+        proposed[floor] = np.array(list(result["weights"].values()))
+    assert (proposed["0"] > 0).sum() > (proposed["0.05"] > 0).sum()
+    assert ((proposed["0.05"] == 0) | (proposed["0.05"] >= 0.05)).all()
+    assert _cli(*argv, "--min-weight", "1") == 2
+    assert "--min-weight 1.0: a weight in [0, 1) is needed" in capsys.readouterr().err
+
+
+def test_cli_defaults_follow_the_search_settings() -> None:
+    search = SearchSettings()
+    assert search.final_min_weight == DEFAULT_MIN_WEIGHT
+    assert search.final_region_radius == DEFAULT_REGION_RADIUS
 
 
 @pytest.mark.parametrize(

@@ -481,7 +481,7 @@ def read_summary(layout: Layout, key: str) -> dict:
     ],
     group_name="search",
     kinds={"lightgbm"},
-    code_version="2",
+    code_version="3",
     check_specs=[dg.AssetCheckSpec("weights_on_simplex", asset="optimal_mixture")],
     description="The predictor's best mixture over the super-clusters (mean of the top-k of a "
     "large candidate pool within the best region, never predicted worse than the best observed "
@@ -535,6 +535,7 @@ def optimal_mixture(
         "seed_noise": pooled_seed_noise(layout, settings.iterations),
         "pool_size": best.pool_size,
         "top_k": settings.search.final_top_k,
+        "min_weight": settings.search.final_min_weight,
         "iterations": summaries,
         "targets": [t.model_dump(mode="json") for t in settings.targets],
     }

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,7 +35,7 @@ import lightgbm as lgb
 import numpy as np
 
 from climb_assets.core.atomic import write_json, write_text
-from climb_assets.core.mixtures import MixtureConstraints, enforce_constraints, project_to_simplex
+from climb_assets.core.mixtures import MixtureConstraints, enforce_constraints
 from climb_assets.settings import PredictorSettings
 
 EARLY_STOPPING_ROUNDS = 50
@@ -489,15 +489,18 @@ def choose_final(
     constraints: MixtureConstraints | None = None,
     region_radius: float = 0.3,
     *,
+    min_weight: float = 0.0,
     compare_to_pool: bool = False,
 ) -> FinalChoice:
     """The final mixture: mean of the top-k predicted of the pool plus the observed runs, taken
     only within total-variation distance `region_radius` of the best predicted one.
 
     Averaging smooths the predictor's noise, but the mean of two separate good regions can lie
-    in a bad valley between them, hence the radius. The mean is kept unless it is predicted
-    worse than the best observed run, which is then returned: the choice is never predicted
-    worse than what was already seen.
+    in a bad valley between them, hence the radius. Averaging also leaves dust: every group
+    some top-k member touched gets a sliver, so weights below `min_weight` are zeroed and the
+    rest re-projected onto the caps (skipped where the caps would then not reach 1). The mean
+    is kept unless it is predicted worse than the best observed run, which is then returned:
+    the choice is never predicted worse than what was already seen.
 
     `compare_to_pool=True` also falls back to the best predicted candidate when it beats the
     mean. Off by default: the top pool member's prediction is the maximum of many noisy
@@ -519,7 +522,7 @@ def choose_final(
     best = int(top[0])
     distance = 0.5 * np.abs(candidates[top] - candidates[best]).sum(axis=1)
     region = top[distance <= region_radius]
-    mixture = _project(candidates[region].mean(axis=0), constraints)
+    mixture = _project(candidates[region].mean(axis=0), constraints, min_weight)
     mixture_predicted = float(predictor.predict(mixture)[0])
     observed_best = int(np.argmax(observed_scores) if maximize else np.argmin(observed_scores))
     observed_best_row = len(pool) + observed_best
@@ -541,12 +544,16 @@ def choose_final(
     )
 
 
-def _project(mean: np.ndarray, constraints: MixtureConstraints | None) -> np.ndarray:
-    """The mean of feasible mixtures already meets the caps; projecting again re-applies
-    min_weight zeroing (and plain simplex projection when `constraints` is None)."""
+def _project(
+    mean: np.ndarray, constraints: MixtureConstraints | None, min_weight: float = 0.0
+) -> np.ndarray:
+    """The mean of feasible mixtures already meets the caps; projecting again zeroes weights
+    below the larger of `min_weight` and the constraints' own (whole simplex when
+    `constraints` is None)."""
     if constraints is None:
-        return project_to_simplex(mean[None])[0]
-    return enforce_constraints(mean[None], constraints)[0]
+        constraints = MixtureConstraints.unconstrained(len(mean))
+    floor = max(min_weight, constraints.min_weight)
+    return enforce_constraints(mean[None], replace(constraints, min_weight=floor))[0]
 
 
 def _check_direction(predictor: Predictor, maximize: bool) -> None:

@@ -534,6 +534,7 @@ def optimal_mixture(
         maximize,
         constraints,
         settings.final_region_radius,
+        min_weight=settings.final_min_weight,
     )
     spread = float(fitted.predictor.predict_spread(choice.mixture[None])[0])
     return OptimalMixture(

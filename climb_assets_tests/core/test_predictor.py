@@ -232,6 +232,34 @@ def test_choose_final_never_predicts_worse_than_the_best_run(training: tuple) ->
         choose_final(minimizer, pool, weights, -scores, top_k=8, maximize=True)
 
 
+def test_choose_final_zeroes_the_slivers_the_average_leaves() -> None:
+    # Best on two groups only; every top-k member carries its own small remainder on the
+    # others, so their mean spreads a sliver over every group.
+    best = np.array([0.6, 0.4, 0, 0, 0, 0])
+    constraints = MixtureConstraints(
+        prior=np.full(6, 1 / 6), upper=np.array([0.9, 0.5, 0.5, 0.5, 0.5, 0.5]), min_weight=0.0
+    )
+    weights = sample_dirichlet(constraints, 300, seed=30)
+    scores = -((weights - best) ** 2).sum(axis=1)
+    predictor = fit_predictor(weights, scores, seed=0)
+    pool = sample_dirichlet(constraints, 4000, seed=31)
+    args = (predictor, pool, weights, scores, 32, True, constraints)
+    dense = choose_final(*args, min_weight=0.0)
+    sparse = choose_final(*args, min_weight=0.05)
+    assert dense.method == sparse.method == "region mean"
+    assert (dense.mixture > 0).sum() > (sparse.mixture > 0).sum()
+    assert ((sparse.mixture == 0) | (sparse.mixture >= 0.05)).all(), sparse.mixture
+    assert sparse.mixture.sum() == pytest.approx(1.0)
+    assert (sparse.mixture <= constraints.upper + 1e-9).all()
+    # Where zeroing would leave caps that cannot reach 1, the slivers stay.
+    tight = MixtureConstraints(prior=np.full(6, 1 / 6), upper=np.full(6, 0.2), min_weight=0.0)
+    runs = sample_dirichlet(tight, 200, seed=32)
+    run_scores = -((runs - best) ** 2).sum(axis=1)
+    pool = sample_dirichlet(tight, 2000, seed=33)
+    kept = choose_final(predictor, pool, runs, run_scores, 8, True, tight, min_weight=0.5)
+    assert tight.feasible(kept.mixture).all(), kept.mixture
+
+
 def test_spearman_averages_tied_ranks() -> None:
     # scipy.stats.spearmanr([1, 2, 2, 3], [1, 2, 3, 4]) = 0.9486832980505138
     assert spearman(np.array([1, 2, 2, 3]), np.array([1, 2, 3, 4])) == pytest.approx(0.9486833)
