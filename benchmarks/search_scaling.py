@@ -2,6 +2,7 @@
 worker count, and a proxy's tokens/s alone beside a second process sharing the machine.
 
     .venv/bin/python benchmarks/search_scaling.py [--proxies 8] [--tokens 50000] [--docs 600]
+        [--parts iteration,embedding,sharing]
 
 The proxy pool is the bundled sample tokenized by source (BPE trained on it), the target its
 held-out text; proxies have the default ProxySettings shape. Ray starts inside this process with
@@ -162,7 +163,9 @@ def compare_embedding(settings: Settings, docs: int, max_workers: int) -> None:
                 embed_workers=workers,
                 embed_chunk_docs=max(1, len(texts) // (2 * workers)),
             )
-            encode_on_ray(texts[:64], settings.embedding, execution)  # actors load the encoder
+            # Every actor loads the encoder on its first chunk: warm them all up first.
+            warm_up = texts[: execution.embed_chunk_docs * workers]
+            encode_on_ray(warm_up, settings.embedding, execution)
             _, wall, cpu = measured(lambda e=execution: encode_on_ray(texts, settings.embedding, e))
             name = f"ray, {workers} worker(s) x 1 thread"
             print(f"{name:34} {len(texts) / wall:8.1f} {wall:8.1f} {cpu:8.1f}")
@@ -204,6 +207,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=50_000, help="training tokens per proxy")
     parser.add_argument("--workers", type=int, default=2, help="Ray CPUs (1 thread each)")
     parser.add_argument("--docs", type=int, default=600, help="documents to embed")
+    parser.add_argument(
+        "--parts",
+        default="iteration,embedding,sharing",
+        help="comma-separated: which comparisons to run",
+    )
     parser.add_argument("--one-proxy", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -216,9 +224,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = proxy_settings(args.tokens, Path(tmp))
         pool = build_sample_pool(Path(tmp), settings)
-        compare_iteration(settings, pool, args.proxies, args.workers)
-        compare_embedding(settings, args.docs, args.workers)
-        compare_sharing(pool, args.tokens)
+        parts = set(args.parts.split(","))
+        if "iteration" in parts:
+            compare_iteration(settings, pool, args.proxies, args.workers)
+        if "embedding" in parts:
+            compare_embedding(settings, args.docs, args.workers)
+        if "sharing" in parts:
+            compare_sharing(pool, args.tokens)
 
 
 if __name__ == "__main__":

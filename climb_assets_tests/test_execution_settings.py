@@ -5,6 +5,7 @@ before Ray starts anything."""
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -97,3 +98,22 @@ def _fails_on_two(value: int) -> int:
     if value == 2:
         raise ValueError("two")
     return value
+
+
+@pytest.mark.slow
+def test_the_ray_backend_starts_a_local_ray_when_no_address_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.fail("a Ray of another test is still running in this process")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    try:
+        pids = map_tasks(_pid, [0, 1], ExecutionSettings(backend="ray"), PROXY)
+        assert ray.is_initialized() and os.getpid() not in pids
+    finally:
+        ray.shutdown()
+
+
+def _pid(_: int) -> int:
+    return os.getpid()
