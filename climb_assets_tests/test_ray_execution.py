@@ -228,6 +228,15 @@ def test_more_gpus_than_the_cluster_has_fail_at_once_naming_the_setting(local_ra
         map_tasks(abs, [1, -2], wants_gpu, resources)
 
 
+def test_the_output_folder_probe_passes_on_a_shared_folder_and_leaves_nothing(
+    local_ray, tmp_path: Path
+) -> None:
+    from climb_assets.core.execution import check_shared_folder
+
+    check_shared_folder(tmp_path, RAY_ONE_THREAD)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_results_come_back_in_item_order_not_completion_order(local_ray) -> None:
     from climb_assets.core.execution import TaskResources, map_tasks
 

@@ -32,6 +32,7 @@ from climb_assets.core.proxy_jobs import (
     ProxyTrainer,
     canonical_run_row,
     proxy_run_key,
+    with_absolute_target_paths,
 )
 from climb_assets.layout import Layout
 from climb_assets.partitions import (
@@ -293,14 +294,20 @@ def train_candidates(
     weights, proxy settings, targets, seed and pool. The unfinished ones run on the configured
     backend (execution.backend); rows come back in job order whichever finishes first."""
     key = context.partition_key
+    # Absolute paths: a Ray worker's working directory need not be this process's.
     trainer = ProxyTrainer(
-        settings, layout.proxy_pool, layout.iteration_work(key), proxy_run_key(settings, layout)
+        with_absolute_target_paths(settings),
+        layout.proxy_pool.resolve(),
+        layout.iteration_work(key).resolve(),
+        proxy_run_key(settings, layout),
     )
     proxy_jobs = [ProxyJob(cid, tuple(map(float, w)), repeat) for cid, w, repeat in jobs]
     finished = {job: trainer.finished(job) for job in proxy_jobs}
     for number, job in enumerate(proxy_jobs, 1):
         if finished[job] is not None:
-            context.log.info(f"{key} proxy {number}/{len(jobs)}: resumed from checkpoint")
+            context.log.info(
+                f"{key} proxy {number}/{len(jobs)}: resumed from {trainer.checkpoint(job)}"
+            )
     pending = [job for job in proxy_jobs if finished[job] is None]
     fresh = _train_pending(context, settings, trainer, pending)
     done = {**{j: d for j, d in finished.items() if d is not None}, **fresh}

@@ -146,6 +146,12 @@ def _open_inputs(
     return pool, pool.tokenizer(), [load_target(t) for t in targets]
 
 
+def with_absolute_target_paths(settings: Settings) -> Settings:
+    """`settings` with its targets' paths resolved against this process's directory."""
+    targets = [t.model_copy(update={"path": t.path.resolve()}) for t in settings.targets]
+    return settings.model_copy(update={"targets": targets})
+
+
 def canonical_run_row(row: dict) -> dict:
     """candidate_id, repeat, objective, then every other key in sorted order."""
     first = {k: row[k] for k in RUN_ROW_FIRST if k in row}
