@@ -309,6 +309,68 @@ class DatasetSettings(_Section):
     rows_per_shard: int = Field(50_000, ge=1, description="Rows per data-*.parquet file.")
 
 
+class ExecutionSettings(_Section):
+    backend: Literal["local", "ray"] = Field(
+        "local",
+        description="local: an iteration's proxies train one after another in the step's "
+        "process; ray: as Ray tasks at once, as many as the cluster's resources allow (shards' "
+        "embeddings too, on Ray actors that load the encoder once).",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="Ray cluster to join: unset starts a local Ray inside the process (or joins "
+        "RAY_ADDRESS when that is set); 'auto' joins the cluster this machine belongs to; "
+        "'ray://host:10001' a remote one through Ray Client.",
+    )
+    cpus_per_proxy: int = Field(
+        1,
+        ge=1,
+        description="CPUs Ray reserves for each proxy; its torch thread count is set to this "
+        "(scores equal the local backend's when proxy.cpu_threads is the same).",
+    )
+    gpus_per_proxy: float = Field(
+        0.0,
+        ge=0,
+        description="GPUs Ray reserves for each proxy; a fraction packs several proxies on one "
+        "GPU (0.25: four).",
+    )
+    cpus_per_embed_worker: int = Field(
+        1, ge=1, description="CPUs (and torch threads) of each Ray embedding worker."
+    )
+    gpus_per_embed_worker: float = Field(
+        0.0, ge=0, description="GPUs of each Ray embedding worker (1 when the encoder is on CUDA)."
+    )
+    embed_workers: int = Field(
+        2,
+        ge=1,
+        description="Ray actors that embed a shard's chunks, each loading the encoder once.",
+    )
+    embed_chunk_docs: int = Field(
+        16_384,
+        ge=1,
+        description="Documents per Ray embedding task. The default matches the local encoder's "
+        "own chunks, so vectors equal the local backend's; smaller chunks spread a shard over "
+        "more workers.",
+    )
+    max_retries: int = Field(
+        3,
+        ge=0,
+        description="Times Ray reruns a task whose worker process or node was lost.",
+    )
+    connect_timeout_s: float = Field(
+        60.0, gt=0, description="Seconds to wait for a Ray cluster before giving up."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ExecutionSettings:
+        if self.gpus_per_proxy > 1 and self.gpus_per_proxy != int(self.gpus_per_proxy):
+            raise _field_error(
+                "gpus_per_proxy",
+                f"must be a fraction <= 1 or a whole number, got {self.gpus_per_proxy:g}",
+            )
+        return self
+
+
 class Settings(_Section):
     output_dir: Path = Field(Path("outputs"), description="Where every artifact is written.")
     seed: int = Field(1234, ge=0, description="One seed for every random choice of the pipeline.")
@@ -337,6 +399,7 @@ class Settings(_Section):
     )
     dataset: DatasetSettings = DatasetSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    execution: ExecutionSettings = ExecutionSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -359,7 +422,9 @@ class Settings(_Section):
 
     def fingerprint(self) -> str:
         """Short stable hash of the effective settings (goes into dataset cards)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        # Where the work runs does not change what it produces, so execution stays out.
+        dumped = self.model_dump(mode="json", exclude={"execution"})
+        blob = json.dumps(dumped, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -49,14 +49,13 @@ def _encoder(settings_json: str):  # noqa: ANN202 - a SentenceTransformer
 def shard_embeddings(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
-    from climb_assets.core.embedding import embedding_health, encode, encoder_info
+    from climb_assets.core.embedding import embedding_health
 
     settings, layout = climb.get(), climb.layout()
     shard = context.partition_key
     texts = pl.read_parquet(layout.documents(shard), columns=["text"])["text"].to_list()
-    model = _encoder(settings.embedding.model_dump_json())
     started = time.perf_counter()
-    vectors = encode(model, texts, settings.embedding.batch_size)
+    vectors, where = _embed(texts, settings)
     seconds = time.perf_counter() - started
     write_npy(vectors, layout.embeddings(shard))
     health = embedding_health(vectors)
@@ -67,7 +66,7 @@ def shard_embeddings(
             "dimension": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
             "encode_seconds": round(seconds, 2),
             "docs_per_second": round(len(texts) / seconds, 1) if seconds else 0.0,
-            "encoder": dg.MetadataValue.json(encoder_info(model)),
+            **where,
             "path": dg.MetadataValue.path(str(layout.embeddings(shard))),
         },
         check_results=[
@@ -78,6 +77,31 @@ def shard_embeddings(
             )
         ],
     )
+
+
+def _embed(texts: list[str], settings: Settings) -> tuple[np.ndarray, dict]:
+    """Vectors of `texts` on the configured backend, and metadata on where they were made."""
+    from climb_assets.core.embedding import encode, encode_on_ray, encoder_info
+    from climb_assets.core.execution import ExecutionError, TasksFailed
+
+    execution = settings.execution
+    if execution.backend == "ray" and texts:
+        try:
+            vectors, workers = encode_on_ray(texts, settings.embedding, execution)
+        except (ExecutionError, TasksFailed) as err:
+            raise dg.Failure(f"shard_embeddings on Ray: {err}") from err
+        names = sorted({f"{w['host']}:{w['pid']} ({w['device']})" for w in workers})
+        return vectors, {
+            "execution_backend": "ray",
+            "chunks": len(workers),
+            "workers": dg.MetadataValue.json(names),
+        }
+    model = _encoder(settings.embedding.model_dump_json())
+    vectors = encode(model, texts, settings.embedding.batch_size)
+    return vectors, {
+        "execution_backend": "local",
+        "encoder": dg.MetadataValue.json(encoder_info(model)),
+    }
 
 
 def load_embeddings(layout: Layout, shards: list[str]) -> list[np.ndarray]:

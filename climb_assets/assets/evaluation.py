@@ -20,9 +20,9 @@ from climb_assets.assets.search import (
     corpus_token_counts,
     iteration_runs,
     optimal_mixture,
-    read_checkpoint,
 )
 from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
+from climb_assets.core.proxy_jobs import read_checkpoint
 from climb_assets.layout import Layout
 from climb_assets.partitions import iteration_key
 from climb_assets.resources import ClimbSettings

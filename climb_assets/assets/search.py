@@ -10,8 +10,6 @@ round's three artifacts are then published as their own partitioned assets, with
 
 import json
 import shutil
-import time
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -21,6 +19,21 @@ from climb_assets.assets.clustering import cluster_assignments, kept_documents, 
 from climb_assets.assets.corpus import document_index, registered_shards
 from climb_assets.assets.metadata import markdown_table, plot
 from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
+from climb_assets.core.execution import (
+    ExecutionError,
+    TaskResources,
+    TasksFailed,
+    check_shared_folder,
+    map_tasks,
+)
+from climb_assets.core.proxy_jobs import (
+    CURVE_SCHEMA,
+    ProxyJob,
+    ProxyTrainer,
+    canonical_run_row,
+    proxy_run_key,
+    with_absolute_target_paths,
+)
 from climb_assets.layout import Layout
 from climb_assets.partitions import (
     PREVIOUS_ITERATION,
@@ -33,8 +46,6 @@ from climb_assets.settings import Settings
 
 RUNS_FILE = "runs.parquet"  # one row per proxy: candidate, weights, metrics, objective
 CURVES_FILE = "loss_curves.parquet"
-# How proxies are seeded; part of the checkpoint key, so a change never resumes old proxies.
-PROXY_SEEDING = "common-random-numbers-v1"
 REPEATS_FILE = "seed_repeats.parquet"  # candidates re-run with a second seed: the noise floor
 PREDICTOR_DIR = "predictor"
 SUMMARY_FILE = "summary.json"
@@ -180,10 +191,6 @@ def run_iteration(
 
     key = context.partition_key
     iteration = iteration_number(key)
-    if settings.proxy.cpu_threads:
-        import torch
-
-        torch.set_num_threads(settings.proxy.cpu_threads)
     history = iteration_runs(layout, iteration)
     plan = plan_iteration(
         iteration,
@@ -199,7 +206,7 @@ def run_iteration(
     ids = candidates["candidate_id"].to_list()
     jobs = [(cid, w, 0) for cid, w in zip(ids, plan.weights, strict=True)]
     jobs += [(ids[i], plan.weights[i], 1) for i in plan.repeats]
-    rows, curves = train_candidates(context, settings, layout, jobs)
+    rows, curves, workers = train_candidates(context, settings, layout, jobs)
     first_runs = [row for row in rows if row["repeat"] == 0]
     scored = candidates.join(
         pl.DataFrame(first_runs).drop("repeat"), on="candidate_id"
@@ -244,6 +251,8 @@ def run_iteration(
             "predictor_spread": summary["predictor_spread"],
             "candidates": markdown_table(scored.drop("iteration"), 64),
             "seed_repeats": markdown_table(repeats),
+            "execution_backend": settings.execution.backend,
+            **workers,
         }
     )
 
@@ -275,93 +284,112 @@ def train_candidates(
     settings: Settings,
     layout: Layout,
     jobs: list[tuple[int, np.ndarray, int]],
-) -> tuple[list[dict], list[dict]]:
-    """Train and score a proxy per (candidate_id, weights, repeat): (score rows, loss-curve rows).
+) -> tuple[list[dict], list[dict], dict]:
+    """Train and score a proxy per (candidate_id, weights, repeat): (score rows, loss-curve rows,
+    metadata on the worker processes).
 
     Every candidate gets the same seed (common random numbers); repeat 1 is the re-run with a
     second seed that measures the seed noise. Each finished proxy is checkpointed, so an
     interrupted iteration resumes where it stopped; a checkpoint counts only for the same
-    weights, proxy settings, targets, seed and pool."""
-    from climb_assets.core.proxy_pool import ProxyPool
-    from climb_assets.core.scoring import train_and_score
-    from climb_assets.core.search import proxy_seed
-    from climb_assets.core.targets import load_target
-
+    weights, proxy settings, targets, seed and pool. The unfinished ones run on the configured
+    backend (execution.backend); rows come back in job order whichever finishes first."""
     key = context.partition_key
-    pool = ProxyPool.open(layout.proxy_pool)
-    tokenizer = pool.tokenizer()
-    targets = [load_target(t) for t in settings.targets]
-    run_key = proxy_run_key(settings, layout)
-    rows, curves = [], []
-    for number, (cid, mixture, repeat) in enumerate(jobs, 1):
-        suffix = f"-repeat-{repeat}" if repeat else ""
-        checkpoint = layout.iteration_work(key) / f"candidate-{cid}{suffix}.json"
-        done = read_checkpoint(checkpoint, run_key, mixture)
-        if done is None:
-            started = time.perf_counter()
-            scored = train_and_score(
-                settings.proxy, pool, tokenizer, targets, mixture, proxy_seed(settings.seed, repeat)
-            )
-            scores, curve, summary = scored.scores, scored.loss_curve, scored.summary
-            done = {
-                "run_key": run_key,
-                "weights": mixture.tolist(),
-                "row": {
-                    "candidate_id": cid,
-                    "repeat": repeat,
-                    **scores,
-                    "train_tokens_per_second": summary["tokens_per_second"],
-                    "final_train_loss": summary["final_loss"],
-                },
-                "curve": [{"candidate_id": cid, "tokens": t, "loss": v} for t, v in curve],
-            }
-            write_json(done, checkpoint)
-            what = f"candidate {cid}" + (f", seed repeat {repeat}" if repeat else "")
+    # Absolute paths: a Ray worker's working directory need not be this process's.
+    trainer = ProxyTrainer(
+        with_absolute_target_paths(settings),
+        layout.proxy_pool.resolve(),
+        layout.iteration_work(key).resolve(),
+        proxy_run_key(settings, layout),
+    )
+    proxy_jobs = [ProxyJob(cid, tuple(map(float, w)), repeat) for cid, w, repeat in jobs]
+    finished = {job: trainer.finished(job) for job in proxy_jobs}
+    for number, job in enumerate(proxy_jobs, 1):
+        if finished[job] is not None:
             context.log.info(
-                f"{key} proxy {number}/{len(jobs)} ({what}): objective "
-                f"{scores['objective']:.4f}, {summary['tokens_per_second']:.0f} tok/s, "
-                f"{time.perf_counter() - started:.1f} s"
+                f"{key} proxy {number}/{len(jobs)}: resumed from {trainer.checkpoint(job)}"
             )
-        else:
-            context.log.info(f"{key} proxy {number}/{len(jobs)}: resumed from {checkpoint}")
-        rows.append(canonical_run_row({**done["row"], "repeat": repeat}))
-        if not repeat:
-            curves += [{c: point[c] for c in CURVE_SCHEMA} for point in done["curve"]]
-    return rows, curves
+    pending = [job for job in proxy_jobs if finished[job] is None]
+    fresh = _train_pending(context, settings, trainer, pending)
+    done = {**{j: d for j, d in finished.items() if d is not None}, **fresh}
+    _log_retries(context, trainer, pending)
+    rows, curves = [], []
+    for job in proxy_jobs:
+        rows.append(canonical_run_row({**done[job]["row"], "repeat": job.repeat}))
+        if not job.repeat:
+            curves += [{c: point[c] for c in CURVE_SCHEMA} for point in done[job]["curve"]]
+    return rows, curves, _worker_metadata(list(fresh.values()))
 
 
-# Checkpoints store their keys sorted while fresh rows come in training order; one fixed order
-# for both, so a resumed iteration writes the same files as an uninterrupted one.
-RUN_ROW_FIRST = ("candidate_id", "repeat", "objective")
-CURVE_SCHEMA = {"candidate_id": pl.Int64, "tokens": pl.Int64, "loss": pl.Float64}
+def _train_pending(
+    context: dg.AssetExecutionContext,
+    settings: Settings,
+    trainer: ProxyTrainer,
+    pending: list[ProxyJob],
+) -> dict[ProxyJob, dict]:
+    """Train the unfinished proxies on the configured backend; each checkpoints itself."""
+    execution = settings.execution
+
+    def log_done(index: int, done: dict) -> None:
+        job, worker = pending[index], done["worker"]
+        context.log.info(
+            f"{context.partition_key} proxy {job.describe()} done ({index + 1} of {len(pending)} "
+            f"to train): objective {done['row']['objective']:.4f}, "
+            f"{done['row']['train_tokens_per_second']:.0f} tok/s, {done['seconds']:.1f} s, "
+            f"on {worker['host']} pid {worker['pid']}"
+        )
+
+    resources = TaskResources(
+        execution.cpus_per_proxy,
+        execution.gpus_per_proxy,
+        "execution.cpus_per_proxy",
+        "execution.gpus_per_proxy",
+    )
+    try:
+        if pending and execution.backend == "ray":
+            trainer.work_dir.mkdir(parents=True, exist_ok=True)
+            check_shared_folder(trainer.work_dir, execution)
+        results = map_tasks(
+            trainer,
+            pending,
+            execution,
+            resources,
+            on_result=log_done,
+            local_threads=settings.proxy.cpu_threads,
+        )
+    except ExecutionError as err:
+        raise dg.Failure(str(err)) from err
+    except TasksFailed as err:
+        names = ", ".join(pending[f.index].describe() for f in err.failures)
+        raise dg.Failure(
+            f"{context.partition_key}: proxies failed ({names}): {err}. The other proxies are "
+            "checkpointed; materializing this iteration again trains only what is missing "
+            f"(Ray retries a lost worker execution.max_retries = {execution.max_retries} times)."
+        ) from err
+    return dict(zip(pending, results, strict=True))
 
 
-def canonical_run_row(row: dict) -> dict:
-    """candidate_id, repeat, objective, then every other key in sorted order."""
-    first = {k: row[k] for k in RUN_ROW_FIRST if k in row}
-    return first | {k: row[k] for k in sorted(row) if k not in first}
+def _log_retries(
+    context: dg.AssetExecutionContext, trainer: ProxyTrainer, jobs: list[ProxyJob]
+) -> None:
+    """Say which proxies started more than once: their worker was lost and Ray retried them."""
+    for job in jobs:
+        attempts = trainer.attempts(job)
+        if len(attempts) > 1:
+            where = ", then ".join(f"{a['host']} pid {a['pid']}" for a in attempts)
+            context.log.warning(
+                f"{context.partition_key} proxy {job.describe()}: its worker was lost "
+                f"{len(attempts) - 1} time(s) and Ray retried it ({where})"
+            )
 
 
-def proxy_run_key(settings: Settings, layout: Layout) -> str:
-    """Everything besides the weights that decides a proxy's scores."""
-    import hashlib
-
-    parts = [
-        PROXY_SEEDING,
-        settings.proxy.model_dump_json(),
-        json.dumps([t.model_dump(mode="json") for t in settings.targets], sort_keys=True),
-        str(settings.seed),
-        (layout.proxy_pool / "manifest.json").read_text(),
-    ]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-def read_checkpoint(path: Path, run_key: str, weights: np.ndarray) -> dict | None:
-    if not path.exists():
-        return None
-    done = json.loads(path.read_text())
-    same = done.get("run_key") == run_key and np.allclose(done.get("weights"), weights, atol=1e-12)
-    return done if same else None
+def _worker_metadata(fresh: list[dict]) -> dict:
+    """Which processes trained this run's proxies (resumed ones are not counted)."""
+    workers = sorted({f"{d['worker']['host']}:{d['worker']['pid']}" for d in fresh})
+    return {
+        "proxies_trained": len(fresh),
+        "worker_processes": len(workers),
+        "workers": dg.MetadataValue.json(workers),
+    }
 
 
 def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> list:

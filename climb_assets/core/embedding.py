@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from climb_assets.settings import EmbeddingSettings
+from climb_assets.settings import EmbeddingSettings, ExecutionSettings
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -186,3 +186,53 @@ def embedding_health(arr: np.ndarray, tolerance: float = 1e-2) -> dict[str, Any]
         "mean_norm": norm_sum / n_rows,
         "healthy": bool(healthy),
     }
+
+
+class EncoderWorker:
+    """One encoder loaded once in a worker process (a Ray actor), encoding chunk after chunk."""
+
+    def __init__(self, settings_json: str, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.settings = EmbeddingSettings.model_validate_json(settings_json)
+        self.model = load_encoder(self.settings)
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+        from climb_assets.core.execution import worker_identity
+
+        vectors = encode(self.model, texts, self.settings.batch_size)
+        return vectors, worker_identity() | {"device": str(self.model.device)}
+
+
+def encode_on_ray(
+    texts: Sequence[str], settings: EmbeddingSettings, execution: ExecutionSettings
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """`encode` spread over execution.embed_workers Ray actors in chunks of
+    execution.embed_chunk_docs texts: (vectors in input order, the worker of each chunk).
+
+    With chunks of the local encoder's own chunk size, every text meets the same neighbours in
+    the same length-sorted batches as in `encode`, so the vectors match it."""
+    from climb_assets.core.execution import TaskResources, map_on_actors
+
+    _check_texts(texts)
+    size = execution.embed_chunk_docs
+    chunks = [list(texts[start : start + size]) for start in range(0, len(texts), size)]
+    if not chunks:
+        return np.empty((0, 0), dtype=np.float16), []
+    resources = TaskResources(
+        execution.cpus_per_embed_worker,
+        execution.gpus_per_embed_worker,
+        "execution.cpus_per_embed_worker",
+        "execution.gpus_per_embed_worker",
+    )
+    results = map_on_actors(
+        EncoderWorker,
+        (settings.model_dump_json(), execution.cpus_per_embed_worker),
+        "encode",
+        chunks,
+        execution,
+        resources,
+        min(execution.embed_workers, len(chunks)),
+    )
+    return np.concatenate([vectors for vectors, _ in results]), [w for _, w in results]

@@ -83,8 +83,12 @@ def sample_for_fit(
 
 
 def _faiss():  # noqa: ANN202 - faiss has no type stubs
-    import faiss
-
+    try:
+        import faiss
+    except ImportError as err:  # faiss is an extra, so a bare `pip install .` lacks it
+        raise ImportError(
+            'faiss is not installed: pip install -e ".[cpu]" (or ".[gpu]" on a CUDA machine)'
+        ) from err
     return faiss
 
 

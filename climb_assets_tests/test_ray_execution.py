@@ -1,0 +1,261 @@
+"""The `ray` execution backend with a real local Ray (2 CPUs, started inside this process), real
+torch proxies and the real encoder: same results as the local backend, proxies spread over
+worker processes, a lost worker retried without retraining what had finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from climb_assets.core.proxy_jobs import ProxyJob, ProxyTrainer
+from climb_assets.definitions import build_definitions
+from climb_assets.layout import Layout
+from climb_assets.runner import register_shards, run_pipeline
+from climb_assets.settings import ExecutionSettings, Settings
+from climb_assets_tests.conftest import small_settings
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+RAY_ONE_THREAD = ExecutionSettings(backend="ray", cpus_per_proxy=1)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_run(slice_corpus: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The whole pipeline on the local backend, one iteration of 4 proxies (+2 seed repeats),
+    proxies on 1 thread each as the Ray workers will be."""
+    out = tmp_path_factory.mktemp("local")
+    settings = small_settings(slice_corpus, out, iterations=[4])
+    settings = settings.model_copy(
+        update={"proxy": settings.proxy.model_copy(update={"cpu_threads": 1})}
+    )
+    with dg.instance_for_test() as instance:
+        run_pipeline(build_definitions(settings), settings, instance, echo=lambda _: None)
+    return settings, Layout(out)
+
+
+def upstream_copy(layout: Layout, target: Path) -> Layout:
+    """The local run's output folder without the search and what follows from it."""
+    shutil.copytree(layout.root, target)
+    copy = Layout(target)
+    shutil.rmtree(copy.iteration("iter-001").parent)
+    shutil.rmtree(copy.dataset)
+    copy.optimal_mixture.unlink()
+    return copy
+
+
+def materialize_search(settings: Settings) -> dg.ExecuteInProcessResult:
+    """bootstrap_iteration iter-001, then the optimal mixture and the dataset."""
+    job = build_definitions(settings).resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test() as instance:
+        register_shards(settings, instance)  # the dataset reads the registered shards
+        first = job.execute_in_process(
+            instance=instance,
+            partition_key="iter-001",
+            asset_selection=[dg.AssetKey("bootstrap_iteration")],
+        )
+        assert first.success
+        rest = job.execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey("optimal_mixture"), dg.AssetKey("climbmix_dataset")],
+        )
+        assert rest.success
+    return first
+
+
+def iteration_metadata(result: dg.ExecuteInProcessResult) -> dict:
+    [event] = result.get_asset_materialization_events()
+    return event.materialization.metadata
+
+
+def scores(layout: Layout) -> pl.DataFrame:
+    runs = pl.read_parquet(layout.iteration("iter-001") / "runs.parquet")
+    timing = ["train_tokens_per_second"]  # wall-clock throughput, never equal between runs
+    return runs.drop(timing).sort("candidate_id")
+
+
+def test_ray_iteration_matches_local_and_uses_several_workers(
+    local_ray, local_run, tmp_path: Path
+) -> None:
+    settings, local = local_run
+    layout = upstream_copy(local, tmp_path / "ray")
+    on_ray = settings.model_copy(update={"output_dir": layout.root, "execution": RAY_ONE_THREAD})
+    result = materialize_search(on_ray)
+
+    metadata = iteration_metadata(result)
+    assert metadata["execution_backend"].value == "ray"
+    assert metadata["proxies_trained"].value == 6  # 4 candidates + 2 seed repeats
+    workers = metadata["workers"].value
+    assert len(workers) >= 2 and str(os.getpid()) not in {w.split(":")[1] for w in workers}
+    assert scores(layout).equals(scores(local))
+    repeats = "seed_repeats.parquet"
+    assert pl.read_parquet(layout.iteration("iter-001") / repeats).equals(
+        pl.read_parquet(local.iteration("iter-001") / repeats)
+    )
+    assert json.loads(layout.optimal_mixture.read_text()) == json.loads(
+        local.optimal_mixture.read_text()
+    )
+    shards = sorted(p.name for p in layout.dataset.glob("data-*.parquet"))
+    assert shards and shards == sorted(p.name for p in local.dataset.glob("data-*.parquet"))
+    for name in shards:
+        assert (layout.dataset / name).read_bytes() == (local.dataset / name).read_bytes(), name
+    assert card_without_provenance(layout) == card_without_provenance(local)
+
+
+def card_without_provenance(layout: Layout) -> str:
+    """The dataset card less what names its run: run ids, output folder, settings hash (which
+    covers the output folder) and the backend line of the settings."""
+    import re
+
+    card = (layout.dataset / "README.md").read_text().replace(str(layout.root), "OUT")
+    card = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}|never materialized", "RUN", card)
+    card = re.sub(r"Settings hash: `[0-9a-f]+`", "Settings hash: HASH", card)
+    assert "backend: " in card
+    return re.sub(r"backend: (local|ray)", "backend: BACKEND", card)
+
+
+@dataclass(frozen=True)
+class KillsItsWorkerOnce(ProxyTrainer):
+    """Ends its own worker process the first time it starts `victim` (as a lost node would),
+    and logs every start to `starts` outside the iteration's work folder."""
+
+    victim: int = -1
+    starts: Path = Path()
+
+    def __call__(self, job: ProxyJob) -> dict:
+        first_time = not any(
+            json.loads(line)["job"] == job.name for line in self._lines() if line.strip()
+        )
+        with self.starts.open("a") as log:
+            log.write(json.dumps({"job": job.name, "pid": os.getpid()}) + "\n")
+        if job.candidate_id == self.victim and not job.repeat and first_time:
+            self._record_attempt(job)
+            os._exit(1)
+        return super().__call__(job)
+
+    def _lines(self) -> list[str]:
+        return self.starts.read_text().splitlines() if self.starts.exists() else []
+
+
+def test_a_worker_lost_mid_iteration_is_retried_and_nothing_finished_retrains(
+    local_ray, local_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import climb_assets.assets.search as search
+
+    settings, local = local_run
+    layout = upstream_copy(local, tmp_path / "ray")
+    on_ray = settings.model_copy(update={"output_dir": layout.root, "execution": RAY_ONE_THREAD})
+    candidates = pl.read_parquet(local.iteration("iter-001") / "runs.parquet")["candidate_id"]
+    victim = int(candidates.sort()[2])  # starts while the first two are training or done
+    starts = tmp_path / "starts.jsonl"
+
+    def trainer(*args: object) -> KillsItsWorkerOnce:
+        return KillsItsWorkerOnce(*args, victim=victim, starts=starts)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(search, "ProxyTrainer", trainer)
+    job = build_definitions(on_ray).resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key="iter-001",
+            asset_selection=[dg.AssetKey("bootstrap_iteration")],
+        )
+        warnings = [
+            event.message
+            for event in instance.all_logs(result.run_id)
+            if event.level == 30 and "worker was lost" in (event.message or "")
+        ]
+    assert result.success
+    logged = [json.loads(line) for line in starts.read_text().splitlines()]
+    started = pl.DataFrame(logged)["job"].value_counts().sort("job")
+    victim_name = f"candidate-{victim}"
+    assert dict(started.iter_rows()) == {
+        name: 2 if name == victim_name else 1 for name in started["job"]
+    }
+    assert started.height == 6
+    [warning] = warnings
+    assert f"candidate {victim}:" in warning and "retried" in warning
+    assert scores(layout).equals(scores(local))
+
+
+def test_embeddings_on_ray_actors_match_the_local_encoder(local_ray, local_run) -> None:
+    from climb_assets.core.embedding import encode, encode_on_ray, load_encoder
+
+    settings, local = local_run
+    texts = pl.read_parquet(local.documents("a.jsonl"))["text"].to_list()[:90]
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as many as each embedding worker has
+    try:
+        model = load_encoder(settings.embedding)
+        expected = encode(model, texts, settings.embedding.batch_size)
+    finally:
+        torch.set_num_threads(threads)
+    chunked = RAY_ONE_THREAD.model_copy(update={"embed_chunk_docs": 30, "embed_workers": 2})
+    vectors, workers = encode_on_ray(texts, settings.embedding, chunked)
+    assert vectors.shape == expected.shape and vectors.dtype == np.float16
+    assert len(workers) == 3 and len({w["pid"] for w in workers}) == 2
+    cosine = np.sum(vectors.astype(np.float32) * expected.astype(np.float32), axis=1)
+    assert cosine.min() > 0.999  # chunks of 30 batch texts differently from one call of 90
+    # Chunks as large as the encoder's own: the same batches, so the same vectors.
+    whole, _ = encode_on_ray(texts, settings.embedding, RAY_ONE_THREAD)
+    assert np.array_equal(whole, expected)
+
+
+def test_more_gpus_than_the_cluster_has_fail_at_once_naming_the_setting(local_ray) -> None:
+    from climb_assets.core.execution import ExecutionError, TaskResources, map_tasks
+
+    wants_gpu = RAY_ONE_THREAD.model_copy(update={"gpus_per_proxy": 0.5})
+    resources = TaskResources(1, 0.5, "execution.cpus_per_proxy", "execution.gpus_per_proxy")
+    with pytest.raises(ExecutionError, match=r"execution\.gpus_per_proxy: .*0\.5 GPU"):
+        map_tasks(abs, [1, -2], wants_gpu, resources)
+
+
+def test_the_output_folder_probe_passes_on_a_shared_folder_and_leaves_nothing(
+    local_ray, tmp_path: Path
+) -> None:
+    from climb_assets.core.execution import check_shared_folder
+
+    check_shared_folder(tmp_path, RAY_ONE_THREAD)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_results_come_back_in_item_order_not_completion_order(local_ray) -> None:
+    from climb_assets.core.execution import TaskResources, map_tasks
+
+    resources = TaskResources(1, 0, "execution.cpus_per_proxy", "execution.gpus_per_proxy")
+    delays = [0.6, 0.0, 0.3, 0.0]
+    finished: list[int] = []
+    results = map_tasks(
+        _sleep_then_pid,
+        delays,
+        RAY_ONE_THREAD,
+        resources,
+        on_result=lambda index, _: finished.append(index),
+    )
+    assert [delay for delay, _ in results] == delays
+    assert finished != [0, 1, 2, 3]  # the slow first item finished later than others
+
+
+def _sleep_then_pid(delay: float) -> tuple[float, int]:
+    import time
+
+    time.sleep(delay)
+    return delay, os.getpid()
