@@ -6,9 +6,13 @@ import dagster as dg
 
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
+from climb_assets.shard_state import (
+    SHARD_ASSETS,
+    partition_changes,
+    registered,
+    shard_is_current,
+)
 
-# Per-shard work requested for every new or changed shard file.
-SHARD_ASSETS = ["corpus_documents", "shard_embeddings"]
 # Hashing stops after this long in one tick (the daemon times a sensor out at 60 s); the
 # shards left are hashed in the next ticks.
 HASH_SECONDS_PER_TICK = 30.0
@@ -28,12 +32,12 @@ def eager_after(*triggers: str) -> dg.AutomationCondition:
     ).with_label(f"eager after {', '.join(triggers)}")
 
 
-def shard_run_request(shard: str, fingerprint: str) -> dg.RunRequest:
+def shard_run_request(shard: str, input_fingerprint: str) -> dg.RunRequest:
     return dg.RunRequest(
-        run_key=f"{shard}@{fingerprint}",
+        run_key=f"{shard}@{input_fingerprint}",
         partition_key=shard,
         asset_selection=[dg.AssetKey(a) for a in SHARD_ASSETS],
-        tags={"climb/shard": shard},
+        tags={"climb/shard": shard, "climb/input_fingerprint": input_fingerprint},
     )
 
 
@@ -41,39 +45,40 @@ def shard_run_request(shard: str, fingerprint: str) -> dg.RunRequest:
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
     asset_selection=[*SHARD_ASSETS, "document_index"],
-    description="Registers every new shard file under the corpus folder as a partition and "
-    "requests its documents and embeddings; a file whose bytes changed is re-ingested (a stat "
-    "change only triggers hashing it again); a "
-    "removed file's partition is deleted so no later asset reads it.",
+    description="Keeps the `corpus_shards` partitions equal to the shard files under the corpus "
+    "folder and requests documents and embeddings for every shard whose latest materialization "
+    "in this instance was made from other bytes, settings or code (its `input_fingerprint`), "
+    "whoever made it: `climb run`, the UI or this sensor. A removed file's partition is "
+    "deleted and the corpus-wide chain rebuilt without it.",
 )
 def corpus_shard_sensor(
     context: dg.SensorEvaluationContext, climb: ClimbSettings
 ) -> dg.SensorResult:
-    from climb_assets.core.shards import (
-        content_of,
-        diff_shards,
-        discover_shards,
-        fingerprint_shards,
-    )
+    from climb_assets.assets.corpus import shard_input_fingerprint
+    from climb_assets.core.shards import content_of, discover_shards, fingerprint_shards
 
     settings = climb.get()
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    # The cursor only caches content hashes by file stat, so unchanged files are not re-read;
+    # what is processed is read from the instance.
+    hashes: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     stats = discover_shards(settings.corpus.path, settings.corpus.patterns)
-    now = fingerprint_shards(settings.corpus.path, stats, seen, HASH_SECONDS_PER_TICK)
-    changes = diff_shards(seen, now)
-    registered = set(context.instance.get_dynamic_partitions(CORPUS_SHARDS.name))
-    to_add = [s for s in now if s not in registered]
-    to_remove = [s for s in changes.removed if s in registered]
+    now = fingerprint_shards(settings.corpus.path, stats, hashes, HASH_SECONDS_PER_TICK)
+    to_add, to_remove = partition_changes(list(stats), registered(context.instance))
     requests: list[dg.DynamicPartitionsRequest] = []
     if to_add:
         requests.append(CORPUS_SHARDS.build_add_request(to_add))
     if to_remove:
         requests.append(CORPUS_SHARDS.build_delete_request(to_remove))
-    if changes.any:
+    runs = []
+    for shard, fingerprint in now.items():
+        expected = shard_input_fingerprint(settings, shard, content_of(fingerprint))
+        if not shard_is_current(context.instance, settings, shard, expected):
+            runs.append(shard_run_request(shard, expected))
+    if to_add or to_remove or runs:
         context.log.info(
-            f"shards added {changes.added}, changed {changes.changed}, removed {changes.removed}"
+            f"shards registered {to_add}, removed {to_remove}, "
+            f"to process {[r.partition_key for r in runs]}"
         )
-    runs = [shard_run_request(s, content_of(now[s])) for s in changes.added + changes.changed]
     if to_remove and not runs:
         # Nothing upstream changes when a file goes, so start the corpus-wide chain here.
         runs.append(

@@ -23,8 +23,11 @@ from climb_assets.layout import Layout
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import EmbeddingSettings, Settings
+from climb_assets.shard_state import require_shard_files
 
 EMBEDDINGS_FINITE_UNIT_NORM = "finite_unit_norm"
+# The per-shard files a corpus-wide reader of `kept_documents` needs, in the order they are made.
+READ_PER_SHARD = ("corpus_documents", "shard_embeddings", "cluster_assignments")
 
 
 @lru_cache(maxsize=2)
@@ -82,9 +85,6 @@ def shard_embeddings(
 
 def load_embeddings(layout: Layout, shards: list[str]) -> list[np.ndarray]:
     """Memory-mapped embeddings of each shard (nothing is read until rows are indexed)."""
-    missing = [s for s in shards if not layout.embeddings(s).exists()]
-    if missing:
-        raise FileNotFoundError(f"embeddings missing for {missing}: materialize shard_embeddings")
     return [np.load(layout.embeddings(s), mmap_mode="r") for s in shards]
 
 
@@ -104,6 +104,7 @@ def centroids(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Mat
     settings, layout = climb.get(), climb.layout()
     conf = settings.clustering
     shards = registered_shards(context)
+    require_shard_files(layout, shards, "centroids", "corpus_documents", "shard_embeddings")
     sample = sample_for_fit(
         load_embeddings(layout, shards), conf.sample_size, settings.seed, shards
     )
@@ -162,7 +163,11 @@ def cluster_assignments(
     settings, layout = climb.get(), climb.layout()
     fitted = np.load(layout.centroids)
     per_shard = []
-    for shard in registered_shards(context):
+    shards = registered_shards(context)
+    require_shard_files(
+        layout, shards, "cluster_assignments", "corpus_documents", "shard_embeddings"
+    )
+    for shard in shards:
         table = assign_shard(layout, shard, fitted, settings)
         write_parquet(table, layout.assignments(shard))
         per_shard.append(
@@ -214,6 +219,7 @@ def cluster_profiles(
 
     settings, layout = climb.get(), climb.layout()
     shards = registered_shards(context)
+    require_shard_files(layout, shards, "cluster_profiles", *READ_PER_SHARD)
     docs = kept_documents(layout, shards, with_text=True).collect()
     unassigned = docs.filter(pl.col("cluster").is_null()).height
     assigned = docs.filter(pl.col("cluster").is_not_null())

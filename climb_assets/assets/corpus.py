@@ -28,16 +28,17 @@ corpus_shard_files = dg.AssetSpec(
 INPUT_FINGERPRINT = "input_fingerprint"
 
 
-def shard_input_fingerprint(settings: Settings, shard: str) -> str:
+def shard_input_fingerprint(settings: Settings, shard: str, content: str | None = None) -> str:
     """What a shard's documents and embeddings depend on: the file's bytes (hashed, so an edit
-    that keeps size and mtime counts), the corpus and embedding settings, and the code version.
-    `climb run` skips a shard whose fingerprint is unchanged since its last materialization."""
+    that keeps size and mtime counts; `content` when already hashed), the corpus and embedding
+    settings, and the code version. `climb run` and the corpus sensor skip a shard whose
+    fingerprint is unchanged since its last materialization (see `shard_state`)."""
     import hashlib
 
     from climb_assets.core.shards import content_fingerprint
 
     parts = [
-        content_fingerprint(settings.corpus.path / shard),
+        content or content_fingerprint(settings.corpus.path / shard),
         settings.corpus.model_dump_json(),
         settings.embedding.model_dump_json(),
         SHARD_CODE_VERSION,

@@ -6,10 +6,12 @@ import dagster as dg
 import polars as pl
 
 from climb_assets import __version__
+from climb_assets.assets.clustering import READ_PER_SHARD
 from climb_assets.assets.corpus import registered_shards
 from climb_assets.assets.metadata import markdown_table
 from climb_assets.assets.search import super_cluster_documents
 from climb_assets.resources import ClimbSettings
+from climb_assets.shard_state import require_shard_files
 
 UPSTREAM = (
     "corpus_documents",
@@ -62,7 +64,9 @@ def climbmix_dataset(
     optimal = json.loads(layout.optimal_mixture.read_text())
     # Zero weights stay in: the card then lists every super-cluster, chosen or not.
     weights = {int(k): w for k, w in optimal["weights"].items()}
-    docs = super_cluster_documents(layout, registered_shards(context)).collect()
+    shards = registered_shards(context)
+    require_shard_files(layout, shards, "climbmix_dataset", *READ_PER_SHARD)
+    docs = super_cluster_documents(layout, shards).collect()
     sampled, report = sample_dataset(
         docs, weights, conf.token_budget, conf.repetition_factor, settings.seed
     )

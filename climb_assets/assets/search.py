@@ -17,7 +17,12 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from climb_assets.assets.clustering import cluster_assignments, kept_documents, super_clusters
+from climb_assets.assets.clustering import (
+    READ_PER_SHARD,
+    cluster_assignments,
+    kept_documents,
+    super_clusters,
+)
 from climb_assets.assets.corpus import document_index, registered_shards
 from climb_assets.assets.metadata import markdown_table, plot
 from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
@@ -30,6 +35,7 @@ from climb_assets.partitions import (
 )
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import Settings
+from climb_assets.shard_state import require_shard_files
 
 RUNS_FILE = "runs.parquet"  # one row per proxy: candidate, weights, metrics, objective
 CURVES_FILE = "loss_curves.parquet"
@@ -53,11 +59,9 @@ def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Ma
     from climb_assets.core.tokenizer import train_bpe
 
     settings, layout = climb.get(), climb.layout()
-    docs = (
-        super_cluster_documents(layout, registered_shards(context))
-        .select("super_cluster", "text")
-        .collect()
-    )
+    shards = registered_shards(context)
+    require_shard_files(layout, shards, "proxy_pool", *READ_PER_SHARD)
+    docs = super_cluster_documents(layout, shards).select("super_cluster", "text").collect()
     tokenizer = train_bpe(
         docs["text"],
         settings.proxy.vocab_size,
