@@ -438,3 +438,58 @@ def test_a_shard_registered_but_not_processed_names_what_to_run_first(pipeline) 
     message = failure.event_specific_data.error.message
     assert "zz_new.jsonl are registered but not processed" in message
     assert "Materialize corpus_documents for zz_new.jsonl" in message
+
+
+def test_results_are_readable_on_the_asset_pages(pipeline) -> None:
+    """Tables inline (not markdown behind a link), super-clusters named by their top terms,
+    numbers rounded, row counts and column schemas, the dataset card rendered, every check
+    described."""
+    settings, layout, instance, _ = pipeline
+    mixture = latest(instance, "optimal_mixture").asset_materialization.metadata
+    weights = mixture["mixture"].value
+    assert isinstance(weights, dg.TableMetadataValue)
+    names = [record.data["name"] for record in weights.records]
+    supers = pl.read_parquet(layout.super_clusters)
+    first_terms = supers.sort("super_cluster")["top_terms"][0][0]
+    assert any(first_terms in name for name in names), names
+    assert all(len(repr(r.data["weight"])) <= 8 for r in weights.records), "rounded weights"
+    assert isinstance(mixture["predicted_objective"].value, float)  # charted in the Plots tab
+    assert mixture["report"].value.startswith("file://")
+
+    importance = latest(instance, "mixture_predictor").asset_materialization.metadata
+    features = [r.data["super_cluster"] for r in importance["feature_importance"].value.records]
+    assert not any(f.startswith("w_") for f in features), features
+
+    dataset = latest(instance, "climbmix_dataset").asset_materialization.metadata
+    assert dataset["card"].value.startswith("#"), "the card is rendered as markdown"
+    assert (
+        dataset["dagster/row_count"].value
+        == pl.scan_parquet(sorted(layout.dataset.glob("data-*.parquet")))
+        .select(pl.len())
+        .collect()
+        .item()
+    )
+    assert "doc_id" in {c.name for c in dataset["dagster/column_schema"].value.columns}
+    clusters = latest(instance, "super_clusters").asset_materialization.metadata
+    assert clusters["dagster/row_count"].value == supers.height
+
+    graph = build_definitions(settings).resolve_asset_graph()
+    undescribed = [key.name for key in graph.asset_check_keys if not graph.get(key).description]
+    assert not undescribed, f"checks without a description: {undescribed}"
+
+
+def test_climb_report_writes_one_self_contained_page(pipeline, tmp_path: Path, capsys) -> None:
+    from climb_assets.cli import main
+    from climb_assets_tests.live import write_settings_yaml
+
+    settings, layout, _, _ = pipeline
+    config = write_settings_yaml(settings, tmp_path / "climb.yaml")
+    assert main(["--config", str(config), "report"]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert path == layout.report.resolve()
+    page = path.read_text()
+    for heading in ("Optimal mixture", "Search trace", "Proxy loss curves", "Super-clusters",
+                    "Evaluation against the baselines", "Dataset"):  # fmt: skip
+        assert f"<h2>{heading}</h2>" in page, heading
+    assert page.count('src="data:image/png;base64,') >= 3
+    assert "http://" not in page and "https://" not in page and "<script" not in page

@@ -16,7 +16,7 @@ from climb_assets.assets.corpus import (
     registered_shards,
     shard_input_fingerprint,
 )
-from climb_assets.assets.metadata import markdown_table, plot
+from climb_assets.assets.metadata import named, plot, super_cluster_names_of, table, table_metadata
 from climb_assets.automation import eager_after
 from climb_assets.core.atomic import write_npy, write_parquet
 from climb_assets.layout import Layout
@@ -45,7 +45,14 @@ def _encoder(settings_json: str):  # noqa: ANN202 - a SentenceTransformer
     kinds={"pytorch", "numpy"},
     code_version=SHARD_CODE_VERSION,
     pool="gpu",
-    check_specs=[dg.AssetCheckSpec(EMBEDDINGS_FINITE_UNIT_NORM, asset="shard_embeddings")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            EMBEDDINGS_FINITE_UNIT_NORM,
+            asset="shard_embeddings",
+            description="Every vector is finite and of unit L2 norm (within float16 rounding), "
+            "one per document of the shard.",
+        )
+    ],
     description="L2-normalized float16 sentence embeddings of one shard's documents, in document "
     "order, stored as .npy and memory-mapped on read.",
 )
@@ -67,6 +74,7 @@ def shard_embeddings(
         metadata={
             INPUT_FINGERPRINT: shard_input_fingerprint(settings, shard),
             "documents": len(texts),
+            "dagster/row_count": len(texts),
             "dimension": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
             "encode_seconds": round(seconds, 2),
             "docs_per_second": round(len(texts) / seconds, 1) if seconds else 0.0,
@@ -168,14 +176,14 @@ def cluster_assignments(
         layout, shards, "cluster_assignments", "corpus_documents", "shard_embeddings"
     )
     for shard in shards:
-        table = assign_shard(layout, shard, fitted, settings)
-        write_parquet(table, layout.assignments(shard))
+        assigned = assign_shard(layout, shard, fitted, settings)
+        write_parquet(assigned, layout.assignments(shard))
         per_shard.append(
             {
                 "shard": shard,
-                "documents": table.height,
-                "clusters_used": table["cluster"].n_unique(),
-                "mean_distance": float(table["distance"].mean()) if table.height else None,
+                "documents": assigned.height,
+                "clusters_used": assigned["cluster"].n_unique(),
+                "mean_distance": float(assigned["distance"].mean()) if assigned.height else None,
             }
         )
     summary = pl.DataFrame(per_shard)
@@ -183,7 +191,8 @@ def cluster_assignments(
         metadata={
             "shards": summary.height,
             "documents": int(summary["documents"].sum()),
-            "by_shard": markdown_table(summary),
+            "dagster/row_count": int(summary["documents"].sum()),
+            "by_shard": table(summary),
         }
     )
 
@@ -207,7 +216,14 @@ def kept_documents(layout: Layout, shards: list[str], with_text: bool) -> pl.Laz
     group_name="clustering",
     kinds={"polars", "parquet"},
     code_version="1",
-    check_specs=[dg.AssetCheckSpec("every_document_assigned", asset="cluster_profiles")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "every_document_assigned",
+            asset="cluster_profiles",
+            description="Every document of the index has a cluster (its shard's assignments "
+            "are current).",
+        )
+    ],
     description="Per cluster: documents, tokens, mean quality, top c-TF-IDF terms and three "
     "snippets closest to the centroid.",
 )
@@ -233,7 +249,8 @@ def cluster_profiles(
             "clusters": profiles.height,
             "empty_clusters": profiles.filter(pl.col("n_docs") == 0).height,
             "documents": assigned.height,
-            "largest_clusters": markdown_table(
+            **table_metadata(profiles, layout.cluster_profiles),
+            "largest_clusters": table(
                 by_size.select("cluster", "n_docs", "n_tokens", "mean_quality", "top_terms"), 20
             ),
             "cluster_sizes": plot(
@@ -268,7 +285,13 @@ def cluster_profiles(
     group_name="clustering",
     kinds={"polars", "parquet"},
     code_version="2",
-    check_specs=[dg.AssetCheckSpec("no_empty_super_cluster", asset="super_clusters")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_empty_super_cluster",
+            asset="super_clusters",
+            description="At least one super-cluster, and each holds documents.",
+        )
+    ],
     description="Low-quality clusters pruned, close centroids merged: the super-clusters the "
     "mixture search weighs, and a map of every cluster to its super-cluster or 'pruned'.",
 )
@@ -299,9 +322,10 @@ def super_clusters(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
             "super_clusters": summary.height,
             "clusters_kept": mapping.filter(pl.col("status") == "kept").height,
             "clusters_pruned": mapping.filter(pl.col("status") == "pruned").height,
-            "summary": markdown_table(
-                summary.select(
-                    "super_cluster",
+            **table_metadata(summary, layout.super_clusters),
+            "summary": table(
+                named(summary, super_cluster_names_of(summary)).select(
+                    "name",
                     "n_clusters",
                     "n_docs",
                     "n_tokens",
@@ -310,7 +334,7 @@ def super_clusters(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
                     "top_terms",
                 )
             ),
-            "pruned": markdown_table(
+            "pruned": table(
                 mapping.filter(pl.col("status") == "pruned").select("cluster", "reason")
             ),
             "centroid_map": plot(

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from climb_assets.assets.metadata import counts, markdown_table, plot
+from climb_assets.assets.metadata import counts, plot, table, table_metadata
 from climb_assets.core.atomic import write_parquet
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
@@ -92,11 +92,10 @@ def corpus_documents(
         "rejected": sum(rejected.values()),
         "rejects_by_reason": counts(rejected),
         "tokens": int(docs["n_tokens"].sum()) if docs.height else 0,
-        "mean_quality": float(docs["quality_score"].mean()) if docs.height else 0.0,
+        "mean_quality": round(float(docs["quality_score"].mean()), 4) if docs.height else 0.0,
         "path": dg.MetadataValue.path(str(layout.documents(shard))),
-        "preview": markdown_table(
-            docs.select("doc_id", "row", "n_tokens", "quality_score", "text"), 5
-        ),
+        "preview": table(docs.select("doc_id", "row", "n_tokens", "quality_score", "text"), 5),
+        **table_metadata(docs, layout.documents(shard)),
     }
     if docs.height:
         from climb_assets.core.plots import histogram
@@ -159,7 +158,8 @@ def document_index(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
             "cross_shard_duplicates": by_reason.get("duplicate", 0),
             "cross_shard_duplicate_ids": by_reason.get("duplicate_id", 0),
             "rejects_path": dg.MetadataValue.path(str(layout.cross_shard_duplicates)),
-            "by_shard": markdown_table(per_shard),
+            "by_shard": table(per_shard),
+            **table_metadata(kept, layout.document_index),
             **({"skipped_files": skipped} if skipped else {}),
         }
     )

@@ -14,7 +14,13 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from climb_assets.assets.metadata import markdown_table, plot
+from climb_assets.assets.metadata import (
+    plot,
+    report_link,
+    super_cluster_names_of,
+    table,
+    with_names,
+)
 from climb_assets.assets.search import (
     constraint_budget,
     corpus_token_counts,
@@ -123,20 +129,24 @@ def mixture_evaluation(
             "objective_direction": "higher is better",
             "tokens_per_model": settings.evaluation.tokens,
             "seeds": len(summary["seeds"]),
-            "optimal_objective_mean": summary["mixtures"]["optimal"]["objective_mean"],
-            "mean_std": markdown_table(mean_std_table(summary)),
-            "margins": markdown_table(margins),
-            "mixtures": markdown_table(
-                pl.DataFrame(
-                    [
-                        {"mixture": n, "same_as": summary["mixtures"][n]["same_as"] or ""}
-                        | {f"w_{i}": w for i, w in enumerate(summary["mixtures"][n]["weights"])}
-                        for n in names
-                    ]
+            "optimal_objective_mean": _nan(summary["mixtures"]["optimal"]["objective_mean"]),
+            "mean_std": table(mean_std_table(summary)),
+            "margins": table(margins),
+            "mixtures": table(
+                with_names(
+                    pl.DataFrame(
+                        [
+                            {"mixture": n, "same_as": summary["mixtures"][n]["same_as"] or ""}
+                            | {f"w_{i}": w for i, w in enumerate(summary["mixtures"][n]["weights"])}
+                            for n in names
+                        ]
+                    ),
+                    super_cluster_names_of(layout.super_clusters),
                 )
             ),
             "objective_by_mixture": plot(chart, "objective by mixture"),
             "path": dg.MetadataValue.path(str(layout.evaluation)),
+            **report_link(layout),
         },
         check_results=[
             dg.AssetCheckResult(
