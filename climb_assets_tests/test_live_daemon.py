@@ -248,6 +248,15 @@ def test_starting_the_daemon_after_climb_run_launches_nothing(
     assert all(t["status"] != "FAILURE" for ticks in first_ticks.values() for t in ticks)
 
 
+def test_first_shards_reach_the_super_clusters(automated: Automated) -> None:
+    layout = automated.layout
+    index = pl.read_parquet(layout.document_index)
+    assert set(index["shard"]) == set(FIRST_SHARDS)
+    assert profile_documents(layout) == index.height > 100
+    supers = pl.read_parquet(layout.super_clusters)
+    assert supers.height > 0 and int(supers["n_docs"].sum()) > 0
+
+
 def test_a_new_shard_is_ingested_once_and_automation_does_the_rest(
     automated: Automated, after_late_shard: tuple[State, pl.DataFrame, int]
 ) -> None:
@@ -262,15 +271,6 @@ def test_a_new_shard_is_ingested_once_and_automation_does_the_rest(
     }  # fmt: skip
     assert len(runs) == len(by_sensor) + len(by_automation), "only the daemon launched runs"
     assert all(r["status"] == "SUCCESS" for r in runs)
-
-
-def test_first_shards_reach_the_super_clusters(automated: Automated) -> None:
-    layout = automated.layout
-    index = pl.read_parquet(layout.document_index)
-    assert set(index["shard"]) == set(FIRST_SHARDS)
-    assert profile_documents(layout) == index.height > 100
-    supers = pl.read_parquet(layout.super_clusters)
-    assert supers.height > 0 and int(supers["n_docs"].sum()) > 0
 
 
 def test_new_shard_reaches_the_clusters_without_a_manual_run(
