@@ -70,9 +70,11 @@ def shard_embeddings(
     seconds = time.perf_counter() - started
     write_npy(vectors, layout.embeddings(shard))
     health = embedding_health(vectors)
+    fingerprint = shard_input_fingerprint(settings, shard)
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(fingerprint),
         metadata={
-            INPUT_FINGERPRINT: shard_input_fingerprint(settings, shard),
+            INPUT_FINGERPRINT: fingerprint,
             "documents": len(texts),
             "dagster/row_count": len(texts),
             "dimension": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
