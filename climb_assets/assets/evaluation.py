@@ -29,6 +29,7 @@ from climb_assets.assets.search import (
     read_checkpoint,
 )
 from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
+from climb_assets.core.naming import round_for_reading
 from climb_assets.layout import Layout
 from climb_assets.partitions import iteration_key
 from climb_assets.resources import ClimbSettings
@@ -122,14 +123,14 @@ def mixture_evaluation(
     margins = pl.DataFrame(summary["margins"]) if summary["margins"] else pl.DataFrame()
     check_metadata: dict[str, Any] = {}
     for m in summary["margins"]:
-        check_metadata[f"margin_{m['baseline']}"] = m["margin"]
-        check_metadata[f"spread_{m['baseline']}"] = m["spread"]
+        check_metadata[f"margin_{m['baseline']}"] = _readable(m["margin"])
+        check_metadata[f"spread_{m['baseline']}"] = _readable(m["spread"])
     return dg.MaterializeResult(
         metadata={
             "objective_direction": "higher is better",
             "tokens_per_model": settings.evaluation.tokens,
             "seeds": len(summary["seeds"]),
-            "optimal_objective_mean": _nan(summary["mixtures"]["optimal"]["objective_mean"]),
+            "optimal_objective_mean": _readable(summary["mixtures"]["optimal"]["objective_mean"]),
             "mean_std": table(mean_std_table(summary)),
             "margins": table(margins),
             "mixtures": table(
@@ -391,6 +392,12 @@ def _is_metric(column: str) -> bool:
 def _finite(value: Any) -> Any:
     """NaN (an std over one seed) as None, so summary.json stays valid JSON."""
     return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _readable(value: float | None) -> float:
+    """Rounded to 4 significant digits, NaN when missing: a float the Plots tab can chart."""
+    rounded = None if value is None else round_for_reading(float(value))
+    return math.nan if rounded is None else rounded
 
 
 def _nan(value: float | None) -> float:
