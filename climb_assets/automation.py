@@ -6,9 +6,14 @@ import dagster as dg
 
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
+from climb_assets.settings import Settings
+from climb_assets.shard_state import (
+    SHARD_ASSETS,
+    partition_changes,
+    registered,
+    shard_is_current,
+)
 
-# Per-shard work requested for every new or changed shard file.
-SHARD_ASSETS = ["corpus_documents", "shard_embeddings"]
 # Hashing stops after this long in one tick (the daemon times a sensor out at 60 s); the
 # shards left are hashed in the next ticks.
 HASH_SECONDS_PER_TICK = 30.0
@@ -28,12 +33,12 @@ def eager_after(*triggers: str) -> dg.AutomationCondition:
     ).with_label(f"eager after {', '.join(triggers)}")
 
 
-def shard_run_request(shard: str, fingerprint: str) -> dg.RunRequest:
+def shard_run_request(shard: str, input_fingerprint: str) -> dg.RunRequest:
     return dg.RunRequest(
-        run_key=f"{shard}@{fingerprint}",
+        run_key=f"{shard}@{input_fingerprint}",
         partition_key=shard,
         asset_selection=[dg.AssetKey(a) for a in SHARD_ASSETS],
-        tags={"climb/shard": shard},
+        tags={"climb/shard": shard, "climb/input_fingerprint": input_fingerprint},
     )
 
 
@@ -41,39 +46,40 @@ def shard_run_request(shard: str, fingerprint: str) -> dg.RunRequest:
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
     asset_selection=[*SHARD_ASSETS, "document_index"],
-    description="Registers every new shard file under the corpus folder as a partition and "
-    "requests its documents and embeddings; a file whose bytes changed is re-ingested (a stat "
-    "change only triggers hashing it again); a "
-    "removed file's partition is deleted so no later asset reads it.",
+    description="Keeps the `corpus_shards` partitions equal to the shard files under the corpus "
+    "folder and requests documents and embeddings for every shard whose latest materialization "
+    "in this instance was made from other bytes, settings or code (its `input_fingerprint`), "
+    "whoever made it: `climb run`, the UI or this sensor. A removed file's partition is "
+    "deleted and the corpus-wide chain rebuilt without it.",
 )
 def corpus_shard_sensor(
     context: dg.SensorEvaluationContext, climb: ClimbSettings
 ) -> dg.SensorResult:
-    from climb_assets.core.shards import (
-        content_of,
-        diff_shards,
-        discover_shards,
-        fingerprint_shards,
-    )
+    from climb_assets.assets.corpus import shard_input_fingerprint
+    from climb_assets.core.shards import content_of, discover_shards, fingerprint_shards
 
     settings = climb.get()
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    # The cursor only caches content hashes by file stat, so unchanged files are not re-read;
+    # what is processed is read from the instance.
+    hashes: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     stats = discover_shards(settings.corpus.path, settings.corpus.patterns)
-    now = fingerprint_shards(settings.corpus.path, stats, seen, HASH_SECONDS_PER_TICK)
-    changes = diff_shards(seen, now)
-    registered = set(context.instance.get_dynamic_partitions(CORPUS_SHARDS.name))
-    to_add = [s for s in now if s not in registered]
-    to_remove = [s for s in changes.removed if s in registered]
+    now = fingerprint_shards(settings.corpus.path, stats, hashes, HASH_SECONDS_PER_TICK)
+    to_add, to_remove = partition_changes(list(stats), registered(context.instance))
     requests: list[dg.DynamicPartitionsRequest] = []
     if to_add:
         requests.append(CORPUS_SHARDS.build_add_request(to_add))
     if to_remove:
         requests.append(CORPUS_SHARDS.build_delete_request(to_remove))
-    if changes.any:
+    runs = []
+    for shard, fingerprint in now.items():
+        expected = shard_input_fingerprint(settings, shard, content_of(fingerprint))
+        if not shard_is_current(context.instance, settings, shard, expected):
+            runs.append(shard_run_request(shard, expected))
+    if to_add or to_remove or runs:
         context.log.info(
-            f"shards added {changes.added}, changed {changes.changed}, removed {changes.removed}"
+            f"shards registered {to_add}, removed {to_remove}, "
+            f"to process {[r.partition_key for r in runs]}"
         )
-    runs = [shard_run_request(s, content_of(now[s])) for s in changes.added + changes.changed]
     if to_remove and not runs:
         # Nothing upstream changes when a file goes, so start the corpus-wide chain here.
         runs.append(
@@ -90,13 +96,133 @@ def corpus_shard_sensor(
     )
 
 
+# The search and what follows it: rebuilt on the schedule of `automation.search_cron`.
+SCHEDULED_ASSETS = (
+    "proxy_pool",
+    "bootstrap_iteration",
+    "mixture_candidates",
+    "proxy_scores",
+    "mixture_predictor",
+    "optimal_mixture",
+    "climbmix_dataset",
+)
+SCHEDULE_ENTRY = "proxy_pool"  # the first of them; its parents are the clustering chain
+SCHEDULED_TAG = "climb/scheduled_search"  # on the runs the scheduled search launches
+
+
+def settled() -> dg.AutomationCondition:
+    """No parent is missing or running, and none waits on its own parents (a shard registered
+    but not processed yet, a clustering chain still catching up)."""
+    catching_up = (
+        dg.AutomationCondition.any_deps_missing()
+        | dg.AutomationCondition.any_deps_in_progress()
+        | dg.AutomationCondition.any_deps_updated().since_last_handled()
+    ).with_label("catching up")
+    return (
+        ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+        & ~dg.AutomationCondition.any_deps_match(catching_up)
+    ).with_label("upstream settled")
+
+
+def on_schedule(cron: str, timezone: str) -> dg.AutomationCondition:
+    """The entry of the scheduled search: at a tick of `cron`, if a parent was updated since this
+    asset was last built and everything upstream has settled."""
+    inputs_changed = (
+        dg.AutomationCondition.any_deps_updated().since_last_handled().with_label("inputs changed")
+    )
+    tick = dg.AutomationCondition.cron_tick_passed(cron, timezone)
+    return (tick & inputs_changed & settled()).with_label(
+        f"at {cron} ({timezone}) if inputs changed"
+    )
+
+
+def after_scheduled_parents(cron: str, timezone: str) -> dg.AutomationCondition:
+    """Once per tick of `cron`, when a parent was rebuilt by a run of the schedule since the tick
+    (or is requested with this asset) and every parent within the scheduled assets has been
+    rebuilt since it: the iterations thus run one after the other, then the optimal mixture,
+    then the dataset. Runs of `climb run` lack the schedule's tag, so the daemon never follows
+    (and repeats) them."""
+    scheduled = dg.AssetSelection.assets(*SCHEDULED_ASSETS)
+    tick = dg.AutomationCondition.cron_tick_passed(cron, timezone)
+    # "No parent left behind" rather than all_deps_match: the first iteration has no previous
+    # one, and all_deps_match is false for a dependency with no partitions.
+    behind = ~(
+        dg.AutomationCondition.newly_updated().since(tick)
+        | dg.AutomationCondition.will_be_requested()
+    )
+    rebuilt = (~dg.AutomationCondition.any_deps_match(behind).allow(scheduled)).with_label(
+        "scheduled parents rebuilt since the tick"
+    )
+    by_schedule = (
+        dg.AutomationCondition.any_deps_match(
+            (
+                dg.AutomationCondition.newly_updated().since(tick)
+                & dg.AutomationCondition.executed_with_tags(tag_values={SCHEDULED_TAG: "true"})
+            )
+            | dg.AutomationCondition.will_be_requested()
+        )
+        .allow(scheduled)
+        .with_label("a parent rebuilt by the schedule")
+    )
+    return (
+        tick.since_last_handled()
+        & by_schedule
+        & rebuilt
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label(f"after the {cron} ({timezone}) rerun of its parents")
+
+
+def scheduled_search_sensors(settings: Settings) -> list[dg.AutomationConditionSensorDefinition]:
+    """The sensor that evaluates the scheduled condition (none when it is off)."""
+    conf = settings.automation
+    if conf.search_cron is None:
+        return []
+    return [
+        dg.AutomationConditionSensorDefinition(
+            "climb_scheduled_search",
+            target=dg.AssetSelection.assets(*SCHEDULED_ASSETS),
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=30,
+            run_tags={SCHEDULED_TAG: "true"},
+            description=f"At '{conf.search_cron}' ({conf.timezone}), reruns the search (proxy "
+            "pool, every bootstrap iteration in order, optimal mixture) and the dataset as one "
+            "backfill if their inputs changed since they were last built and nothing upstream is "
+            "still being processed. `automation.search_cron` sets the schedule; null turns it off.",
+        )
+    ]
+
+
+def with_schedule(assets: list, settings: Settings) -> list:
+    """`assets` with the scheduled condition on SCHEDULED_ASSETS (unchanged when it is off)."""
+    conf = settings.automation
+    if conf.search_cron is None:
+        return assets
+    cron, timezone = conf.search_cron, conf.timezone
+
+    def scheduled(spec: dg.AssetSpec) -> dg.AssetSpec:
+        name = spec.key.to_user_string()
+        if name not in SCHEDULED_ASSETS:
+            return spec
+        condition = (
+            on_schedule(cron, timezone)
+            if name == SCHEDULE_ENTRY
+            else after_scheduled_parents(cron, timezone)
+        )
+        return spec.replace_attributes(automation_condition=condition)
+
+    return list(dg.map_asset_specs(scheduled, assets))
+
+
 # Everything downstream of the per-shard work follows by declarative automation (each asset's
 # `automation_condition`); Dagster's default automation sensor starts stopped, so declare one
 # that starts running.
 climb_automation = dg.AutomationConditionSensorDefinition(
     "climb_automation",
-    target=dg.AssetSelection.all(),
+    target=dg.AssetSelection.all() - dg.AssetSelection.assets(*SCHEDULED_ASSETS),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=15,
-    description="Brings corpus-wide assets up to date after new or changed shards.",
+    description="Brings the corpus-wide clustering assets up to date after new or changed shards.",
 )

@@ -52,6 +52,7 @@ def _run_locked(args: argparse.Namespace, settings: Settings, layout: Layout) ->
     print(f"dataset:      {layout.dataset.resolve()}")
     print(f"dataset card: {(layout.dataset / 'README.md').resolve()}")
     print(f"SQL catalog:  {layout.catalog.resolve()}  (duckdb {layout.catalog}, or `climb sql`)")
+    print(f"report:       {layout.report.resolve()}  (`climb report --open`)")
     if args.evaluate:
         _print_evaluation(layout)
 
@@ -134,6 +135,20 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from climb_assets.layout import Layout
+    from climb_assets.report import write_report
+
+    path = write_report(Layout(load_settings().output_dir)).resolve()
+    print(path)
+    if args.open:
+        import webbrowser
+
+        if not webbrowser.open(path.as_uri()):
+            print("climb: no browser found; open the file above", file=sys.stderr)
+    return 0
+
+
 def _cmd_config_show(args: argparse.Namespace) -> int:
     settings = load_settings()
     print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
@@ -203,6 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--refresh", action="store_true", help="rewrite outputs/climb.duckdb")
     sql.add_argument("--max-rows", type=int, default=40)
     sql.set_defaults(func=_cmd_sql)
+
+    report = sub.add_parser(
+        "report",
+        help="write the latest search as one HTML page (mixture, search trace, loss curves, "
+        "super-clusters with examples, evaluation, dataset) and print its path",
+    )
+    report.add_argument("--open", action="store_true", help="also open it in a web browser")
+    report.set_defaults(func=_cmd_report)
 
     from climb_assets.predictor_cli import add_parser as add_predictor_parser
 

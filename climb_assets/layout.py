@@ -128,6 +128,11 @@ class Layout:
         return self.root / "climbmix"
 
     @property
+    def report(self) -> Path:
+        """The latest search as one self-contained HTML page (`climb report`)."""
+        return self.root / "report.html"
+
+    @property
     def catalog(self) -> Path:
         return self.root / "climb.duckdb"
 

@@ -73,18 +73,14 @@ def project_instance() -> dg.DagsterInstance:
 def register_shards(settings: Settings, instance: dg.DagsterInstance) -> list[str]:
     """Make the registered shard partitions match the files in the corpus folder."""
     from climb_assets.core.shards import discover_shards
-    from climb_assets.partitions import CORPUS_SHARDS
+    from climb_assets.shard_state import register_shards as register
 
     files = discover_shards(settings.corpus.path, settings.corpus.patterns)
     if not files:
         raise FileNotFoundError(
             f"no shard files matching {settings.corpus.patterns} under {settings.corpus.path}"
         )
-    registered = set(instance.get_dynamic_partitions(CORPUS_SHARDS.name))
-    if new := sorted(set(files) - registered):
-        instance.add_dynamic_partitions(CORPUS_SHARDS.name, new)
-    for gone in sorted(registered - set(files)):
-        instance.delete_dynamic_partition(CORPUS_SHARDS.name, gone)
+    register(instance, list(files))
     return sorted(files)
 
 
@@ -100,27 +96,13 @@ def check_targets(settings: Settings) -> None:
 def shard_is_current(
     instance: dg.DagsterInstance, stage: Stage, shard: str, settings: Settings
 ) -> bool:
-    """True when every asset of a per-shard stage was last materialized from the same file,
-    settings and code (its `input_fingerprint`) and its output files still exist."""
-    from climb_assets.assets.corpus import INPUT_FINGERPRINT, shard_input_fingerprint
-    from climb_assets.layout import Layout
+    """True when every asset of a per-shard stage was last materialized (by `climb run`, the UI
+    or the daemon) from the same file, settings and code, and its output files still exist."""
+    from climb_assets.assets.corpus import shard_input_fingerprint
+    from climb_assets.shard_state import shard_is_current as current
 
-    layout = Layout(settings.output_dir)
-    outputs = {"corpus_documents": layout.documents, "shard_embeddings": layout.embeddings}
-    if any(a not in outputs or not outputs[a](shard).exists() for a in stage.assets):
-        return False
     expected = shard_input_fingerprint(settings, shard)
-    for asset in stage.assets:
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(dg.AssetKey(asset), asset_partitions=[shard]), limit=1
-        ).records
-        if not records:
-            return False
-        metadata = records[0].asset_materialization.metadata  # type: ignore[union-attr]
-        found = metadata.get(INPUT_FINGERPRINT)
-        if found is None or found.value != expected:
-            return False
-    return True
+    return current(instance, settings, shard, expected, stage.assets)
 
 
 def partition_keys(stage: Stage, shards: list[str], settings: Settings) -> list[str | None]:

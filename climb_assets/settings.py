@@ -371,6 +371,35 @@ class ExecutionSettings(_Section):
         return self
 
 
+class AutomationSettings(_Section):
+    search_cron: str | None = Field(
+        "0 2 * * *",
+        description="Cron schedule at which the daemon of `dagster dev` reruns the search and "
+        "the dataset (proxy pool, every iteration in order, optimal mixture, dataset) if their "
+        "inputs changed since they were last built; null turns the scheduled rerun off.",
+    )
+    timezone: str = Field("UTC", description="Time zone of `search_cron` (IANA name).")
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> AutomationSettings:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if self.search_cron is not None and not is_valid_cron_string(self.search_cron):
+            raise _field_error(
+                "search_cron",
+                f"{self.search_cron!r} is not a cron schedule such as '0 2 * * *' (02:00 daily)",
+            )
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise _field_error(
+                "timezone", f"{self.timezone!r} is not a time zone such as 'UTC' or 'Europe/Paris'"
+            ) from None
+        return self
+
+
 class Settings(_Section):
     output_dir: Path = Field(Path("outputs"), description="Where every artifact is written.")
     seed: int = Field(1234, ge=0, description="One seed for every random choice of the pipeline.")
@@ -400,6 +429,7 @@ class Settings(_Section):
     dataset: DatasetSettings = DatasetSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     execution: ExecutionSettings = ExecutionSettings()
+    automation: AutomationSettings = AutomationSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -422,8 +452,9 @@ class Settings(_Section):
 
     def fingerprint(self) -> str:
         """Short stable hash of the effective settings (goes into dataset cards)."""
-        # Where the work runs does not change what it produces, so execution stays out.
-        dumped = self.model_dump(mode="json", exclude={"execution"})
+        # Where and when the work runs does not change what it produces: execution and
+        # automation stay out.
+        dumped = self.model_dump(mode="json", exclude={"execution", "automation"})
         blob = json.dumps(dumped, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

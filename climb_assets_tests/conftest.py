@@ -105,3 +105,12 @@ def live_dagster(tmp_path_factory: pytest.TempPathFactory):
     with dagster_dev(small_settings(corpus, workdir / "outputs"), workdir, automation=False) as dev:
         write_first_shards(corpus)
         yield dev
+
+
+@pytest.fixture(scope="session")
+def live_search(live_dagster) -> str:  # noqa: ANN001 - a live.DagsterDev
+    """The whole pipeline in the shared `dagster dev`, the search by a UI backfill; the
+    backfill's final status. Shared by the backfill and browser tests (run it once)."""
+    from climb_assets_tests.live import search_by_backfill
+
+    return search_by_backfill(live_dagster)

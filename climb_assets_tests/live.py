@@ -60,6 +60,12 @@ SENSORS_QUERY = """
         sensorState { status } } } } } } } } }
 """
 
+TICKS_QUERY = """
+{ workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError {
+    ... on RepositoryLocation { repositories { sensors { name
+        sensorState { ticks(limit: 50) { status timestamp runIds } } } } } } } } } }
+"""
+
 STOP_SENSOR_MUTATION = """
 mutation Stop($id: String!) { stopSensor(id: $id) { __typename
     ... on StopSensorMutationResult { instigationState { status } }
@@ -178,6 +184,16 @@ class DagsterDev:
                         "status": sensor["sensorState"]["status"],
                     }
         return found
+
+    def sensor_ticks(self) -> dict[str, list[dict]]:
+        """Every sensor's ticks by name, newest first: {'status', 'timestamp', 'runIds'}."""
+        entries = self.graphql(TICKS_QUERY)["workspaceOrError"]["locationEntries"]
+        return {
+            sensor["name"]: sensor["sensorState"]["ticks"]
+            for entry in entries
+            for repository in (entry["locationOrLoadError"] or {}).get("repositories", [])
+            for sensor in repository["sensors"]
+        }
 
     def stop_sensors(self) -> None:
         """Stop every sensor (and automation sensor), so nothing launches runs by itself."""
@@ -433,3 +449,52 @@ def write_late_shard(folder: Path, name: str = "late_python.jsonl") -> pl.DataFr
     late = sample_documents().filter(pl.col("source") == LATE_DOMAIN).head(LATE_SHARD_DOCS)
     write_jsonl(late.to_dicts(), folder / name)
     return late
+
+
+SEARCH_ASSETS = (
+    "bootstrap_iteration", "mixture_candidates", "proxy_scores", "mixture_predictor",
+    "optimal_mixture", "climbmix_dataset",
+)  # fmt: skip
+LAUNCH_BACKFILL = """
+mutation($assets: [AssetKeyInput!]!) {
+  launchPartitionBackfill(backfillParams: {assetSelection: $assets, allPartitions: true}) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}"""
+BACKFILL_STATUS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    ... on PartitionBackfill { status error { message } }
+  }
+}"""
+BACKFILL_TIMEOUT_S = 420
+
+
+def search_by_backfill(dev: DagsterDev) -> str:
+    """Everything the search reads by `run_pipeline` into the instance of `dev`, then the search
+    and dataset assets over all iterations by one UI backfill (what *Materialize all*
+    launches); returns the backfill's final status."""
+    import dagster as dg
+
+    from climb_assets.definitions import build_definitions
+    from climb_assets.runner import PLAN, run_pipeline
+
+    upstream = tuple(
+        s for s in PLAN if s.axis != "iterations" and "optimal_mixture" not in s.assets
+    )
+    with dg.DagsterInstance.from_config(str(dev.home)) as instance:
+        run_pipeline(build_definitions(dev.settings), dev.settings, instance, upstream,
+                     echo=lambda _: None)  # fmt: skip
+    launched = dev.graphql(LAUNCH_BACKFILL, {"assets": [{"path": [a]} for a in SEARCH_ASSETS]})
+    answer = launched["launchPartitionBackfill"]
+    if answer["__typename"] != "LaunchBackfillSuccess":
+        raise LiveDagsterError(f"the search backfill was not launched: {answer}")
+
+    def finished() -> str | None:
+        data = dev.graphql(BACKFILL_STATUS, {"id": answer["backfillId"]})
+        status = data["partitionBackfillOrError"]["status"]
+        return status if status.startswith("COMPLETED") else None
+
+    return dev.wait_until(finished, "the search backfill", BACKFILL_TIMEOUT_S, interval=5)

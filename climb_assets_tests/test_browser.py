@@ -11,11 +11,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
-from climb_assets.definitions import build_definitions
-from climb_assets.runner import PLAN, Stage, run_pipeline
+from climb_assets.layout import Layout
 from climb_assets_tests.live import PROJECT, DagsterDev, Materialization, newer_materialization
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -31,11 +29,6 @@ STAGE_ASSETS = (
     "corpus_documents", "centroids", "super_clusters", "bootstrap_iteration",
     "optimal_mixture", "climbmix_dataset",
 )  # fmt: skip
-# Everything super_clusters reads, materialized in-process before the UI launches it.
-UPSTREAM_PLAN = (
-    PLAN[0],
-    Stage(("document_index", "centroids", "cluster_assignments", "cluster_profiles"), "none"),
-)
 MATERIALIZE = re.compile(r"^\s*Materialize\s*$")
 UI_TIMEOUT_MS = 60_000
 RUN_TIMEOUT_S = 240
@@ -43,18 +36,10 @@ PLOT_KEY, PLOT_ALT = "centroid_map", "centroids by super-cluster"  # super_clust
 
 
 @pytest.fixture(scope="module")
-def upstream_ready(live_dagster: DagsterDev) -> None:
-    """Everything super_clusters reads, by `run_pipeline` into the instance of `dagster dev`
-    (before the browser starts: both run event loops in this thread)."""
-    dev = live_dagster
-    with dg.DagsterInstance.from_config(str(dev.home)) as instance:
-        run_pipeline(build_definitions(dev.settings), dev.settings, instance, UPSTREAM_PLAN,
-                     echo=lambda _: None)  # fmt: skip
-    assert dev.latest_materialization("cluster_profiles") is not None
-
-
-@pytest.fixture(scope="module")
-def page(live_dagster: DagsterDev, upstream_ready: None) -> Iterator:
+def page(live_dagster: DagsterDev, live_search: str) -> Iterator:
+    """Chromium on the shared `dagster dev`, once the whole pipeline is in its instance (run
+    before the browser starts: `run_pipeline` and Playwright both run event loops here)."""
+    assert live_search == "COMPLETED_SUCCESS"
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
     sync_api = pytest.importorskip(
@@ -149,3 +134,46 @@ def test_asset_page_shows_the_centroid_plot(
     image.evaluate("img => img.decode()")  # rejects when the PNG does not decode
     assert image.evaluate("img => img.naturalWidth") > 100
     page.screenshot(path=str(SCREENSHOTS / "super_clusters_plot.png"))
+
+
+def super_cluster_names(dev: DagsterDev) -> list[str]:
+    """How the UI names super-clusters: '3: lord, god, thee'."""
+    from climb_assets.assets.metadata import super_cluster_names_of
+
+    return list(super_cluster_names_of(Layout(dev.settings.output_dir).super_clusters).values())
+
+
+def test_mixture_weights_and_their_plots_show_without_a_link(
+    page, live_dagster: DagsterDev
+) -> None:
+    """The optimal mixture's weights are a table on the asset page itself, super-clusters named
+    by their top terms; its numbers are charted in the metadata's Plots view."""
+    open_ui(page, live_dagster, "/assets/optimal_mixture")
+    row = page.locator("tr", has_text="mixture").filter(has=page.locator("table")).first
+    weights = row.locator("table").first
+    weights.scroll_into_view_if_needed()
+    headers = [h.strip() for h in weights.locator("th").all_text_contents()]
+    assert headers[:2] == ["name", "weight"], headers
+    cells = weights.locator("td").all_text_contents()
+    names = super_cluster_names(live_dagster)
+    assert names and all(name in cells for name in names), (names, cells)
+    page.screenshot(path=str(SCREENSHOTS / "optimal_mixture_weights.png"))
+
+    page.get_by_role("button", name="Plots").click()
+    chart = page.get_by_text("predicted_objective", exact=True).first
+    chart.wait_for()
+    page.locator("canvas").first.wait_for()
+    page.screenshot(path=str(SCREENSHOTS / "optimal_mixture_plots.png"))
+
+
+def test_the_report_shows_the_mixture_plot(page, live_dagster: DagsterDev) -> None:
+    """What the UI cannot show inline (images) is in the HTML report `optimal_mixture` links."""
+    report = Layout(live_dagster.settings.output_dir).report
+    page.goto(report.resolve().as_uri())
+    image = page.locator('img[alt="mixture weights"]')
+    image.wait_for()
+    image.evaluate("img => img.decode()")  # rejects when the PNG does not decode
+    assert image.evaluate("img => img.naturalWidth") > 100
+    body = page.inner_text("body")
+    assert all(name in body for name in super_cluster_names(live_dagster))
+    page.screenshot(path=str(SCREENSHOTS / "report.png"), full_page=True)

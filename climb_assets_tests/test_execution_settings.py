@@ -13,7 +13,13 @@ import pytest
 import yaml
 
 from climb_assets.core.execution import ExecutionError, TaskResources, ensure_ray, map_tasks
-from climb_assets.settings import ExecutionSettings, Settings, SettingsError, load_settings
+from climb_assets.settings import (
+    AutomationSettings,
+    ExecutionSettings,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 
 PROXY = TaskResources(1, 0, "execution.cpus_per_proxy", "execution.gpus_per_proxy")
 
@@ -58,9 +64,12 @@ def test_bad_execution_settings_name_their_key(tmp_path: Path, execution: dict, 
     assert named in settings_error(tmp_path, execution)
 
 
-def test_where_work_runs_does_not_change_the_settings_fingerprint() -> None:
+def test_where_and_when_work_runs_does_not_change_the_settings_fingerprint() -> None:
     on_ray = Settings(execution=ExecutionSettings(backend="ray", cpus_per_proxy=2))
     assert on_ray.fingerprint() == Settings().fingerprint()
+    weekly = Settings(automation=AutomationSettings(search_cron="0 3 * * 0"))
+    assert weekly.fingerprint() == Settings().fingerprint()
+    assert Settings(seed=7).fingerprint() != Settings().fingerprint()
 
 
 def free_port() -> int:

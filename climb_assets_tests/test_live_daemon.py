@@ -1,6 +1,7 @@
-"""The daemon of a live `dagster dev` drives the corpus-wide assets by itself: the shard sensor
-registers shard files and ingests them, eager automation carries them to the super-clusters,
-and a shard dropped in later reaches the clusters without anyone launching a run.
+"""The daemon of a live `dagster dev` started after `climb run` drives the corpus-wide assets by
+itself: its first ticks launch nothing (the shard sensor reads what `climb run` processed from
+the instance), and a shard dropped in later is ingested once and reaches the clusters through
+eager automation without anyone launching a run.
 
 "Up to date" is judged from the materialization history over GraphQL: along every edge of the
 clustering stage the child's latest materialization (per shard, where both are per shard) is
@@ -13,10 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 import pytest
 
+from climb_assets.definitions import build_definitions
 from climb_assets.layout import Layout
+from climb_assets.runner import PLAN, run_pipeline
 from climb_assets_tests.conftest import small_settings
 from climb_assets_tests.live import (
     ACTIVE_STATUSES,
@@ -27,15 +31,20 @@ from climb_assets_tests.live import (
     dagster_dev,
     newer_materialization,
     write_first_shards,
+    write_instance_yaml,
     write_late_shard,
 )
 
 pytestmark = pytest.mark.slow
 
 FIRST_SHARDS = ("a.jsonl", "b.jsonl")
+# What `climb run` does before `dagster dev` starts: everything but the search, whose scheduled
+# rerun waits for its cron tick anyway (test_pipeline.py simulates that tick).
+CLIMB_RUN = PLAN[:2]
+FIRST_TICKS = 2  # ticks of every sensor that must launch nothing after `climb run`
+FIRST_TICKS_TIMEOUT_S = 240
 LATE_SHARD = "late_python.jsonl"
 # Bounds for the daemon on a busy 2-core machine; the sensor and automation tick every 15 s.
-FIRST_ROUND_TIMEOUT_S = 420
 LATE_SHARD_TIMEOUT_S = 420
 # No run for this long while still behind: automation has stopped (ticks are 15 s apart; the
 # longest gap seen between runs on a busy machine was ~50 s).
@@ -161,28 +170,53 @@ class Automated:
     dev: DagsterDev
     corpus: Path
     layout: Layout
-    first: State  # the clustering state once the first shards reached super_clusters
+    first: State  # the clustering state `climb run` left, before the daemon started
+    climb_runs: set[str]  # the run ids of that `climb run`
 
 
 @pytest.fixture(scope="module")
 def automated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Automated]:
-    """`dagster dev` with its sensors and automation on, started on two shards; ready once
-    they have reached super_clusters with no help."""
+    """`climb run` on two shards into an instance, then `dagster dev` with its sensors and
+    automation on, started on that instance (as a user does after a first run)."""
     workdir = tmp_path_factory.mktemp("live_daemon")
     corpus = workdir / "corpus"
     write_first_shards(corpus, FIRST_SHARDS)
     settings = small_settings(corpus, workdir / "outputs")
+    home = workdir / "home"
+    write_instance_yaml(home)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = run_pipeline(build_definitions(settings), settings, instance, CLIMB_RUN,
+                            echo=lambda _: None)  # fmt: skip
     with dagster_dev(settings, workdir) as dev:
-        first = wait_up_to_date(
-            dev, set(FIRST_SHARDS),
-            "the shard sensor and automation to bring super_clusters up to date",
-            FIRST_ROUND_TIMEOUT_S,
-        )  # fmt: skip
-        yield Automated(dev, corpus, Layout(settings.output_dir), first)
+        first = current_state(dev)
+        assert not behind(first, set(FIRST_SHARDS)), behind(first, set(FIRST_SHARDS))
+        yield Automated(dev, corpus, Layout(settings.output_dir), first, set(runs))
+
+
+def daemon_runs(automated: Automated) -> list[dict]:
+    """The runs the daemon launched (every run but those of `climb run`)."""
+    return [r for r in automated.dev.runs() if r["runId"] not in automated.climb_runs]
 
 
 @pytest.fixture(scope="module")
-def after_late_shard(automated: Automated) -> tuple[State, pl.DataFrame, int]:
+def first_ticks(automated: Automated) -> dict[str, list[dict]]:
+    """The ticks of every sensor once each has ticked at least FIRST_TICKS times."""
+    dev = automated.dev
+
+    def ticked() -> dict[str, list[dict]] | None:
+        ticks = dev.sensor_ticks()
+        done = {
+            name: [t for t in found if t["status"] != "STARTED"] for name, found in ticks.items()
+        }
+        return done if all(len(t) >= FIRST_TICKS for t in done.values()) else None
+
+    return dev.wait_until(ticked, f"{FIRST_TICKS} ticks of every sensor", FIRST_TICKS_TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def after_late_shard(
+    automated: Automated, first_ticks: dict[str, list[dict]]
+) -> tuple[State, pl.DataFrame, int]:
     """The state once a shard dropped into the corpus folder reached super_clusters, the rows
     of that shard, and the profiled document count before it."""
     dev = automated.dev
@@ -200,18 +234,18 @@ def profile_documents(layout: Layout) -> int:
     return int(pl.read_parquet(layout.cluster_profiles)["n_docs"].sum())
 
 
-def test_sensor_ingests_each_shard_and_automation_does_the_rest(automated: Automated) -> None:
-    runs = automated.dev.runs()
-    by_sensor = [r for r in runs if r["tags"].get(SENSOR_TAG) == "corpus_shard_sensor"]
-    assert sorted(r["tags"]["dagster/partition"] for r in by_sensor) == sorted(FIRST_SHARDS)
-    assert all(r["assets"] == ["corpus_documents", "shard_embeddings"] for r in by_sensor)
-    by_automation = [r for r in runs if r["tags"].get(AUTOMATION_TAG) == "true"]
-    automated_assets = {a for r in by_automation for a in r["assets"]}
-    assert automated_assets == {
-        "document_index", "centroids", "cluster_assignments", "cluster_profiles", "super_clusters"
-    }  # fmt: skip
-    assert len(runs) == len(by_sensor) + len(by_automation), "only the daemon launched runs"
-    assert all(r["status"] == "SUCCESS" for r in runs)
+def test_starting_the_daemon_after_climb_run_launches_nothing(
+    automated: Automated, first_ticks: dict[str, list[dict]]
+) -> None:
+    """One memory: the shard sensor finds every shard processed in the instance, automation
+    finds everything up to date, and the scheduled search waits for its tick."""
+    assert set(first_ticks) == {"corpus_shard_sensor", "climb_automation", "climb_scheduled_search"}
+    launched = {
+        name: [r for t in ticks for r in t["runIds"]] for name, ticks in first_ticks.items()
+    }
+    assert launched == {name: [] for name in first_ticks}, launched
+    assert daemon_runs(automated) == []
+    assert all(t["status"] != "FAILURE" for ticks in first_ticks.values() for t in ticks)
 
 
 def test_first_shards_reach_the_super_clusters(automated: Automated) -> None:
@@ -221,6 +255,22 @@ def test_first_shards_reach_the_super_clusters(automated: Automated) -> None:
     assert profile_documents(layout) == index.height > 100
     supers = pl.read_parquet(layout.super_clusters)
     assert supers.height > 0 and int(supers["n_docs"].sum()) > 0
+
+
+def test_a_new_shard_is_ingested_once_and_automation_does_the_rest(
+    automated: Automated, after_late_shard: tuple[State, pl.DataFrame, int]
+) -> None:
+    runs = daemon_runs(automated)
+    by_sensor = [r for r in runs if r["tags"].get(SENSOR_TAG) == "corpus_shard_sensor"]
+    assert [r["tags"]["dagster/partition"] for r in by_sensor] == [LATE_SHARD]
+    assert by_sensor[0]["assets"] == ["corpus_documents", "shard_embeddings"]
+    by_automation = [r for r in runs if r["tags"].get(AUTOMATION_TAG) == "true"]
+    automated_assets = {a for r in by_automation for a in r["assets"]}
+    assert automated_assets == {
+        "document_index", "centroids", "cluster_assignments", "cluster_profiles", "super_clusters"
+    }  # fmt: skip
+    assert len(runs) == len(by_sensor) + len(by_automation), "only the daemon launched runs"
+    assert all(r["status"] == "SUCCESS" for r in runs)
 
 
 def test_new_shard_reaches_the_clusters_without_a_manual_run(
@@ -239,7 +289,7 @@ def test_new_shard_reaches_the_clusters_without_a_manual_run(
     assigned = pl.read_parquet(layout.assignments(LATE_SHARD))
     assert set(assigned["doc_id"]) == set(kept["doc_id"])
     assert profile_documents(layout) == index.height == before_docs + late_in_index.height
-    runs = automated.dev.runs()
+    runs = daemon_runs(automated)
     assert all(SENSOR_TAG in r["tags"] or AUTOMATION_TAG in r["tags"] for r in runs)
 
     # The new domain is text the first shards never had: the refitted centroids give it a

@@ -46,6 +46,8 @@ ITERATION_PARTITIONED = {"bootstrap_iteration", "mixture_candidates", "proxy_sco
                          "mixture_predictor"}  # fmt: skip
 EAGER = {"document_index", "centroids", "cluster_assignments", "cluster_profiles",
          "super_clusters"}  # fmt: skip
+SCHEDULED = {"proxy_pool", "bootstrap_iteration", "mixture_candidates", "proxy_scores",
+             "mixture_predictor", "optimal_mixture", "climbmix_dataset"}  # fmt: skip
 
 GRAPH_QUERY = """
 { assetNodes { assetKey { path } dependencyKeys { path } dependedByKeys { path }
@@ -114,9 +116,11 @@ def test_partition_axes_and_eager_assets(graph: dict[str, dict]) -> None:
     assert {a for a, t in kinds.items() if t == "DYNAMIC"} == SHARD_PARTITIONED
     assert {a for a, t in kinds.items() if t == "TIME_WINDOW"} == ITERATION_PARTITIONED
     automated = {a for a, n in graph.items() if n["automationCondition"]}
-    assert automated == EAGER
+    assert automated == EAGER | SCHEDULED
     for asset in EAGER:
         assert "eager" in graph[asset]["automationCondition"]["label"].lower(), asset
+    for asset in SCHEDULED:  # the default schedule, nightly at 02:00 UTC
+        assert "0 2 * * * (UTC)" in graph[asset]["automationCondition"]["label"], asset
 
 
 def test_sensors_start_running_by_default(live_dagster: DagsterDev) -> None:
@@ -127,4 +131,8 @@ def test_sensors_start_running_by_default(live_dagster: DagsterDev) -> None:
         for repository in entry["locationOrLoadError"]["repositories"]
         for sensor in repository["sensors"]
     }
-    assert defaults == {"corpus_shard_sensor": "RUNNING", "climb_automation": "RUNNING"}
+    assert defaults == {
+        "corpus_shard_sensor": "RUNNING",
+        "climb_automation": "RUNNING",
+        "climb_scheduled_search": "RUNNING",
+    }

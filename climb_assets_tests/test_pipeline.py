@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from climb_assets.automation import SCHEDULED_TAG
 from climb_assets.definitions import build_definitions
 from climb_assets.layout import Layout
 from climb_assets.runner import PLAN, Stage, run_pipeline
@@ -363,3 +364,132 @@ def test_optimal_mixture_reports_caps_noise_and_the_best_observed_run(pipeline) 
     lines = describe_result(layout)
     assert "best observed run" in lines[0] and "cap" in lines[1]
     assert len(lines) == 2 + len(weights)
+
+
+def requested_assets(result) -> dict[str, int]:  # noqa: ANN001 - EvaluateAutomationConditionsResult
+    return {
+        r.key.to_user_string(): len(r.true_subset.expensively_compute_asset_partitions())
+        for r in result.results
+        if not r.true_subset.is_empty
+    }
+
+
+def test_the_scheduled_search_reruns_after_a_corpus_change_at_its_tick(pipeline) -> None:
+    """The daemon's scheduled condition, evaluated at chosen times: nothing when `dagster dev`
+    starts after `climb run`, nothing before the tick after a corpus change, the whole search
+    and the dataset at the tick (iterations included), and nothing at the next tick if their
+    inputs did not change again."""
+    from datetime import datetime, timedelta, timezone
+
+    settings, _, instance, _ = pipeline
+    defs = build_definitions(settings)
+    assert settings.automation.search_cron == "0 2 * * *"  # daily: one day later a tick passed
+    now = datetime.now(timezone.utc)
+    started = dg.evaluate_automation_conditions(defs, instance, evaluation_time=now)
+    assert requested_assets(started) == {}
+    clustering = Stage(
+        ("document_index", "centroids", "cluster_assignments", "cluster_profiles",
+         "super_clusters"), "none",
+    )  # fmt: skip
+    run_pipeline(defs, settings, instance, plan=(clustering,), echo=lambda _: None)
+    before_tick = dg.evaluate_automation_conditions(
+        defs, instance, evaluation_time=datetime.now(timezone.utc), cursor=started.cursor
+    )
+    assert requested_assets(before_tick) == {}
+    tick = now + timedelta(days=1)
+    at_tick = dg.evaluate_automation_conditions(
+        defs, instance, evaluation_time=tick, cursor=before_tick.cursor
+    )
+    assert requested_assets(at_tick) == {"proxy_pool": 1}
+    # The daemon would launch it with the schedule's tag; here it runs in-process with that tag.
+    # The next evaluation follows it with the first iteration (and its published assets) only.
+    defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance,
+        asset_selection=[dg.AssetKey("proxy_pool")],
+        tags={SCHEDULED_TAG: "true"},
+    )
+    followed = dg.evaluate_automation_conditions(
+        defs, instance, evaluation_time=tick + timedelta(minutes=1), cursor=at_tick.cursor
+    )
+    assert requested_assets(followed) == {
+        "bootstrap_iteration": 1, "mixture_candidates": 1, "proxy_scores": 1,
+        "mixture_predictor": 1,
+    }  # fmt: skip
+    assert followed.get_requested_partitions(dg.AssetKey("bootstrap_iteration")) == {"iter-001"}
+    next_tick = dg.evaluate_automation_conditions(
+        defs, instance, evaluation_time=tick + timedelta(days=1), cursor=followed.cursor
+    )
+    assert requested_assets(next_tick) == {}, "inputs unchanged since the last tick"
+
+
+def test_a_shard_registered_but_not_processed_names_what_to_run_first(pipeline) -> None:
+    from climb_assets.partitions import CORPUS_SHARDS
+    from climb_assets.runner import launch
+
+    settings, _, instance, _ = pipeline
+    defs = build_definitions(settings)
+    instance.add_dynamic_partitions(CORPUS_SHARDS.name, ["zz_new.jsonl"])
+    try:
+        result = launch(defs, instance, ("cluster_profiles",), echo=lambda _: None)
+    finally:
+        instance.delete_dynamic_partition(CORPUS_SHARDS.name, "zz_new.jsonl")
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.event_specific_data.error.message
+    assert "zz_new.jsonl are registered but not processed" in message
+    assert "Materialize corpus_documents for zz_new.jsonl" in message
+
+
+def test_results_are_readable_on_the_asset_pages(pipeline) -> None:
+    """Tables inline (not markdown behind a link), super-clusters named by their top terms,
+    numbers rounded, row counts and column schemas, the dataset card rendered, every check
+    described."""
+    settings, layout, instance, _ = pipeline
+    mixture = latest(instance, "optimal_mixture").asset_materialization.metadata
+    weights = mixture["mixture"].value
+    assert isinstance(weights, dg.TableMetadataValue)
+    names = [record.data["name"] for record in weights.records]
+    supers = pl.read_parquet(layout.super_clusters)
+    first_terms = supers.sort("super_cluster")["top_terms"][0][0]
+    assert any(first_terms in name for name in names), names
+    assert all(len(repr(r.data["weight"])) <= 8 for r in weights.records), "rounded weights"
+    assert isinstance(mixture["predicted_objective"].value, float)  # charted in the Plots tab
+    assert mixture["report"].value.startswith("file://")
+
+    importance = latest(instance, "mixture_predictor").asset_materialization.metadata
+    features = [r.data["super_cluster"] for r in importance["feature_importance"].value.records]
+    assert not any(f.startswith("w_") for f in features), features
+
+    dataset = latest(instance, "climbmix_dataset").asset_materialization.metadata
+    assert dataset["card"].value.startswith("#"), "the card is rendered as markdown"
+    assert (
+        dataset["dagster/row_count"].value
+        == pl.scan_parquet(sorted(layout.dataset.glob("data-*.parquet")))
+        .select(pl.len())
+        .collect()
+        .item()
+    )
+    assert "doc_id" in {c.name for c in dataset["dagster/column_schema"].value.columns}
+    clusters = latest(instance, "super_clusters").asset_materialization.metadata
+    assert clusters["dagster/row_count"].value == supers.height
+
+    graph = build_definitions(settings).resolve_asset_graph()
+    undescribed = [key.name for key in graph.asset_check_keys if not graph.get(key).description]
+    assert not undescribed, f"checks without a description: {undescribed}"
+
+
+def test_climb_report_writes_one_self_contained_page(pipeline, tmp_path: Path, capsys) -> None:
+    from climb_assets.cli import main
+    from climb_assets_tests.live import write_settings_yaml
+
+    settings, layout, _, _ = pipeline
+    config = write_settings_yaml(settings, tmp_path / "climb.yaml")
+    assert main(["--config", str(config), "report"]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert path == layout.report.resolve()
+    page = path.read_text()
+    for heading in ("Optimal mixture", "Search trace", "Proxy loss curves", "Super-clusters",
+                    "Evaluation against the baselines", "Dataset"):  # fmt: skip
+        assert f"<h2>{heading}</h2>" in page, heading
+    assert page.count('src="data:image/png;base64,') >= 3
+    assert "http://" not in page and "https://" not in page and "<script" not in page

@@ -6,16 +6,27 @@ import os
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from climb_assets.automation import corpus_shard_sensor
+from climb_assets.definitions import build_definitions
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
+from climb_assets.runner import PLAN, run_pipeline
 from climb_assets.settings import Settings
 from climb_assets_tests.conftest import write_jsonl
 
 
-def tick(instance: dg.DagsterInstance, corpus: Path, cursor: str | None) -> dg.SensorResult:
-    climb = ClimbSettings.from_settings(Settings.model_validate({"corpus": {"path": str(corpus)}}))
+def settings_for(corpus: Path, **changes: object) -> Settings:
+    return Settings.model_validate(
+        {"corpus": {"path": str(corpus)}, "output_dir": str(corpus.parent / "outputs"), **changes}
+    )
+
+
+def tick(
+    instance: dg.DagsterInstance, corpus: Path, cursor: str | None, **changes: object
+) -> dg.SensorResult:
+    climb = ClimbSettings.from_settings(settings_for(corpus, **changes))
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"climb": climb})
     result = corpus_shard_sensor(context)
     # Apply the partition requests as the daemon would.
@@ -28,13 +39,29 @@ def tick(instance: dg.DagsterInstance, corpus: Path, cursor: str | None) -> dg.S
     return result
 
 
-def test_new_changed_and_removed_shards(tmp_path: Path) -> None:
-    write_jsonl([{"id": "1", "text": "one"}], tmp_path / "a.jsonl")
-    write_jsonl([{"id": "2", "text": "two"}], tmp_path / "sub" / "b.jsonl")
-    (tmp_path / "notes.txt").write_text("not a shard")
+def ingest(instance: dg.DagsterInstance, corpus: Path) -> None:
+    """What `climb run` does for the shards: documents and embeddings of every changed shard."""
+    settings = settings_for(corpus)
+    run_pipeline(build_definitions(settings), settings, instance, PLAN[:1], echo=lambda _: None)
+
+
+def requested(result: dg.SensorResult) -> list[str | None]:
+    return sorted(r.partition_key for r in result.run_requests)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    folder = tmp_path / "corpus"
+    write_jsonl([{"id": "1", "text": "one"}], folder / "a.jsonl")
+    write_jsonl([{"id": "2", "text": "two"}], folder / "sub" / "b.jsonl")
+    (folder / "notes.txt").write_text("not a shard")
+    return folder
+
+
+def test_new_changed_and_removed_shards(corpus: Path) -> None:
     with dg.instance_for_test() as instance:
-        first = tick(instance, tmp_path, None)
-        assert sorted(r.partition_key for r in first.run_requests) == ["a.jsonl", "sub/b.jsonl"]
+        first = tick(instance, corpus, None)
+        assert requested(first) == ["a.jsonl", "sub/b.jsonl"]
         assert {a.to_user_string() for a in first.run_requests[0].asset_selection} == {
             "corpus_documents",
             "shard_embeddings",
@@ -43,44 +70,54 @@ def test_new_changed_and_removed_shards(tmp_path: Path) -> None:
             "a.jsonl",
             "sub/b.jsonl",
         ]
-
-        quiet = tick(instance, tmp_path, first.cursor)
+        ingest(instance, corpus)
+        quiet = tick(instance, corpus, first.cursor)
         assert not quiet.run_requests and not quiet.dynamic_partitions_requests
 
-        write_jsonl([{"id": "1", "text": "one, rewritten"}], tmp_path / "a.jsonl")
-        os.utime(tmp_path / "a.jsonl", ns=(1, 10**18))  # a distinct mtime even on coarse clocks
-        (tmp_path / "sub" / "b.jsonl").unlink()
-        changed = tick(instance, tmp_path, quiet.cursor)
-        assert [r.partition_key for r in changed.run_requests] == ["a.jsonl"]
+        write_jsonl([{"id": "1", "text": "one, rewritten"}], corpus / "a.jsonl")
+        os.utime(corpus / "a.jsonl", ns=(1, 10**18))  # a distinct mtime even on coarse clocks
+        (corpus / "sub" / "b.jsonl").unlink()
+        changed = tick(instance, corpus, quiet.cursor)
+        assert requested(changed) == ["a.jsonl"]
         assert instance.get_dynamic_partitions(CORPUS_SHARDS.name) == ["a.jsonl"]
 
         # A removal alone changes no upstream asset: the sensor starts the corpus-wide chain.
-        (tmp_path / "a.jsonl").unlink()
-        removed = tick(instance, tmp_path, changed.cursor)
+        (corpus / "a.jsonl").unlink()
+        removed = tick(instance, corpus, changed.cursor)
         assert instance.get_dynamic_partitions(CORPUS_SHARDS.name) == []
         [request] = removed.run_requests
         assert request.partition_key is None
         assert [a.to_user_string() for a in request.asset_selection] == ["document_index"]
 
 
-def test_an_edit_that_keeps_size_and_mtime_is_ingested_again(tmp_path: Path) -> None:
-    path = tmp_path / "a.jsonl"
-    write_jsonl([{"id": "1", "text": "one"}], path)
+def test_shards_climb_run_processed_are_not_requested_again(corpus: Path) -> None:
+    """One memory: the sensor's first tick after `climb run` (no cursor, as when `dagster dev`
+    starts) finds every shard processed in the instance and requests nothing; settings that
+    change what a shard's documents are request every shard again."""
     with dg.instance_for_test() as instance:
-        first = tick(instance, tmp_path, None)
+        ingest(instance, corpus)
+        first = tick(instance, corpus, None)
+        assert not first.run_requests and not first.dynamic_partitions_requests
+        other = tick(instance, corpus, first.cursor, embedding={"max_seq_length": 128})
+        assert requested(other) == ["a.jsonl", "sub/b.jsonl"]
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_ingested_again(corpus: Path) -> None:
+    path = corpus / "a.jsonl"
+    with dg.instance_for_test() as instance:
+        first = tick(instance, corpus, None)
+        ingest(instance, corpus)
         os.utime(path, ns=(1, 10**18))  # touched only: hashed again, same bytes, no run
-        touched = tick(instance, tmp_path, first.cursor)
+        touched = tick(instance, corpus, first.cursor)
         assert not touched.run_requests
         stat = path.stat()
         write_jsonl([{"id": "1", "text": "two"}], path)  # same size
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-        edited = tick(instance, tmp_path, touched.cursor)
-        assert [r.partition_key for r in edited.run_requests] == ["a.jsonl"]
+        edited = tick(instance, corpus, touched.cursor)
+        assert requested(edited) == ["a.jsonl"]
         assert edited.run_requests[0].run_key != first.run_requests[0].run_key
 
 
 def test_missing_corpus_folder_is_a_clear_error(tmp_path: Path) -> None:
-    import pytest
-
     with dg.instance_for_test() as instance, pytest.raises(Exception, match="does not exist"):
         tick(instance, tmp_path / "nowhere", None)

@@ -16,15 +16,18 @@ from climb_assets.assets.corpus import (
     registered_shards,
     shard_input_fingerprint,
 )
-from climb_assets.assets.metadata import markdown_table, plot
+from climb_assets.assets.metadata import named, plot, super_cluster_names_of, table, table_metadata
 from climb_assets.automation import eager_after
 from climb_assets.core.atomic import write_npy, write_parquet
 from climb_assets.layout import Layout
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import EmbeddingSettings, Settings
+from climb_assets.shard_state import require_shard_files
 
 EMBEDDINGS_FINITE_UNIT_NORM = "finite_unit_norm"
+# The per-shard files a corpus-wide reader of `kept_documents` needs, in the order they are made.
+READ_PER_SHARD = ("corpus_documents", "shard_embeddings", "cluster_assignments")
 
 
 @lru_cache(maxsize=2)
@@ -42,7 +45,14 @@ def _encoder(settings_json: str):  # noqa: ANN202 - a SentenceTransformer
     kinds={"pytorch", "numpy"},
     code_version=SHARD_CODE_VERSION,
     pool="gpu",
-    check_specs=[dg.AssetCheckSpec(EMBEDDINGS_FINITE_UNIT_NORM, asset="shard_embeddings")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            EMBEDDINGS_FINITE_UNIT_NORM,
+            asset="shard_embeddings",
+            description="Every vector is finite and of unit L2 norm (within float16 rounding), "
+            "one per document of the shard.",
+        )
+    ],
     description="L2-normalized float16 sentence embeddings of one shard's documents, in document "
     "order, stored as .npy and memory-mapped on read.",
 )
@@ -59,10 +69,13 @@ def shard_embeddings(
     seconds = time.perf_counter() - started
     write_npy(vectors, layout.embeddings(shard))
     health = embedding_health(vectors)
+    fingerprint = shard_input_fingerprint(settings, shard)
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(fingerprint),
         metadata={
-            INPUT_FINGERPRINT: shard_input_fingerprint(settings, shard),
+            INPUT_FINGERPRINT: fingerprint,
             "documents": len(texts),
+            "dagster/row_count": len(texts),
             "dimension": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
             "encode_seconds": round(seconds, 2),
             "docs_per_second": round(len(texts) / seconds, 1) if seconds else 0.0,
@@ -106,9 +119,6 @@ def _embed(texts: list[str], settings: Settings) -> tuple[np.ndarray, dict]:
 
 def load_embeddings(layout: Layout, shards: list[str]) -> list[np.ndarray]:
     """Memory-mapped embeddings of each shard (nothing is read until rows are indexed)."""
-    missing = [s for s in shards if not layout.embeddings(s).exists()]
-    if missing:
-        raise FileNotFoundError(f"embeddings missing for {missing}: materialize shard_embeddings")
     return [np.load(layout.embeddings(s), mmap_mode="r") for s in shards]
 
 
@@ -128,6 +138,7 @@ def centroids(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Mat
     settings, layout = climb.get(), climb.layout()
     conf = settings.clustering
     shards = registered_shards(context)
+    require_shard_files(layout, shards, "centroids", "corpus_documents", "shard_embeddings")
     sample = sample_for_fit(
         load_embeddings(layout, shards), conf.sample_size, settings.seed, shards
     )
@@ -186,15 +197,19 @@ def cluster_assignments(
     settings, layout = climb.get(), climb.layout()
     fitted = np.load(layout.centroids)
     per_shard = []
-    for shard in registered_shards(context):
-        table = assign_shard(layout, shard, fitted, settings)
-        write_parquet(table, layout.assignments(shard))
+    shards = registered_shards(context)
+    require_shard_files(
+        layout, shards, "cluster_assignments", "corpus_documents", "shard_embeddings"
+    )
+    for shard in shards:
+        assigned = assign_shard(layout, shard, fitted, settings)
+        write_parquet(assigned, layout.assignments(shard))
         per_shard.append(
             {
                 "shard": shard,
-                "documents": table.height,
-                "clusters_used": table["cluster"].n_unique(),
-                "mean_distance": float(table["distance"].mean()) if table.height else None,
+                "documents": assigned.height,
+                "clusters_used": assigned["cluster"].n_unique(),
+                "mean_distance": float(assigned["distance"].mean()) if assigned.height else None,
             }
         )
     summary = pl.DataFrame(per_shard)
@@ -202,7 +217,8 @@ def cluster_assignments(
         metadata={
             "shards": summary.height,
             "documents": int(summary["documents"].sum()),
-            "by_shard": markdown_table(summary),
+            "dagster/row_count": int(summary["documents"].sum()),
+            "by_shard": table(summary),
         }
     )
 
@@ -226,7 +242,14 @@ def kept_documents(layout: Layout, shards: list[str], with_text: bool) -> pl.Laz
     group_name="clustering",
     kinds={"polars", "parquet"},
     code_version="1",
-    check_specs=[dg.AssetCheckSpec("every_document_assigned", asset="cluster_profiles")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "every_document_assigned",
+            asset="cluster_profiles",
+            description="Every document of the index has a cluster (its shard's assignments "
+            "are current).",
+        )
+    ],
     description="Per cluster: documents, tokens, mean quality, top c-TF-IDF terms and three "
     "snippets closest to the centroid.",
 )
@@ -238,6 +261,7 @@ def cluster_profiles(
 
     settings, layout = climb.get(), climb.layout()
     shards = registered_shards(context)
+    require_shard_files(layout, shards, "cluster_profiles", *READ_PER_SHARD)
     docs = kept_documents(layout, shards, with_text=True).collect()
     unassigned = docs.filter(pl.col("cluster").is_null()).height
     assigned = docs.filter(pl.col("cluster").is_not_null())
@@ -251,7 +275,8 @@ def cluster_profiles(
             "clusters": profiles.height,
             "empty_clusters": profiles.filter(pl.col("n_docs") == 0).height,
             "documents": assigned.height,
-            "largest_clusters": markdown_table(
+            **table_metadata(profiles, layout.cluster_profiles),
+            "largest_clusters": table(
                 by_size.select("cluster", "n_docs", "n_tokens", "mean_quality", "top_terms"), 20
             ),
             "cluster_sizes": plot(
@@ -286,7 +311,13 @@ def cluster_profiles(
     group_name="clustering",
     kinds={"polars", "parquet"},
     code_version="2",
-    check_specs=[dg.AssetCheckSpec("no_empty_super_cluster", asset="super_clusters")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_empty_super_cluster",
+            asset="super_clusters",
+            description="At least one super-cluster, and each holds documents.",
+        )
+    ],
     description="Low-quality clusters pruned, close centroids merged: the super-clusters the "
     "mixture search weighs, and a map of every cluster to its super-cluster or 'pruned'.",
 )
@@ -317,9 +348,10 @@ def super_clusters(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
             "super_clusters": summary.height,
             "clusters_kept": mapping.filter(pl.col("status") == "kept").height,
             "clusters_pruned": mapping.filter(pl.col("status") == "pruned").height,
-            "summary": markdown_table(
-                summary.select(
-                    "super_cluster",
+            **table_metadata(summary, layout.super_clusters),
+            "summary": table(
+                named(summary, super_cluster_names_of(summary)).select(
+                    "name",
                     "n_clusters",
                     "n_docs",
                     "n_tokens",
@@ -328,7 +360,7 @@ def super_clusters(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
                     "top_terms",
                 )
             ),
-            "pruned": markdown_table(
+            "pruned": table(
                 mapping.filter(pl.col("status") == "pruned").select("cluster", "reason")
             ),
             "centroid_map": plot(

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from climb_assets.assets.metadata import counts, markdown_table, plot
+from climb_assets.assets.metadata import counts, plot, table, table_metadata
 from climb_assets.core.atomic import write_parquet
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
@@ -28,16 +28,17 @@ corpus_shard_files = dg.AssetSpec(
 INPUT_FINGERPRINT = "input_fingerprint"
 
 
-def shard_input_fingerprint(settings: Settings, shard: str) -> str:
+def shard_input_fingerprint(settings: Settings, shard: str, content: str | None = None) -> str:
     """What a shard's documents and embeddings depend on: the file's bytes (hashed, so an edit
-    that keeps size and mtime counts), the corpus and embedding settings, and the code version.
-    `climb run` skips a shard whose fingerprint is unchanged since its last materialization."""
+    that keeps size and mtime counts; `content` when already hashed), the corpus and embedding
+    settings, and the code version. `climb run` and the corpus sensor skip a shard whose
+    fingerprint is unchanged since its last materialization (see `shard_state`)."""
     import hashlib
 
     from climb_assets.core.shards import content_fingerprint
 
     parts = [
-        content_fingerprint(settings.corpus.path / shard),
+        content or content_fingerprint(settings.corpus.path / shard),
         settings.corpus.model_dump_json(),
         settings.embedding.model_dump_json(),
         SHARD_CODE_VERSION,
@@ -91,11 +92,10 @@ def corpus_documents(
         "rejected": sum(rejected.values()),
         "rejects_by_reason": counts(rejected),
         "tokens": int(docs["n_tokens"].sum()) if docs.height else 0,
-        "mean_quality": float(docs["quality_score"].mean()) if docs.height else 0.0,
+        "mean_quality": round(float(docs["quality_score"].mean()), 4) if docs.height else 0.0,
         "path": dg.MetadataValue.path(str(layout.documents(shard))),
-        "preview": markdown_table(
-            docs.select("doc_id", "row", "n_tokens", "quality_score", "text"), 5
-        ),
+        "preview": table(docs.select("doc_id", "row", "n_tokens", "quality_score", "text"), 5),
+        **table_metadata(docs, layout.documents(shard)),
     }
     if docs.height:
         from climb_assets.core.plots import histogram
@@ -104,7 +104,8 @@ def corpus_documents(
             histogram(docs["quality_score"].to_numpy(), 20, f"quality score, {shard}"),
             "quality histogram",
         )
-    return dg.MaterializeResult(metadata=metadata)
+    # The fingerprint is also the data version, so the UI tells which inputs a partition saw.
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(fingerprint))
 
 
 def registered_shards(context: dg.AssetExecutionContext) -> list[str]:
@@ -158,7 +159,8 @@ def document_index(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
             "cross_shard_duplicates": by_reason.get("duplicate", 0),
             "cross_shard_duplicate_ids": by_reason.get("duplicate_id", 0),
             "rejects_path": dg.MetadataValue.path(str(layout.cross_shard_duplicates)),
-            "by_shard": markdown_table(per_shard),
+            "by_shard": table(per_shard),
+            **table_metadata(kept, layout.document_index),
             **({"skipped_files": skipped} if skipped else {}),
         }
     )

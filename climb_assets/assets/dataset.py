@@ -6,10 +6,18 @@ import dagster as dg
 import polars as pl
 
 from climb_assets import __version__
+from climb_assets.assets.clustering import READ_PER_SHARD
 from climb_assets.assets.corpus import registered_shards
-from climb_assets.assets.metadata import markdown_table
+from climb_assets.assets.metadata import (
+    named,
+    parquet_schema,
+    report_link,
+    super_cluster_names_of,
+    table,
+)
 from climb_assets.assets.search import super_cluster_documents
 from climb_assets.resources import ClimbSettings
+from climb_assets.shard_state import require_shard_files
 
 UPSTREAM = (
     "corpus_documents",
@@ -23,7 +31,13 @@ UPSTREAM = (
     "bootstrap_iteration",
     "optimal_mixture",
 )
-CHECKS = ("token_budget_met", "weights_realized", "only_kept_super_clusters")
+CHECKS = {
+    "token_budget_met": "Total tokens within dataset.tolerance (relative) of the token budget.",
+    "weights_realized": "Each super-cluster's share of the dataset's tokens within "
+    "dataset.tolerance (absolute) of its weight in the optimal mixture.",
+    "only_kept_super_clusters": "Every row comes from a kept super-cluster (none pruned, none "
+    "without a cluster).",
+}
 
 
 def upstream_runs(instance: dg.DagsterInstance) -> dict[str, str]:
@@ -40,7 +54,10 @@ def upstream_runs(instance: dg.DagsterInstance) -> dict[str, str]:
     group_name="dataset",
     kinds={"parquet", "polars"},
     code_version="1",
-    check_specs=[dg.AssetCheckSpec(name, asset="climbmix_dataset") for name in CHECKS],
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="climbmix_dataset", description=description)
+        for name, description in CHECKS.items()
+    ],
     description="Documents sampled from the super-clusters in the optimal mixture's proportions "
     "up to the token budget, as data-*.parquet shards with a dataset card (README.md).",
 )
@@ -54,7 +71,7 @@ def climbmix_dataset(
         sample_dataset,
         write_dataset,
     )
-    from climb_assets.core.dataset_card import mixture_rows, render_card
+    from climb_assets.core.dataset_card import card_body, mixture_rows, render_card
     from climb_assets.core.targets import metric_of
 
     settings, layout = climb.get(), climb.layout()
@@ -62,7 +79,9 @@ def climbmix_dataset(
     optimal = json.loads(layout.optimal_mixture.read_text())
     # Zero weights stay in: the card then lists every super-cluster, chosen or not.
     weights = {int(k): w for k, w in optimal["weights"].items()}
-    docs = super_cluster_documents(layout, registered_shards(context)).collect()
+    shards = registered_shards(context)
+    require_shard_files(layout, shards, "climbmix_dataset", *READ_PER_SHARD)
+    docs = super_cluster_documents(layout, shards).collect()
     sampled, report = sample_dataset(
         docs, weights, conf.token_budget, conf.repetition_factor, settings.seed
     )
@@ -98,8 +117,12 @@ def climbmix_dataset(
             "token_budget": conf.token_budget,
             "shards": len(shards),
             "path": dg.MetadataValue.path(str(layout.dataset)),
-            "card": dg.MetadataValue.path(str(layout.dataset / "README.md")),
-            "mixture": markdown_table(report.to_frame()),
+            "card_path": dg.MetadataValue.path(str(layout.dataset / "README.md")),
+            "card": dg.MetadataValue.md(card_body(card)),
+            "mixture": table(named(report.to_frame(), super_cluster_names_of(supers))),
+            "dagster/row_count": sampled.height,
+            "dagster/column_schema": parquet_schema(shards[0]),
+            **report_link(layout),
         },
         check_results=[
             dg.AssetCheckResult(

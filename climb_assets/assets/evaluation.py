@@ -14,7 +14,13 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from climb_assets.assets.metadata import markdown_table, plot
+from climb_assets.assets.metadata import (
+    plot,
+    report_link,
+    super_cluster_names_of,
+    table,
+    with_names,
+)
 from climb_assets.assets.search import (
     constraint_budget,
     corpus_token_counts,
@@ -22,6 +28,7 @@ from climb_assets.assets.search import (
     optimal_mixture,
 )
 from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
+from climb_assets.core.naming import round_for_reading
 from climb_assets.core.proxy_jobs import read_checkpoint
 from climb_assets.layout import Layout
 from climb_assets.partitions import iteration_key
@@ -116,27 +123,31 @@ def mixture_evaluation(
     margins = pl.DataFrame(summary["margins"]) if summary["margins"] else pl.DataFrame()
     check_metadata: dict[str, Any] = {}
     for m in summary["margins"]:
-        check_metadata[f"margin_{m['baseline']}"] = m["margin"]
-        check_metadata[f"spread_{m['baseline']}"] = m["spread"]
+        check_metadata[f"margin_{m['baseline']}"] = _readable(m["margin"])
+        check_metadata[f"spread_{m['baseline']}"] = _readable(m["spread"])
     return dg.MaterializeResult(
         metadata={
             "objective_direction": "higher is better",
             "tokens_per_model": settings.evaluation.tokens,
             "seeds": len(summary["seeds"]),
-            "optimal_objective_mean": summary["mixtures"]["optimal"]["objective_mean"],
-            "mean_std": markdown_table(mean_std_table(summary)),
-            "margins": markdown_table(margins),
-            "mixtures": markdown_table(
-                pl.DataFrame(
-                    [
-                        {"mixture": n, "same_as": summary["mixtures"][n]["same_as"] or ""}
-                        | {f"w_{i}": w for i, w in enumerate(summary["mixtures"][n]["weights"])}
-                        for n in names
-                    ]
+            "optimal_objective_mean": _readable(summary["mixtures"]["optimal"]["objective_mean"]),
+            "mean_std": table(mean_std_table(summary)),
+            "margins": table(margins),
+            "mixtures": table(
+                with_names(
+                    pl.DataFrame(
+                        [
+                            {"mixture": n, "same_as": summary["mixtures"][n]["same_as"] or ""}
+                            | {f"w_{i}": w for i, w in enumerate(summary["mixtures"][n]["weights"])}
+                            for n in names
+                        ]
+                    ),
+                    super_cluster_names_of(layout.super_clusters),
                 )
             ),
             "objective_by_mixture": plot(chart, "objective by mixture"),
             "path": dg.MetadataValue.path(str(layout.evaluation)),
+            **report_link(layout),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -381,6 +392,12 @@ def _is_metric(column: str) -> bool:
 def _finite(value: Any) -> Any:
     """NaN (an std over one seed) as None, so summary.json stays valid JSON."""
     return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _readable(value: float | None) -> float:
+    """Rounded to 4 significant digits, NaN when missing: a float the Plots tab can chart."""
+    rounded = None if value is None else round_for_reading(float(value))
+    return math.nan if rounded is None else rounded
 
 
 def _nan(value: float | None) -> float:

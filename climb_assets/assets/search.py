@@ -15,9 +15,22 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from climb_assets.assets.clustering import cluster_assignments, kept_documents, super_clusters
+from climb_assets.assets.clustering import (
+    READ_PER_SHARD,
+    cluster_assignments,
+    kept_documents,
+    super_clusters,
+)
 from climb_assets.assets.corpus import document_index, registered_shards
-from climb_assets.assets.metadata import markdown_table, plot
+from climb_assets.assets.metadata import (
+    named,
+    plot,
+    report_link,
+    super_cluster_names_of,
+    table,
+    weight_name,
+    with_names,
+)
 from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
 from climb_assets.core.execution import (
     ExecutionError,
@@ -26,6 +39,7 @@ from climb_assets.core.execution import (
     check_shared_folder,
     map_tasks,
 )
+from climb_assets.core.naming import round_for_reading
 from climb_assets.core.proxy_jobs import (
     CURVE_SCHEMA,
     ProxyJob,
@@ -43,6 +57,7 @@ from climb_assets.partitions import (
 )
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import Settings
+from climb_assets.shard_state import require_shard_files
 
 RUNS_FILE = "runs.parquet"  # one row per proxy: candidate, weights, metrics, objective
 CURVES_FILE = "loss_curves.parquet"
@@ -64,11 +79,9 @@ def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Ma
     from climb_assets.core.tokenizer import train_bpe
 
     settings, layout = climb.get(), climb.layout()
-    docs = (
-        super_cluster_documents(layout, registered_shards(context))
-        .select("super_cluster", "text")
-        .collect()
-    )
+    shards = registered_shards(context)
+    require_shard_files(layout, shards, "proxy_pool", *READ_PER_SHARD)
+    docs = super_cluster_documents(layout, shards).select("super_cluster", "text").collect()
     tokenizer = train_bpe(
         docs["text"],
         settings.proxy.vocab_size,
@@ -81,7 +94,7 @@ def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Ma
         tokenizer,
         layout.proxy_pool,
     )
-    table = pl.DataFrame(
+    by_group = pl.DataFrame(
         [
             {"super_cluster": g, "tokens": s.tokens, "docs": s.docs, "text_bytes": s.text_bytes}
             for g, s in sorted(stats.items())
@@ -90,9 +103,11 @@ def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Ma
     return dg.MaterializeResult(
         metadata={
             "vocab_size": tokenizer.get_vocab_size(),
-            "tokens": int(table["tokens"].sum()),
-            "super_clusters": table.height,
-            "by_super_cluster": markdown_table(table),
+            "tokens": int(by_group["tokens"].sum()),
+            "super_clusters": by_group.height,
+            "by_super_cluster": table(
+                named(by_group, super_cluster_names_of(layout.super_clusters))
+            ),
         }
     )
 
@@ -242,15 +257,16 @@ def run_iteration(
         fitted.predictor.save(tmp / PREDICTOR_DIR)
         write_json(summary, tmp / SUMMARY_FILE)
     shutil.rmtree(layout.iteration_work(key), ignore_errors=True)
+    names = super_cluster_names_of(layout.super_clusters)
     return dg.MaterializeResult(
         metadata={
             "proxies": scored.height,
-            "best_objective": summary["best_score"],
+            "best_objective": _rounded(summary["best_score"]),
             "cv_spearman": _or_na(summary["cv_spearman"]),
             "seed_noise": _or_na(summary["seed_noise"]),
-            "predictor_spread": summary["predictor_spread"],
-            "candidates": markdown_table(scored.drop("iteration"), 64),
-            "seed_repeats": markdown_table(repeats),
+            "predictor_spread": _rounded(summary["predictor_spread"]),
+            "candidates": table(with_names(scored.drop("iteration"), names), 64),
+            "seed_repeats": table(repeats),
             "execution_backend": settings.execution.backend,
             **workers,
         }
@@ -258,7 +274,13 @@ def run_iteration(
 
 
 def _or_na(value: float | None) -> float | str:
-    return "n/a" if value is None else value
+    return "n/a" if value is None else _rounded(value)
+
+
+def _rounded(value: float) -> float:
+    """Rounded for reading; a float still, so the Plots tab charts it across materializations."""
+    rounded = round_for_reading(float(value))
+    return float("nan") if rounded is None else rounded
 
 
 def _repeat_table(rows: list[dict], iteration: int) -> pl.DataFrame:
@@ -399,20 +421,32 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
     @dg.asset(
         deps=["bootstrap_iteration"],
         kinds={"parquet"},
-        check_specs=[dg.AssetCheckSpec("weights_on_simplex", asset="mixture_candidates")],
+        check_specs=[
+            dg.AssetCheckSpec(
+                "weights_on_simplex",
+                asset="mixture_candidates",
+                description="Every candidate's weights are non-negative and sum to 1.",
+            )
+        ],
         description="The mixtures proposed in this round (weights per super-cluster).",
         **common,
     )
     def mixture_candidates(context: dg.AssetExecutionContext, climb: ClimbSettings):
-        runs = read_runs(climb.layout(), context.partition_key)
+        layout = climb.layout()
+        runs = read_runs(layout, context.partition_key)
         weights = runs.select(pl.col("^w_\\d+$")).to_numpy()
         on_simplex = bool(np.all(weights >= 0) and np.allclose(weights.sum(axis=1), 1, atol=1e-6))
         return dg.MaterializeResult(
             metadata={
                 "candidates": runs.height,
                 "by_source": dg.MetadataValue.json(dict(runs["source"].value_counts().iter_rows())),
-                "table": markdown_table(
-                    runs.select("candidate_id", "source", pl.col("^w_\\d+$")), 64
+                "dagster/row_count": runs.height,
+                "table": table(
+                    with_names(
+                        runs.select("candidate_id", "source", pl.col("^w_\\d+$")),
+                        super_cluster_names_of(layout.super_clusters),
+                    ),
+                    64,
                 ),
             },
             check_results=[dg.AssetCheckResult(check_name="weights_on_simplex", passed=on_simplex)],
@@ -421,7 +455,13 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
     @dg.asset(
         deps=[mixture_candidates],
         kinds={"pytorch"},
-        check_specs=[dg.AssetCheckSpec("scores_finite", asset="proxy_scores")],
+        check_specs=[
+            dg.AssetCheckSpec(
+                "scores_finite",
+                asset="proxy_scores",
+                description="Every proxy's metrics and objective are finite numbers.",
+            )
+        ],
         description="Each proxy's target metrics and the combined objective (higher is better), "
         "with its training loss curve.",
         **common,
@@ -445,9 +485,10 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         return dg.MaterializeResult(
             metadata={
                 "objective_direction": "higher is better",
-                "best_objective": float(runs["objective"].max()),
-                "mean_objective": float(runs["objective"].mean()),
-                "scores": markdown_table(runs.select("candidate_id", *metric_columns), 64),
+                "best_objective": _rounded(runs["objective"].max()),
+                "mean_objective": _rounded(runs["objective"].mean()),
+                "dagster/row_count": runs.height,
+                "scores": table(runs.select("candidate_id", *metric_columns), 64),
                 "loss_curves": plot(chart, "proxy loss curves"),
             },
             check_results=[dg.AssetCheckResult(check_name="scores_finite", passed=finite)],
@@ -468,22 +509,22 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         directory = layout.iteration(key) / PREDICTOR_DIR
         predictor = Predictor.load(directory)
         summary = read_summary(layout, key)
+        names = super_cluster_names_of(layout.super_clusters)
+        gains = predictor.feature_importance()
         importance = pl.DataFrame(
             {
-                "feature": list(predictor.feature_importance()),
-                "gain": list(predictor.feature_importance().values()),
+                "super_cluster": [weight_name(feature, names) for feature in gains],
+                "gain": list(gains.values()),
             }
         ).sort("gain", descending=True)
         return dg.MaterializeResult(
             metadata={
-                "cv_spearman": summary["cv_spearman"]
-                if summary["cv_spearman"] is not None
-                else "n/a",
+                "cv_spearman": _or_na(summary["cv_spearman"]),
                 "training_rows": summary["predictor_rows"],
                 # 0: trees alone; 1 or 2: a ridge base on the weights (and their squares).
                 "smooth_base_degree": predictor.info.get("smooth_degree", 0),
-                "smooth_base_loo_rmse": predictor.info.get("ridge_loo_rmse"),
-                "feature_importance": markdown_table(importance),
+                "smooth_base_loo_rmse": _or_na(predictor.info.get("ridge_loo_rmse")),
+                "feature_importance": table(importance),
                 "path": dg.MetadataValue.path(str(directory)),
             }
         )
@@ -510,7 +551,13 @@ def read_summary(layout: Layout, key: str) -> dict:
     group_name="search",
     kinds={"lightgbm"},
     code_version="3",
-    check_specs=[dg.AssetCheckSpec("weights_on_simplex", asset="optimal_mixture")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "weights_on_simplex",
+            asset="optimal_mixture",
+            description="The chosen weights are non-negative and sum to 1.",
+        )
+    ],
     description="The predictor's best mixture over the super-clusters (mean of the top-k of a "
     "large candidate pool within the best region, never predicted worse than the best observed "
     "run), fitted on every proxy run, with the whole search trace and its noise.",
@@ -575,20 +622,28 @@ def optimal_mixture(
     )
     spearman = {f"iter-{s['iteration']:03d}": s["cv_spearman"] for s in summaries}
     on_simplex = bool(np.all(best.weights >= 0) and abs(best.weights.sum() - 1) < 1e-6)
+    names = super_cluster_names_of(supers)
     return dg.MaterializeResult(
         metadata={
-            "predicted_objective": best.predicted,
-            "predicted_spread": best.predicted_spread,
-            "best_observed_predicted": choice.best_observed_predicted,
-            "best_observed_objective": best.best_observed_score,
+            "predicted_objective": _rounded(best.predicted),
+            "predicted_spread": _rounded(best.predicted_spread),
+            "best_observed_predicted": _rounded(choice.best_observed_predicted),
+            "best_observed_objective": _rounded(best.best_observed_score),
             "choice_method": f"{choice.method} (region of {choice.region_size} of the top "
             f"{settings.search.final_top_k})",
             "seed_noise": _or_na(result["seed_noise"]),
             "objective_direction": "higher is better",
-            "mixture": markdown_table(mixture.sort("weight", descending=True)),
-            "cv_spearman_per_iteration": dg.MetadataValue.json(spearman),
-            "noise_per_iteration": markdown_table(_noise_table(summaries)),
-            "all_candidates": markdown_table(history, 200),
+            "mixture": table(
+                named(mixture, names)
+                .select("name", "weight", "cap", "best_observed_weight", "token_share")
+                .sort("weight", descending=True)
+            ),
+            "dagster/row_count": mixture.height,
+            "cv_spearman_per_iteration": dg.MetadataValue.json(
+                {k: None if v is None else round_for_reading(v) for k, v in spearman.items()}
+            ),
+            "noise_per_iteration": table(_noise_table(summaries)),
+            "all_candidates": table(with_names(history, names), 100),
             "score_by_iteration": plot(
                 line_chart(
                     per_iteration["iteration"].to_list(),
@@ -601,6 +656,7 @@ def optimal_mixture(
                 ),
                 "objective by iteration",
             ),
+            **report_link(layout),
         },
         check_results=[dg.AssetCheckResult(check_name="weights_on_simplex", passed=on_simplex)],
     )

@@ -320,3 +320,11 @@ def render_card(
         "## Licence\n\n" + license_note,
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def card_body(card: str) -> str:
+    """The card without its YAML front matter (the Hub reads it; a markdown view shows it as
+    stray text)."""
+    if card.startswith("---\n") and (end := card.find("\n---\n", 4)) != -1:
+        return card[end + len("\n---\n") :].lstrip("\n")
+    return card

@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from climb_assets.core.documents import REJECT_SCHEMA, ShardReadError, raw_records
+from climb_assets.core.shards import missing_shard_files_message
 from climb_assets.settings import CorpusSettings
 
 INDEX_COLUMNS = ["doc_id", "shard", "row", "content_hash", "n_tokens", "quality_score"]
@@ -35,10 +36,8 @@ def build_document_index(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(kept documents, cross-shard rejects without their raw bytes) of `shards`."""
     missing = [s for s in shards if not documents_path(s).exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"documents missing for shards {missing}: materialize corpus_documents for them first"
-        )
+    if message := missing_shard_files_message("document_index", {"corpus_documents": missing}):
+        raise FileNotFoundError(message)
     if not shards:
         raise ValueError("no corpus shards are registered; add shard files to the corpus folder")
     frames = [pl.scan_parquet(documents_path(s)).select(INDEX_COLUMNS) for s in sorted(shards)]

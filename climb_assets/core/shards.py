@@ -132,3 +132,19 @@ def diff_shards(before: dict[str, str], now: dict[str, str]) -> ShardChanges:
         changed=sorted(k for k in common if content_of(now[k]) != content_of(before[k])),
         removed=sorted(set(before) - set(now)),
     )
+
+
+def missing_shard_files_message(reader: str, missing: dict[str, list[str]]) -> str | None:
+    """What `reader` needs first when registered shards lack per-shard outputs: `missing` maps
+    each upstream asset to the shards (its partitions, or the shards it has not covered yet)
+    without its file. None when nothing is missing."""
+    wanted = [(asset, shards) for asset, shards in missing.items() if shards]
+    if not wanted:
+        return None
+    shards = sorted({s for _, these in wanted for s in these})
+    steps = "; then ".join(f"{asset} for {', '.join(these)}" for asset, these in wanted)
+    return (
+        f"{reader} cannot run yet: shard(s) {', '.join(shards)} are registered but not "
+        f"processed. Materialize {steps} first (while `dagster dev` runs, its sensor and "
+        "automation do this by themselves)."
+    )

@@ -1,0 +1,204 @@
+"""`climb report` and the `report` metadata of the search assets: the latest search as one HTML
+file (mixture, search trace, loss curves, super-clusters with their top terms and examples, the
+evaluation and the dataset when they exist), for what the Dagster UI cannot show inline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from climb_assets.core.atomic import write_text
+from climb_assets.core.naming import super_cluster_names
+from climb_assets.core.report import Section, render_report
+from climb_assets.layout import Layout
+from climb_assets.partitions import iteration_key
+
+RUNS_FILE, CURVES_FILE = "runs.parquet", "loss_curves.parquet"  # as assets/search.py writes them
+TOP_CANDIDATES = 10
+
+
+def write_report(layout: Layout) -> Path:
+    """Write `layout.report` from what the output folder holds now; returns its path."""
+    if not layout.optimal_mixture.exists():
+        raise FileNotFoundError(
+            f"no search result at {layout.optimal_mixture}: run `climb run` (or materialize "
+            "optimal_mixture) first"
+        )
+    optimal = json.loads(layout.optimal_mixture.read_text())
+    supers = pl.read_parquet(layout.super_clusters).sort("super_cluster")
+    names = super_cluster_names(
+        zip(supers["super_cluster"], supers["top_terms"].to_list(), strict=True)
+    )
+    sections = [
+        mixture_section(optimal, supers, names),
+        trace_section(layout, optimal, names),
+        loss_section(layout, len(optimal["iterations"])),
+        clusters_section(supers, names),
+    ]
+    if (summary := layout.evaluation / "summary.json").exists():
+        sections.append(evaluation_section(json.loads(summary.read_text())))
+    if (card := layout.dataset / "README.md").exists():
+        sections.append(dataset_section(layout, card))
+    subtitle = (
+        f"{supers.height} super-clusters, {len(optimal['iterations'])} iterations; predicted "
+        f"objective {optimal['predicted_objective']:.4g} (higher is better); output folder "
+        f"{layout.root.resolve()}"
+    )
+    write_text(render_report("CLIMB search report", subtitle, sections), layout.report)
+    return layout.report
+
+
+def mixture_section(optimal: dict, supers: pl.DataFrame, names: dict[int, str]) -> Section:
+    from climb_assets.core.plots import bar_chart
+
+    rows = [
+        {
+            "super-cluster": names[i],
+            "weight": optimal["weights"].get(str(i), 0.0),
+            "cap": optimal["caps"].get(str(i)),
+            "token share": share,
+            "best observed run": optimal["best_observed_weights"].get(str(i)),
+        }
+        for i, share in zip(supers["super_cluster"], supers["token_share"], strict=True)
+    ]
+    rows.sort(key=lambda row: -row["weight"])
+    chart = bar_chart(  # short labels: id and first term (the table has the full names)
+        [row["super-cluster"].split(",")[0] for row in rows],
+        [row["weight"] for row in rows],
+        "optimal mixture weights",
+        "weight",
+    )
+    return Section(
+        "Optimal mixture",
+        notes=[
+            f"Chosen by {optimal['choice_method']} (region of {optimal['region_size']}); "
+            f"predicted {optimal['predicted_objective']:.4g} ± "
+            f"{optimal['predicted_spread']:.2g}, best observed run "
+            f"{optimal['best_observed_objective']:.4g}."
+        ],
+        tables=[("weights by super-cluster", rows)],
+        plots=[("mixture weights", chart)],
+    )
+
+
+def _runs(layout: Layout, iterations: int) -> pl.DataFrame:
+    frames = [
+        pl.read_parquet(path)
+        for i in range(1, iterations + 1)
+        if (path := layout.iteration(iteration_key(i)) / RUNS_FILE).exists()
+    ]
+    return pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
+
+
+def trace_section(layout: Layout, optimal: dict, names: dict[int, str]) -> Section:
+    from climb_assets.core.plots import line_chart
+
+    per_iteration = [
+        {
+            "iteration": s["iteration"],
+            "proxies": s["proxies"],
+            "best score": s["best_score"],
+            "score spread": s.get("score_spread"),
+            "seed noise": s.get("seed_noise"),
+            "predictor cv spearman": s.get("cv_spearman"),
+        }
+        for s in optimal["iterations"]
+    ]
+    runs = _runs(layout, len(optimal["iterations"]))
+    section = Section("Search trace", tables=[("per iteration", per_iteration)])
+    if runs.height:
+        by_iteration = (
+            runs.group_by("iteration")
+            .agg(pl.col("score").max().alias("best"), pl.col("score").mean().alias("mean"))
+            .sort("iteration")
+        )
+        section.plots.append(
+            (
+                "objective by iteration",
+                line_chart(
+                    by_iteration["iteration"].to_list(),
+                    {
+                        "best": by_iteration["best"].to_list(),
+                        "mean": by_iteration["mean"].to_list(),
+                    },
+                    "objective (higher is better) by iteration",
+                    "iteration",
+                ),
+            )
+        )
+        top = runs.sort("score", descending=True).head(TOP_CANDIDATES)
+        weights = [c for c in top.columns if c.startswith("w_") and c[2:].isdigit()]
+        rows = [
+            {"iteration": r["iteration"], "candidate": r["candidate_id"], "score": r["score"]}
+            | {names.get(int(c[2:]), c): r[c] for c in weights if r[c]}
+            for r in top.iter_rows(named=True)
+        ]
+        section.tables.append((f"the {TOP_CANDIDATES} best proxy runs (non-zero weights)", rows))
+    return section
+
+
+def loss_section(layout: Layout, iterations: int) -> Section:
+    from climb_assets.core.plots import line_chart
+
+    section = Section("Proxy loss curves")
+    for i in range(1, iterations + 1):
+        path = layout.iteration(iteration_key(i)) / CURVES_FILE
+        if not path.exists():
+            continue
+        curves = pl.read_parquet(path)
+        groups = curves.partition_by("candidate_id", as_dict=True, maintain_order=True)
+        if not groups:
+            continue
+        first = next(iter(groups.values()))
+        chart = line_chart(
+            first["tokens"].to_list(),
+            {f"candidate {k[0]}": g["loss"].to_list() for k, g in groups.items()},
+            f"proxy training loss, {iteration_key(i)}",
+            "tokens",
+        )
+        section.plots.append((f"loss curves {iteration_key(i)}", chart))
+    return section
+
+
+def clusters_section(supers: pl.DataFrame, names: dict[int, str]) -> Section:
+    rows = [
+        {
+            "super-cluster": names[r["super_cluster"]],
+            "clusters": r["n_clusters"],
+            "documents": r["n_docs"],
+            "tokens": r["n_tokens"],
+            "token share": r["token_share"],
+            "mean quality": r["mean_quality"],
+            "top terms": r["top_terms"],
+        }
+        for r in supers.iter_rows(named=True)
+    ]
+    quotes = [
+        (f"{names[r['super_cluster']]}: examples", list(r["examples"] or []))
+        for r in supers.iter_rows(named=True)
+    ]
+    return Section("Super-clusters", tables=[("super-clusters", rows)], quotes=quotes)
+
+
+def evaluation_section(summary: dict[str, Any]) -> Section:
+    from climb_assets.assets.evaluation import mean_std_table
+
+    margins = summary.get("margins") or []
+    return Section(
+        "Evaluation against the baselines",
+        notes=[f"Larger models at equal tokens, {len(summary['seeds'])} seeds each."],
+        tables=[("mean ± std", mean_std_table(summary).to_dicts()), ("margins", margins)],
+    )
+
+
+def dataset_section(layout: Layout, card: Path) -> Section:
+    shards = sorted(layout.dataset.glob("data-*.parquet"))
+    rows = pl.scan_parquet(shards).select(pl.len()).collect().item() if shards else 0
+    return Section(
+        "Dataset",
+        notes=[f"{rows} rows in {len(shards)} file(s) under {layout.dataset.resolve()}."],
+        quotes=[("dataset card (README.md), first lines", card.read_text().splitlines()[:12])],
+    )
