@@ -16,7 +16,7 @@ Rough figures, shared 2-vCPU AVX-512/AMX-BF16 machine under load from other jobs
     reference (vocab 8192)         4.6k         7.5k         5.6k        17.2k
 
 bf16 autocast with the chunked loss is the fastest, so it is the CPU `auto` default
-(proxy.CPU_AUTO_PRECISION). With --threads 2 on the same busy machine every figure fell to
+(precision.CPU_AUTO_PRECISION). With --threads 2 on the same busy machine every figure fell to
 2-3.6k tokens/s: OpenMP threads stall when another process holds the second core.
 """
 

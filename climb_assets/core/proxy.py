@@ -8,29 +8,25 @@ processes so a proxy sees `tokens_per_proxy` tokens in total).
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from climb_assets.core.atomic import atomic_path
+from climb_assets.core.precision import ProxyPrecision, default_device, proxy_precision
 from climb_assets.core.proxy_pool import ProxyPool
 from climb_assets.settings import ProxySettings
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-Precision = Literal["fp32", "bf16"]
-# Measured with benchmarks/proxy_throughput.py on an AVX-512/AMX-BF16 CPU: bf16 autocast trains
-# the default proxy ~1.75x faster than fp32 (20.6k vs 11.8k tokens/s on one thread).
-CPU_AUTO_PRECISION: Precision = "bf16"
 LOG_POINTS = 100  # loss-curve points kept per run, whatever the number of steps
 
 
@@ -229,7 +225,7 @@ class ProxyRun:
 
     model: ProxyLM
     config: ModelConfig
-    precision: Precision
+    precision: ProxyPrecision
     loss_curve: list[tuple[int, float]]
     tokens_seen: int
     wall_seconds: float
@@ -272,7 +268,7 @@ def train_proxy(
     `on_step(step, tokens_seen, loss)` is called at each logged step (about LOG_POINTS per run).
     """
     accelerator = _accelerator(settings.precision)
-    precision: Precision = "bf16" if accelerator.mixed_precision == "bf16" else "fp32"
+    precision: ProxyPrecision = "bf16" if accelerator.mixed_precision == "bf16" else "fp32"
     cfg = ModelConfig.from_settings(settings, pool.vocab_size)
     model = ProxyLM(cfg, seed=seed)  # same initial weights in every process
     optimizer = _adamw(model, settings, accelerator.device)
@@ -368,29 +364,6 @@ def _adamw(model: nn.Module, settings: ProxySettings, device: torch.device) -> t
     return torch.optim.AdamW(groups, lr=settings.learning_rate, betas=(0.9, 0.95), fused=fused)
 
 
-def resolve_precision(precision: str, device: torch.device) -> Precision:
-    """'auto': bf16 where the hardware runs it natively (and it measured faster), else fp32."""
-    if precision in ("fp32", "bf16"):
-        return precision  # type: ignore[return-value]
-    if precision != "auto":
-        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return CPU_AUTO_PRECISION
-    return "fp32"
-
-
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU advertises AVX512-BF16 or AMX-BF16 (Linux /proc/cpuinfo)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 @contextlib.contextmanager
 def flush_denormals() -> Iterator[None]:
     """Treat subnormal floats as zero inside the block (CPU), restoring the previous mode.
@@ -417,9 +390,9 @@ def _accelerator(precision: str) -> Accelerator:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    use_cpu = not torch.cuda.is_available()
-    device = torch.device("cpu" if use_cpu else "cuda")
-    mixed = "bf16" if resolve_precision(precision, device) == "bf16" else "no"
+    device = torch.device(default_device())
+    use_cpu = device.type == "cpu"
+    mixed = "bf16" if proxy_precision(precision, device) == "bf16" else "no"
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") not in (None, mixed):
         AcceleratorState._reset_state(reset_partial_state=False)

@@ -11,12 +11,10 @@ import pytest
 
 from climb_assets.core.embedding import (
     EncoderError,
-    cpu_has_native_bf16,
     embedding_health,
     encode,
     encoder_info,
     load_encoder,
-    resolve_precision,
 )
 from climb_assets.settings import EmbeddingSettings
 
@@ -114,13 +112,10 @@ def test_encoder_settings_are_applied(fp32_model) -> None:
     assert info == {"device": "cpu", "dtype": "float32", "dimension": 384, "max_seq_length": 256}
 
 
-def test_auto_precision() -> None:
-    assert resolve_precision("auto", "cuda") == "fp16"
-    assert resolve_precision("auto", "cuda:1") == "fp16"
-    assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
-    assert resolve_precision("fp32", "cuda") == "fp32"
-    with pytest.raises(EncoderError, match="embedding.precision"):
-        resolve_precision("int4", "cpu")
+def test_unknown_precision_is_an_encoder_error() -> None:
+    settings = EmbeddingSettings.model_construct(precision="int4", device="cpu")
+    with pytest.raises(EncoderError, match="embedding.precision: unknown value 'int4'"):
+        load_encoder(settings)
 
 
 def test_health_of_good_and_bad_embeddings(fp32_vectors: np.ndarray, tmp_path) -> None:

@@ -7,15 +7,14 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
+from climb_assets.core.precision import cpu_has_native_bf16
 from climb_assets.core.proxy import (
     ModelConfig,
     ProxyLM,
     _lr_factor,
     chunked_linear_cross_entropy,
-    cpu_has_native_bf16,
     flops_per_token,
     load_model,
-    resolve_precision,
     save_model,
     train_proxy,
 )
@@ -160,14 +159,6 @@ def test_bf16_training_runs_after_fp32_in_one_process(pool: ProxyPool) -> None:
     assert run.precision == "bf16"
     assert run.final_loss < run.loss_curve[0][1]
     assert all(p.dtype == torch.float32 for p in run.model.parameters())  # fp32 master weights
-
-
-def test_resolve_precision() -> None:
-    cpu = torch.device("cpu")
-    assert resolve_precision("fp32", cpu) == "fp32"
-    assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_native_bf16() else "fp32")
-    with pytest.raises(ValueError, match="precision"):
-        resolve_precision("fp16", cpu)
 
 
 def test_save_and_load_model(tmp_path: Path) -> None:
