@@ -140,7 +140,8 @@ def iteration_runs(layout: Layout, before: int) -> pl.DataFrame | None:
 
 
 def constraint_budget(settings: Settings) -> int:
-    """Tokens a mixture's caps are computed for (caps = tokens x search.repetition_factor / this).
+    """Tokens a mixture's caps are computed for (caps = tokens x search.repetition_factor / this),
+    passed to core as `budget_tokens`.
 
     A candidate must be trainable as a proxy (tokens_per_proxy tokens) and, if it wins, be
     realizable as the final dataset (token_budget tokens, each document repeated at most
@@ -157,8 +158,8 @@ def corpus_token_counts(layout: Layout, settings: Settings) -> dict[int, int]:
     """Tokens of each super-cluster, counted by the corpus tokenizer like the dataset budget, so
     that the caps protect the final dataset exactly (proxies see about as many BPE tokens).
 
-    Raises when they cannot fill dataset.token_budget: the caps computed from a budget the corpus
-    cannot supply would otherwise blame proxy.tokens_per_proxy (see constraint_budget)."""
+    Raises when they cannot fill dataset.token_budget, naming the dataset settings, before the
+    caps computed from that budget fail on the same shortfall (see constraint_budget)."""
     from climb_assets.core.dataset import check_corpus_supply
 
     supers = pl.read_parquet(layout.super_clusters, columns=["super_cluster", "n_tokens"])

@@ -5,8 +5,10 @@ many mixtures are an array of shape (n, k) whose column j is group j. Groups giv
 {group_id: tokens} are ordered by ascending id.
 
 Constraints (`MixtureConstraints`):
-- availability: a proxy trained on T tokens takes weight_i * T tokens from group i, which may not
-  exceed available_i * repetition_factor, so weight_i <= available_i * repetition_factor / T;
+- availability: a mixture realized at T tokens takes weight_i * T tokens from group i, which may
+  not exceed available_i * repetition_factor, so weight_i <= available_i * repetition_factor / T.
+  T is the constraint budget (`budget_tokens`): the pipeline passes the larger of what a proxy
+  trains on and what the final dataset needs (assets/search.py `constraint_budget`);
 - RegMix's cap: weight_i <= prior_i * max_weight_multiplier;
 - weights below min_weight are zeroed (a group too small to matter is left out).
 
@@ -104,17 +106,18 @@ def regmix_prior(token_counts: np.ndarray, temperature: float) -> np.ndarray:
 def build_constraints(
     token_counts: Mapping[int, int] | Sequence[int] | np.ndarray,
     settings: SearchSettings,
-    tokens_per_proxy: int,
+    budget_tokens: int,
 ) -> MixtureConstraints:
-    """Constraints for proxies of `tokens_per_proxy` tokens; raises InfeasibleBudgetError."""
-    if tokens_per_proxy <= 0:
-        raise ValueError(f"tokens_per_proxy must be positive, got {tokens_per_proxy}")
+    """Constraints for mixtures realized at `budget_tokens` tokens (the constraint budget, not
+    necessarily a proxy's training tokens); raises InfeasibleBudgetError."""
+    if budget_tokens <= 0:
+        raise ValueError(f"budget_tokens must be positive, got {budget_tokens}")
     counts = token_count_array(token_counts)
     prior = regmix_prior(counts, settings.prior_temperature)
-    availability_cap = counts * settings.repetition_factor / tokens_per_proxy
+    availability_cap = counts * settings.repetition_factor / budget_tokens
     prior_cap = prior * settings.max_weight_multiplier
     upper = np.minimum(np.minimum(availability_cap, prior_cap), 1.0)
-    _check_budget(counts, availability_cap, upper, settings, tokens_per_proxy)
+    _check_budget(counts, availability_cap, upper, settings, budget_tokens)
     return MixtureConstraints(prior=prior, upper=upper, min_weight=settings.min_weight)
 
 
@@ -123,23 +126,28 @@ def _check_budget(
     availability_cap: np.ndarray,
     upper: np.ndarray,
     settings: SearchSettings,
-    tokens_per_proxy: int,
+    budget_tokens: int,
 ) -> None:
     supply = counts.sum() * settings.repetition_factor
-    if supply < tokens_per_proxy:
+    if supply < budget_tokens:
         raise InfeasibleBudgetError(
-            f"a proxy needs tokens_per_proxy={tokens_per_proxy:,} tokens but all groups together "
-            f"supply only {counts.sum():,.0f} tokens x repetition_factor="
-            f"{settings.repetition_factor} = {supply:,.0f}; lower proxy.tokens_per_proxy or "
-            "raise search.repetition_factor"
+            f"a mixture must supply budget_tokens={budget_tokens:,} tokens (the larger of "
+            "proxy.tokens_per_proxy and dataset.token_budget x search.repetition_factor / "
+            f"dataset.repetition_factor) but all groups together supply only {counts.sum():,.0f} "
+            f"tokens x search.repetition_factor={settings.repetition_factor} = {supply:,.0f}; "
+            "when the proxy binds, lower proxy.tokens_per_proxy or raise "
+            "search.repetition_factor; when the dataset binds, lower dataset.token_budget or "
+            "raise dataset.repetition_factor"
         )
     if upper.sum() < 1 - _PROJECTION_TOLERANCE:
         raise InfeasibleBudgetError(
             f"the per-group caps sum to {upper.sum():.4f} < 1: availability caps "
-            f"(tokens x {settings.repetition_factor} / {tokens_per_proxy:,}) sum to "
-            f"{np.minimum(availability_cap, 1).sum():.4f} but the prior caps (prior x "
-            f"max_weight_multiplier={settings.max_weight_multiplier}) cut them further; raise "
-            "search.max_weight_multiplier or search.repetition_factor"
+            f"(tokens x search.repetition_factor={settings.repetition_factor} / budget_tokens="
+            f"{budget_tokens:,}) sum to {np.minimum(availability_cap, 1).sum():.4f} but the prior "
+            f"caps (prior x search.max_weight_multiplier={settings.max_weight_multiplier}) cut "
+            "them further; raise search.max_weight_multiplier, or loosen the availability caps "
+            "(search.repetition_factor when proxy.tokens_per_proxy sets budget_tokens, "
+            "dataset.repetition_factor when dataset.token_budget does)"
         )
 
 
@@ -147,7 +155,7 @@ def sample_initial(
     token_counts: Mapping[int, int] | Sequence[int] | np.ndarray,
     n: int,
     settings: SearchSettings,
-    tokens_per_proxy: int,
+    budget_tokens: int,
     seed: Seed,
     exclude: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -156,7 +164,7 @@ def sample_initial(
     Returns fewer rows only when the feasible set has fewer distinct mixtures (e.g. one group).
     Rows of `exclude` (already evaluated mixtures) are never returned.
     """
-    constraints = build_constraints(token_counts, settings, tokens_per_proxy)
+    constraints = build_constraints(token_counts, settings, budget_tokens)
     return sample_dirichlet(constraints, n, seed, exclude=exclude)
 
 

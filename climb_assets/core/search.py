@@ -185,7 +185,7 @@ def run_search(
     token_counts: TokenCounts,
     evaluate: Evaluate,
     settings: SearchSettings,
-    tokens_per_proxy: int,
+    budget_tokens: int,
     seed: int,
     maximize: bool = True,
     on_iteration: Callable[[IterationPlan, pl.DataFrame], None] | None = None,
@@ -193,7 +193,8 @@ def run_search(
 ) -> SearchResult:
     """Run every iteration: propose, `evaluate(weights, candidate_id, 0)`, re-run the plan's
     repeats with `evaluate(weights, candidate_id, 1)`, repeat; then pick the optimal mixture.
-    `on_iteration(plan, history_so_far)` is called after each iteration."""
+    `on_iteration(plan, history_so_far)` is called after each iteration. `budget_tokens` is the
+    constraint budget (see `build_constraints`)."""
     history: pl.DataFrame | None = None
     repeats: list[dict] = []
     plans: list[IterationPlan] = []
@@ -203,7 +204,7 @@ def run_search(
             history,
             token_counts,
             settings,
-            tokens_per_proxy,
+            budget_tokens,
             seed,
             maximize,
             predictor_settings,
@@ -233,7 +234,7 @@ def run_search(
             on_iteration(plan, history)
     assert history is not None  # settings guarantee at least one iteration
     optimal = optimal_mixture(
-        history, token_counts, settings, tokens_per_proxy, seed, maximize, predictor_settings
+        history, token_counts, settings, budget_tokens, seed, maximize, predictor_settings
     )
     repeat_frame = pl.DataFrame(repeats, schema=REPEAT_SCHEMA)
     return SearchResult(history=history, repeats=repeat_frame, plans=plans, optimal=optimal)
@@ -252,7 +253,7 @@ def propose_candidates(
     history: pl.DataFrame | None,
     token_counts: TokenCounts,
     settings: SearchSettings,
-    tokens_per_proxy: int,
+    budget_tokens: int,
     seed: int,
     maximize: bool = True,
     predictor_settings: PredictorSettings | None = None,
@@ -263,7 +264,7 @@ def propose_candidates(
         history,
         token_counts,
         settings,
-        tokens_per_proxy,
+        budget_tokens,
         seed,
         maximize,
         predictor_settings,
@@ -276,18 +277,21 @@ def plan_iteration(
     history: pl.DataFrame | None,
     token_counts: TokenCounts,
     settings: SearchSettings,
-    tokens_per_proxy: int,
+    budget_tokens: int,
     seed: int,
     maximize: bool = True,
     predictor_settings: PredictorSettings | None = None,
 ) -> IterationPlan:
-    """Candidates of `iteration` with their source, predicted scores and the predictor used."""
+    """Candidates of `iteration` with their source, predicted scores and the predictor used.
+
+    `budget_tokens` is the constraint budget the caps are computed for (see `build_constraints`).
+    """
     counts = settings.proxies_per_iteration
     if not 1 <= iteration <= len(counts):
         raise ValueError(
             f"iteration {iteration} is outside 1..{len(counts)} (search.proxies_per_iteration)"
         )
-    constraints = build_constraints(token_counts, settings, tokens_per_proxy)
+    constraints = build_constraints(token_counts, settings, budget_tokens)
     past = _past_runs(history, iteration, constraints.k)
     budget = counts[iteration - 1]
     if iteration == 1:
@@ -297,7 +301,7 @@ def plan_iteration(
             weights, kinds = cover_design(constraints, budget, sampling_seed, exclude)
         else:
             weights = sample_initial(
-                token_counts, budget, settings, tokens_per_proxy, sampling_seed, exclude
+                token_counts, budget, settings, budget_tokens, sampling_seed, exclude
             )
             kinds = ["dirichlet"] * len(weights)
         repeats = repeat_indices(len(weights), settings.seed_repeats, 1)
@@ -492,15 +496,16 @@ def optimal_mixture(
     history: pl.DataFrame,
     token_counts: TokenCounts,
     settings: SearchSettings,
-    tokens_per_proxy: int,
+    budget_tokens: int,
     seed: int,
     maximize: bool = True,
     predictor_settings: PredictorSettings | None = None,
 ) -> OptimalMixture:
     """The final choice (`choose_final`) from a fresh pool plus every evaluated run, with a
     predictor fitted on all runs: the mean of the top-k within the best region, never
-    predicted worse than the best run already observed."""
-    constraints = build_constraints(token_counts, settings, tokens_per_proxy)
+    predicted worse than the best run already observed. `budget_tokens` is the constraint
+    budget (see `build_constraints`)."""
+    constraints = build_constraints(token_counts, settings, budget_tokens)
     past = _past_runs(history, None, constraints.k)
     if past is None:
         raise ValueError("history is empty: no runs to fit the final predictor on")

@@ -19,14 +19,14 @@ from climb_assets.core.mixtures import (
 from climb_assets.settings import SearchSettings
 
 SETTINGS = SearchSettings()
-# Skewed groups: with 100k tokens per proxy and repetition 4, groups 3 and 4 are capped by
+# Skewed groups: with a 100k-token constraint budget and repetition 4, groups 3 and 4 are capped by
 # availability (0.2 and 0.08), group 0 only by the prior cap.
 TOKEN_COUNTS = {0: 2_000_000, 1: 300_000, 2: 90_000, 3: 5_000, 4: 2_000}
-TOKENS_PER_PROXY = 100_000
+BUDGET_TOKENS = 100_000
 
 
 def _initial(n: int = 200, seed: int = 0, **kwargs: object) -> np.ndarray:
-    return sample_initial(TOKEN_COUNTS, n, SETTINGS, TOKENS_PER_PROXY, seed, **kwargs)
+    return sample_initial(TOKEN_COUNTS, n, SETTINGS, BUDGET_TOKENS, seed, **kwargs)
 
 
 def test_initial_mixtures_lie_on_the_simplex_and_are_distinct() -> None:
@@ -38,12 +38,12 @@ def test_initial_mixtures_lie_on_the_simplex_and_are_distinct() -> None:
 
 
 def test_caps_from_availability_and_prior_hold() -> None:
-    constraints = build_constraints(TOKEN_COUNTS, SETTINGS, TOKENS_PER_PROXY)
+    constraints = build_constraints(TOKEN_COUNTS, SETTINGS, BUDGET_TOKENS)
     availability = np.array(list(TOKEN_COUNTS.values())) * SETTINGS.repetition_factor
-    np.testing.assert_allclose(constraints.upper[3:], availability[3:] / TOKENS_PER_PROXY)
+    np.testing.assert_allclose(constraints.upper[3:], availability[3:] / BUDGET_TOKENS)
     weights = _initial()
     # A proxy never asks a group for more than its tokens times the repetition factor.
-    assert (weights * TOKENS_PER_PROXY <= availability + 1e-6).all()
+    assert (weights * BUDGET_TOKENS <= availability + 1e-6).all()
     prior = regmix_prior(np.array(list(TOKEN_COUNTS.values()), float), 0.5)
     assert (weights <= prior * SETTINGS.max_weight_multiplier + 1e-9).all()
     assert constraints.feasible(weights).all()
@@ -69,15 +69,15 @@ def test_excluded_mixtures_are_not_drawn_again() -> None:
 
 def test_dict_token_counts_are_ordered_by_group_id() -> None:
     shuffled = dict(reversed(list(TOKEN_COUNTS.items())))
-    in_order = build_constraints(TOKEN_COUNTS, SETTINGS, TOKENS_PER_PROXY)
-    from_shuffled = build_constraints(shuffled, SETTINGS, TOKENS_PER_PROXY)
+    in_order = build_constraints(TOKEN_COUNTS, SETTINGS, BUDGET_TOKENS)
+    from_shuffled = build_constraints(shuffled, SETTINGS, BUDGET_TOKENS)
     np.testing.assert_array_equal(in_order.upper, from_shuffled.upper)
 
 
 def test_budget_larger_than_all_tokens_times_repetition_is_infeasible() -> None:
     total = sum(TOKEN_COUNTS.values())
     too_many = int(total * SETTINGS.repetition_factor) + 1
-    with pytest.raises(InfeasibleBudgetError, match=f"tokens_per_proxy={too_many:,}"):
+    with pytest.raises(InfeasibleBudgetError, match=f"budget_tokens={too_many:,}"):
         sample_initial(TOKEN_COUNTS, 4, SETTINGS, too_many, 0)
 
 
@@ -126,7 +126,7 @@ def test_enforce_constraints_zeroes_small_weights_within_caps() -> None:
 
 
 def test_samples_around_centers_stay_close_and_feasible() -> None:
-    constraints = build_constraints(TOKEN_COUNTS, SETTINGS, TOKENS_PER_PROXY)
+    constraints = build_constraints(TOKEN_COUNTS, SETTINGS, BUDGET_TOKENS)
     centers = _initial(n=3, seed=1)
     tight = sample_around(centers, 300, constraints, seed=0, concentration=(500.0, 1000.0))
     loose = sample_around(centers, 300, constraints, seed=0, concentration=(2.0, 5.0))

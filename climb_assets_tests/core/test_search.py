@@ -23,14 +23,14 @@ from climb_assets.core.search import (
 from climb_assets.settings import SearchSettings
 
 SETTINGS = SearchSettings(proxies_per_iteration=[12, 10, 10], candidate_pool_size=2000)
-TOKENS_PER_PROXY = 200_000
+BUDGET_TOKENS = 200_000
 
 
 def _problem(seed: int, k: int = 6) -> tuple[np.ndarray, np.ndarray]:
     """Token counts and a feasible optimum w* drawn uniformly, i.e. not where the prior points."""
     rng = np.random.default_rng(100 + seed)
     counts = rng.integers(50_000, 400_000, k)
-    constraints = build_constraints(counts, SETTINGS, TOKENS_PER_PROXY)
+    constraints = build_constraints(counts, SETTINGS, BUDGET_TOKENS)
     optimum = enforce_constraints(rng.dirichlet(np.ones(k))[None], constraints)[0]
     return counts, optimum
 
@@ -42,7 +42,7 @@ def _search(seed: int, maximize: bool = True) -> tuple[SearchResult, np.ndarray,
     def evaluate(weights: np.ndarray, candidate_id: int, repeat: int) -> float:
         return -sign * float(((weights - optimum) ** 2).sum())
 
-    result = run_search(counts, evaluate, SETTINGS, TOKENS_PER_PROXY, seed, maximize=maximize)
+    result = run_search(counts, evaluate, SETTINGS, BUDGET_TOKENS, seed, maximize=maximize)
     return result, counts, optimum
 
 
@@ -58,7 +58,7 @@ def test_search_beats_random_search_with_the_same_budget() -> None:
         result, counts, optimum = _search(seed)
         searched_best.append(-result.history["score"].max())
         optimal_distance.append(((result.optimal.weights - optimum) ** 2).sum())
-        randoms = sample_initial(counts, budget, SETTINGS, TOKENS_PER_PROXY, seed + 1000)
+        randoms = sample_initial(counts, budget, SETTINGS, BUDGET_TOKENS, seed + 1000)
         random_best.append(((randoms - optimum) ** 2).sum(axis=1).min())
     # Squared distance to w*: measured about 0.03 for the search versus 0.08 for random draws.
     assert np.mean(searched_best) < 0.7 * np.mean(random_best)
@@ -73,7 +73,7 @@ def test_history_holds_every_candidate_once(searched: tuple) -> None:
     assert history.group_by("iteration").len().sort("iteration")["len"].to_list() == [12, 10, 10]
     weights = history.select([f"w_{j}" for j in range(len(counts))]).to_numpy()
     assert len(set(mixture_keys(weights))) == history.height  # never re-evaluated
-    assert build_constraints(counts, SETTINGS, TOKENS_PER_PROXY).feasible(weights).all()
+    assert build_constraints(counts, SETTINGS, BUDGET_TOKENS).feasible(weights).all()
     assert history.filter(pl.col("iteration") == 1)["predicted"].null_count() == 12
     assert history.filter(pl.col("iteration") > 1)["predicted"].null_count() == 0
 
@@ -91,16 +91,16 @@ def test_later_iterations_split_exploit_and_explore(searched: tuple) -> None:
 def test_an_iteration_is_reproducible_on_its_own(searched: tuple) -> None:
     result, counts, _ = searched
     # The full history includes iteration 3: it must be ignored when proposing iteration 2.
-    again = propose_candidates(2, result.history, counts, SETTINGS, TOKENS_PER_PROXY, seed=0)
+    again = propose_candidates(2, result.history, counts, SETTINGS, BUDGET_TOKENS, seed=0)
     np.testing.assert_array_equal(again, result.plans[1].weights)
-    first = propose_candidates(1, None, counts, SETTINGS, TOKENS_PER_PROXY, seed=0)
+    first = propose_candidates(1, None, counts, SETTINGS, BUDGET_TOKENS, seed=0)
     np.testing.assert_array_equal(first, result.plans[0].weights)
 
 
 def test_optimal_mixture_is_feasible_and_reported(searched: tuple) -> None:
     result, counts, _ = searched
     optimal = result.optimal
-    assert build_constraints(counts, SETTINGS, TOKENS_PER_PROXY).feasible(optimal.weights).all()
+    assert build_constraints(counts, SETTINGS, BUDGET_TOKENS).feasible(optimal.weights).all()
     assert optimal.best_observed_score == result.history["score"].max()
     assert optimal.predictor.n_rows == result.history.height
     # Never predicted worse than the best run already seen, by the same predictor.
@@ -111,8 +111,8 @@ def test_optimal_mixture_is_feasible_and_reported(searched: tuple) -> None:
 
 def test_iteration_one_trains_every_group_at_its_cap() -> None:
     counts, _ = _problem(4)
-    constraints = build_constraints(counts, SETTINGS, TOKENS_PER_PROXY)
-    plan = plan_iteration(1, None, counts, SETTINGS, TOKENS_PER_PROXY, seed=0)
+    constraints = build_constraints(counts, SETTINGS, BUDGET_TOKENS)
+    plan = plan_iteration(1, None, counts, SETTINGS, BUDGET_TOKENS, seed=0)
     weights = plan.weights
     assert len(weights) == 12 and constraints.feasible(weights).all()
     vertices = weights[[kind == "vertex" for kind in plan.source]]
@@ -121,7 +121,7 @@ def test_iteration_one_trains_every_group_at_its_cap() -> None:
     # The prior's neighbourhood alone never reaches the caps of most groups.
     assert "sparse" in plan.source and "dirichlet" in plan.source
     regmix = SETTINGS.model_copy(update={"initial_design": "regmix"})
-    prior_only = plan_iteration(1, None, counts, regmix, TOKENS_PER_PROXY, seed=0).weights
+    prior_only = plan_iteration(1, None, counts, regmix, BUDGET_TOKENS, seed=0).weights
     reached = (weights >= constraints.upper - 1e-9).any(axis=0).sum()
     assert reached == len(counts) > (prior_only >= constraints.upper - 1e-9).any(axis=0).sum()
 
@@ -134,7 +134,7 @@ def test_seed_repeats_measure_the_noise() -> None:
     def noisy(weights: np.ndarray, candidate_id: int, repeat: int) -> float:
         return -float(((weights - optimum) ** 2).sum()) + float(rng.normal(0, 0.01))
 
-    result = run_search(counts, noisy, settings, TOKENS_PER_PROXY, seed=0)
+    result = run_search(counts, noisy, settings, BUDGET_TOKENS, seed=0)
     assert result.repeats.height == 2 * settings.seed_repeats
     assert result.repeats["iteration"].to_list() == [1, 1, 2, 2]
     # Later iterations repeat the predicted best, which are listed first.
@@ -165,25 +165,23 @@ def test_on_iteration_sees_each_iteration() -> None:
         seen.append((plan.iteration, history.height))
 
     settings = SearchSettings(proxies_per_iteration=[6, 4], candidate_pool_size=500)
-    run_search(
-        counts, lambda w, i, r: float(w[0]), settings, TOKENS_PER_PROXY, 0, on_iteration=record
-    )
+    run_search(counts, lambda w, i, r: float(w[0]), settings, BUDGET_TOKENS, 0, on_iteration=record)
     assert seen == [(1, 6), (2, 10)]
 
 
 def test_errors_name_the_problem() -> None:
     counts, _ = _problem(3)
     with pytest.raises(ValueError, match="iteration 2 needs the scored runs"):
-        plan_iteration(2, None, counts, SETTINGS, TOKENS_PER_PROXY, seed=0)
+        plan_iteration(2, None, counts, SETTINGS, BUDGET_TOKENS, seed=0)
     with pytest.raises(ValueError, match=r"outside 1\.\.3"):
-        plan_iteration(4, None, counts, SETTINGS, TOKENS_PER_PROXY, seed=0)
+        plan_iteration(4, None, counts, SETTINGS, BUDGET_TOKENS, seed=0)
     with pytest.raises(ValueError, match="candidate 0"):
-        run_search(counts, lambda w, i, r: float("nan"), SETTINGS, TOKENS_PER_PROXY, seed=0)
+        run_search(counts, lambda w, i, r: float("nan"), SETTINGS, BUDGET_TOKENS, seed=0)
     history = pl.DataFrame({"w_0": [0.5, 0.5, 1.0], "w_1": [0.5, 0.5, 0.0], "score": [1, None, 2]})
     with pytest.raises(ValueError, match="history row 2: score"):
         fit_iteration_predictor(history, SETTINGS, seed=0)
     with pytest.raises(ValueError, match="do not match the 6 groups"):
-        plan_iteration(2, history, counts, SETTINGS, TOKENS_PER_PROXY, seed=0)
+        plan_iteration(2, history, counts, SETTINGS, BUDGET_TOKENS, seed=0)
 
 
 def _monotone_problem() -> tuple[np.ndarray, np.ndarray]:
@@ -201,10 +199,10 @@ def _monotone_score(weights: np.ndarray, gains: np.ndarray) -> float:
 
 def test_a_monotone_target_fills_its_group_to_the_cap() -> None:
     counts, gains = _monotone_problem()
-    constraints = build_constraints(counts, SETTINGS, TOKENS_PER_PROXY)
+    constraints = build_constraints(counts, SETTINGS, BUDGET_TOKENS)
     assert np.allclose(constraints.upper[[2, 4]], [0.5, 0.3])
     result = run_search(
-        counts, lambda w, i, r: _monotone_score(w, gains), SETTINGS, TOKENS_PER_PROXY, seed=0
+        counts, lambda w, i, r: _monotone_score(w, gains), SETTINGS, BUDGET_TOKENS, seed=0
     )
     corners = [plan.weights[[s == "corner" for s in plan.source]] for plan in result.plans[1:]]
     assert sum(map(len, corners)) == 2 * SETTINGS.corner_candidates
@@ -223,6 +221,6 @@ def test_without_forced_corners_the_search_still_runs() -> None:
     counts, gains = _monotone_problem()
     settings = SETTINGS.model_copy(update={"corner_candidates": 0})
     result = run_search(
-        counts, lambda w, i, r: _monotone_score(w, gains), settings, TOKENS_PER_PROXY, seed=0
+        counts, lambda w, i, r: _monotone_score(w, gains), settings, BUDGET_TOKENS, seed=0
     )
     assert "corner" not in result.history["source"].to_list()
