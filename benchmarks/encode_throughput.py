@@ -117,9 +117,9 @@ def main() -> None:
 
 
 def _path(settings: EmbeddingSettings) -> str:
-    from climb_assets.core.embedding import _model_location
+    from climb_assets.core.embedding import model_location
 
-    return _model_location(settings.model)
+    return model_location(settings.model)
 
 
 if __name__ == "__main__":

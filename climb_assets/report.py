@@ -94,7 +94,7 @@ def _runs(layout: Layout, iterations: int) -> pl.DataFrame:
 
 
 def trace_section(layout: Layout, optimal: dict, names: dict[int, str]) -> Section:
-    from climb_assets.core.plots import line_chart
+    from climb_assets.core.plots import objective_by_iteration
 
     per_iteration = [
         {
@@ -110,25 +110,7 @@ def trace_section(layout: Layout, optimal: dict, names: dict[int, str]) -> Secti
     runs = _runs(layout, len(optimal["iterations"]))
     section = Section("Search trace", tables=[("per iteration", per_iteration)])
     if runs.height:
-        by_iteration = (
-            runs.group_by("iteration")
-            .agg(pl.col("score").max().alias("best"), pl.col("score").mean().alias("mean"))
-            .sort("iteration")
-        )
-        section.plots.append(
-            (
-                "objective by iteration",
-                line_chart(
-                    by_iteration["iteration"].to_list(),
-                    {
-                        "best": by_iteration["best"].to_list(),
-                        "mean": by_iteration["mean"].to_list(),
-                    },
-                    "objective (higher is better) by iteration",
-                    "iteration",
-                ),
-            )
-        )
+        section.plots.append(("objective by iteration", objective_by_iteration(runs)))
         top = runs.sort("score", descending=True).head(TOP_CANDIDATES)
         weights = [c for c in top.columns if c.startswith("w_") and c[2:].isdigit()]
         rows = [
@@ -141,25 +123,16 @@ def trace_section(layout: Layout, optimal: dict, names: dict[int, str]) -> Secti
 
 
 def loss_section(layout: Layout, iterations: int) -> Section:
-    from climb_assets.core.plots import line_chart
+    from climb_assets.core.plots import loss_curves
 
     section = Section("Proxy loss curves")
     for i in range(1, iterations + 1):
         path = layout.iteration(iteration_key(i)) / CURVES_FILE
         if not path.exists():
             continue
-        curves = pl.read_parquet(path)
-        groups = curves.partition_by("candidate_id", as_dict=True, maintain_order=True)
-        if not groups:
-            continue
-        first = next(iter(groups.values()))
-        chart = line_chart(
-            first["tokens"].to_list(),
-            {f"candidate {k[0]}": g["loss"].to_list() for k, g in groups.items()},
-            f"proxy training loss, {iteration_key(i)}",
-            "tokens",
-        )
-        section.plots.append((f"loss curves {iteration_key(i)}", chart))
+        chart = loss_curves(pl.read_parquet(path), iteration_key(i))
+        if chart is not None:
+            section.plots.append((f"loss curves {iteration_key(i)}", chart))
     return section
 
 

@@ -468,20 +468,13 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         **common,
     )
     def proxy_scores(context: dg.AssetExecutionContext, climb: ClimbSettings):
-        from climb_assets.core.plots import line_chart
+        from climb_assets.core.plots import loss_curves
 
         layout, key = climb.layout(), context.partition_key
         runs = read_runs(layout, key)
         curves = pl.read_parquet(layout.iteration(key) / CURVES_FILE)
         metric_columns = [c for c in runs.columns if "/" in c or c == "objective"]
-        by_candidate = curves.partition_by("candidate_id", as_dict=True, maintain_order=True)
-        first = next(iter(by_candidate.values()))
-        chart = line_chart(
-            first["tokens"].to_list(),
-            {f"candidate {k[0]}": f["loss"].to_list() for k, f in by_candidate.items()},
-            f"proxy training loss, {key}",
-            "tokens",
-        )
+        chart = loss_curves(curves, key)
         finite = bool(np.isfinite(runs.select(metric_columns).to_numpy()).all())
         return dg.MaterializeResult(
             metadata={
@@ -490,7 +483,7 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
                 "mean_objective": _rounded(runs["objective"].mean()),
                 "dagster/row_count": runs.height,
                 "scores": table(runs.select("candidate_id", *metric_columns), 64),
-                "loss_curves": plot(chart, "proxy loss curves"),
+                **({} if chart is None else {"loss_curves": plot(chart, "proxy loss curves")}),
             },
             check_results=[dg.AssetCheckResult(check_name="scores_finite", passed=finite)],
         )
@@ -567,7 +560,7 @@ def optimal_mixture(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
     from climb_assets.core.mixtures import build_constraints
-    from climb_assets.core.plots import line_chart
+    from climb_assets.core.plots import objective_by_iteration
     from climb_assets.core.search import optimal_mixture as choose_optimal
 
     settings, layout = climb.get(), climb.layout()
@@ -616,11 +609,6 @@ def optimal_mixture(
         "targets": [t.model_dump(mode="json") for t in settings.targets],
     }
     write_json(result, layout.optimal_mixture)
-    per_iteration = (
-        history.group_by("iteration")
-        .agg(pl.col("score").max().alias("best"), pl.col("score").mean().alias("mean"))
-        .sort("iteration")
-    )
     spearman = {f"iter-{s['iteration']:03d}": s["cv_spearman"] for s in summaries}
     on_simplex = bool(np.all(best.weights >= 0) and abs(best.weights.sum() - 1) < 1e-6)
     names = super_cluster_names_of(supers)
@@ -646,15 +634,7 @@ def optimal_mixture(
             "noise_per_iteration": table(_noise_table(summaries)),
             "all_candidates": table(with_names(history, names), 100),
             "score_by_iteration": plot(
-                line_chart(
-                    per_iteration["iteration"].to_list(),
-                    {
-                        "best": per_iteration["best"].to_list(),
-                        "mean": per_iteration["mean"].to_list(),
-                    },
-                    "objective (higher is better) by iteration",
-                    "iteration",
-                ),
+                objective_by_iteration(history),
                 "objective by iteration",
             ),
             **report_link(layout),

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
+import polars as pl
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -161,3 +162,33 @@ def png_markdown(png: bytes, alt: str) -> str:
     encoded = base64.b64encode(png).decode("ascii")
     alt = alt.replace("[", "(").replace("]", ")")  # brackets would end the alt text early
     return f"![{alt}](data:image/png;base64,{encoded})"
+
+
+def objective_by_iteration(runs: pl.DataFrame) -> bytes:
+    """Best and mean objective of the proxy runs (`iteration`, `score` columns) per iteration."""
+    per_iteration = (
+        runs.group_by("iteration")
+        .agg(pl.col("score").max().alias("best"), pl.col("score").mean().alias("mean"))
+        .sort("iteration")
+    )
+    return line_chart(
+        per_iteration["iteration"].to_list(),
+        {"best": per_iteration["best"].to_list(), "mean": per_iteration["mean"].to_list()},
+        "objective (higher is better) by iteration",
+        "iteration",
+    )
+
+
+def loss_curves(curves: pl.DataFrame, iteration: str) -> bytes | None:
+    """Each candidate's training loss over tokens (`candidate_id`, `tokens`, `loss` columns);
+    None when there are no curves."""
+    by_candidate = curves.partition_by("candidate_id", as_dict=True, maintain_order=True)
+    if not by_candidate:
+        return None
+    first = next(iter(by_candidate.values()))
+    return line_chart(
+        first["tokens"].to_list(),
+        {f"candidate {k[0]}": f["loss"].to_list() for k, f in by_candidate.items()},
+        f"proxy training loss, {iteration}",
+        "tokens",
+    )
