@@ -498,9 +498,10 @@ def choose_final(
     Averaging smooths the predictor's noise, but the mean of two separate good regions can lie
     in a bad valley between them, hence the radius. Averaging also leaves dust: every group
     some top-k member touched gets a sliver, so weights below `min_weight` are zeroed and the
-    rest re-projected onto the caps (skipped where the caps would then not reach 1). The mean
-    is kept unless it is predicted worse than the best observed run, which is then returned:
-    the choice is never predicted worse than what was already seen.
+    rest re-projected onto the caps (skipped where the caps would then not reach 1), unless the
+    predictor scores the mean with its slivers higher. The mean is kept unless it is predicted
+    worse than the best observed run, which is then returned: the choice is never predicted
+    worse than what was already seen.
 
     `compare_to_pool=True` also falls back to the best predicted candidate when it beats the
     mean. Off by default: the top pool member's prediction is the maximum of many noisy
@@ -522,8 +523,9 @@ def choose_final(
     best = int(top[0])
     distance = 0.5 * np.abs(candidates[top] - candidates[best]).sum(axis=1)
     region = top[distance <= region_radius]
-    mixture = _project(candidates[region].mean(axis=0), constraints, min_weight)
-    mixture_predicted = float(predictor.predict(mixture)[0])
+    mixture, mixture_predicted = _sparse_or_dense(
+        predictor, candidates[region].mean(axis=0), constraints, min_weight, maximize
+    )
     observed_best = int(np.argmax(observed_scores) if maximize else np.argmin(observed_scores))
     observed_best_row = len(pool) + observed_best
     method = "region mean"
@@ -542,6 +544,21 @@ def choose_final(
         best_observed_predicted=float(predicted[observed_best_row]),
         top_indices=top,
     )
+
+
+def _sparse_or_dense(
+    predictor: Predictor,
+    mean: np.ndarray,
+    constraints: MixtureConstraints | None,
+    min_weight: float,
+    maximize: bool,
+) -> tuple[np.ndarray, float]:
+    """The mean without its slivers, unless the predictor scores the mean with them higher."""
+    options = [_project(mean, constraints, min_weight), _project(mean, constraints)]
+    scores = predictor.predict(np.stack(options))
+    better_dense = scores[1] > scores[0] if maximize else scores[1] < scores[0]
+    chosen = int(better_dense)
+    return options[chosen], float(scores[chosen])
 
 
 def _project(

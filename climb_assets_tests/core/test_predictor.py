@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from climb_assets.core.mixtures import MixtureConstraints, sample_dirichlet
+from climb_assets.core.mixtures import MixtureConstraints, enforce_constraints, sample_dirichlet
 from climb_assets.core.predictor import (
     FEW_ROWS_ROUNDS,
     META_FILE,
@@ -258,6 +259,25 @@ def test_choose_final_zeroes_the_slivers_the_average_leaves() -> None:
     pool = sample_dirichlet(tight, 2000, seed=33)
     kept = choose_final(predictor, pool, runs, run_scores, 8, True, tight, min_weight=0.5)
     assert tight.feasible(kept.mixture).all(), kept.mixture
+
+
+def test_choose_final_keeps_slivers_the_predictor_prefers() -> None:
+    # Best with 0.04 on each of four groups: zeroing them (floor 0.05) moves away from it.
+    best = np.array([0.5, 0.34, 0.04, 0.04, 0.04, 0.04])
+    constraints = MixtureConstraints.unconstrained(6)
+    weights = sample_dirichlet(constraints, 400, seed=40)
+    scores = -np.abs(weights - best).sum(axis=1)
+    predictor = fit_predictor(weights, scores, seed=0)
+    pool = sample_dirichlet(constraints, 4000, seed=41)
+    args = (predictor, pool, weights, scores, 32, True, constraints)
+    floor = choose_final(*args, min_weight=0.05)
+    dense = choose_final(*args, min_weight=0.0)
+    sparse = enforce_constraints(dense.mixture[None], replace(constraints, min_weight=0.05))
+    predicted_sparse = float(predictor.predict(sparse)[0])
+    assert dense.method == "region mean"
+    assert predicted_sparse < dense.predicted  # the planted case: slivers predicted better
+    assert floor.predicted == pytest.approx(dense.predicted)
+    np.testing.assert_allclose(floor.mixture, dense.mixture)
 
 
 def test_spearman_averages_tied_ranks() -> None:
