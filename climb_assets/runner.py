@@ -1,7 +1,8 @@
 """`climb run`: every asset in dependency order, into the persistent Dagster instance.
 
-Dagster runs one partition of a dynamic (shard) or iteration axis per run, so the plan below
-walks the stages in order and launches one in-process run per partition, printing progress.
+Dagster runs one partition of a dynamic (shard) or iteration axis per run, so the plan (the
+stages `graph.stages` derives from the Definitions) is walked in order, one in-process run per
+partition, printing progress.
 The same runs, with the same run ids and metadata, then show in `dagster dev`.
 """
 
@@ -10,51 +11,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import dagster as dg
 
 from climb_assets.core.run_owner import Owner
+from climb_assets.graph import Stage, stages
 from climb_assets.run_guard import owner_tags, recover_dead_runs, wait_for_pools
 from climb_assets.settings import Settings
-
-Axis = Literal["shards", "iterations", "none"]
-
-
-@dataclass(frozen=True)
-class Stage:
-    assets: tuple[str, ...]
-    axis: Axis
-
-
-# The order of the pipeline; tests check that every asset of the Definitions appears once.
-PLAN: tuple[Stage, ...] = (
-    Stage(("corpus_documents", "shard_embeddings"), "shards"),
-    Stage(
-        (
-            "document_index",
-            "centroids",
-            "cluster_assignments",
-            "cluster_profiles",
-            "super_clusters",
-            "proxy_pool",
-        ),
-        "none",
-    ),
-    Stage(
-        ("bootstrap_iteration", "mixture_candidates", "proxy_scores", "mixture_predictor"),
-        "iterations",
-    ),
-    Stage(("optimal_mixture", "climbmix_dataset"), "none"),
-    Stage(("mixture_evaluation",), "none"),
-)
-
-# Stages run only when asked (`climb run --evaluate`): they train larger models and take long.
-OPTIONAL_ASSETS = frozenset({"mixture_evaluation"})
-
-EXTERNAL_ASSETS = ("corpus_shard_files",)
 
 
 def project_instance() -> dg.DagsterInstance:
@@ -119,19 +83,21 @@ def run_pipeline(
     defs: dg.Definitions,
     settings: Settings,
     instance: dg.DagsterInstance,
-    plan: tuple[Stage, ...] = PLAN,
+    plan: tuple[Stage, ...] | None = None,
     echo: Callable[[str], None] = print,
     log_level: str = "WARNING",
     force: bool = False,
     evaluate: bool = False,
 ) -> list[str]:
-    """Materialize `plan` in order; returns the run ids. Stops at the first failed run.
+    """Materialize `plan` (by default every stage of `defs`) in order; returns the run ids.
+    Stops at the first failed run.
 
     Per-shard work whose inputs are unchanged since its last materialization is skipped unless
-    `force`; every corpus-wide step runs. Stages of OPTIONAL_ASSETS run only with `evaluate`.
+    `force`; every corpus-wide step runs. Optional stages run only with `evaluate`.
     Runs left unfinished by a `climb` process that died are marked failed first."""
+    plan = stages(defs) if plan is None else plan
     if not evaluate:
-        plan = tuple(s for s in plan if not set(s.assets) <= OPTIONAL_ASSETS)
+        plan = tuple(s for s in plan if not s.optional)
     check_targets(settings)
     recover_dead_runs(instance, echo)
     shards = register_shards(settings, instance)

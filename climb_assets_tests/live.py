@@ -479,14 +479,15 @@ def search_by_backfill(dev: DagsterDev) -> str:
     import dagster as dg
 
     from climb_assets.definitions import build_definitions
-    from climb_assets.runner import PLAN, run_pipeline
+    from climb_assets.graph import stages
+    from climb_assets.runner import run_pipeline
 
+    defs = build_definitions(dev.settings)
     upstream = tuple(
-        s for s in PLAN if s.axis != "iterations" and "optimal_mixture" not in s.assets
+        s for s in stages(defs) if s.axis != "iterations" and "optimal_mixture" not in s.assets
     )
     with dg.DagsterInstance.from_config(str(dev.home)) as instance:
-        run_pipeline(build_definitions(dev.settings), dev.settings, instance, upstream,
-                     echo=lambda _: None)  # fmt: skip
+        run_pipeline(defs, dev.settings, instance, upstream, echo=lambda _: None)
     launched = dev.graphql(LAUNCH_BACKFILL, {"assets": [{"path": [a]} for a in SEARCH_ASSETS]})
     answer = launched["launchPartitionBackfill"]
     if answer["__typename"] != "LaunchBackfillSuccess":

@@ -19,8 +19,9 @@ import polars as pl
 import pytest
 
 from climb_assets.definitions import build_definitions
+from climb_assets.graph import stages
 from climb_assets.layout import Layout
-from climb_assets.runner import PLAN, run_pipeline
+from climb_assets.runner import run_pipeline
 from climb_assets_tests.conftest import small_settings
 from climb_assets_tests.live import (
     ACTIVE_STATUSES,
@@ -40,7 +41,7 @@ pytestmark = pytest.mark.slow
 FIRST_SHARDS = ("a.jsonl", "b.jsonl")
 # What `climb run` does before `dagster dev` starts: everything but the search, whose scheduled
 # rerun waits for its cron tick anyway (test_pipeline.py simulates that tick).
-CLIMB_RUN = PLAN[:2]
+CLIMB_STAGES = 2
 FIRST_TICKS = 2  # ticks of every sensor that must launch nothing after `climb run`
 FIRST_TICKS_TIMEOUT_S = 240
 LATE_SHARD = "late_python.jsonl"
@@ -185,8 +186,9 @@ def automated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Automated]:
     home = workdir / "home"
     write_instance_yaml(home)
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        runs = run_pipeline(build_definitions(settings), settings, instance, CLIMB_RUN,
-                            echo=lambda _: None)  # fmt: skip
+        defs = build_definitions(settings)
+        climb_run = stages(defs)[:CLIMB_STAGES]
+        runs = run_pipeline(defs, settings, instance, climb_run, echo=lambda _: None)
     with dagster_dev(settings, workdir) as dev:
         first = current_state(dev)
         assert not behind(first, set(FIRST_SHARDS)), behind(first, set(FIRST_SHARDS))

@@ -10,9 +10,10 @@ import pytest
 
 from climb_assets.automation import corpus_shard_sensor
 from climb_assets.definitions import build_definitions
+from climb_assets.graph import stages
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
-from climb_assets.runner import PLAN, run_pipeline
+from climb_assets.runner import run_pipeline
 from climb_assets.settings import Settings
 from climb_assets_tests.conftest import write_jsonl
 
@@ -42,7 +43,8 @@ def tick(
 def ingest(instance: dg.DagsterInstance, corpus: Path) -> None:
     """What `climb run` does for the shards: documents and embeddings of every changed shard."""
     settings = settings_for(corpus)
-    run_pipeline(build_definitions(settings), settings, instance, PLAN[:1], echo=lambda _: None)
+    defs = build_definitions(settings)
+    run_pipeline(defs, settings, instance, stages(defs)[:1], echo=lambda _: None)
 
 
 def requested(result: dg.SensorResult) -> list[str | None]:

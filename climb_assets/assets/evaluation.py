@@ -30,6 +30,7 @@ from climb_assets.assets.search import (
 from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
 from climb_assets.core.naming import round_for_reading
 from climb_assets.core.proxy_jobs import read_checkpoint
+from climb_assets.graph import OPTIONAL_TAG
 from climb_assets.layout import Layout
 from climb_assets.partitions import iteration_key
 from climb_assets.resources import ClimbSettings
@@ -85,6 +86,7 @@ class Evaluation:
     deps=[optimal_mixture],
     group_name="evaluation",
     kinds={"pytorch"},
+    tags={OPTIONAL_TAG: "true"},
     code_version="1",
     pool="gpu",
     check_specs=[

@@ -48,6 +48,7 @@ from climb_assets.core.proxy_jobs import (
     proxy_run_key,
     with_absolute_target_paths,
 )
+from climb_assets.graph import PUBLISHES_TAG
 from climb_assets.layout import Layout
 from climb_assets.partitions import (
     PREVIOUS_ITERATION,
@@ -417,7 +418,12 @@ def _worker_metadata(fresh: list[dict]) -> dict:
 
 def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> list:
     """The round's candidates, proxy scores and predictor, each its own partitioned asset."""
-    common = {"partitions_def": partitions, "group_name": "search", "code_version": "1"}
+    common = {
+        "partitions_def": partitions,
+        "group_name": "search",
+        "code_version": "1",
+        "tags": {PUBLISHES_TAG: "bootstrap_iteration"},  # they show what the round computed
+    }
 
     @dg.asset(
         deps=["bootstrap_iteration"],
