@@ -41,6 +41,18 @@ SEARCH_AND_DATASET = (
     "optimal_mixture",
     "climbmix_dataset",
 )
+DATASET_UPSTREAM = (
+    "corpus_documents",
+    "document_index",
+    "shard_embeddings",
+    "centroids",
+    "cluster_assignments",
+    "cluster_profiles",
+    "super_clusters",
+    "proxy_pool",
+    "bootstrap_iteration",
+    "optimal_mixture",
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,18 +79,16 @@ def test_the_lists_are_derived_from_the_graph(defs: dg.Definitions) -> None:
     assert graph.shard_assets(defs) == ("corpus_documents", "shard_embeddings")
     assert graph.scheduled_assets(defs) == SEARCH_AND_DATASET
     # The card records the round (bootstrap_iteration), not the assets publishing its results.
-    assert graph.dataset_upstream(defs) == (
-        "corpus_documents",
-        "document_index",
-        "shard_embeddings",
-        "centroids",
-        "cluster_assignments",
-        "cluster_profiles",
-        "super_clusters",
-        "proxy_pool",
-        "bootstrap_iteration",
-        "optimal_mixture",
-    )
+    assert graph.dataset_upstream(defs) == DATASET_UPSTREAM
+
+
+def test_the_dataset_card_records_the_derived_upstream() -> None:
+    from climb_assets.assets.dataset import upstream_runs
+
+    with dg.instance_for_test() as instance:
+        runs = upstream_runs(instance, Settings())
+    assert tuple(runs) == DATASET_UPSTREAM
+    assert set(runs.values()) == {"never materialized"}
 
 
 def test_an_unknown_partitioning_has_no_axis() -> None:

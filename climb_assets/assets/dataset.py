@@ -17,20 +17,9 @@ from climb_assets.assets.metadata import (
 )
 from climb_assets.assets.search import super_cluster_documents
 from climb_assets.resources import ClimbSettings
+from climb_assets.settings import Settings
 from climb_assets.shard_state import require_shard_files
 
-UPSTREAM = (
-    "corpus_documents",
-    "document_index",
-    "shard_embeddings",
-    "centroids",
-    "cluster_assignments",
-    "cluster_profiles",
-    "super_clusters",
-    "proxy_pool",
-    "bootstrap_iteration",
-    "optimal_mixture",
-)
 CHECKS = {
     "token_budget_met": "Total tokens within dataset.tolerance (relative) of the token budget.",
     "weights_realized": "Each super-cluster's share of the dataset's tokens within "
@@ -40,10 +29,14 @@ CHECKS = {
 }
 
 
-def upstream_runs(instance: dg.DagsterInstance) -> dict[str, str]:
-    """The run id of the latest materialization of every upstream asset (any partition)."""
+def upstream_runs(instance: dg.DagsterInstance, settings: Settings) -> dict[str, str]:
+    """The run id of the latest materialization of every upstream asset (any partition). Which
+    assets those are, the Definitions say (imported here, at run time: they import this module)."""
+    from climb_assets.definitions import build_definitions
+    from climb_assets.graph import dataset_upstream
+
     runs = {}
-    for name in UPSTREAM:
+    for name in dataset_upstream(build_definitions(settings)):
         event = instance.get_latest_materialization_event(dg.AssetKey(name))
         runs[name] = event.run_id if event else "never materialized"
     return runs
@@ -99,7 +92,7 @@ def climbmix_dataset(
         lineage={
             "code_version": f"climb-assets {__version__}",
             "settings_hash": settings.fingerprint(),
-            "upstream_runs": upstream_runs(context.instance),
+            "upstream_runs": upstream_runs(context.instance, settings),
             "dataset_run": context.run.run_id,
         },
         settings=settings.model_dump(mode="json"),
