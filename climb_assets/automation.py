@@ -1,18 +1,19 @@
-"""Sensors and automation: new or changed shard files become partitions and runs by themselves."""
+"""Sensors and automation: new or changed shard files become partitions and runs by themselves.
+
+Which assets are per shard and which are rebuilt on the schedule comes from the asset graph
+(`graph.shard_assets`, `graph.scheduled_assets`): `definitions.py` derives the lists and passes
+them to the builders here.
+"""
 
 import json
 
 import dagster as dg
 
+from climb_assets.graph import SCHEDULE_ENTRY
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import Settings
-from climb_assets.shard_state import (
-    SHARD_ASSETS,
-    partition_changes,
-    registered,
-    shard_is_current,
-)
+from climb_assets.shard_state import partition_changes, registered, shard_is_current
 
 # Hashing stops after this long in one tick (the daemon times a sensor out at 60 s); the
 # shards left are hashed in the next ticks.
@@ -33,32 +34,45 @@ def eager_after(*triggers: str) -> dg.AutomationCondition:
     ).with_label(f"eager after {', '.join(triggers)}")
 
 
-def shard_run_request(shard: str, input_fingerprint: str) -> dg.RunRequest:
+def shard_run_request(
+    shard: str, input_fingerprint: str, shard_assets: tuple[str, ...]
+) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"{shard}@{input_fingerprint}",
         partition_key=shard,
-        asset_selection=[dg.AssetKey(a) for a in SHARD_ASSETS],
+        asset_selection=[dg.AssetKey(a) for a in shard_assets],
         tags={"climb/shard": shard, "climb/input_fingerprint": input_fingerprint},
     )
 
 
-@dg.sensor(
-    minimum_interval_seconds=15,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    asset_selection=[*SHARD_ASSETS, "document_index"],
-    description="Keeps the `corpus_shards` partitions equal to the shard files under the corpus "
-    "folder and requests documents and embeddings for every shard whose latest materialization "
-    "in this instance was made from other bytes, settings or code (its `input_fingerprint`), "
-    "whoever made it: `climb run`, the UI or this sensor. A removed file's partition is "
-    "deleted and the corpus-wide chain rebuilt without it.",
-)
-def corpus_shard_sensor(
-    context: dg.SensorEvaluationContext, climb: ClimbSettings
+def build_corpus_shard_sensor(shard_assets: tuple[str, ...]) -> dg.SensorDefinition:
+    """The corpus sensor, requesting runs of `shard_assets` (the per-shard assets)."""
+
+    @dg.sensor(
+        name="corpus_shard_sensor",
+        minimum_interval_seconds=15,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        asset_selection=[*shard_assets, "document_index"],
+        description="Keeps the `corpus_shards` partitions equal to the shard files under the "
+        "corpus folder and requests documents and embeddings for every shard whose latest "
+        "materialization in this instance was made from other bytes, settings or code (its "
+        "`input_fingerprint`), whoever made it: `climb run`, the UI or this sensor. A removed "
+        "file's partition is deleted and the corpus-wide chain rebuilt without it.",
+    )
+    def corpus_shard_sensor(
+        context: dg.SensorEvaluationContext, climb: ClimbSettings
+    ) -> dg.SensorResult:
+        return corpus_shard_tick(context, climb.get(), shard_assets)
+
+    return corpus_shard_sensor
+
+
+def corpus_shard_tick(
+    context: dg.SensorEvaluationContext, settings: Settings, shard_assets: tuple[str, ...]
 ) -> dg.SensorResult:
     from climb_assets.assets.corpus import shard_input_fingerprint
     from climb_assets.core.shards import content_of, discover_shards, fingerprint_shards
 
-    settings = climb.get()
     # The cursor only caches content hashes by file stat, so unchanged files are not re-read;
     # what is processed is read from the instance.
     hashes: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
@@ -73,8 +87,8 @@ def corpus_shard_sensor(
     runs = []
     for shard, fingerprint in now.items():
         expected = shard_input_fingerprint(settings, shard, content_of(fingerprint))
-        if not shard_is_current(context.instance, settings, shard, expected):
-            runs.append(shard_run_request(shard, expected))
+        if not shard_is_current(context.instance, settings, shard, expected, shard_assets):
+            runs.append(shard_run_request(shard, expected, shard_assets))
     if to_add or to_remove or runs:
         context.log.info(
             f"shards registered {to_add}, removed {to_remove}, "
@@ -96,17 +110,6 @@ def corpus_shard_sensor(
     )
 
 
-# The search and what follows it: rebuilt on the schedule of `automation.search_cron`.
-SCHEDULED_ASSETS = (
-    "proxy_pool",
-    "bootstrap_iteration",
-    "mixture_candidates",
-    "proxy_scores",
-    "mixture_predictor",
-    "optimal_mixture",
-    "climbmix_dataset",
-)
-SCHEDULE_ENTRY = "proxy_pool"  # the first of them; its parents are the clustering chain
 SCHEDULED_TAG = "climb/scheduled_search"  # on the runs the scheduled search launches
 
 
@@ -138,13 +141,15 @@ def on_schedule(cron: str, timezone: str) -> dg.AutomationCondition:
     )
 
 
-def after_scheduled_parents(cron: str, timezone: str) -> dg.AutomationCondition:
+def after_scheduled_parents(
+    cron: str, timezone: str, scheduled_assets: tuple[str, ...]
+) -> dg.AutomationCondition:
     """Once per tick of `cron`, when a parent was rebuilt by a run of the schedule since the tick
     (or is requested with this asset) and every parent within the scheduled assets has been
     rebuilt since it: the iterations thus run one after the other, then the optimal mixture,
     then the dataset. Runs of `climb run` lack the schedule's tag, so the daemon never follows
     (and repeats) them."""
-    scheduled = dg.AssetSelection.assets(*SCHEDULED_ASSETS)
+    scheduled = dg.AssetSelection.assets(*scheduled_assets)
     tick = dg.AutomationCondition.cron_tick_passed(cron, timezone)
     # "No parent left behind" rather than all_deps_match: the first iteration has no previous
     # one, and all_deps_match is false for a dependency with no partitions.
@@ -175,15 +180,18 @@ def after_scheduled_parents(cron: str, timezone: str) -> dg.AutomationCondition:
     ).with_label(f"after the {cron} ({timezone}) rerun of its parents")
 
 
-def scheduled_search_sensors(settings: Settings) -> list[dg.AutomationConditionSensorDefinition]:
-    """The sensor that evaluates the scheduled condition (none when it is off)."""
+def scheduled_search_sensors(
+    settings: Settings, scheduled_assets: tuple[str, ...]
+) -> list[dg.AutomationConditionSensorDefinition]:
+    """The sensor that evaluates the scheduled condition of `scheduled_assets` (none when the
+    schedule is off)."""
     conf = settings.automation
     if conf.search_cron is None:
         return []
     return [
         dg.AutomationConditionSensorDefinition(
             "climb_scheduled_search",
-            target=dg.AssetSelection.assets(*SCHEDULED_ASSETS),
+            target=dg.AssetSelection.assets(*scheduled_assets),
             default_status=dg.DefaultSensorStatus.RUNNING,
             minimum_interval_seconds=30,
             run_tags={SCHEDULED_TAG: "true"},
@@ -195,8 +203,8 @@ def scheduled_search_sensors(settings: Settings) -> list[dg.AutomationConditionS
     ]
 
 
-def with_schedule(assets: list, settings: Settings) -> list:
-    """`assets` with the scheduled condition on SCHEDULED_ASSETS (unchanged when it is off)."""
+def with_schedule(assets: list, settings: Settings, scheduled_assets: tuple[str, ...]) -> list:
+    """`assets` with the scheduled condition on `scheduled_assets` (unchanged when it is off)."""
     conf = settings.automation
     if conf.search_cron is None:
         return assets
@@ -204,25 +212,27 @@ def with_schedule(assets: list, settings: Settings) -> list:
 
     def scheduled(spec: dg.AssetSpec) -> dg.AssetSpec:
         name = spec.key.to_user_string()
-        if name not in SCHEDULED_ASSETS:
+        if name not in scheduled_assets:
             return spec
         condition = (
             on_schedule(cron, timezone)
             if name == SCHEDULE_ENTRY
-            else after_scheduled_parents(cron, timezone)
+            else after_scheduled_parents(cron, timezone, scheduled_assets)
         )
         return spec.replace_attributes(automation_condition=condition)
 
     return list(dg.map_asset_specs(scheduled, assets))
 
 
-# Everything downstream of the per-shard work follows by declarative automation (each asset's
-# `automation_condition`); Dagster's default automation sensor starts stopped, so declare one
-# that starts running.
-climb_automation = dg.AutomationConditionSensorDefinition(
-    "climb_automation",
-    target=dg.AssetSelection.all() - dg.AssetSelection.assets(*SCHEDULED_ASSETS),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=15,
-    description="Brings the corpus-wide clustering assets up to date after new or changed shards.",
-)
+def climb_automation(scheduled_assets: tuple[str, ...]) -> dg.AutomationConditionSensorDefinition:
+    """Everything downstream of the per-shard work but `scheduled_assets` follows by declarative
+    automation (each asset's `automation_condition`); Dagster's default automation sensor starts
+    stopped, so declare one that starts running."""
+    return dg.AutomationConditionSensorDefinition(
+        "climb_automation",
+        target=dg.AssetSelection.all() - dg.AssetSelection.assets(*scheduled_assets),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=15,
+        description="Brings the corpus-wide clustering assets up to date after new or changed "
+        "shards.",
+    )

@@ -16,9 +16,6 @@ from climb_assets.layout import Layout
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.settings import Settings
 
-# The per-shard assets: one ingestion run materializes both for one shard.
-SHARD_ASSETS = ("corpus_documents", "shard_embeddings")
-
 
 def shard_outputs(layout: Layout) -> dict[str, Callable[[str], object]]:
     """Per-shard asset -> the file it writes for a shard."""
@@ -61,7 +58,7 @@ def shard_is_current(
     settings: Settings,
     shard: str,
     expected: str,
-    assets: tuple[str, ...] = SHARD_ASSETS,
+    assets: tuple[str, ...],
 ) -> bool:
     """True when each of `assets` was last materialized for `shard` from inputs with fingerprint
     `expected` and its output file still exists."""

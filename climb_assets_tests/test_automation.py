@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from climb_assets.automation import SCHEDULED_ASSETS
 from climb_assets.definitions import build_definitions
+from climb_assets.graph import scheduled_assets
 from climb_assets.settings import Settings, SettingsError, load_settings
 
 
@@ -27,7 +27,7 @@ def test_the_search_and_dataset_rerun_nightly_by_default() -> None:
     settings = Settings()
     assert settings.automation.search_cron == "0 2 * * *"
     labels = conditions(settings)
-    for asset in SCHEDULED_ASSETS:
+    for asset in scheduled_assets(build_definitions(settings)):
         assert "0 2 * * * (UTC)" in (labels[asset] or ""), asset
     assert labels["mixture_evaluation"] is None, "the evaluation is started on purpose"
     assert "climb_scheduled_search" in sensor_names(settings)
@@ -36,7 +36,7 @@ def test_the_search_and_dataset_rerun_nightly_by_default() -> None:
 def test_a_null_cron_turns_the_scheduled_search_off() -> None:
     settings = Settings.model_validate({"automation": {"search_cron": None}})
     labels = conditions(settings)
-    assert all(labels[asset] is None for asset in SCHEDULED_ASSETS)
+    assert all(labels[asset] is None for asset in scheduled_assets(build_definitions(settings)))
     assert labels["document_index"] is not None, "the clustering chain stays automated"
     assert sensor_names(settings) == {"corpus_shard_sensor", "climb_automation"}
 

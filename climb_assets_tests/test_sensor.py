@@ -8,7 +8,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from climb_assets.automation import corpus_shard_sensor
 from climb_assets.definitions import build_definitions
 from climb_assets.graph import stages
 from climb_assets.partitions import CORPUS_SHARDS
@@ -27,9 +26,11 @@ def settings_for(corpus: Path, **changes: object) -> Settings:
 def tick(
     instance: dg.DagsterInstance, corpus: Path, cursor: str | None, **changes: object
 ) -> dg.SensorResult:
-    climb = ClimbSettings.from_settings(settings_for(corpus, **changes))
+    settings = settings_for(corpus, **changes)
+    sensor = build_definitions(settings).resolve_sensor_def("corpus_shard_sensor")
+    climb = ClimbSettings.from_settings(settings)
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"climb": climb})
-    result = corpus_shard_sensor(context)
+    result = sensor(context)
     # Apply the partition requests as the daemon would.
     for request in result.dynamic_partitions_requests or []:
         if isinstance(request, dg.AddDynamicPartitionsRequest):
