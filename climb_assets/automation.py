@@ -10,10 +10,9 @@ import json
 import dagster as dg
 
 from climb_assets.graph import SCHEDULE_ENTRY
-from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import Settings
-from climb_assets.shard_state import partition_changes, registered, shard_is_current
+from climb_assets.shard_state import shard_is_current, shard_registration
 
 # Hashing stops after this long in one tick (the daemon times a sensor out at 60 s); the
 # shards left are hashed in the next ticks.
@@ -71,19 +70,14 @@ def corpus_shard_tick(
     context: dg.SensorEvaluationContext, settings: Settings, shard_assets: tuple[str, ...]
 ) -> dg.SensorResult:
     from climb_assets.assets.corpus import shard_input_fingerprint
-    from climb_assets.core.shards import content_of, discover_shards, fingerprint_shards
+    from climb_assets.core.shards import content_of, fingerprint_shards
 
     # The cursor only caches content hashes by file stat, so unchanged files are not re-read;
     # what is processed is read from the instance.
     hashes: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    stats = discover_shards(settings.corpus.path, settings.corpus.patterns)
-    now = fingerprint_shards(settings.corpus.path, stats, hashes, HASH_SECONDS_PER_TICK)
-    to_add, to_remove = partition_changes(list(stats), registered(context.instance))
-    requests: list[dg.DynamicPartitionsRequest] = []
-    if to_add:
-        requests.append(CORPUS_SHARDS.build_add_request(to_add))
-    if to_remove:
-        requests.append(CORPUS_SHARDS.build_delete_request(to_remove))
+    found = shard_registration(settings, context.instance)
+    to_add, to_remove = found.to_add, found.to_remove
+    now = fingerprint_shards(settings.corpus.path, found.files, hashes, HASH_SECONDS_PER_TICK)
     runs = []
     for shard, fingerprint in now.items():
         expected = shard_input_fingerprint(settings, shard, content_of(fingerprint))
@@ -105,7 +99,7 @@ def corpus_shard_tick(
         )
     return dg.SensorResult(
         run_requests=runs,
-        dynamic_partitions_requests=requests,
+        dynamic_partitions_requests=found.requests(),
         cursor=json.dumps(now, sort_keys=True),
     )
 

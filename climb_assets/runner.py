@@ -19,6 +19,7 @@ from climb_assets.core.run_owner import Owner
 from climb_assets.graph import Stage, stages
 from climb_assets.run_guard import owner_tags, recover_dead_runs, wait_for_pools
 from climb_assets.settings import Settings
+from climb_assets.shard_state import register_shards
 
 
 def project_instance() -> dg.DagsterInstance:
@@ -32,20 +33,6 @@ def project_instance() -> dg.DagsterInstance:
         "no Dagster instance: run `climb` from the project root (where dagster.yaml is) "
         "or set DAGSTER_HOME"
     )
-
-
-def register_shards(settings: Settings, instance: dg.DagsterInstance) -> list[str]:
-    """Make the registered shard partitions match the files in the corpus folder."""
-    from climb_assets.core.shards import discover_shards
-    from climb_assets.shard_state import register_shards as register
-
-    files = discover_shards(settings.corpus.path, settings.corpus.patterns)
-    if not files:
-        raise FileNotFoundError(
-            f"no shard files matching {settings.corpus.patterns} under {settings.corpus.path}"
-        )
-    register(instance, list(files))
-    return sorted(files)
 
 
 def check_targets(settings: Settings) -> None:

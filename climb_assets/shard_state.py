@@ -9,17 +9,24 @@ code version). A shard processed by either is not processed again until one of t
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import dagster as dg
 
+from climb_assets.core.shards import discover_shards
 from climb_assets.layout import Layout
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.settings import Settings
 
 
 def shard_outputs(layout: Layout) -> dict[str, Callable[[str], object]]:
-    """Per-shard asset -> the file it writes for a shard."""
-    return {"corpus_documents": layout.documents, "shard_embeddings": layout.embeddings}
+    """Asset -> the file it writes for a shard: the per-shard assets, and cluster_assignments
+    (one run for all shards, one file per shard)."""
+    return {
+        "corpus_documents": layout.documents,
+        "shard_embeddings": layout.embeddings,
+        "cluster_assignments": layout.assignments,
+    }
 
 
 def partition_changes(files: list[str], registered: list[str]) -> tuple[list[str], list[str]]:
@@ -31,13 +38,48 @@ def registered(instance: dg.DagsterInstance) -> list[str]:
     return sorted(instance.get_dynamic_partitions(CORPUS_SHARDS.name))
 
 
-def register_shards(instance: dg.DagsterInstance, files: list[str]) -> None:
-    """Make the registered partitions match `files` (what `climb run` does before it runs)."""
-    to_add, to_remove = partition_changes(files, registered(instance))
-    if to_add:
-        instance.add_dynamic_partitions(CORPUS_SHARDS.name, to_add)
-    for gone in to_remove:
-        instance.delete_dynamic_partition(CORPUS_SHARDS.name, gone)
+@dataclass(frozen=True)
+class ShardRegistration:
+    """The shard files under the corpus folder and the partition changes that make the
+    registered `corpus_shards` match them. The sensor returns the changes as requests (the
+    daemon applies them), `climb run` applies them itself: both find the same."""
+
+    files: dict[str, str]  # shard key -> stat key (see core.shards.discover_shards)
+    to_add: list[str]
+    to_remove: list[str]
+
+    def requests(self) -> list[dg.DynamicPartitionsRequest]:
+        requests: list[dg.DynamicPartitionsRequest] = []
+        if self.to_add:
+            requests.append(CORPUS_SHARDS.build_add_request(self.to_add))
+        if self.to_remove:
+            requests.append(CORPUS_SHARDS.build_delete_request(self.to_remove))
+        return requests
+
+    def apply(self, instance: dg.DagsterInstance) -> None:
+        if self.to_add:
+            instance.add_dynamic_partitions(CORPUS_SHARDS.name, self.to_add)
+        for gone in self.to_remove:
+            instance.delete_dynamic_partition(CORPUS_SHARDS.name, gone)
+
+
+def shard_registration(settings: Settings, instance: dg.DagsterInstance) -> ShardRegistration:
+    """Discover the shard files and compare them with the registered partitions."""
+    files = discover_shards(settings.corpus.path, settings.corpus.patterns)
+    to_add, to_remove = partition_changes(list(files), registered(instance))
+    return ShardRegistration(files, to_add, to_remove)
+
+
+def register_shards(settings: Settings, instance: dg.DagsterInstance) -> list[str]:
+    """Make the registered partitions match the shard files now (what `climb run` does before it
+    runs); returns the shards. Fails when there are none: there would be nothing to run."""
+    found = shard_registration(settings, instance)
+    if not found.files:
+        raise FileNotFoundError(
+            f"no shard files matching {settings.corpus.patterns} under {settings.corpus.path}"
+        )
+    found.apply(instance)
+    return sorted(found.files)
 
 
 def recorded_fingerprint(instance: dg.DagsterInstance, asset: str, shard: str) -> str | None:
@@ -76,7 +118,7 @@ def require_shard_files(layout: Layout, shards: list[str], reader: str, *assets:
     `reader` reads (registered but not processed yet), rather than a raw FileNotFoundError."""
     from climb_assets.core.shards import missing_shard_files_message
 
-    files = {**shard_outputs(layout), "cluster_assignments": layout.assignments}
+    files = shard_outputs(layout)
     missing = {
         asset: [s for s in shards if not files[asset](s).exists()]  # type: ignore[attr-defined]
         for asset in assets

@@ -124,3 +124,18 @@ def test_an_edit_that_keeps_size_and_mtime_is_ingested_again(corpus: Path) -> No
 def test_missing_corpus_folder_is_a_clear_error(tmp_path: Path) -> None:
     with dg.instance_for_test() as instance, pytest.raises(Exception, match="does not exist"):
         tick(instance, tmp_path / "nowhere", None)
+
+
+def test_the_sensor_and_climb_run_register_the_same_shards(corpus: Path) -> None:
+    from climb_assets.shard_state import register_shards, registered
+
+    settings = settings_for(corpus)
+    with dg.instance_for_test() as by_sensor, dg.instance_for_test() as by_run:
+        tick(by_sensor, corpus, None)  # applies the partition requests as the daemon would
+        assert register_shards(settings, by_run) == registered(by_sensor)
+        assert registered(by_run) == ["a.jsonl", "sub/b.jsonl"]
+        (corpus / "a.jsonl").unlink()
+        write_jsonl([{"id": "3", "text": "three"}], corpus / "c.jsonl")
+        tick(by_sensor, corpus, None)
+        assert register_shards(settings, by_run) == registered(by_sensor)
+        assert registered(by_run) == ["c.jsonl", "sub/b.jsonl"]
