@@ -12,8 +12,9 @@ import polars as pl
 import pytest
 
 from climb_assets.definitions import build_definitions
+from climb_assets.graph import Stage
 from climb_assets.layout import Layout
-from climb_assets.runner import Stage, run_pipeline
+from climb_assets.runner import run_pipeline
 from climb_assets.settings import Settings
 from climb_assets_tests.conftest import small_settings, write_jsonl
 
