@@ -150,7 +150,7 @@ def check_proxy_training(tokens: int, root: Path) -> None:
     import torch
     from proxy_throughput import synthetic_pool
 
-    from climb_assets.core.proxy import train_proxy
+    from climb_assets.core.proxy_training import train_proxy
     from climb_assets.settings import ProxySettings
 
     say("\n3. proxy training on CUDA (bf16 autocast)")

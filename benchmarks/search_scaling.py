@@ -175,8 +175,8 @@ def compare_embedding(settings: Settings, docs: int, max_workers: int) -> None:
 
 def one_proxy_tokens_per_second(pool: Path, tokens: int, threads: int) -> float:
     from climb_assets.core.execution import set_torch_threads
-    from climb_assets.core.proxy import train_proxy
     from climb_assets.core.proxy_pool import ProxyPool
+    from climb_assets.core.proxy_training import train_proxy
 
     set_torch_threads(threads)
     opened = ProxyPool.open(pool)

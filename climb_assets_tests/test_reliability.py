@@ -155,7 +155,8 @@ def _read_until(proc: subprocess.Popen, text: str, timeout: float) -> list[str]:
 def test_fresh_and_resumed_proxy_rows_give_the_same_runs_table(tmp_path: Path) -> None:
     import json
 
-    from climb_assets.assets.search import RUNS_FILE, canonical_run_row, iteration_runs
+    from climb_assets.assets.search import RUNS_FILE, iteration_runs
+    from climb_assets.core.proxy_jobs import canonical_run_row
 
     fresh = {"candidate_id": 3, "repeat": 0, "held_out_text/loss": 2.5, "objective": -1.25}
     fresh |= {"train_tokens_per_second": 900.0, "final_train_loss": 3.0}

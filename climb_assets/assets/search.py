@@ -32,22 +32,9 @@ from climb_assets.assets.metadata import (
     with_names,
 )
 from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
-from climb_assets.core.execution import (
-    ExecutionError,
-    TaskResources,
-    TasksFailed,
-    check_shared_folder,
-    map_tasks,
-)
+from climb_assets.core.execution import ExecutionError
 from climb_assets.core.naming import round_for_reading
-from climb_assets.core.proxy_jobs import (
-    CURVE_SCHEMA,
-    ProxyJob,
-    ProxyTrainer,
-    canonical_run_row,
-    proxy_run_key,
-    with_absolute_target_paths,
-)
+from climb_assets.core.proxy_jobs import ProxyTrainer, proxy_run_key, with_absolute_target_paths
 from climb_assets.graph import PUBLISHES_TAG
 from climb_assets.layout import Layout
 from climb_assets.partitions import (
@@ -199,64 +186,41 @@ def build_search_assets(settings: Settings) -> list:
 def run_iteration(
     context: dg.AssetExecutionContext, settings: Settings, layout: Layout
 ) -> dg.MaterializeResult:
-    from climb_assets.core.search import (
-        fit_iteration_predictor,
-        iteration_seed,
-        plan_iteration,
-        seed_noise,
-    )
+    """Run the round in core on this partition's inputs, write its artifacts atomically and
+    report it; the checkpoints of its proxies are removed once the artifacts are written."""
+    from climb_assets.core.bootstrap import ProxiesFailed, run_round
 
     key = context.partition_key
     iteration = iteration_number(key)
     history = iteration_runs(layout, iteration)
-    plan = plan_iteration(
-        iteration,
-        history,
-        corpus_token_counts(layout, settings),
-        settings.search,
-        constraint_budget(settings),
-        settings.seed,
-        maximize=True,
-        predictor_settings=settings.predictor,
+    token_counts = corpus_token_counts(layout, settings)
+    # Absolute paths: a Ray worker's working directory need not be this process's.
+    trainer = ProxyTrainer(
+        with_absolute_target_paths(settings),
+        layout.proxy_pool.resolve(),
+        layout.iteration_work(key).resolve(),
+        proxy_run_key(settings, layout),
     )
-    candidates = plan.to_frame(0 if history is None else history.height)
-    ids = candidates["candidate_id"].to_list()
-    jobs = [(cid, w, 0) for cid, w in zip(ids, plan.weights, strict=True)]
-    jobs += [(ids[i], plan.weights[i], 1) for i in plan.repeats]
-    rows, curves, workers = train_candidates(context, settings, layout, jobs)
-    first_runs = [row for row in rows if row["repeat"] == 0]
-    scored = candidates.join(
-        pl.DataFrame(first_runs).drop("repeat"), on="candidate_id"
-    ).with_columns(pl.col("objective").alias("score"))
-    repeats = _repeat_table(rows, iteration)
-    everything = scored if history is None else pl.concat([history, scored], how="diagonal")
-    fitted = fit_iteration_predictor(
-        everything,
-        settings.search,
-        iteration_seed(settings.seed, iteration, 7),
-        maximize=True,
-        predictor_settings=settings.predictor,
-    )
-    noise = seed_noise(repeats["score"].to_numpy(), repeats["repeat_score"].to_numpy())
-    spread = fitted.predictor.predict_spread(plan.weights)
-    summary = {
-        "iteration": iteration,
-        "proxies": scored.height,
-        "repeated": repeats.height,
-        "cv_spearman": None if np.isnan(fitted.cv_spearman) else fitted.cv_spearman,
-        "predictor_rows": fitted.n_rows,
-        "predictor_rounds": fitted.predictor.info.get("rounds"),
-        "best_score": float(scored["score"].max()),
-        "score_spread": float(scored["score"].std()) if scored.height > 1 else None,
-        "seed_noise": None if np.isnan(noise) else noise,
-        "predictor_spread": float(spread.mean()),
-        "objective_direction": "higher is better",
-    }
+    try:
+        result = run_round(
+            iteration,
+            history,
+            token_counts,
+            constraint_budget(settings),
+            settings,
+            trainer,
+            log=context.log.info,
+            warn=context.log.warning,
+            label=key,
+        )
+    except (ExecutionError, ProxiesFailed) as err:
+        raise dg.Failure(str(err)) from err
+    scored, repeats, summary = result.runs, result.repeats, result.summary
     with atomic_dir(layout.iteration(key)) as tmp:
         write_parquet(scored, tmp / RUNS_FILE)
         write_parquet(repeats, tmp / REPEATS_FILE)
-        write_parquet(pl.DataFrame(curves, schema=CURVE_SCHEMA), tmp / CURVES_FILE)
-        fitted.predictor.save(tmp / PREDICTOR_DIR)
+        write_parquet(result.curves, tmp / CURVES_FILE)
+        result.fitted.predictor.save(tmp / PREDICTOR_DIR)
         write_json(summary, tmp / SUMMARY_FILE)
     shutil.rmtree(layout.iteration_work(key), ignore_errors=True)
     names = super_cluster_names_of(layout.super_clusters)
@@ -270,7 +234,9 @@ def run_iteration(
             "candidates": table(with_names(scored.drop("iteration"), names), 64),
             "seed_repeats": table(repeats),
             "execution_backend": settings.execution.backend,
-            **workers,
+            "proxies_trained": len(result.trained),
+            "worker_processes": len(result.workers),
+            "workers": dg.MetadataValue.json(result.workers),
         }
     )
 
@@ -283,137 +249,6 @@ def _rounded(value: float) -> float:
     """Rounded for reading; a float still, so the Plots tab charts it across materializations."""
     rounded = round_for_reading(float(value))
     return float("nan") if rounded is None else rounded
-
-
-def _repeat_table(rows: list[dict], iteration: int) -> pl.DataFrame:
-    """candidate_id, iteration, score (first seed), repeat_score (second seed)."""
-    first = {row["candidate_id"]: row["objective"] for row in rows if row["repeat"] == 0}
-    pairs = [
-        {
-            "candidate_id": row["candidate_id"],
-            "iteration": iteration,
-            "score": first[row["candidate_id"]],
-            "repeat_score": row["objective"],
-        }
-        for row in rows
-        if row["repeat"] > 0
-    ]
-    from climb_assets.core.search import REPEAT_SCHEMA
-
-    return pl.DataFrame(pairs, schema=REPEAT_SCHEMA)
-
-
-def train_candidates(
-    context: dg.AssetExecutionContext,
-    settings: Settings,
-    layout: Layout,
-    jobs: list[tuple[int, np.ndarray, int]],
-) -> tuple[list[dict], list[dict], dict]:
-    """Train and score a proxy per (candidate_id, weights, repeat): (score rows, loss-curve rows,
-    metadata on the worker processes).
-
-    Every candidate gets the same seed (common random numbers); repeat 1 is the re-run with a
-    second seed that measures the seed noise. Each finished proxy is checkpointed, so an
-    interrupted iteration resumes where it stopped; a checkpoint counts only for the same
-    weights, proxy settings, targets, seed and pool. The unfinished ones run on the configured
-    backend (execution.backend); rows come back in job order whichever finishes first."""
-    key = context.partition_key
-    # Absolute paths: a Ray worker's working directory need not be this process's.
-    trainer = ProxyTrainer(
-        with_absolute_target_paths(settings),
-        layout.proxy_pool.resolve(),
-        layout.iteration_work(key).resolve(),
-        proxy_run_key(settings, layout),
-    )
-    proxy_jobs = [ProxyJob(cid, tuple(map(float, w)), repeat) for cid, w, repeat in jobs]
-    finished = {job: trainer.finished(job) for job in proxy_jobs}
-    for number, job in enumerate(proxy_jobs, 1):
-        if finished[job] is not None:
-            context.log.info(
-                f"{key} proxy {number}/{len(jobs)}: resumed from {trainer.checkpoint(job)}"
-            )
-    pending = [job for job in proxy_jobs if finished[job] is None]
-    fresh = _train_pending(context, settings, trainer, pending)
-    done = {**{j: d for j, d in finished.items() if d is not None}, **fresh}
-    _log_retries(context, trainer, pending)
-    rows, curves = [], []
-    for job in proxy_jobs:
-        rows.append(canonical_run_row({**done[job]["row"], "repeat": job.repeat}))
-        if not job.repeat:
-            curves += [{c: point[c] for c in CURVE_SCHEMA} for point in done[job]["curve"]]
-    return rows, curves, _worker_metadata(list(fresh.values()))
-
-
-def _train_pending(
-    context: dg.AssetExecutionContext,
-    settings: Settings,
-    trainer: ProxyTrainer,
-    pending: list[ProxyJob],
-) -> dict[ProxyJob, dict]:
-    """Train the unfinished proxies on the configured backend; each checkpoints itself."""
-    execution = settings.execution
-
-    def log_done(index: int, done: dict) -> None:
-        job, worker = pending[index], done["worker"]
-        context.log.info(
-            f"{context.partition_key} proxy {job.describe()} done ({index + 1} of {len(pending)} "
-            f"to train): objective {done['row']['objective']:.4f}, "
-            f"{done['row']['train_tokens_per_second']:.0f} tok/s, {done['seconds']:.1f} s, "
-            f"on {worker['host']} pid {worker['pid']}"
-        )
-
-    resources = TaskResources(
-        execution.cpus_per_proxy,
-        execution.gpus_per_proxy,
-        "execution.cpus_per_proxy",
-        "execution.gpus_per_proxy",
-    )
-    try:
-        if pending and execution.backend == "ray":
-            trainer.work_dir.mkdir(parents=True, exist_ok=True)
-            check_shared_folder(trainer.work_dir, execution)
-        results = map_tasks(
-            trainer,
-            pending,
-            execution,
-            resources,
-            on_result=log_done,
-            local_threads=settings.proxy.cpu_threads,
-        )
-    except ExecutionError as err:
-        raise dg.Failure(str(err)) from err
-    except TasksFailed as err:
-        names = ", ".join(pending[f.index].describe() for f in err.failures)
-        raise dg.Failure(
-            f"{context.partition_key}: proxies failed ({names}): {err}. The other proxies are "
-            "checkpointed; materializing this iteration again trains only what is missing "
-            f"(Ray retries a lost worker execution.max_retries = {execution.max_retries} times)."
-        ) from err
-    return dict(zip(pending, results, strict=True))
-
-
-def _log_retries(
-    context: dg.AssetExecutionContext, trainer: ProxyTrainer, jobs: list[ProxyJob]
-) -> None:
-    """Say which proxies started more than once: their worker was lost and Ray retried them."""
-    for job in jobs:
-        attempts = trainer.attempts(job)
-        if len(attempts) > 1:
-            where = ", then ".join(f"{a['host']} pid {a['pid']}" for a in attempts)
-            context.log.warning(
-                f"{context.partition_key} proxy {job.describe()}: its worker was lost "
-                f"{len(attempts) - 1} time(s) and Ray retried it ({where})"
-            )
-
-
-def _worker_metadata(fresh: list[dict]) -> dict:
-    """Which processes trained this run's proxies (resumed ones are not counted)."""
-    workers = sorted({f"{d['worker']['host']}:{d['worker']['pid']}" for d in fresh})
-    return {
-        "proxies_trained": len(fresh),
-        "worker_processes": len(workers),
-        "workers": dg.MetadataValue.json(workers),
-    }
 
 
 def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> list:

@@ -36,7 +36,7 @@ def train_and_score(
 ) -> ScoredRun:
     """Train a fresh model of `proxy`'s shape on `weights` (one per pool group, in group order)
     with `seed` for initialisation and data order, then score it on every target."""
-    from climb_assets.core.proxy import train_proxy
+    from climb_assets.core.proxy_training import train_proxy
     from climb_assets.core.targets import objective, score_targets
 
     groups = pool.groups

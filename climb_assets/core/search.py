@@ -1,4 +1,5 @@
-"""CLIMB's iterative bootstrap search, as pure functions driven by a scoring callback.
+"""CLIMB's iterative bootstrap search: planning a round's candidates, fitting its predictor and
+choosing the final mixture, as pure functions (`core.bootstrap` runs a round with them).
 
 Iteration 1 explores: with `initial_design: cover` it trains every super-cluster at its cap
 (vertices), sparse mixtures and Dirichlet draws of many concentrations, so the predictor sees
@@ -19,14 +20,13 @@ iteration can be recomputed on its own (e.g. by one Dagster partition) with the 
 rows of later iterations in `history` are ignored when an `iteration` column is present.
 
 History tables have one row per evaluated candidate: weight columns w_0..w_{k-1} and `score`
-(plus, when written by `run_search`, candidate_id, iteration, source and predicted).
+(plus, when written by a bootstrap round, candidate_id, iteration, source and predicted).
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,112 +164,6 @@ class OptimalMixture:
     @property
     def best_observed_score(self) -> float:
         return self.choice.best_observed_score
-
-
-@dataclass
-class SearchResult:
-    history: pl.DataFrame  # every candidate: candidate_id, iteration, source, w_*, predicted, score
-    repeats: pl.DataFrame  # candidate_id, iteration, score, repeat_score (second seed)
-    plans: list[IterationPlan]
-    optimal: OptimalMixture
-
-    @property
-    def seed_noise(self) -> float:
-        return seed_noise(self.repeats["score"].to_numpy(), self.repeats["repeat_score"].to_numpy())
-
-
-Evaluate = Callable[[np.ndarray, int, int], float]  # (weights, candidate_id, repeat) -> score
-
-
-def run_search(
-    token_counts: TokenCounts,
-    evaluate: Evaluate,
-    settings: SearchSettings,
-    budget_tokens: int,
-    seed: int,
-    maximize: bool = True,
-    on_iteration: Callable[[IterationPlan, pl.DataFrame], None] | None = None,
-    predictor_settings: PredictorSettings | None = None,
-) -> SearchResult:
-    """Run every iteration: propose, `evaluate(weights, candidate_id, 0)`, re-run the plan's
-    repeats with `evaluate(weights, candidate_id, 1)`, repeat; then pick the optimal mixture.
-    `on_iteration(plan, history_so_far)` is called after each iteration. `budget_tokens` is the
-    constraint budget (see `build_constraints`)."""
-    history: pl.DataFrame | None = None
-    repeats: list[dict] = []
-    plans: list[IterationPlan] = []
-    for iteration in range(1, len(settings.proxies_per_iteration) + 1):
-        plan = plan_iteration(
-            iteration,
-            history,
-            token_counts,
-            settings,
-            budget_tokens,
-            seed,
-            maximize,
-            predictor_settings,
-        )
-        first_id = 0 if history is None else history.height
-        rows = plan.to_frame(first_id)
-        ids = rows["candidate_id"].to_list()
-        scores = [
-            _checked_score(evaluate(w, cid, 0), cid)
-            for w, cid in zip(plan.weights, ids, strict=True)
-        ]
-        for index in plan.repeats:
-            cid = ids[index]
-            again = _checked_score(evaluate(plan.weights[index], cid, 1), cid)
-            repeats.append(
-                {
-                    "candidate_id": cid,
-                    "iteration": iteration,
-                    "score": scores[index],
-                    "repeat_score": again,
-                }
-            )
-        rows = rows.with_columns(pl.Series(SCORE_COLUMN, scores, dtype=pl.Float64))
-        history = rows if history is None else pl.concat([history, rows])
-        plans.append(plan)
-        if on_iteration is not None:
-            on_iteration(plan, history)
-    assert history is not None  # settings guarantee at least one iteration
-    optimal = optimal_mixture(
-        history, token_counts, settings, budget_tokens, seed, maximize, predictor_settings
-    )
-    repeat_frame = pl.DataFrame(repeats, schema=REPEAT_SCHEMA)
-    return SearchResult(history=history, repeats=repeat_frame, plans=plans, optimal=optimal)
-
-
-def _checked_score(score: float, candidate_id: int) -> float:
-    if not math.isfinite(score):
-        raise ValueError(
-            f"evaluate returned {score!r} for candidate {candidate_id}: need a finite score"
-        )
-    return float(score)
-
-
-def propose_candidates(
-    iteration: int,
-    history: pl.DataFrame | None,
-    token_counts: TokenCounts,
-    settings: SearchSettings,
-    budget_tokens: int,
-    seed: int,
-    maximize: bool = True,
-    predictor_settings: PredictorSettings | None = None,
-) -> np.ndarray:
-    """Weights (n, k) of the candidates of `iteration` (1-based); see `plan_iteration`."""
-    plan = plan_iteration(
-        iteration,
-        history,
-        token_counts,
-        settings,
-        budget_tokens,
-        seed,
-        maximize,
-        predictor_settings,
-    )
-    return plan.weights
 
 
 def plan_iteration(

@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from climb_assets.core.proxy import ProxyLM, flush_denormals
+from climb_assets.core.proxy_model import ProxyLM
+from climb_assets.core.proxy_training import flush_denormals
 from climb_assets.core.tokenizer import encode_many, eos_id
 from climb_assets.settings import ProxySettings, TargetSettings
 

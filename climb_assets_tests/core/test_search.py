@@ -1,29 +1,113 @@
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
 
+from climb_assets.core.atomic import write_json
+from climb_assets.core.bootstrap import RoundResult, run_round
+from climb_assets.core.execution import worker_identity
 from climb_assets.core.mixtures import (
     build_constraints,
     enforce_constraints,
     mixture_keys,
     sample_initial,
 )
+from climb_assets.core.proxy_jobs import ProxyJob, ProxyTrainer
 from climb_assets.core.search import (
+    REPEAT_SCHEMA,
     IterationPlan,
-    SearchResult,
+    OptimalMixture,
     fit_iteration_predictor,
+    optimal_mixture,
     plan_iteration,
-    propose_candidates,
     proxy_seed,
-    run_search,
     seed_noise,
 )
-from climb_assets.settings import SearchSettings
+from climb_assets.settings import SearchSettings, Settings
 
 SETTINGS = SearchSettings(proxies_per_iteration=[12, 10, 10], candidate_pool_size=2000)
 BUDGET_TOKENS = 200_000
+Score = Callable[[np.ndarray, int], float]  # (weights, repeat) -> objective, higher is better
+
+
+@dataclass(frozen=True)
+class Scored(ProxyTrainer):
+    """Scores a mixture with a known function instead of training a proxy, and checkpoints it
+    like the real trainer, so the search can be judged against a known optimum."""
+
+    score: Score = lambda weights, repeat: 0.0
+
+    def __call__(self, job: ProxyJob) -> dict:
+        self._record_attempt(job)
+        row = {"candidate_id": job.candidate_id, "repeat": job.repeat}
+        row["objective"] = self.score(np.asarray(job.weights), job.repeat)
+        done = {
+            "run_key": self.run_key,
+            "weights": list(job.weights),
+            "row": row | {"train_tokens_per_second": 1.0, "final_train_loss": 1.0},
+            "curve": [{"candidate_id": job.candidate_id, "tokens": 1, "loss": 1.0}],
+            "worker": worker_identity(),
+            "seconds": 0.0,
+        }
+        write_json(done, self.checkpoint(job))
+        return done
+
+
+@dataclass
+class Search:
+    """Every round of a search and its final choice."""
+
+    rounds: list[RoundResult]
+    optimal: OptimalMixture
+
+    @property
+    def history(self) -> pl.DataFrame:
+        return pl.concat([r.runs for r in self.rounds], how="diagonal")
+
+    @property
+    def repeats(self) -> pl.DataFrame:
+        return pl.concat([r.repeats for r in self.rounds])
+
+    @property
+    def plans(self) -> list[IterationPlan]:
+        return [r.plan for r in self.rounds]
+
+    @property
+    def seed_noise(self) -> float:
+        return seed_noise(self.repeats["score"].to_numpy(), self.repeats["repeat_score"].to_numpy())
+
+
+def run_rounds(
+    counts: np.ndarray,
+    score: Score,
+    search: SearchSettings,
+    seed: int,
+    log: Callable[[str], None] = lambda message: None,
+) -> Search:
+    """Every round of `search` with core.bootstrap, then the optimal mixture."""
+    settings = Settings(search=search, seed=seed)
+    history: pl.DataFrame | None = None
+    rounds = []
+    with tempfile.TemporaryDirectory() as work:
+        for iteration in range(1, len(search.proxies_per_iteration) + 1):
+            trainer = Scored(settings, Path(work), Path(work) / str(iteration), "test", score)
+            rounds.append(
+                run_round(iteration, history, counts, BUDGET_TOKENS, settings, trainer, log)
+            )
+            history = (
+                rounds[-1].runs
+                if history is None
+                else pl.concat([history, rounds[-1].runs], how="diagonal")
+            )
+    assert history is not None
+    optimal = optimal_mixture(history, counts, search, BUDGET_TOKENS, seed)
+    return Search(rounds, optimal)
 
 
 def _problem(seed: int, k: int = 6) -> tuple[np.ndarray, np.ndarray]:
@@ -35,19 +119,14 @@ def _problem(seed: int, k: int = 6) -> tuple[np.ndarray, np.ndarray]:
     return counts, optimum
 
 
-def _search(seed: int, maximize: bool = True) -> tuple[SearchResult, np.ndarray, np.ndarray]:
+def _search(seed: int) -> tuple[Search, np.ndarray, np.ndarray]:
     counts, optimum = _problem(seed)
-    sign = 1.0 if maximize else -1.0
-
-    def evaluate(weights: np.ndarray, candidate_id: int, repeat: int) -> float:
-        return -sign * float(((weights - optimum) ** 2).sum())
-
-    result = run_search(counts, evaluate, SETTINGS, BUDGET_TOKENS, seed, maximize=maximize)
+    result = run_rounds(counts, lambda w, r: -float(((w - optimum) ** 2).sum()), SETTINGS, seed)
     return result, counts, optimum
 
 
 @pytest.fixture(scope="module")
-def searched() -> tuple[SearchResult, np.ndarray, np.ndarray]:
+def searched() -> tuple[Search, np.ndarray, np.ndarray]:
     return _search(seed=0)
 
 
@@ -91,10 +170,10 @@ def test_later_iterations_split_exploit_and_explore(searched: tuple) -> None:
 def test_an_iteration_is_reproducible_on_its_own(searched: tuple) -> None:
     result, counts, _ = searched
     # The full history includes iteration 3: it must be ignored when proposing iteration 2.
-    again = propose_candidates(2, result.history, counts, SETTINGS, BUDGET_TOKENS, seed=0)
-    np.testing.assert_array_equal(again, result.plans[1].weights)
-    first = propose_candidates(1, None, counts, SETTINGS, BUDGET_TOKENS, seed=0)
-    np.testing.assert_array_equal(first, result.plans[0].weights)
+    again = plan_iteration(2, result.history, counts, SETTINGS, BUDGET_TOKENS, seed=0)
+    np.testing.assert_array_equal(again.weights, result.plans[1].weights)
+    first = plan_iteration(1, None, counts, SETTINGS, BUDGET_TOKENS, seed=0)
+    np.testing.assert_array_equal(first.weights, result.plans[0].weights)
 
 
 def test_optimal_mixture_is_feasible_and_reported(searched: tuple) -> None:
@@ -131,10 +210,10 @@ def test_seed_repeats_measure_the_noise() -> None:
     rng = np.random.default_rng(0)
     settings = SearchSettings(proxies_per_iteration=[8, 6], candidate_pool_size=500)
 
-    def noisy(weights: np.ndarray, candidate_id: int, repeat: int) -> float:
+    def noisy(weights: np.ndarray, repeat: int) -> float:
         return -float(((weights - optimum) ** 2).sum()) + float(rng.normal(0, 0.01))
 
-    result = run_search(counts, noisy, settings, BUDGET_TOKENS, seed=0)
+    result = run_rounds(counts, noisy, settings, seed=0)
     assert result.repeats.height == 2 * settings.seed_repeats
     assert result.repeats["iteration"].to_list() == [1, 1, 2, 2]
     # Later iterations repeat the predicted best, which are listed first.
@@ -150,23 +229,32 @@ def test_every_candidate_shares_one_proxy_seed() -> None:
 
 
 def test_minimizing_looks_for_low_scores() -> None:
-    result, _, optimum = _search(seed=1, maximize=False)
-    history = result.history
-    assert result.optimal.best_observed_score == history["score"].min()
+    """Rounds maximize the objective; the search's functions also minimize."""
+    counts, optimum = _problem(1)
+    history: pl.DataFrame | None = None
+    for iteration in (1, 2, 3):
+        plan = plan_iteration(
+            iteration, history, counts, SETTINGS, BUDGET_TOKENS, seed=1, maximize=False
+        )
+        distance = ((plan.weights - optimum) ** 2).sum(axis=1)
+        runs = plan.to_frame(0 if history is None else history.height)
+        runs = runs.with_columns(pl.Series("score", distance, dtype=pl.Float64))
+        history = runs if history is None else pl.concat([history, runs])
+    assert history is not None
+    best = optimal_mixture(history, counts, SETTINGS, BUDGET_TOKENS, seed=1, maximize=False)
+    assert best.best_observed_score == history["score"].min()
     first, last = (history.filter(pl.col("iteration") == i)["score"].mean() for i in (1, 3))
     assert last < first
 
 
-def test_on_iteration_sees_each_iteration() -> None:
+def test_each_round_continues_the_candidates_and_fits_on_every_run() -> None:
     counts, _ = _problem(2)
-    seen: list[tuple[int, int]] = []
-
-    def record(plan: IterationPlan, history: pl.DataFrame) -> None:
-        seen.append((plan.iteration, history.height))
-
     settings = SearchSettings(proxies_per_iteration=[6, 4], candidate_pool_size=500)
-    run_search(counts, lambda w, i, r: float(w[0]), settings, BUDGET_TOKENS, 0, on_iteration=record)
-    assert seen == [(1, 6), (2, 10)]
+    result = run_rounds(counts, lambda w, r: float(w[0]), settings, seed=0)
+    assert [r.runs.height for r in result.rounds] == [6, 4]
+    assert result.history["candidate_id"].to_list() == list(range(10))
+    assert [r.fitted.n_rows for r in result.rounds] == [6, 10]
+    assert result.repeats.schema == pl.Schema(REPEAT_SCHEMA)
 
 
 def test_errors_name_the_problem() -> None:
@@ -175,8 +263,8 @@ def test_errors_name_the_problem() -> None:
         plan_iteration(2, None, counts, SETTINGS, BUDGET_TOKENS, seed=0)
     with pytest.raises(ValueError, match=r"outside 1\.\.3"):
         plan_iteration(4, None, counts, SETTINGS, BUDGET_TOKENS, seed=0)
-    with pytest.raises(ValueError, match="candidate 0"):
-        run_search(counts, lambda w, i, r: float("nan"), SETTINGS, BUDGET_TOKENS, seed=0)
+    with pytest.raises(ValueError, match=r"candidate_id 0\): score nan is not finite"):
+        run_rounds(counts, lambda w, r: float("nan"), SETTINGS, seed=0)
     history = pl.DataFrame({"w_0": [0.5, 0.5, 1.0], "w_1": [0.5, 0.5, 0.0], "score": [1, None, 2]})
     with pytest.raises(ValueError, match="history row 2: score"):
         fit_iteration_predictor(history, SETTINGS, seed=0)
@@ -201,9 +289,7 @@ def test_a_monotone_target_fills_its_group_to_the_cap() -> None:
     counts, gains = _monotone_problem()
     constraints = build_constraints(counts, SETTINGS, BUDGET_TOKENS)
     assert np.allclose(constraints.upper[[2, 4]], [0.5, 0.3])
-    result = run_search(
-        counts, lambda w, i, r: _monotone_score(w, gains), SETTINGS, BUDGET_TOKENS, seed=0
-    )
+    result = run_rounds(counts, lambda w, r: _monotone_score(w, gains), SETTINGS, seed=0)
     corners = [plan.weights[[s == "corner" for s in plan.source]] for plan in result.plans[1:]]
     assert sum(map(len, corners)) == 2 * SETTINGS.corner_candidates
     # A vertex that fills group 2, then group 4, then flat groups, was trained ...
@@ -220,7 +306,5 @@ def test_a_monotone_target_fills_its_group_to_the_cap() -> None:
 def test_without_forced_corners_the_search_still_runs() -> None:
     counts, gains = _monotone_problem()
     settings = SETTINGS.model_copy(update={"corner_candidates": 0})
-    result = run_search(
-        counts, lambda w, i, r: _monotone_score(w, gains), settings, BUDGET_TOKENS, seed=0
-    )
+    result = run_rounds(counts, lambda w, r: _monotone_score(w, gains), settings, seed=0)
     assert "corner" not in result.history["source"].to_list()

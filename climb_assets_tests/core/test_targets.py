@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from climb_assets.core.proxy import ModelConfig, ProxyLM, train_proxy
+from climb_assets.core.proxy_model import ModelConfig, ProxyLM
 from climb_assets.core.proxy_pool import ProxyPool, build_pool
+from climb_assets.core.proxy_training import train_proxy
 from climb_assets.core.targets import (
     METRIC_DIRECTIONS,
     OBJECTIVE_HIGHER_IS_BETTER,
