@@ -127,8 +127,8 @@ def domain_super_clusters(outputs: Path, domain: str) -> dict[int, float]:
 def evaluate(config: Path) -> None:
     """The mixture_evaluation asset's computation on a finished search, outside Dagster."""
     from climb_assets.assets.evaluation import run_evaluation
-    from climb_assets.layout import Layout
     from climb_assets.settings import load_settings
+    from climb_assets.store import Layout
 
     settings = load_settings(config)
     run_evaluation(settings, Layout(settings.output_dir), lambda line: print(line, flush=True))

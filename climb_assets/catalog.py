@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 
 from climb_assets.core.atomic import atomic_path
-from climb_assets.layout import Layout
+from climb_assets.store import Layout
 
 # view name -> glob relative to the output folder
 VIEWS: dict[str, str] = {

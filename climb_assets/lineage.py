@@ -10,8 +10,8 @@ from typing import Any
 
 import polars as pl
 
-from climb_assets.layout import Layout
 from climb_assets.settings import Settings
+from climb_assets.store import Layout
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import polars as pl
 from climb_assets.core.atomic import write_text
 from climb_assets.core.naming import super_cluster_names
 from climb_assets.core.report import Section, render_report
-from climb_assets.layout import Layout
 from climb_assets.partitions import iteration_key
+from climb_assets.store import Layout
 
 RUNS_FILE, CURVES_FILE = "runs.parquet", "loss_curves.parquet"  # as assets/search.py writes them
 TOP_CANDIDATES = 10

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from climb_assets.layout import Layout
 from climb_assets.settings import Settings, load_settings
+from climb_assets.store import Layout
 
 
 class ClimbSettings(dg.ConfigurableResource):

@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from climb_assets.layout import Layout
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.settings import Settings
+from climb_assets.store import Layout
 
 # The per-shard assets: one ingestion run materializes both for one shard.
 SHARD_ASSETS = ("corpus_documents", "shard_embeddings")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from climb_assets.layout import Layout
+from climb_assets.store import Layout
 from climb_assets_tests.live import PROJECT, DagsterDev, Materialization, newer_materialization
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

@@ -19,8 +19,8 @@ import polars as pl
 import pytest
 
 from climb_assets.definitions import build_definitions
-from climb_assets.layout import Layout
 from climb_assets.runner import PLAN, run_pipeline
+from climb_assets.store import Layout
 from climb_assets_tests.conftest import small_settings
 from climb_assets_tests.live import (
     ACTIVE_STATUSES,

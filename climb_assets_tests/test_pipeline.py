@@ -13,9 +13,9 @@ import pytest
 
 from climb_assets.automation import SCHEDULED_TAG
 from climb_assets.definitions import build_definitions
-from climb_assets.layout import Layout
 from climb_assets.runner import PLAN, Stage, run_pipeline
 from climb_assets.settings import EvaluationSettings, Settings
+from climb_assets.store import Layout
 from climb_assets_tests.conftest import small_settings
 
 

@@ -17,9 +17,9 @@ import pytest
 
 from climb_assets.core.proxy_jobs import ProxyJob, ProxyTrainer
 from climb_assets.definitions import build_definitions
-from climb_assets.layout import Layout
 from climb_assets.runner import register_shards, run_pipeline
 from climb_assets.settings import ExecutionSettings, Settings
+from climb_assets.store import Layout
 from climb_assets_tests.conftest import small_settings
 
 ray = pytest.importorskip("ray")

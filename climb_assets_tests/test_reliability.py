@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from climb_assets.core.run_owner import Owner, ProjectBusyError, project_lock
-from climb_assets.layout import Layout
 from climb_assets.run_guard import owner_tags, pool_holders, recover_dead_runs
 from climb_assets.settings import Settings
+from climb_assets.store import Layout
 from climb_assets_tests.conftest import PROJECT, small_settings
 
 POOLS = {"concurrency": {"pools": {"granularity": "op", "default_limit": 1}}}

@@ -19,11 +19,11 @@ from climb_assets.assets.corpus import (
 from climb_assets.assets.metadata import named, plot, super_cluster_names_of, table, table_metadata
 from climb_assets.automation import eager_after
 from climb_assets.core.atomic import write_npy, write_parquet
-from climb_assets.layout import Layout
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import EmbeddingSettings, Settings
 from climb_assets.shard_state import require_shard_files
+from climb_assets.store import Layout
 
 EMBEDDINGS_FINITE_UNIT_NORM = "finite_unit_norm"
 # The per-shard files a corpus-wide reader of `kept_documents` needs, in the order they are made.

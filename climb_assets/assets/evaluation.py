@@ -30,10 +30,10 @@ from climb_assets.assets.search import (
 from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
 from climb_assets.core.naming import round_for_reading
 from climb_assets.core.proxy_jobs import read_checkpoint
-from climb_assets.layout import Layout
 from climb_assets.partitions import iteration_key
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import ProxySettings, Settings
+from climb_assets.store import Layout
 
 RUNS_FILE = "runs.parquet"  # one row per (mixture, seed)
 CURVES_FILE = "loss_curves.parquet"

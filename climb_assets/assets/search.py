@@ -48,7 +48,6 @@ from climb_assets.core.proxy_jobs import (
     proxy_run_key,
     with_absolute_target_paths,
 )
-from climb_assets.layout import Layout
 from climb_assets.partitions import (
     PREVIOUS_ITERATION,
     iteration_key,
@@ -58,6 +57,7 @@ from climb_assets.partitions import (
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import Settings
 from climb_assets.shard_state import require_shard_files
+from climb_assets.store import Layout
 
 RUNS_FILE = "runs.parquet"  # one row per proxy: candidate, weights, metrics, objective
 CURVES_FILE = "loss_curves.parquet"

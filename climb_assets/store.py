@@ -1,5 +1,6 @@
-"""Where each artifact lives under `settings.output_dir`. One place, so assets, the CLI and the
-DuckDB catalog agree on paths."""
+"""The artifact store: where each artifact lives under `settings.output_dir`, under which file
+names, and how the files are read back. One place, so assets, the CLI, the report and the DuckDB
+catalog agree on paths. Imports no Dagster: core (proxy jobs on Ray workers) uses it too."""
 
 from __future__ import annotations
 
