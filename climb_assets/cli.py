@@ -50,7 +50,7 @@ def _run_locked(args: argparse.Namespace, settings: Settings, layout: Layout) ->
     for line in describe_result(layout):
         print(line)
     print(f"dataset:      {layout.dataset.resolve()}")
-    print(f"dataset card: {(layout.dataset / 'README.md').resolve()}")
+    print(f"dataset card: {layout.dataset_card.resolve()}")
     print(f"SQL catalog:  {layout.catalog.resolve()}  (duckdb {layout.catalog}, or `climb sql`)")
     print(f"report:       {layout.report.resolve()}  (`climb report --open`)")
     if args.evaluate:
@@ -91,9 +91,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _print_evaluation(layout: Layout) -> None:
     import json
 
-    from climb_assets.assets.evaluation import SUMMARY_FILE, report_lines
+    from climb_assets.assets.evaluation import report_lines
 
-    summary = json.loads((layout.evaluation / SUMMARY_FILE).read_text())
+    summary = json.loads(layout.evaluation_summary.read_text())
     for line in report_lines(summary):
         print(line)
     print(f"evaluation:   {layout.evaluation.resolve()}")

@@ -103,7 +103,7 @@ def test_search_trace_and_optimal_mixture(pipeline) -> None:
 
 def test_dataset_written_with_card(pipeline) -> None:
     settings, layout, _, _ = pipeline
-    shards = sorted(layout.dataset.glob("data-*.parquet"))
+    shards = layout.dataset_shards()
     assert shards
     rows = pl.read_parquet(shards)
     assert {"doc_id", "text", "shard", "row", "super_cluster", "quality_score"} <= set(rows.columns)
@@ -169,7 +169,7 @@ def test_any_dataset_row_traces_back_to_its_source_line(pipeline) -> None:
     from climb_assets.lineage import trace
 
     settings, layout, _, _ = pipeline
-    rows = pl.read_parquet(sorted(layout.dataset.glob("data-*.parquet")))
+    rows = pl.read_parquet(layout.dataset_shards())
     for row in rows.sample(5, seed=1).iter_rows(named=True):
         found = trace(row["doc_id"], settings)
         assert found.source_file == settings.corpus.path / row["shard"]
@@ -464,10 +464,7 @@ def test_results_are_readable_on_the_asset_pages(pipeline) -> None:
     assert dataset["card"].value.startswith("#"), "the card is rendered as markdown"
     assert (
         dataset["dagster/row_count"].value
-        == pl.scan_parquet(sorted(layout.dataset.glob("data-*.parquet")))
-        .select(pl.len())
-        .collect()
-        .item()
+        == pl.scan_parquet(layout.dataset_shards()).select(pl.len()).collect().item()
     )
     assert "doc_id" in {c.name for c in dataset["dagster/column_schema"].value.columns}
     clusters = latest(instance, "super_clusters").asset_materialization.metadata

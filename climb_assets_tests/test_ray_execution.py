@@ -111,8 +111,8 @@ def test_ray_iteration_matches_local_and_uses_several_workers(
     assert json.loads(layout.optimal_mixture.read_text()) == json.loads(
         local.optimal_mixture.read_text()
     )
-    shards = sorted(p.name for p in layout.dataset.glob("data-*.parquet"))
-    assert shards and shards == sorted(p.name for p in local.dataset.glob("data-*.parquet"))
+    shards = [p.name for p in layout.dataset_shards()]
+    assert shards and shards == [p.name for p in local.dataset_shards()]
     for name in shards:
         assert (layout.dataset / name).read_bytes() == (local.dataset / name).read_bytes(), name
     assert card_without_provenance(layout) == card_without_provenance(local)

@@ -23,11 +23,9 @@ from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import EmbeddingSettings, Settings
 from climb_assets.shard_state import require_shard_files
-from climb_assets.store import Layout
+from climb_assets.store import READ_PER_SHARD, Layout, kept_documents, load_embeddings
 
 EMBEDDINGS_FINITE_UNIT_NORM = "finite_unit_norm"
-# The per-shard files a corpus-wide reader of `kept_documents` needs, in the order they are made.
-READ_PER_SHARD = ("corpus_documents", "shard_embeddings", "cluster_assignments")
 
 
 @lru_cache(maxsize=2)
@@ -115,11 +113,6 @@ def _embed(texts: list[str], settings: Settings) -> tuple[np.ndarray, dict]:
         "execution_backend": "local",
         "encoder": dg.MetadataValue.json(encoder_info(model)),
     }
-
-
-def load_embeddings(layout: Layout, shards: list[str]) -> list[np.ndarray]:
-    """Memory-mapped embeddings of each shard (nothing is read until rows are indexed)."""
-    return [np.load(layout.embeddings(s), mmap_mode="r") for s in shards]
 
 
 @dg.asset(
@@ -220,19 +213,6 @@ def cluster_assignments(
             "dagster/row_count": int(summary["documents"].sum()),
             "by_shard": table(summary),
         }
-    )
-
-
-def kept_documents(layout: Layout, shards: list[str], with_text: bool) -> pl.LazyFrame:
-    """Every document of the index joined with its cluster (and text when asked)."""
-    columns = ["shard", "row", "doc_id", "n_tokens", "quality_score"] + (
-        ["text"] if with_text else []
-    )
-    docs = pl.concat([pl.scan_parquet(layout.documents(s)).select(columns) for s in shards])
-    assignments = pl.concat([pl.scan_parquet(layout.assignments(s)) for s in shards])
-    index = pl.scan_parquet(layout.document_index).select("shard", "row")
-    return index.join(docs, on=["shard", "row"], how="left").join(
-        assignments.drop("doc_id"), on=["shard", "row"], how="left"
     )
 
 

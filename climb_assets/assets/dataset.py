@@ -6,7 +6,6 @@ import dagster as dg
 import polars as pl
 
 from climb_assets import __version__
-from climb_assets.assets.clustering import READ_PER_SHARD
 from climb_assets.assets.corpus import registered_shards
 from climb_assets.assets.metadata import (
     named,
@@ -15,9 +14,9 @@ from climb_assets.assets.metadata import (
     super_cluster_names_of,
     table,
 )
-from climb_assets.assets.search import super_cluster_documents
 from climb_assets.resources import ClimbSettings
 from climb_assets.shard_state import require_shard_files
+from climb_assets.store import DATASET_CARD, READ_PER_SHARD, super_cluster_documents
 
 UPSTREAM = (
     "corpus_documents",
@@ -104,7 +103,7 @@ def climbmix_dataset(
         },
         settings=settings.model_dump(mode="json"),
     )
-    shards = write_dataset(sampled, layout.dataset, conf.rows_per_shard, {"README.md": card})
+    shards = write_dataset(sampled, layout.dataset, conf.rows_per_shard, {DATASET_CARD: card})
     checks = {
         "token_budget_met": check_budget(sampled, conf.token_budget, conf.tolerance),
         "weights_realized": check_weights(sampled, weights, conf.tolerance),
@@ -117,7 +116,7 @@ def climbmix_dataset(
             "token_budget": conf.token_budget,
             "shards": len(shards),
             "path": dg.MetadataValue.path(str(layout.dataset)),
-            "card_path": dg.MetadataValue.path(str(layout.dataset / "README.md")),
+            "card_path": dg.MetadataValue.path(str(layout.dataset_card)),
             "card": dg.MetadataValue.md(card_body(card)),
             "mixture": table(named(report.to_frame(), super_cluster_names_of(supers))),
             "dagster/row_count": sampled.height,

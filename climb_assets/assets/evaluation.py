@@ -21,23 +21,22 @@ from climb_assets.assets.metadata import (
     table,
     with_names,
 )
-from climb_assets.assets.search import (
-    constraint_budget,
-    corpus_token_counts,
-    iteration_runs,
-    optimal_mixture,
-)
+from climb_assets.assets.search import constraint_budget, optimal_mixture
 from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
 from climb_assets.core.naming import round_for_reading
 from climb_assets.core.proxy_jobs import read_checkpoint
 from climb_assets.partitions import iteration_key
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import ProxySettings, Settings
-from climb_assets.store import Layout
+from climb_assets.store import (
+    CURVES_FILE,
+    RUNS_FILE,
+    SUMMARY_FILE,
+    Layout,
+    corpus_token_counts,
+    iteration_runs,
+)
 
-RUNS_FILE = "runs.parquet"  # one row per (mixture, seed)
-CURVES_FILE = "loss_curves.parquet"
-SUMMARY_FILE = "summary.json"
 CHECK = "optimal_beats_baselines"
 
 
@@ -58,7 +57,7 @@ def missing_upstream(settings: Settings, layout: Layout) -> str | None:
     """What the evaluation needs but is not materialized, said as what to run; None when ready."""
     needed = [
         ("optimal_mixture", layout.optimal_mixture),
-        ("proxy_pool", layout.proxy_pool / "manifest.json"),
+        ("proxy_pool", layout.proxy_pool_manifest),
         ("super_clusters", layout.super_clusters),
         *[
             (f"bootstrap_iteration {iteration_key(i)}", layout.iteration(iteration_key(i)))
@@ -281,7 +280,7 @@ def evaluation_run_key(settings: Settings, layout: Layout) -> str:
             [t.model_dump(mode="json") for t in [*settings.targets, *settings.evaluation.targets]],
             sort_keys=True,
         ),
-        (layout.proxy_pool / "manifest.json").read_text(),
+        layout.proxy_pool_manifest.read_text(),
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 

@@ -8,19 +8,13 @@ predictor) and depends on its previous partition; backfilling it runs the rounds
 round's three artifacts are then published as their own partitioned assets, with checks.
 """
 
-import json
 import shutil
 
 import dagster as dg
 import numpy as np
 import polars as pl
 
-from climb_assets.assets.clustering import (
-    READ_PER_SHARD,
-    cluster_assignments,
-    kept_documents,
-    super_clusters,
-)
+from climb_assets.assets.clustering import cluster_assignments, super_clusters
 from climb_assets.assets.corpus import document_index, registered_shards
 from climb_assets.assets.metadata import (
     named,
@@ -57,13 +51,21 @@ from climb_assets.partitions import (
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import Settings
 from climb_assets.shard_state import require_shard_files
-from climb_assets.store import Layout
-
-RUNS_FILE = "runs.parquet"  # one row per proxy: candidate, weights, metrics, objective
-CURVES_FILE = "loss_curves.parquet"
-REPEATS_FILE = "seed_repeats.parquet"  # candidates re-run with a second seed: the noise floor
-PREDICTOR_DIR = "predictor"
-SUMMARY_FILE = "summary.json"
+from climb_assets.store import (
+    CURVES_FILE,
+    PREDICTOR_DIR,
+    READ_PER_SHARD,
+    REPEATS_FILE,
+    RUNS_FILE,
+    SUMMARY_FILE,
+    Layout,
+    corpus_token_counts,
+    iteration_runs,
+    read_runs,
+    read_summary,
+    seed_repeats,
+    super_cluster_documents,
+)
 
 
 @dg.asset(
@@ -112,33 +114,6 @@ def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Ma
     )
 
 
-def super_cluster_documents(layout: Layout, shards: list[str]) -> pl.LazyFrame:
-    """Kept documents of kept super-clusters, with their cluster and super-cluster."""
-    mapping = pl.scan_parquet(layout.super_cluster_map).select("cluster", "super_cluster")
-    return (
-        kept_documents(layout, shards, with_text=True)
-        .join(mapping, on="cluster", how="inner")
-        .filter(pl.col("super_cluster").is_not_null())
-        .sort("shard", "row")
-    )
-
-
-def iteration_runs(layout: Layout, before: int) -> pl.DataFrame | None:
-    """Proxy runs of iterations 1..before-1, or None for the first iteration."""
-    frames = []
-    for i in range(1, before):
-        path = layout.iteration(iteration_key(i)) / RUNS_FILE
-        if not path.exists():
-            raise dg.Failure(
-                f"{iteration_key(before)} needs every earlier iteration; {iteration_key(i)} is "
-                f"not materialized. Materialize bootstrap_iteration {iteration_key(i)} first "
-                "(or backfill all iterations in order)."
-            )
-        frames.append(pl.read_parquet(path))
-    # diagonal: files written before the column order was fixed may list columns differently
-    return pl.concat(frames, how="diagonal") if frames else None
-
-
 def constraint_budget(settings: Settings) -> int:
     """Tokens a mixture's caps are computed for (caps = tokens x search.repetition_factor / this),
     passed to core as `budget_tokens`.
@@ -152,21 +127,6 @@ def constraint_budget(settings: Settings) -> int:
         dataset.token_budget * settings.search.repetition_factor / dataset.repetition_factor
     )
     return max(settings.proxy.tokens_per_proxy, int(realizable))
-
-
-def corpus_token_counts(layout: Layout, settings: Settings) -> dict[int, int]:
-    """Tokens of each super-cluster, counted by the corpus tokenizer like the dataset budget, so
-    that the caps protect the final dataset exactly (proxies see about as many BPE tokens).
-
-    Raises when they cannot fill dataset.token_budget, naming the dataset settings, before the
-    caps computed from that budget fail on the same shortfall (see constraint_budget)."""
-    from climb_assets.core.dataset import check_corpus_supply
-
-    supers = pl.read_parquet(layout.super_clusters, columns=["super_cluster", "n_tokens"])
-    counts = dict(zip(supers["super_cluster"].to_list(), supers["n_tokens"].to_list(), strict=True))
-    dataset = settings.dataset
-    check_corpus_supply(sum(counts.values()), dataset.token_budget, dataset.repetition_factor)
-    return counts
 
 
 def build_search_assets(settings: Settings) -> list:
@@ -472,7 +432,7 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
 
         layout, key = climb.layout(), context.partition_key
         runs = read_runs(layout, key)
-        curves = pl.read_parquet(layout.iteration(key) / CURVES_FILE)
+        curves = pl.read_parquet(layout.loss_curves(key))
         metric_columns = [c for c in runs.columns if "/" in c or c == "objective"]
         chart = loss_curves(curves, key)
         finite = bool(np.isfinite(runs.select(metric_columns).to_numpy()).all())
@@ -500,7 +460,7 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         from climb_assets.core.predictor import Predictor
 
         layout, key = climb.layout(), context.partition_key
-        directory = layout.iteration(key) / PREDICTOR_DIR
+        directory = layout.predictor(key)
         predictor = Predictor.load(directory)
         summary = read_summary(layout, key)
         names = super_cluster_names_of(layout.super_clusters)
@@ -524,17 +484,6 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         )
 
     return [mixture_candidates, proxy_scores, mixture_predictor]
-
-
-def read_runs(layout: Layout, key: str) -> pl.DataFrame:
-    path = layout.iteration(key) / RUNS_FILE
-    if not path.exists():
-        raise dg.Failure(f"{path} is missing: materialize bootstrap_iteration {key} first")
-    return pl.read_parquet(path)
-
-
-def read_summary(layout: Layout, key: str) -> dict:
-    return json.loads((layout.iteration(key) / SUMMARY_FILE).read_text())
 
 
 @dg.asset(
@@ -647,12 +596,7 @@ def pooled_seed_noise(layout: Layout, iterations: int) -> float | None:
     """Seed noise over every iteration's repeated candidates (None when nothing was repeated)."""
     from climb_assets.core.search import seed_noise
 
-    tables = [
-        pl.read_parquet(path)
-        for i in range(1, iterations + 1)
-        if (path := layout.iteration(iteration_key(i)) / REPEATS_FILE).exists()
-    ]
-    pairs = pl.concat(tables) if tables else None
+    pairs = seed_repeats(layout, iterations)
     if pairs is None or pairs.height == 0:
         return None
     return seed_noise(pairs["score"].to_numpy(), pairs["repeat_score"].to_numpy())
