@@ -55,8 +55,8 @@ def shard_run_request(shard: str, input_fingerprint: str) -> dg.RunRequest:
 def corpus_shard_sensor(
     context: dg.SensorEvaluationContext, climb: ClimbSettings
 ) -> dg.SensorResult:
-    from climb_assets.assets.corpus import shard_input_fingerprint
     from climb_assets.core.shards import content_of, discover_shards, fingerprint_shards
+    from climb_assets.shard_state import shard_input_fingerprint
 
     settings = climb.get()
     # The cursor only caches content hashes by file stat, so unchanged files are not re-read;

@@ -212,7 +212,7 @@ def test_kill_9_mid_iteration_then_a_rerun_gives_the_clean_runs_dataset(
     cards = [_provenance_masked(at) for at in (clean, killed)]
     assert cards[0] == cards[1]
     for key in ("iter-001", "iter-002"):
-        runs = [pl.read_parquet(at.iteration(key) / "runs.parquet") for at in (clean, killed)]
+        runs = [pl.read_parquet(at.runs(key)) for at in (clean, killed)]
         timing = "train_tokens_per_second"  # the only measured column
         assert runs[0].drop(timing).equals(runs[1].drop(timing)), key
 
@@ -220,7 +220,7 @@ def test_kill_9_mid_iteration_then_a_rerun_gives_the_clean_runs_dataset(
 def _provenance_masked(layout: Layout) -> str:
     import re
 
-    card = (layout.dataset / "README.md").read_text().replace(str(layout.root), "OUT")
+    card = layout.dataset_card.read_text().replace(str(layout.root), "OUT")
     card = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "RUN", card)
     return re.sub(r"Settings hash: `[0-9a-f]+`", "Settings hash", card)
 

@@ -8,21 +8,19 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from climb_assets.assets.corpus import (
-    INPUT_FINGERPRINT,
-    SHARD_CODE_VERSION,
-    corpus_documents,
-    document_index,
-    registered_shards,
-    shard_input_fingerprint,
-)
-from climb_assets.assets.metadata import named, plot, super_cluster_names_of, table, table_metadata
 from climb_assets.automation import eager_after
 from climb_assets.core.atomic import write_npy, write_parquet
+from climb_assets.metadata import named, plot, super_cluster_names_of, table, table_metadata
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import EmbeddingSettings, Settings
-from climb_assets.shard_state import require_shard_files
+from climb_assets.shard_state import (
+    INPUT_FINGERPRINT,
+    SHARD_CODE_VERSION,
+    registered,
+    require_shard_files,
+    shard_input_fingerprint,
+)
 from climb_assets.store import READ_PER_SHARD, Layout, kept_documents, load_embeddings
 
 EMBEDDINGS_FINITE_UNIT_NORM = "finite_unit_norm"
@@ -38,7 +36,7 @@ def _encoder(settings_json: str):  # noqa: ANN202 - a SentenceTransformer
 
 @dg.asset(
     partitions_def=CORPUS_SHARDS,
-    deps=[corpus_documents],
+    deps=["corpus_documents"],
     group_name="clustering",
     kinds={"pytorch", "numpy"},
     code_version=SHARD_CODE_VERSION,
@@ -116,7 +114,7 @@ def _embed(texts: list[str], settings: Settings) -> tuple[np.ndarray, dict]:
 
 
 @dg.asset(
-    deps=[shard_embeddings, document_index],
+    deps=[shard_embeddings, "document_index"],
     automation_condition=dg.AutomationCondition.eager(),
     group_name="clustering",
     kinds={"numpy"},
@@ -130,7 +128,7 @@ def centroids(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Mat
 
     settings, layout = climb.get(), climb.layout()
     conf = settings.clustering
-    shards = registered_shards(context)
+    shards = registered(context.instance)
     require_shard_files(layout, shards, "centroids", "corpus_documents", "shard_embeddings")
     sample = sample_for_fit(
         load_embeddings(layout, shards), conf.sample_size, settings.seed, shards
@@ -190,7 +188,7 @@ def cluster_assignments(
     settings, layout = climb.get(), climb.layout()
     fitted = np.load(layout.centroids)
     per_shard = []
-    shards = registered_shards(context)
+    shards = registered(context.instance)
     require_shard_files(
         layout, shards, "cluster_assignments", "corpus_documents", "shard_embeddings"
     )
@@ -217,7 +215,7 @@ def cluster_assignments(
 
 
 @dg.asset(
-    deps=[cluster_assignments, document_index, centroids],
+    deps=[cluster_assignments, "document_index", centroids],
     automation_condition=eager_after("cluster_assignments"),
     group_name="clustering",
     kinds={"polars", "parquet"},
@@ -240,7 +238,7 @@ def cluster_profiles(
     from climb_assets.core.plots import bar_chart, histogram
 
     settings, layout = climb.get(), climb.layout()
-    shards = registered_shards(context)
+    shards = registered(context.instance)
     require_shard_files(layout, shards, "cluster_profiles", *READ_PER_SHARD)
     docs = kept_documents(layout, shards, with_text=True).collect()
     unassigned = docs.filter(pl.col("cluster").is_null()).height

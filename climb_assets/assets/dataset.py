@@ -6,8 +6,7 @@ import dagster as dg
 import polars as pl
 
 from climb_assets import __version__
-from climb_assets.assets.corpus import registered_shards
-from climb_assets.assets.metadata import (
+from climb_assets.metadata import (
     named,
     parquet_schema,
     report_link,
@@ -15,7 +14,7 @@ from climb_assets.assets.metadata import (
     table,
 )
 from climb_assets.resources import ClimbSettings
-from climb_assets.shard_state import require_shard_files
+from climb_assets.shard_state import registered, require_shard_files
 from climb_assets.store import DATASET_CARD, READ_PER_SHARD, super_cluster_documents
 
 UPSTREAM = (
@@ -78,7 +77,7 @@ def climbmix_dataset(
     optimal = json.loads(layout.optimal_mixture.read_text())
     # Zero weights stay in: the card then lists every super-cluster, chosen or not.
     weights = {int(k): w for k, w in optimal["weights"].items()}
-    shards = registered_shards(context)
+    shards = registered(context.instance)
     require_shard_files(layout, shards, "climbmix_dataset", *READ_PER_SHARD)
     docs = super_cluster_documents(layout, shards).collect()
     sampled, report = sample_dataset(

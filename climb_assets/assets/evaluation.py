@@ -14,17 +14,17 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from climb_assets.assets.metadata import (
+from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
+from climb_assets.core.mixtures import constraint_budget
+from climb_assets.core.naming import round_for_reading
+from climb_assets.core.proxy_jobs import read_checkpoint
+from climb_assets.metadata import (
     plot,
     report_link,
     super_cluster_names_of,
     table,
     with_names,
 )
-from climb_assets.assets.search import constraint_budget, optimal_mixture
-from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
-from climb_assets.core.naming import round_for_reading
-from climb_assets.core.proxy_jobs import read_checkpoint
 from climb_assets.partitions import iteration_key
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import ProxySettings, Settings
@@ -81,7 +81,7 @@ class Evaluation:
 
 
 @dg.asset(
-    deps=[optimal_mixture],
+    deps=["optimal_mixture"],
     group_name="evaluation",
     kinds={"pytorch"},
     code_version="1",

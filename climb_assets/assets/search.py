@@ -14,17 +14,6 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from climb_assets.assets.clustering import cluster_assignments, super_clusters
-from climb_assets.assets.corpus import document_index, registered_shards
-from climb_assets.assets.metadata import (
-    named,
-    plot,
-    report_link,
-    super_cluster_names_of,
-    table,
-    weight_name,
-    with_names,
-)
 from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
 from climb_assets.core.execution import (
     ExecutionError,
@@ -33,6 +22,7 @@ from climb_assets.core.execution import (
     check_shared_folder,
     map_tasks,
 )
+from climb_assets.core.mixtures import constraint_budget
 from climb_assets.core.naming import round_for_reading
 from climb_assets.core.proxy_jobs import (
     CURVE_SCHEMA,
@@ -42,6 +32,15 @@ from climb_assets.core.proxy_jobs import (
     proxy_run_key,
     with_absolute_target_paths,
 )
+from climb_assets.metadata import (
+    named,
+    plot,
+    report_link,
+    super_cluster_names_of,
+    table,
+    weight_name,
+    with_names,
+)
 from climb_assets.partitions import (
     PREVIOUS_ITERATION,
     iteration_key,
@@ -50,7 +49,7 @@ from climb_assets.partitions import (
 )
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import Settings
-from climb_assets.shard_state import require_shard_files
+from climb_assets.shard_state import registered, require_shard_files
 from climb_assets.store import (
     CURVES_FILE,
     PREDICTOR_DIR,
@@ -69,7 +68,7 @@ from climb_assets.store import (
 
 
 @dg.asset(
-    deps=[super_clusters, cluster_assignments, document_index],
+    deps=["super_clusters", "cluster_assignments", "document_index"],
     group_name="search",
     kinds={"numpy"},
     code_version="1",
@@ -81,7 +80,7 @@ def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Ma
     from climb_assets.core.tokenizer import train_bpe
 
     settings, layout = climb.get(), climb.layout()
-    shards = registered_shards(context)
+    shards = registered(context.instance)
     require_shard_files(layout, shards, "proxy_pool", *READ_PER_SHARD)
     docs = super_cluster_documents(layout, shards).select("super_cluster", "text").collect()
     tokenizer = train_bpe(
@@ -112,21 +111,6 @@ def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Ma
             ),
         }
     )
-
-
-def constraint_budget(settings: Settings) -> int:
-    """Tokens a mixture's caps are computed for (caps = tokens x search.repetition_factor / this),
-    passed to core as `budget_tokens`.
-
-    A candidate must be trainable as a proxy (tokens_per_proxy tokens) and, if it wins, be
-    realizable as the final dataset (token_budget tokens, each document repeated at most
-    dataset.repetition_factor times), so the larger of the two requirements binds.
-    """
-    dataset = settings.dataset
-    realizable = (
-        dataset.token_budget * settings.search.repetition_factor / dataset.repetition_factor
-    )
-    return max(settings.proxy.tokens_per_proxy, int(realizable))
 
 
 def build_search_assets(settings: Settings) -> list:
