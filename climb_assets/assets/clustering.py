@@ -57,7 +57,7 @@ def shard_embeddings(
 ) -> dg.MaterializeResult:
     from climb_assets.core.embedding import embedding_health
 
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     shard = context.partition_key
     texts = pl.read_parquet(layout.documents(shard), columns=["text"])["text"].to_list()
     started = time.perf_counter()
@@ -126,7 +126,7 @@ def _embed(texts: list[str], settings: Settings) -> tuple[np.ndarray, dict]:
 def centroids(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
     from climb_assets.core.kmeans import fit_kmeans, gpu_available, sample_for_fit
 
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     conf = settings.clustering
     shards = registered(context.instance)
     require_shard_files(layout, shards, "centroids", "corpus_documents", "shard_embeddings")
@@ -185,7 +185,7 @@ def assign_shard(
 def cluster_assignments(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     fitted = np.load(layout.centroids)
     per_shard = []
     shards = registered(context.instance)
@@ -237,7 +237,7 @@ def cluster_profiles(
     from climb_assets.core.clusters import cluster_profiles as profile_clusters
     from climb_assets.core.plots import bar_chart, histogram
 
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     shards = registered(context.instance)
     require_shard_files(layout, shards, "cluster_profiles", *READ_PER_SHARD)
     docs = kept_documents(layout, shards, with_text=True).collect()
@@ -303,7 +303,7 @@ def super_clusters(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
     from climb_assets.core.clusters import prune_and_merge, super_cluster_summary
     from climb_assets.core.plots import pca_2d, scatter_2d
 
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     conf = settings.clustering
     profiles = pl.read_parquet(layout.cluster_profiles)
     fitted = np.load(layout.centroids)

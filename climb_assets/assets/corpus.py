@@ -51,7 +51,7 @@ def corpus_documents(
 ) -> dg.MaterializeResult:
     from climb_assets.core.documents import process_shard, reject_counts, shard_warning
 
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     shard = context.partition_key
     path = settings.corpus.path / shard
     fingerprint = shard_input_fingerprint(settings, shard)  # before reading: what was read
@@ -104,7 +104,7 @@ def document_index(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
     from climb_assets.core.document_index import build_document_index, with_raw_records
     from climb_assets.core.shards import skipped_files_message
 
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     shards = registered(context.instance)
     for stale in layout.unregistered_shard_files(shards):
         shard = layout.shard_of(stale)

@@ -72,7 +72,7 @@ def climbmix_dataset(
     from climb_assets.core.dataset_card import card_body, mixture_rows, render_card
     from climb_assets.core.targets import metric_of
 
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     conf = settings.dataset
     optimal = json.loads(layout.optimal_mixture.read_text())
     # Zero weights stay in: the card then lists every super-cluster, chosen or not.

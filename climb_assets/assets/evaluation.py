@@ -104,7 +104,7 @@ def mixture_evaluation(
 ) -> dg.MaterializeResult:
     from climb_assets.core.plots import bar_chart
 
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     if problem := missing_upstream(settings, layout):
         raise dg.Failure(problem)
     result = run_evaluation(settings, layout, context.log.info)

@@ -79,7 +79,7 @@ def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Ma
     from climb_assets.core.proxy_pool import build_pool
     from climb_assets.core.tokenizer import train_bpe
 
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     shards = registered(context.instance)
     require_shard_files(layout, shards, "proxy_pool", *READ_PER_SHARD)
     docs = super_cluster_documents(layout, shards).select("super_cluster", "text").collect()
@@ -134,7 +134,7 @@ def build_search_assets(settings: Settings) -> list:
     def bootstrap_iteration(
         context: dg.AssetExecutionContext, climb: ClimbSettings
     ) -> dg.MaterializeResult:
-        return run_iteration(context, climb.get(), climb.layout())
+        return run_iteration(context, *climb.resolve())
 
     return [bootstrap_iteration, *build_publishing_assets(partitions), optimal_mixture]
 
@@ -377,7 +377,7 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         **common,
     )
     def mixture_candidates(context: dg.AssetExecutionContext, climb: ClimbSettings):
-        layout = climb.layout()
+        _, layout = climb.resolve()
         runs = read_runs(layout, context.partition_key)
         weights = runs.select(pl.col("^w_\\d+$")).to_numpy()
         on_simplex = bool(np.all(weights >= 0) and np.allclose(weights.sum(axis=1), 1, atol=1e-6))
@@ -414,7 +414,8 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
     def proxy_scores(context: dg.AssetExecutionContext, climb: ClimbSettings):
         from climb_assets.core.plots import loss_curves
 
-        layout, key = climb.layout(), context.partition_key
+        _, layout = climb.resolve()
+        key = context.partition_key
         runs = read_runs(layout, key)
         curves = pl.read_parquet(layout.loss_curves(key))
         metric_columns = [c for c in runs.columns if "/" in c or c == "objective"]
@@ -443,7 +444,8 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
     def mixture_predictor(context: dg.AssetExecutionContext, climb: ClimbSettings):
         from climb_assets.core.predictor import Predictor
 
-        layout, key = climb.layout(), context.partition_key
+        _, layout = climb.resolve()
+        key = context.partition_key
         directory = layout.predictor(key)
         predictor = Predictor.load(directory)
         summary = read_summary(layout, key)
@@ -496,7 +498,7 @@ def optimal_mixture(
     from climb_assets.core.plots import objective_by_iteration
     from climb_assets.core.search import optimal_mixture as choose_optimal
 
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     history = iteration_runs(layout, settings.iterations + 1)
     assert history is not None
     token_counts = corpus_token_counts(layout, settings)
