@@ -156,7 +156,7 @@ def clusters_section(supers: pl.DataFrame, names: dict[int, str]) -> Section:
 
 
 def evaluation_section(summary: dict[str, Any]) -> Section:
-    from climb_assets.assets.evaluation import mean_std_table
+    from climb_assets.core.evaluation import mean_std_table
 
     margins = summary.get("margins") or []
     return Section(

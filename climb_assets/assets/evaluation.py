@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
+from climb_assets.core.evaluation import mean_std_table
 from climb_assets.core.mixtures import constraint_budget
 from climb_assets.core.naming import round_for_reading
 from climb_assets.core.proxy_jobs import read_checkpoint
@@ -337,18 +338,6 @@ def evaluation_summary(
     }
 
 
-def mean_std_table(summary: dict[str, Any]) -> pl.DataFrame:
-    """One row per mixture: n and 'mean ± std' of the objective and of each target's metric."""
-    rows = []
-    for name in summary["order"]:
-        entry = summary["mixtures"][name]
-        row = {"mixture": name, "same_as": entry["same_as"] or "", "n": entry["n"]}
-        for metric in ["objective", *summary["headline_metrics"]]:
-            row[metric] = _pm(entry[f"{metric}_mean"], entry[f"{metric}_std"])
-        rows.append(row)
-    return pl.DataFrame(rows)
-
-
 def report_lines(summary: dict[str, Any]) -> list[str]:
     """What `climb evaluate` prints: mean ± std per mixture, then the optimal's margins."""
     table = mean_std_table(summary)
@@ -407,9 +396,3 @@ def _fmt(value: float | None, sign: bool = True) -> str:
     if value is None:
         return "n/a"
     return f"{value:+.4f}" if sign else f"{value:.4f}"
-
-
-def _pm(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return "n/a"
-    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f} ± n/a"
