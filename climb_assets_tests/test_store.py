@@ -58,3 +58,20 @@ def test_dataset_shards_and_seed_repeats_read_what_exists(tmp_path: Path) -> Non
     pairs.write_parquet(layout.seed_repeats("iter-002"))
     found = seed_repeats(layout, 2)
     assert found is not None and found.equals(pairs)
+
+
+def test_asset_modules_import_no_other_asset_module() -> None:
+    """Shared helpers live in the store, shard_state, metadata or core: a stage reads its inputs
+    from disk, never from another stage's module (lazy imports inside functions count too)."""
+    import ast
+
+    import climb_assets.assets as assets
+
+    for path in sorted(Path(assets.__file__).parent.glob("*.py")):
+        imported = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                imported += [a.name for a in node.names]
+        assert not [m for m in imported if m.startswith("climb_assets.assets")], path.name
