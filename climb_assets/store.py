@@ -55,6 +55,8 @@ def shard_key_of(file_stem: str) -> str:
 
 @dataclass(frozen=True)
 class Layout:
+    """Every artifact's path under `root` (the settings' output_dir); the readers below take one."""
+
     root: Path
 
     # per shard
