@@ -14,10 +14,10 @@ import argparse
 
 import numpy as np
 
-from climb_assets.assets.search import constraint_budget, corpus_token_counts, iteration_runs
+from climb_assets.core.mixtures import constraint_budget
 from climb_assets.core.search import optimal_mixture
-from climb_assets.layout import Layout
 from climb_assets.settings import load_settings
+from climb_assets.store import Layout, corpus_token_counts, iteration_runs
 
 
 def main() -> int:

@@ -74,10 +74,11 @@ def build_cache(args: argparse.Namespace, settings: Settings) -> pl.DataFrame:
     from climb_assets.core.proxy_pool import ProxyPool
     from climb_assets.core.scoring import train_and_score
     from climb_assets.core.targets import load_target
+    from climb_assets.store import POOL_MANIFEST, Layout
 
     torch.set_num_threads(args.threads)
-    pool_dir = Path(args.pool or settings.output_dir / "proxy_pool")
-    if not (pool_dir / "manifest.json").is_file():
+    pool_dir = Path(args.pool or Layout(settings.output_dir).proxy_pool)
+    if not (pool_dir / POOL_MANIFEST).is_file():
         raise SystemExit(
             f"no proxy pool at {pool_dir} (run the pipeline's proxy_pool asset first, pass "
             "--pool DIR, or use --synthetic)"
@@ -94,7 +95,7 @@ def build_cache(args: argparse.Namespace, settings: Settings) -> pl.DataFrame:
     key = hashlib.sha256(
         json.dumps(
             {
-                "pool": (pool_dir / "manifest.json").read_text(),
+                "pool": (pool_dir / POOL_MANIFEST).read_text(),
                 "proxy": proxy.model_dump(mode="json"),
                 "targets": [t.model_dump(mode="json") for t in chosen],
                 "search": settings.search.model_dump(mode="json"),

@@ -110,8 +110,10 @@ def start_run(domain: str, config: Path, evaluate_only: bool) -> subprocess.Pope
 
 def domain_super_clusters(outputs: Path, domain: str) -> dict[int, float]:
     """Super-cluster -> share of its documents from `domain`, for those the domain dominates."""
-    assigned = pl.concat([pl.read_parquet(p) for p in sorted((outputs / "assignments").iterdir())])
-    mapping = pl.read_parquet(outputs / "clusters" / "super_cluster_map.parquet")
+    from climb_assets.store import ASSIGNMENTS, Layout
+
+    assigned = pl.concat([pl.read_parquet(p) for p in sorted((outputs / ASSIGNMENTS).iterdir())])
+    mapping = pl.read_parquet(Layout(outputs).super_cluster_map)
     docs = assigned.join(mapping.filter(pl.col("status") == "kept"), on="cluster")
     docs = docs.with_columns(pl.col("doc_id").str.extract(r"^([a-z]+)", 1).alias("domain"))
     shares = (
@@ -127,17 +129,19 @@ def domain_super_clusters(outputs: Path, domain: str) -> dict[int, float]:
 def evaluate(config: Path) -> None:
     """The mixture_evaluation asset's computation on a finished search, outside Dagster."""
     from climb_assets.assets.evaluation import run_evaluation
-    from climb_assets.layout import Layout
     from climb_assets.settings import load_settings
+    from climb_assets.store import Layout
 
     settings = load_settings(config)
     run_evaluation(settings, Layout(settings.output_dir), lambda line: print(line, flush=True))
 
 
 def report(domain: str, run_dir: Path) -> list[dict]:
+    from climb_assets.store import Layout
+
     outputs = run_dir / "outputs"
-    summary = json.loads((outputs / "evaluation" / "summary.json").read_text())
-    optimal = json.loads((outputs / "optimal_mixture.json").read_text())
+    summary = json.loads(Layout(outputs).evaluation_summary.read_text())
+    optimal = json.loads(Layout(outputs).optimal_mixture.read_text())
     mixtures = summary["mixtures"]
     dominated = domain_super_clusters(outputs, domain)
     on_domain = sum(optimal["weights"][str(c)] for c in dominated)

@@ -11,21 +11,10 @@ from pathlib import Path
 import duckdb
 
 from climb_assets.core.atomic import atomic_path
-from climb_assets.layout import Layout
+from climb_assets.store import Layout, table_globs
 
-# view name -> glob relative to the output folder
-VIEWS: dict[str, str] = {
-    "documents": "documents/*.parquet",
-    "rejects": "rejects/*.parquet",
-    "document_index": "document_index.parquet",
-    "assignments": "assignments/*.parquet",
-    "cluster_profiles": "clusters/profiles.parquet",
-    "super_cluster_map": "clusters/super_cluster_map.parquet",
-    "super_clusters": "clusters/super_clusters.parquet",
-    "proxy_runs": "bootstrap/*/runs.parquet",
-    "loss_curves": "bootstrap/*/loss_curves.parquet",
-    "climbmix": "climbmix/data-*.parquet",
-}
+# view name -> glob relative to the output folder, as the store lays the tables out
+VIEWS: dict[str, str] = table_globs()
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, root: Path) -> list[str]:

@@ -13,13 +13,13 @@ import yaml
 from climb_assets.settings import CONFIG_ENV_VAR, load_settings
 
 if TYPE_CHECKING:
-    from climb_assets.layout import Layout
     from climb_assets.settings import Settings
+    from climb_assets.store import Layout
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from climb_assets.core.run_owner import project_lock
-    from climb_assets.layout import Layout
+    from climb_assets.store import Layout
 
     settings = load_settings()
     layout = Layout(settings.output_dir)
@@ -50,7 +50,7 @@ def _run_locked(args: argparse.Namespace, settings: Settings, layout: Layout) ->
     for line in describe_result(layout):
         print(line)
     print(f"dataset:      {layout.dataset.resolve()}")
-    print(f"dataset card: {(layout.dataset / 'README.md').resolve()}")
+    print(f"dataset card: {layout.dataset_card.resolve()}")
     print(f"SQL catalog:  {layout.catalog.resolve()}  (duckdb {layout.catalog}, or `climb sql`)")
     print(f"report:       {layout.report.resolve()}  (`climb report --open`)")
     if args.evaluate:
@@ -61,9 +61,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from climb_assets.assets.evaluation import missing_upstream
     from climb_assets.core.run_owner import project_lock
     from climb_assets.definitions import build_definitions
-    from climb_assets.layout import Layout
     from climb_assets.run_guard import recover_dead_runs
     from climb_assets.runner import launch, project_instance
+    from climb_assets.store import Layout
 
     settings = load_settings()
     overrides = {"seeds": args.seeds, "tokens": args.tokens}
@@ -91,9 +91,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _print_evaluation(layout: Layout) -> None:
     import json
 
-    from climb_assets.assets.evaluation import SUMMARY_FILE, report_lines
+    from climb_assets.assets.evaluation import report_lines
 
-    summary = json.loads((layout.evaluation / SUMMARY_FILE).read_text())
+    summary = json.loads(layout.evaluation_summary.read_text())
     for line in report_lines(summary):
         print(line)
     print(f"evaluation:   {layout.evaluation.resolve()}")
@@ -121,7 +121,7 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 def _cmd_sql(args: argparse.Namespace) -> int:
     from climb_assets.catalog import connect, write_catalog
     from climb_assets.core.read_only_sql import check_read_only
-    from climb_assets.layout import Layout
+    from climb_assets.store import Layout
 
     layout = Layout(load_settings().output_dir)
     if args.refresh:
@@ -136,8 +136,8 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from climb_assets.layout import Layout
     from climb_assets.report import write_report
+    from climb_assets.store import Layout
 
     path = write_report(Layout(load_settings().output_dir)).resolve()
     print(path)

@@ -10,8 +10,8 @@ from typing import Any
 
 import polars as pl
 
-from climb_assets.layout import Layout
 from climb_assets.settings import Settings
+from climb_assets.store import Layout
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def source_record(path: Path, row: int) -> dict[str, Any]:
 def trace(doc_id: str, settings: Settings) -> Trace:
     """Where a document of the final dataset came from."""
     layout = Layout(settings.output_dir)
-    shards = sorted(layout.dataset.glob("data-*.parquet"))
+    shards = layout.dataset_shards()
     if not shards:
         raise FileNotFoundError(f"no dataset under {layout.dataset}: run `climb run` first")
     rows = pl.scan_parquet(shards).filter(pl.col("doc_id") == doc_id).collect()

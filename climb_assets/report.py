@@ -13,10 +13,9 @@ import polars as pl
 from climb_assets.core.atomic import write_text
 from climb_assets.core.naming import super_cluster_names
 from climb_assets.core.report import Section, render_report
-from climb_assets.layout import Layout
 from climb_assets.partitions import iteration_key
+from climb_assets.store import Layout
 
-RUNS_FILE, CURVES_FILE = "runs.parquet", "loss_curves.parquet"  # as assets/search.py writes them
 TOP_CANDIDATES = 10
 
 
@@ -38,9 +37,9 @@ def write_report(layout: Layout) -> Path:
         loss_section(layout, len(optimal["iterations"])),
         clusters_section(supers, names),
     ]
-    if (summary := layout.evaluation / "summary.json").exists():
+    if (summary := layout.evaluation_summary).exists():
         sections.append(evaluation_section(json.loads(summary.read_text())))
-    if (card := layout.dataset / "README.md").exists():
+    if (card := layout.dataset_card).exists():
         sections.append(dataset_section(layout, card))
     subtitle = (
         f"{supers.height} super-clusters, {len(optimal['iterations'])} iterations; predicted "
@@ -88,7 +87,7 @@ def _runs(layout: Layout, iterations: int) -> pl.DataFrame:
     frames = [
         pl.read_parquet(path)
         for i in range(1, iterations + 1)
-        if (path := layout.iteration(iteration_key(i)) / RUNS_FILE).exists()
+        if (path := layout.runs(iteration_key(i))).exists()
     ]
     return pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
 
@@ -127,7 +126,7 @@ def loss_section(layout: Layout, iterations: int) -> Section:
 
     section = Section("Proxy loss curves")
     for i in range(1, iterations + 1):
-        path = layout.iteration(iteration_key(i)) / CURVES_FILE
+        path = layout.loss_curves(iteration_key(i))
         if not path.exists():
             continue
         chart = loss_curves(pl.read_parquet(path), iteration_key(i))
@@ -157,7 +156,7 @@ def clusters_section(supers: pl.DataFrame, names: dict[int, str]) -> Section:
 
 
 def evaluation_section(summary: dict[str, Any]) -> Section:
-    from climb_assets.assets.evaluation import mean_std_table
+    from climb_assets.core.evaluation import mean_std_table
 
     margins = summary.get("margins") or []
     return Section(
@@ -168,7 +167,7 @@ def evaluation_section(summary: dict[str, Any]) -> Section:
 
 
 def dataset_section(layout: Layout, card: Path) -> Section:
-    shards = sorted(layout.dataset.glob("data-*.parquet"))
+    shards = layout.dataset_shards()
     rows = pl.scan_parquet(shards).select(pl.len()).collect().item() if shards else 0
     return Section(
         "Dataset",

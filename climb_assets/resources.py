@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from climb_assets.layout import Layout
 from climb_assets.settings import Settings, load_settings
+from climb_assets.store import Layout
 
 
 class ClimbSettings(dg.ConfigurableResource):
@@ -20,9 +20,12 @@ class ClimbSettings(dg.ConfigurableResource):
         return cls(settings_json=settings.model_dump_json())
 
     def get(self) -> Settings:
+        """Parse and validate the settings (each call parses again: call it once per step)."""
         if self.settings_json:
             return Settings.model_validate_json(self.settings_json)
         return load_settings(self.config_path)
 
-    def layout(self) -> Layout:
-        return Layout(self.get().output_dir)
+    def resolve(self) -> tuple[Settings, Layout]:
+        """The settings, parsed once for this step, and the artifact store they point at."""
+        settings = self.get()
+        return settings, Layout(settings.output_dir)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from climb_assets.layout import Layout
 from climb_assets.settings import Settings
+from climb_assets.store import Layout
 
 SAMPLE_TARGETS = {target.name: target.path for target in Settings().targets}
 

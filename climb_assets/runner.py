@@ -49,7 +49,7 @@ def shard_is_current(
 ) -> bool:
     """True when every asset of a per-shard stage was last materialized (by `climb run`, the UI
     or the daemon) from the same file, settings and code, and its output files still exist."""
-    from climb_assets.assets.corpus import shard_input_fingerprint
+    from climb_assets.shard_state import shard_input_fingerprint
     from climb_assets.shard_state import shard_is_current as current
 
     expected = shard_input_fingerprint(settings, shard)

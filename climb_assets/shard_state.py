@@ -8,15 +8,35 @@ code version). A shard processed by either is not processed again until one of t
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import dagster as dg
 
 from climb_assets.core.shards import discover_shards
-from climb_assets.layout import Layout
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.settings import Settings
+from climb_assets.store import Layout
+
+SHARD_CODE_VERSION = "2"  # code_version of the per-shard assets
+INPUT_FINGERPRINT = "input_fingerprint"  # the metadata key each per-shard materialization records
+
+
+def shard_input_fingerprint(settings: Settings, shard: str, content: str | None = None) -> str:
+    """What a shard's documents and embeddings depend on: the file's bytes (hashed, so an edit
+    that keeps size and mtime counts; `content` when already hashed), the corpus and embedding
+    settings, and the code version. `climb run` and the corpus sensor skip a shard whose
+    fingerprint is unchanged since its last materialization."""
+    from climb_assets.core.shards import content_fingerprint
+
+    parts = [
+        content or content_fingerprint(settings.corpus.path / shard),
+        settings.corpus.model_dump_json(),
+        settings.embedding.model_dump_json(),
+        SHARD_CODE_VERSION,
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def shard_outputs(layout: Layout) -> dict[str, Callable[[str], object]]:
@@ -35,6 +55,7 @@ def partition_changes(files: list[str], registered: list[str]) -> tuple[list[str
 
 
 def registered(instance: dg.DagsterInstance) -> list[str]:
+    """Shards currently registered; a shard whose file was removed is no longer one."""
     return sorted(instance.get_dynamic_partitions(CORPUS_SHARDS.name))
 
 
@@ -84,8 +105,6 @@ def register_shards(settings: Settings, instance: dg.DagsterInstance) -> list[st
 
 def recorded_fingerprint(instance: dg.DagsterInstance, asset: str, shard: str) -> str | None:
     """The input fingerprint of the latest materialization of `asset` for `shard`, if any."""
-    from climb_assets.assets.corpus import INPUT_FINGERPRINT
-
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(dg.AssetKey(asset), asset_partitions=[shard]), limit=1
     ).records

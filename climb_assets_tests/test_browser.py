@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from climb_assets.layout import Layout
+from climb_assets.store import Layout
 from climb_assets_tests.live import PROJECT, DagsterDev, Materialization, newer_materialization
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -138,7 +138,7 @@ def test_asset_page_shows_the_centroid_plot(
 
 def super_cluster_names(dev: DagsterDev) -> list[str]:
     """How the UI names super-clusters: '3: lord, god, thee'."""
-    from climb_assets.assets.metadata import super_cluster_names_of
+    from climb_assets.metadata import super_cluster_names_of
 
     return list(super_cluster_names_of(Layout(dev.settings.output_dir).super_clusters).values())
 

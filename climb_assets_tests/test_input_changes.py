@@ -13,9 +13,9 @@ import pytest
 
 from climb_assets.definitions import build_definitions
 from climb_assets.graph import Stage
-from climb_assets.layout import Layout
 from climb_assets.runner import run_pipeline
 from climb_assets.settings import Settings
+from climb_assets.store import Layout
 from climb_assets_tests.conftest import small_settings, write_jsonl
 
 DOCUMENTS = (Stage(("corpus_documents",), "shards"), Stage(("document_index",), "none"))
@@ -150,7 +150,7 @@ def test_empty_and_unusable_shards_are_warnings_not_failures(awkward_corpus) -> 
     ],
 )
 def test_shard_file_names_are_injective_and_reversible(key: str) -> None:
-    from climb_assets.layout import shard_file_stem, shard_key_of
+    from climb_assets.store import shard_file_stem, shard_key_of
 
     stem = shard_file_stem(key)
     assert "/" not in stem and not stem.startswith(("_", "."))
@@ -160,7 +160,7 @@ def test_shard_file_names_are_injective_and_reversible(key: str) -> None:
 
 
 def test_no_two_keys_share_a_file_name() -> None:
-    from climb_assets.layout import shard_file_stem
+    from climb_assets.store import shard_file_stem
 
     keys = ["sub/x.jsonl", "sub__x.jsonl", "sub%2Fx.jsonl", "sub%252Fx.jsonl", "%5Fx", "_x"]
     assert len({shard_file_stem(key) for key in keys}) == len(keys)

@@ -20,8 +20,8 @@ import pytest
 
 from climb_assets.definitions import build_definitions
 from climb_assets.graph import stages
-from climb_assets.layout import Layout
 from climb_assets.runner import run_pipeline
+from climb_assets.store import Layout
 from climb_assets_tests.conftest import small_settings
 from climb_assets_tests.live import (
     ACTIVE_STATUSES,

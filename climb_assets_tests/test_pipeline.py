@@ -14,9 +14,9 @@ import pytest
 from climb_assets.automation import SCHEDULED_TAG
 from climb_assets.definitions import build_definitions
 from climb_assets.graph import Stage, stages
-from climb_assets.layout import Layout
 from climb_assets.runner import run_pipeline
 from climb_assets.settings import EvaluationSettings, Settings
+from climb_assets.store import Layout
 from climb_assets_tests.conftest import small_settings
 
 
@@ -91,8 +91,8 @@ def test_every_kept_document_in_one_super_cluster_or_pruned(pipeline) -> None:
 
 def test_search_trace_and_optimal_mixture(pipeline) -> None:
     settings, layout, _, _ = pipeline
-    first = pl.read_parquet(layout.iteration("iter-001") / "runs.parquet")
-    second = pl.read_parquet(layout.iteration("iter-002") / "runs.parquet")
+    first = pl.read_parquet(layout.runs("iter-001"))
+    second = pl.read_parquet(layout.runs("iter-002"))
     assert (first.height, second.height) == (4, 3)
     assert set(second["source"]) <= {"corner", "exploit", "explore"}
     assert second["predicted"].null_count() == 0
@@ -104,11 +104,11 @@ def test_search_trace_and_optimal_mixture(pipeline) -> None:
 
 def test_dataset_written_with_card(pipeline) -> None:
     settings, layout, _, _ = pipeline
-    shards = sorted(layout.dataset.glob("data-*.parquet"))
+    shards = layout.dataset_shards()
     assert shards
     rows = pl.read_parquet(shards)
     assert {"doc_id", "text", "shard", "row", "super_cluster", "quality_score"} <= set(rows.columns)
-    card = (layout.dataset / "README.md").read_text()
+    card = layout.dataset_card.read_text()
     assert "settings" in card.lower() and settings.fingerprint() in card
 
 
@@ -169,7 +169,7 @@ def test_any_dataset_row_traces_back_to_its_source_line(pipeline) -> None:
     from climb_assets.lineage import trace
 
     settings, layout, _, _ = pipeline
-    rows = pl.read_parquet(sorted(layout.dataset.glob("data-*.parquet")))
+    rows = pl.read_parquet(layout.dataset_shards())
     for row in rows.sample(5, seed=1).iter_rows(named=True):
         found = trace(row["doc_id"], settings)
         assert found.source_file == settings.corpus.path / row["shard"]
@@ -238,8 +238,8 @@ def test_an_interrupted_iteration_resumes_from_its_finished_proxies(
 ) -> None:
     import shutil
 
-    from climb_assets.assets.search import proxy_run_key
     from climb_assets.core.atomic import write_json
+    from climb_assets.core.proxy_jobs import proxy_run_key
 
     settings, layout, _, _ = pipeline
     fresh = settings.model_copy(update={"output_dir": tmp_path})
@@ -247,7 +247,7 @@ def test_an_interrupted_iteration_resumes_from_its_finished_proxies(
     shutil.copytree(layout.proxy_pool, other.proxy_pool)
     shutil.copytree(layout.centroids.parent, other.centroids.parent)
     # As if the run had died after the first proxy: its checkpoint holds a recognisable score.
-    first = pl.read_parquet(layout.iteration("iter-001") / "runs.parquet").row(0, named=True)
+    first = pl.read_parquet(layout.runs("iter-001")).row(0, named=True)
     weights = [
         first[c] for c in sorted((c for c in first if c.startswith("w_")), key=lambda c: int(c[2:]))
     ]
@@ -269,7 +269,7 @@ def test_an_interrupted_iteration_resumes_from_its_finished_proxies(
             asset_selection=[dg.AssetKey("bootstrap_iteration")],
         )
     assert result.success
-    runs = pl.read_parquet(other.iteration("iter-001") / "runs.parquet")
+    runs = pl.read_parquet(other.runs("iter-001"))
     assert runs.filter(pl.col("candidate_id") == first["candidate_id"])["objective"].item() == 123.0
     assert (runs.filter(pl.col("candidate_id") != first["candidate_id"])["objective"] < 100).all()
     assert not other.iteration_work("iter-001").exists()
@@ -284,7 +284,7 @@ def test_mixture_evaluation_at_equal_tokens_with_common_seeds(pipeline) -> None:
 
     settings, layout, instance, _ = pipeline
     runs = pl.read_parquet(layout.evaluation / "runs.parquet")
-    summary = json.loads((layout.evaluation / "summary.json").read_text())
+    summary = json.loads(layout.evaluation_summary.read_text())
     names = ["optimal", *BASELINES]
     assert runs.height == len(names) * 2
     assert runs["mixture"].unique(maintain_order=True).to_list() == names
@@ -464,10 +464,7 @@ def test_results_are_readable_on_the_asset_pages(pipeline) -> None:
     assert dataset["card"].value.startswith("#"), "the card is rendered as markdown"
     assert (
         dataset["dagster/row_count"].value
-        == pl.scan_parquet(sorted(layout.dataset.glob("data-*.parquet")))
-        .select(pl.len())
-        .collect()
-        .item()
+        == pl.scan_parquet(layout.dataset_shards()).select(pl.len()).collect().item()
     )
     assert "doc_id" in {c.name for c in dataset["dagster/column_schema"].value.columns}
     clusters = latest(instance, "super_clusters").asset_materialization.metadata

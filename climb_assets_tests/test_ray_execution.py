@@ -17,10 +17,10 @@ import pytest
 
 from climb_assets.core.proxy_jobs import ProxyJob, ProxyTrainer
 from climb_assets.definitions import build_definitions
-from climb_assets.layout import Layout
 from climb_assets.runner import run_pipeline
 from climb_assets.settings import ExecutionSettings, Settings
 from climb_assets.shard_state import register_shards
+from climb_assets.store import Layout
 from climb_assets_tests.conftest import small_settings
 
 ray = pytest.importorskip("ray")
@@ -86,7 +86,7 @@ def iteration_metadata(result: dg.ExecuteInProcessResult) -> dict:
 
 
 def scores(layout: Layout) -> pl.DataFrame:
-    runs = pl.read_parquet(layout.iteration("iter-001") / "runs.parquet")
+    runs = pl.read_parquet(layout.runs("iter-001"))
     timing = ["train_tokens_per_second"]  # wall-clock throughput, never equal between runs
     return runs.drop(timing).sort("candidate_id")
 
@@ -105,15 +105,14 @@ def test_ray_iteration_matches_local_and_uses_several_workers(
     workers = metadata["workers"].value
     assert len(workers) >= 2 and str(os.getpid()) not in {w.split(":")[1] for w in workers}
     assert scores(layout).equals(scores(local))
-    repeats = "seed_repeats.parquet"
-    assert pl.read_parquet(layout.iteration("iter-001") / repeats).equals(
-        pl.read_parquet(local.iteration("iter-001") / repeats)
+    assert pl.read_parquet(layout.seed_repeats("iter-001")).equals(
+        pl.read_parquet(local.seed_repeats("iter-001"))
     )
     assert json.loads(layout.optimal_mixture.read_text()) == json.loads(
         local.optimal_mixture.read_text()
     )
-    shards = sorted(p.name for p in layout.dataset.glob("data-*.parquet"))
-    assert shards and shards == sorted(p.name for p in local.dataset.glob("data-*.parquet"))
+    shards = [p.name for p in layout.dataset_shards()]
+    assert shards and shards == [p.name for p in local.dataset_shards()]
     for name in shards:
         assert (layout.dataset / name).read_bytes() == (local.dataset / name).read_bytes(), name
     assert card_without_provenance(layout) == card_without_provenance(local)
@@ -124,7 +123,7 @@ def card_without_provenance(layout: Layout) -> str:
     covers the output folder) and the backend line of the settings."""
     import re
 
-    card = (layout.dataset / "README.md").read_text().replace(str(layout.root), "OUT")
+    card = layout.dataset_card.read_text().replace(str(layout.root), "OUT")
     card = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}|never materialized", "RUN", card)
     card = re.sub(r"Settings hash: `[0-9a-f]+`", "Settings hash: HASH", card)
     assert "backend: " in card
@@ -162,7 +161,7 @@ def test_a_worker_lost_mid_iteration_is_retried_and_nothing_finished_retrains(
     settings, local = local_run
     layout = upstream_copy(local, tmp_path / "ray")
     on_ray = settings.model_copy(update={"output_dir": layout.root, "execution": RAY_ONE_THREAD})
-    candidates = pl.read_parquet(local.iteration("iter-001") / "runs.parquet")["candidate_id"]
+    candidates = pl.read_parquet(local.runs("iter-001"))["candidate_id"]
     victim = int(candidates.sort()[2])  # starts while the first two are training or done
     starts = tmp_path / "starts.jsonl"
 

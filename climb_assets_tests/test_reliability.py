@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from climb_assets.core.run_owner import Owner, ProjectBusyError, project_lock
-from climb_assets.layout import Layout
 from climb_assets.run_guard import owner_tags, pool_holders, recover_dead_runs
 from climb_assets.settings import Settings
+from climb_assets.store import Layout
 from climb_assets_tests.conftest import PROJECT, small_settings
 
 POOLS = {"concurrency": {"pools": {"granularity": "op", "default_limit": 1}}}
@@ -155,8 +155,8 @@ def _read_until(proc: subprocess.Popen, text: str, timeout: float) -> list[str]:
 def test_fresh_and_resumed_proxy_rows_give_the_same_runs_table(tmp_path: Path) -> None:
     import json
 
-    from climb_assets.assets.search import RUNS_FILE, iteration_runs
     from climb_assets.core.proxy_jobs import canonical_run_row
+    from climb_assets.store import iteration_runs
 
     fresh = {"candidate_id": 3, "repeat": 0, "held_out_text/loss": 2.5, "objective": -1.25}
     fresh |= {"train_tokens_per_second": 900.0, "final_train_loss": 3.0}
@@ -169,7 +169,7 @@ def test_fresh_and_resumed_proxy_rows_give_the_same_runs_table(tmp_path: Path) -
     layout = Layout(tmp_path)
     for key, frame in (("iter-001", pl.DataFrame([resumed])), ("iter-002", one)):
         layout.iteration(key).mkdir(parents=True)
-        frame.write_parquet(layout.iteration(key) / RUNS_FILE)
+        frame.write_parquet(layout.runs(key))
     history = iteration_runs(layout, 3)
     assert history is not None and history.height == 2
     assert history["final_train_loss"].to_list() == [3.0, 3.0]
@@ -204,15 +204,15 @@ def test_kill_9_mid_iteration_then_a_rerun_gives_the_clean_runs_dataset(
     out = _run_to_the_end(config)
     assert out.count("recovered run") == 1 and stuck[0] in out
 
-    names = sorted(p.name for p in clean.dataset.glob("data-*.parquet"))
-    assert names and names == sorted(p.name for p in killed.dataset.glob("data-*.parquet"))
+    names = [p.name for p in clean.dataset_shards()]
+    assert names and names == [p.name for p in killed.dataset_shards()]
     for name in names:
         assert (killed.dataset / name).read_bytes() == (clean.dataset / name).read_bytes(), name
     # The card differs only in provenance: run ids, and the settings hash (output_dir differs).
     cards = [_provenance_masked(at) for at in (clean, killed)]
     assert cards[0] == cards[1]
     for key in ("iter-001", "iter-002"):
-        runs = [pl.read_parquet(at.iteration(key) / "runs.parquet") for at in (clean, killed)]
+        runs = [pl.read_parquet(at.runs(key)) for at in (clean, killed)]
         timing = "train_tokens_per_second"  # the only measured column
         assert runs[0].drop(timing).equals(runs[1].drop(timing)), key
 
@@ -220,7 +220,7 @@ def test_kill_9_mid_iteration_then_a_rerun_gives_the_clean_runs_dataset(
 def _provenance_masked(layout: Layout) -> str:
     import re
 
-    card = (layout.dataset / "README.md").read_text().replace(str(layout.root), "OUT")
+    card = layout.dataset_card.read_text().replace(str(layout.root), "OUT")
     card = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "RUN", card)
     return re.sub(r"Settings hash: `[0-9a-f]+`", "Settings hash", card)
 

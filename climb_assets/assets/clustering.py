@@ -8,26 +8,22 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from climb_assets.assets.corpus import (
-    INPUT_FINGERPRINT,
-    SHARD_CODE_VERSION,
-    corpus_documents,
-    document_index,
-    registered_shards,
-    shard_input_fingerprint,
-)
-from climb_assets.assets.metadata import named, plot, super_cluster_names_of, table, table_metadata
 from climb_assets.automation import eager_after
 from climb_assets.core.atomic import write_npy, write_parquet
-from climb_assets.layout import Layout
+from climb_assets.metadata import named, plot, super_cluster_names_of, table, table_metadata
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import EmbeddingSettings, Settings
-from climb_assets.shard_state import require_shard_files
+from climb_assets.shard_state import (
+    INPUT_FINGERPRINT,
+    SHARD_CODE_VERSION,
+    registered,
+    require_shard_files,
+    shard_input_fingerprint,
+)
+from climb_assets.store import READ_PER_SHARD, Layout, kept_documents, load_embeddings
 
 EMBEDDINGS_FINITE_UNIT_NORM = "finite_unit_norm"
-# The per-shard files a corpus-wide reader of `kept_documents` needs, in the order they are made.
-READ_PER_SHARD = ("corpus_documents", "shard_embeddings", "cluster_assignments")
 
 
 @lru_cache(maxsize=2)
@@ -40,7 +36,7 @@ def _encoder(settings_json: str):  # noqa: ANN202 - a SentenceTransformer
 
 @dg.asset(
     partitions_def=CORPUS_SHARDS,
-    deps=[corpus_documents],
+    deps=["corpus_documents"],
     group_name="clustering",
     kinds={"pytorch", "numpy"},
     code_version=SHARD_CODE_VERSION,
@@ -61,7 +57,7 @@ def shard_embeddings(
 ) -> dg.MaterializeResult:
     from climb_assets.core.embedding import embedding_health
 
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     shard = context.partition_key
     texts = pl.read_parquet(layout.documents(shard), columns=["text"])["text"].to_list()
     started = time.perf_counter()
@@ -117,13 +113,8 @@ def _embed(texts: list[str], settings: Settings) -> tuple[np.ndarray, dict]:
     }
 
 
-def load_embeddings(layout: Layout, shards: list[str]) -> list[np.ndarray]:
-    """Memory-mapped embeddings of each shard (nothing is read until rows are indexed)."""
-    return [np.load(layout.embeddings(s), mmap_mode="r") for s in shards]
-
-
 @dg.asset(
-    deps=[shard_embeddings, document_index],
+    deps=[shard_embeddings, "document_index"],
     automation_condition=dg.AutomationCondition.eager(),
     group_name="clustering",
     kinds={"numpy"},
@@ -135,9 +126,9 @@ def load_embeddings(layout: Layout, shards: list[str]) -> list[np.ndarray]:
 def centroids(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
     from climb_assets.core.kmeans import fit_kmeans, gpu_available, sample_for_fit
 
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     conf = settings.clustering
-    shards = registered_shards(context)
+    shards = registered(context.instance)
     require_shard_files(layout, shards, "centroids", "corpus_documents", "shard_embeddings")
     sample = sample_for_fit(
         load_embeddings(layout, shards), conf.sample_size, settings.seed, shards
@@ -194,10 +185,10 @@ def assign_shard(
 def cluster_assignments(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     fitted = np.load(layout.centroids)
     per_shard = []
-    shards = registered_shards(context)
+    shards = registered(context.instance)
     require_shard_files(
         layout, shards, "cluster_assignments", "corpus_documents", "shard_embeddings"
     )
@@ -223,21 +214,8 @@ def cluster_assignments(
     )
 
 
-def kept_documents(layout: Layout, shards: list[str], with_text: bool) -> pl.LazyFrame:
-    """Every document of the index joined with its cluster (and text when asked)."""
-    columns = ["shard", "row", "doc_id", "n_tokens", "quality_score"] + (
-        ["text"] if with_text else []
-    )
-    docs = pl.concat([pl.scan_parquet(layout.documents(s)).select(columns) for s in shards])
-    assignments = pl.concat([pl.scan_parquet(layout.assignments(s)) for s in shards])
-    index = pl.scan_parquet(layout.document_index).select("shard", "row")
-    return index.join(docs, on=["shard", "row"], how="left").join(
-        assignments.drop("doc_id"), on=["shard", "row"], how="left"
-    )
-
-
 @dg.asset(
-    deps=[cluster_assignments, document_index, centroids],
+    deps=[cluster_assignments, "document_index", centroids],
     automation_condition=eager_after("cluster_assignments"),
     group_name="clustering",
     kinds={"polars", "parquet"},
@@ -259,8 +237,8 @@ def cluster_profiles(
     from climb_assets.core.clusters import cluster_profiles as profile_clusters
     from climb_assets.core.plots import bar_chart, histogram
 
-    settings, layout = climb.get(), climb.layout()
-    shards = registered_shards(context)
+    settings, layout = climb.resolve()
+    shards = registered(context.instance)
     require_shard_files(layout, shards, "cluster_profiles", *READ_PER_SHARD)
     docs = kept_documents(layout, shards, with_text=True).collect()
     unassigned = docs.filter(pl.col("cluster").is_null()).height
@@ -325,7 +303,7 @@ def super_clusters(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
     from climb_assets.core.clusters import prune_and_merge, super_cluster_summary
     from climb_assets.core.plots import pca_2d, scatter_2d
 
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     conf = settings.clustering
     profiles = pl.read_parquet(layout.cluster_profiles)
     fitted = np.load(layout.centroids)

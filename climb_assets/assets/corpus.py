@@ -5,13 +5,16 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from climb_assets.assets.metadata import counts, plot, table, table_metadata
 from climb_assets.core.atomic import write_parquet
+from climb_assets.metadata import counts, plot, table, table_metadata
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
-from climb_assets.settings import Settings
-
-SHARD_CODE_VERSION = "2"  # code_version of the per-shard assets
+from climb_assets.shard_state import (
+    INPUT_FINGERPRINT,
+    SHARD_CODE_VERSION,
+    registered,
+    shard_input_fingerprint,
+)
 
 CORPUS_FILES = dg.AssetKey("corpus_shard_files")
 
@@ -23,27 +26,6 @@ corpus_shard_files = dg.AssetSpec(
     "Registered as partitions by the `corpus_shard_sensor`.",
     kinds={"file"},
 )
-
-
-INPUT_FINGERPRINT = "input_fingerprint"
-
-
-def shard_input_fingerprint(settings: Settings, shard: str, content: str | None = None) -> str:
-    """What a shard's documents and embeddings depend on: the file's bytes (hashed, so an edit
-    that keeps size and mtime counts; `content` when already hashed), the corpus and embedding
-    settings, and the code version. `climb run` and the corpus sensor skip a shard whose
-    fingerprint is unchanged since its last materialization (see `shard_state`)."""
-    import hashlib
-
-    from climb_assets.core.shards import content_fingerprint
-
-    parts = [
-        content or content_fingerprint(settings.corpus.path / shard),
-        settings.corpus.model_dump_json(),
-        settings.embedding.model_dump_json(),
-        SHARD_CODE_VERSION,
-    ]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def token_counter_for(settings_model: str):  # noqa: ANN201 - returns the core's callable
@@ -69,7 +51,7 @@ def corpus_documents(
 ) -> dg.MaterializeResult:
     from climb_assets.core.documents import process_shard, reject_counts, shard_warning
 
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     shard = context.partition_key
     path = settings.corpus.path / shard
     fingerprint = shard_input_fingerprint(settings, shard)  # before reading: what was read
@@ -108,11 +90,6 @@ def corpus_documents(
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(fingerprint))
 
 
-def registered_shards(context: dg.AssetExecutionContext) -> list[str]:
-    """Shards currently registered; a shard whose file was removed is no longer one."""
-    return sorted(context.instance.get_dynamic_partitions(CORPUS_SHARDS.name))
-
-
 @dg.asset(
     deps=[corpus_documents],
     automation_condition=dg.AutomationCondition.eager(),
@@ -127,8 +104,8 @@ def document_index(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
     from climb_assets.core.document_index import build_document_index, with_raw_records
     from climb_assets.core.shards import skipped_files_message
 
-    settings, layout = climb.get(), climb.layout()
-    shards = registered_shards(context)
+    settings, layout = climb.resolve()
+    shards = registered(context.instance)
     for stale in layout.unregistered_shard_files(shards):
         shard = layout.shard_of(stale)
         context.log.info(f"removing {stale}: shard {shard} is no longer in the corpus")

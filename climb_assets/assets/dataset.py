@@ -6,19 +6,17 @@ import dagster as dg
 import polars as pl
 
 from climb_assets import __version__
-from climb_assets.assets.clustering import READ_PER_SHARD
-from climb_assets.assets.corpus import registered_shards
-from climb_assets.assets.metadata import (
+from climb_assets.metadata import (
     named,
     parquet_schema,
     report_link,
     super_cluster_names_of,
     table,
 )
-from climb_assets.assets.search import super_cluster_documents
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import Settings
-from climb_assets.shard_state import require_shard_files
+from climb_assets.shard_state import registered, require_shard_files
+from climb_assets.store import DATASET_CARD, READ_PER_SHARD, super_cluster_documents
 
 CHECKS = {
     "token_budget_met": "Total tokens within dataset.tolerance (relative) of the token budget.",
@@ -67,12 +65,12 @@ def climbmix_dataset(
     from climb_assets.core.dataset_card import card_body, mixture_rows, render_card
     from climb_assets.core.targets import metric_of
 
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     conf = settings.dataset
     optimal = json.loads(layout.optimal_mixture.read_text())
     # Zero weights stay in: the card then lists every super-cluster, chosen or not.
     weights = {int(k): w for k, w in optimal["weights"].items()}
-    shards = registered_shards(context)
+    shards = registered(context.instance)
     require_shard_files(layout, shards, "climbmix_dataset", *READ_PER_SHARD)
     docs = super_cluster_documents(layout, shards).collect()
     sampled, report = sample_dataset(
@@ -97,7 +95,7 @@ def climbmix_dataset(
         },
         settings=settings.model_dump(mode="json"),
     )
-    shards = write_dataset(sampled, layout.dataset, conf.rows_per_shard, {"README.md": card})
+    shards = write_dataset(sampled, layout.dataset, conf.rows_per_shard, {DATASET_CARD: card})
     checks = {
         "token_budget_met": check_budget(sampled, conf.token_budget, conf.tolerance),
         "weights_realized": check_weights(sampled, weights, conf.tolerance),
@@ -110,7 +108,7 @@ def climbmix_dataset(
             "token_budget": conf.token_budget,
             "shards": len(shards),
             "path": dg.MetadataValue.path(str(layout.dataset)),
-            "card_path": dg.MetadataValue.path(str(layout.dataset / "README.md")),
+            "card_path": dg.MetadataValue.path(str(layout.dataset_card)),
             "card": dg.MetadataValue.md(card_body(card)),
             "mixture": table(named(report.to_frame(), super_cluster_names_of(supers))),
             "dagster/row_count": sampled.height,

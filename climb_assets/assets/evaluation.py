@@ -14,31 +14,31 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from climb_assets.assets.metadata import (
+from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
+from climb_assets.core.evaluation import mean_std_table
+from climb_assets.core.mixtures import constraint_budget
+from climb_assets.core.naming import round_for_reading
+from climb_assets.core.proxy_jobs import read_checkpoint
+from climb_assets.graph import OPTIONAL_TAG
+from climb_assets.metadata import (
     plot,
     report_link,
     super_cluster_names_of,
     table,
     with_names,
 )
-from climb_assets.assets.search import (
-    constraint_budget,
-    corpus_token_counts,
-    iteration_runs,
-    optimal_mixture,
-)
-from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
-from climb_assets.core.naming import round_for_reading
-from climb_assets.core.proxy_jobs import read_checkpoint
-from climb_assets.graph import OPTIONAL_TAG
-from climb_assets.layout import Layout
 from climb_assets.partitions import iteration_key
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import ProxySettings, Settings
+from climb_assets.store import (
+    CURVES_FILE,
+    RUNS_FILE,
+    SUMMARY_FILE,
+    Layout,
+    corpus_token_counts,
+    iteration_runs,
+)
 
-RUNS_FILE = "runs.parquet"  # one row per (mixture, seed)
-CURVES_FILE = "loss_curves.parquet"
-SUMMARY_FILE = "summary.json"
 CHECK = "optimal_beats_baselines"
 
 
@@ -59,7 +59,7 @@ def missing_upstream(settings: Settings, layout: Layout) -> str | None:
     """What the evaluation needs but is not materialized, said as what to run; None when ready."""
     needed = [
         ("optimal_mixture", layout.optimal_mixture),
-        ("proxy_pool", layout.proxy_pool / "manifest.json"),
+        ("proxy_pool", layout.proxy_pool_manifest),
         ("super_clusters", layout.super_clusters),
         *[
             (f"bootstrap_iteration {iteration_key(i)}", layout.iteration(iteration_key(i)))
@@ -83,7 +83,7 @@ class Evaluation:
 
 
 @dg.asset(
-    deps=[optimal_mixture],
+    deps=["optimal_mixture"],
     group_name="evaluation",
     kinds={"pytorch"},
     tags={OPTIONAL_TAG: "true"},
@@ -107,7 +107,7 @@ def mixture_evaluation(
 ) -> dg.MaterializeResult:
     from climb_assets.core.plots import bar_chart
 
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     if problem := missing_upstream(settings, layout):
         raise dg.Failure(problem)
     result = run_evaluation(settings, layout, context.log.info)
@@ -283,7 +283,7 @@ def evaluation_run_key(settings: Settings, layout: Layout) -> str:
             [t.model_dump(mode="json") for t in [*settings.targets, *settings.evaluation.targets]],
             sort_keys=True,
         ),
-        (layout.proxy_pool / "manifest.json").read_text(),
+        layout.proxy_pool_manifest.read_text(),
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
@@ -338,18 +338,6 @@ def evaluation_summary(
         ],
         CHECK: ev.optimal_beats_baselines(margins),
     }
-
-
-def mean_std_table(summary: dict[str, Any]) -> pl.DataFrame:
-    """One row per mixture: n and 'mean ± std' of the objective and of each target's metric."""
-    rows = []
-    for name in summary["order"]:
-        entry = summary["mixtures"][name]
-        row = {"mixture": name, "same_as": entry["same_as"] or "", "n": entry["n"]}
-        for metric in ["objective", *summary["headline_metrics"]]:
-            row[metric] = _pm(entry[f"{metric}_mean"], entry[f"{metric}_std"])
-        rows.append(row)
-    return pl.DataFrame(rows)
 
 
 def report_lines(summary: dict[str, Any]) -> list[str]:
@@ -410,9 +398,3 @@ def _fmt(value: float | None, sign: bool = True) -> str:
     if value is None:
         return "n/a"
     return f"{value:+.4f}" if sign else f"{value:.4f}"
-
-
-def _pm(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return "n/a"
-    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f} ± n/a"

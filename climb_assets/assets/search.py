@@ -8,21 +8,19 @@ predictor) and depends on its previous partition; backfilling it runs the rounds
 round's three artifacts are then published as their own partitioned assets, with checks.
 """
 
-import json
 import shutil
 
 import dagster as dg
 import numpy as np
 import polars as pl
 
-from climb_assets.assets.clustering import (
-    READ_PER_SHARD,
-    cluster_assignments,
-    kept_documents,
-    super_clusters,
-)
-from climb_assets.assets.corpus import document_index, registered_shards
-from climb_assets.assets.metadata import (
+from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
+from climb_assets.core.execution import ExecutionError
+from climb_assets.core.mixtures import constraint_budget
+from climb_assets.core.naming import round_for_reading
+from climb_assets.core.proxy_jobs import ProxyTrainer, proxy_run_key, with_absolute_target_paths
+from climb_assets.graph import PUBLISHES_TAG
+from climb_assets.metadata import (
     named,
     plot,
     report_link,
@@ -31,12 +29,6 @@ from climb_assets.assets.metadata import (
     weight_name,
     with_names,
 )
-from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
-from climb_assets.core.execution import ExecutionError
-from climb_assets.core.naming import round_for_reading
-from climb_assets.core.proxy_jobs import ProxyTrainer, proxy_run_key, with_absolute_target_paths
-from climb_assets.graph import PUBLISHES_TAG
-from climb_assets.layout import Layout
 from climb_assets.partitions import (
     PREVIOUS_ITERATION,
     iteration_key,
@@ -45,17 +37,26 @@ from climb_assets.partitions import (
 )
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import Settings
-from climb_assets.shard_state import require_shard_files
-
-RUNS_FILE = "runs.parquet"  # one row per proxy: candidate, weights, metrics, objective
-CURVES_FILE = "loss_curves.parquet"
-REPEATS_FILE = "seed_repeats.parquet"  # candidates re-run with a second seed: the noise floor
-PREDICTOR_DIR = "predictor"
-SUMMARY_FILE = "summary.json"
+from climb_assets.shard_state import registered, require_shard_files
+from climb_assets.store import (
+    CURVES_FILE,
+    PREDICTOR_DIR,
+    READ_PER_SHARD,
+    REPEATS_FILE,
+    RUNS_FILE,
+    SUMMARY_FILE,
+    Layout,
+    corpus_token_counts,
+    iteration_runs,
+    read_runs,
+    read_summary,
+    seed_repeats,
+    super_cluster_documents,
+)
 
 
 @dg.asset(
-    deps=[super_clusters, cluster_assignments, document_index],
+    deps=["super_clusters", "cluster_assignments", "document_index"],
     group_name="search",
     kinds={"numpy"},
     code_version="1",
@@ -66,8 +67,8 @@ def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Ma
     from climb_assets.core.proxy_pool import build_pool
     from climb_assets.core.tokenizer import train_bpe
 
-    settings, layout = climb.get(), climb.layout()
-    shards = registered_shards(context)
+    settings, layout = climb.resolve()
+    shards = registered(context.instance)
     require_shard_files(layout, shards, "proxy_pool", *READ_PER_SHARD)
     docs = super_cluster_documents(layout, shards).select("super_cluster", "text").collect()
     tokenizer = train_bpe(
@@ -100,63 +101,6 @@ def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Ma
     )
 
 
-def super_cluster_documents(layout: Layout, shards: list[str]) -> pl.LazyFrame:
-    """Kept documents of kept super-clusters, with their cluster and super-cluster."""
-    mapping = pl.scan_parquet(layout.super_cluster_map).select("cluster", "super_cluster")
-    return (
-        kept_documents(layout, shards, with_text=True)
-        .join(mapping, on="cluster", how="inner")
-        .filter(pl.col("super_cluster").is_not_null())
-        .sort("shard", "row")
-    )
-
-
-def iteration_runs(layout: Layout, before: int) -> pl.DataFrame | None:
-    """Proxy runs of iterations 1..before-1, or None for the first iteration."""
-    frames = []
-    for i in range(1, before):
-        path = layout.iteration(iteration_key(i)) / RUNS_FILE
-        if not path.exists():
-            raise dg.Failure(
-                f"{iteration_key(before)} needs every earlier iteration; {iteration_key(i)} is "
-                f"not materialized. Materialize bootstrap_iteration {iteration_key(i)} first "
-                "(or backfill all iterations in order)."
-            )
-        frames.append(pl.read_parquet(path))
-    # diagonal: files written before the column order was fixed may list columns differently
-    return pl.concat(frames, how="diagonal") if frames else None
-
-
-def constraint_budget(settings: Settings) -> int:
-    """Tokens a mixture's caps are computed for (caps = tokens x search.repetition_factor / this),
-    passed to core as `budget_tokens`.
-
-    A candidate must be trainable as a proxy (tokens_per_proxy tokens) and, if it wins, be
-    realizable as the final dataset (token_budget tokens, each document repeated at most
-    dataset.repetition_factor times), so the larger of the two requirements binds.
-    """
-    dataset = settings.dataset
-    realizable = (
-        dataset.token_budget * settings.search.repetition_factor / dataset.repetition_factor
-    )
-    return max(settings.proxy.tokens_per_proxy, int(realizable))
-
-
-def corpus_token_counts(layout: Layout, settings: Settings) -> dict[int, int]:
-    """Tokens of each super-cluster, counted by the corpus tokenizer like the dataset budget, so
-    that the caps protect the final dataset exactly (proxies see about as many BPE tokens).
-
-    Raises when they cannot fill dataset.token_budget, naming the dataset settings, before the
-    caps computed from that budget fail on the same shortfall (see constraint_budget)."""
-    from climb_assets.core.dataset import check_corpus_supply
-
-    supers = pl.read_parquet(layout.super_clusters, columns=["super_cluster", "n_tokens"])
-    counts = dict(zip(supers["super_cluster"].to_list(), supers["n_tokens"].to_list(), strict=True))
-    dataset = settings.dataset
-    check_corpus_supply(sum(counts.values()), dataset.token_budget, dataset.repetition_factor)
-    return counts
-
-
 def build_search_assets(settings: Settings) -> list:
     """The partitioned search assets; the iteration count comes from the settings."""
     partitions = iterations_partitions(settings.iterations)
@@ -178,7 +122,7 @@ def build_search_assets(settings: Settings) -> list:
     def bootstrap_iteration(
         context: dg.AssetExecutionContext, climb: ClimbSettings
     ) -> dg.MaterializeResult:
-        return run_iteration(context, climb.get(), climb.layout())
+        return run_iteration(context, *climb.resolve())
 
     return [bootstrap_iteration, *build_publishing_assets(partitions), optimal_mixture]
 
@@ -274,7 +218,7 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         **common,
     )
     def mixture_candidates(context: dg.AssetExecutionContext, climb: ClimbSettings):
-        layout = climb.layout()
+        _, layout = climb.resolve()
         runs = read_runs(layout, context.partition_key)
         weights = runs.select(pl.col("^w_\\d+$")).to_numpy()
         on_simplex = bool(np.all(weights >= 0) and np.allclose(weights.sum(axis=1), 1, atol=1e-6))
@@ -311,9 +255,10 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
     def proxy_scores(context: dg.AssetExecutionContext, climb: ClimbSettings):
         from climb_assets.core.plots import loss_curves
 
-        layout, key = climb.layout(), context.partition_key
+        _, layout = climb.resolve()
+        key = context.partition_key
         runs = read_runs(layout, key)
-        curves = pl.read_parquet(layout.iteration(key) / CURVES_FILE)
+        curves = pl.read_parquet(layout.loss_curves(key))
         metric_columns = [c for c in runs.columns if "/" in c or c == "objective"]
         chart = loss_curves(curves, key)
         finite = bool(np.isfinite(runs.select(metric_columns).to_numpy()).all())
@@ -340,8 +285,9 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
     def mixture_predictor(context: dg.AssetExecutionContext, climb: ClimbSettings):
         from climb_assets.core.predictor import Predictor
 
-        layout, key = climb.layout(), context.partition_key
-        directory = layout.iteration(key) / PREDICTOR_DIR
+        _, layout = climb.resolve()
+        key = context.partition_key
+        directory = layout.predictor(key)
         predictor = Predictor.load(directory)
         summary = read_summary(layout, key)
         names = super_cluster_names_of(layout.super_clusters)
@@ -365,17 +311,6 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         )
 
     return [mixture_candidates, proxy_scores, mixture_predictor]
-
-
-def read_runs(layout: Layout, key: str) -> pl.DataFrame:
-    path = layout.iteration(key) / RUNS_FILE
-    if not path.exists():
-        raise dg.Failure(f"{path} is missing: materialize bootstrap_iteration {key} first")
-    return pl.read_parquet(path)
-
-
-def read_summary(layout: Layout, key: str) -> dict:
-    return json.loads((layout.iteration(key) / SUMMARY_FILE).read_text())
 
 
 @dg.asset(
@@ -404,7 +339,7 @@ def optimal_mixture(
     from climb_assets.core.plots import objective_by_iteration
     from climb_assets.core.search import optimal_mixture as choose_optimal
 
-    settings, layout = climb.get(), climb.layout()
+    settings, layout = climb.resolve()
     history = iteration_runs(layout, settings.iterations + 1)
     assert history is not None
     token_counts = corpus_token_counts(layout, settings)
@@ -488,12 +423,7 @@ def pooled_seed_noise(layout: Layout, iterations: int) -> float | None:
     """Seed noise over every iteration's repeated candidates (None when nothing was repeated)."""
     from climb_assets.core.search import seed_noise
 
-    tables = [
-        pl.read_parquet(path)
-        for i in range(1, iterations + 1)
-        if (path := layout.iteration(iteration_key(i)) / REPEATS_FILE).exists()
-    ]
-    pairs = pl.concat(tables) if tables else None
+    pairs = seed_repeats(layout, iterations)
     if pairs is None or pairs.height == 0:
         return None
     return seed_noise(pairs["score"].to_numpy(), pairs["repeat_score"].to_numpy())

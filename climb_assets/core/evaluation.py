@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -135,3 +136,21 @@ def margins(
 def optimal_beats_baselines(found: Sequence[Margin]) -> bool:
     """The check's verdict: every baseline that differs from the optimal is beaten."""
     return all(m.beaten for m in found if not m.same_as_optimal)
+
+
+def mean_std_table(summary: dict[str, Any]) -> pl.DataFrame:
+    """One row per mixture: n and 'mean ± std' of the objective and of each target's metric."""
+    rows = []
+    for name in summary["order"]:
+        entry = summary["mixtures"][name]
+        row = {"mixture": name, "same_as": entry["same_as"] or "", "n": entry["n"]}
+        for metric in ["objective", *summary["headline_metrics"]]:
+            row[metric] = _pm(entry[f"{metric}_mean"], entry[f"{metric}_std"])
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "n/a"
+    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f} ± n/a"

@@ -8,7 +8,7 @@ Constraints (`MixtureConstraints`):
 - availability: a mixture realized at T tokens takes weight_i * T tokens from group i, which may
   not exceed available_i * repetition_factor, so weight_i <= available_i * repetition_factor / T.
   T is the constraint budget (`budget_tokens`): the pipeline passes the larger of what a proxy
-  trains on and what the final dataset needs (assets/search.py `constraint_budget`);
+  trains on and what the final dataset needs (`constraint_budget`);
 - RegMix's cap: weight_i <= prior_i * max_weight_multiplier;
 - weights below min_weight are zeroed (a group too small to matter is left out).
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from climb_assets.settings import SearchSettings
+from climb_assets.settings import SearchSettings, Settings
 
 _FILL_TOLERANCE = 1e-9
 
@@ -49,6 +49,21 @@ _PROJECTION_TOLERANCE = 1e-9
 _BISECTION_STEPS = 64  # halves a width-2 interval below float64 resolution
 
 Seed = int | np.random.Generator
+
+
+def constraint_budget(settings: Settings) -> int:
+    """Tokens a mixture's caps are computed for (caps = tokens x search.repetition_factor / this),
+    passed as `budget_tokens`.
+
+    A candidate must be trainable as a proxy (tokens_per_proxy tokens) and, if it wins, be
+    realizable as the final dataset (token_budget tokens, each document repeated at most
+    dataset.repetition_factor times), so the larger of the two requirements binds.
+    """
+    dataset = settings.dataset
+    realizable = (
+        dataset.token_budget * settings.search.repetition_factor / dataset.repetition_factor
+    )
+    return max(settings.proxy.tokens_per_proxy, int(realizable))
 
 
 class InfeasibleBudgetError(ValueError):

@@ -20,8 +20,8 @@ import polars as pl
 
 from climb_assets.core.atomic import write_json
 from climb_assets.core.execution import worker_identity
-from climb_assets.layout import Layout
 from climb_assets.settings import Settings
+from climb_assets.store import Layout
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

@@ -11,7 +11,7 @@ import dagster as dg
 import polars as pl
 
 from climb_assets.core.naming import round_for_reading
-from climb_assets.layout import Layout
+from climb_assets.store import Layout
 
 _WEIGHT_COLUMN = re.compile(r"^w_(\d+)$")
 
