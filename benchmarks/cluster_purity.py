@@ -5,13 +5,13 @@
         [--no-prune]
 
 The bundled sample's document ids start with their domain (news-000206, kjv-..., before the
-first '-' or '_'). The corpus is read with the project's reader (`core.documents`), embedded with
-the project's encoder (cached to benchmarks/results/cluster_purity-<key>.npz, the key hashing
-texts and embedding settings, so reruns skip encoding), and clustered with the project's faiss
-K-means fitted like the `centroids` asset (per-shard documents, seeded sample). Documents are
-then deduplicated across shards as `document_index` does, and clusters pruned and merged by
-`core.clusters.prune_and_merge` with the ClusteringSettings pruning defaults (--no-prune: every
-cluster is kept).
+first '-' or '_'). The corpus is read with the project's reader (`core.corpus.documents`),
+embedded with the project's encoder (cached to benchmarks/results/cluster_purity-<key>.npz, the
+key hashing texts and embedding settings, so reruns skip encoding), and clustered with the
+project's faiss K-means fitted like the `centroids` asset (per-shard documents, seeded sample).
+Documents are then deduplicated across shards as `document_index` does, and clusters pruned and
+merged by `core.clustering.clusters.prune_and_merge` with the ClusteringSettings pruning
+defaults (--no-prune: every cluster is kept).
 
 Printed per linkage and merge_distance (rows only where the super-cluster count changes) and
 per target count: super-clusters, purity (share of documents in their super-cluster's majority
@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from climb_assets.core.clusters import LINKAGES, Linkage, prune_and_merge
-from climb_assets.core.documents import process_shard, wordpiece_token_counter
-from climb_assets.core.embedding import encode, load_encoder, model_location
-from climb_assets.core.kmeans import assign, fit_kmeans, sample_for_fit
+from climb_assets.core.clustering.clusters import LINKAGES, Linkage, prune_and_merge
+from climb_assets.core.clustering.embedding import encode, load_encoder, model_location
+from climb_assets.core.clustering.kmeans import assign, fit_kmeans, sample_for_fit
+from climb_assets.core.corpus.documents import process_shard, wordpiece_token_counter
 from climb_assets.settings import ClusteringSettings, CorpusSettings, EmbeddingSettings
 
 RESULTS = Path(__file__).parent / "results"

@@ -23,7 +23,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from climb_assets.core.embedding import encode, encoder_info, load_encoder, model_location
+from climb_assets.core.clustering.embedding import (
+    encode,
+    encoder_info,
+    load_encoder,
+    model_location,
+)
 from climb_assets.settings import CorpusSettings, EmbeddingSettings
 
 WARMUP_DOCS = 64
@@ -117,7 +122,7 @@ def main() -> None:
 
 
 def _path(settings: EmbeddingSettings) -> str:
-    from climb_assets.core.embedding import model_location
+    from climb_assets.core.clustering.embedding import model_location
 
     return model_location(settings.model)
 

@@ -14,8 +14,8 @@ import argparse
 
 import numpy as np
 
-from climb_assets.core.mixtures import constraint_budget
-from climb_assets.core.search import optimal_mixture
+from climb_assets.core.search.mixtures import constraint_budget
+from climb_assets.core.search.strategy import optimal_mixture
 from climb_assets.settings import load_settings
 from climb_assets.store import Layout, corpus_token_counts, iteration_runs
 

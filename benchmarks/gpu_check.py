@@ -67,7 +67,7 @@ def sample_texts(n: int) -> list[str]:
 def check_encoder(docs: int) -> None:
     import torch
 
-    from climb_assets.core.embedding import encode, load_encoder
+    from climb_assets.core.clustering.embedding import encode, load_encoder
     from climb_assets.settings import EmbeddingSettings
 
     say("\n1. encoder")
@@ -109,7 +109,7 @@ def matched_agreement(a: np.ndarray, b: np.ndarray, k: int) -> float:
 
 
 def check_kmeans(points: int, k: int) -> None:
-    from climb_assets.core.kmeans import assign, fit_kmeans, gpu_available
+    from climb_assets.core.clustering.kmeans import assign, fit_kmeans, gpu_available
 
     say("\n2. faiss K-means")
     if not gpu_available("auto"):
@@ -150,7 +150,7 @@ def check_proxy_training(tokens: int, root: Path) -> None:
     import torch
     from proxy_throughput import synthetic_pool
 
-    from climb_assets.core.proxy_training import train_proxy
+    from climb_assets.core.search.proxy_training import train_proxy
     from climb_assets.settings import ProxySettings
 
     say("\n3. proxy training on CUDA (bf16 autocast)")
@@ -178,8 +178,8 @@ def check_proxy_training(tokens: int, root: Path) -> None:
 
 
 def check_ray_sharing(proxies: int, tokens: int, root: Path) -> None:
-    from climb_assets.core.execution import TaskResources, map_tasks
-    from climb_assets.core.proxy_jobs import ProxyJob, ProxyTrainer
+    from climb_assets.core.search.proxy_jobs import ProxyJob, ProxyTrainer
+    from climb_assets.core.shared.execution import TaskResources, map_tasks
     from climb_assets.settings import ExecutionSettings, Settings
 
     say(f"\n4. {proxies} proxies sharing one GPU through Ray (gpus_per_proxy = 1/{proxies})")
@@ -203,7 +203,7 @@ def check_ray_sharing(proxies: int, tokens: int, root: Path) -> None:
     )
     from search_scaling import build_sample_pool
 
-    from climb_assets.core.proxy_pool import ProxyPool
+    from climb_assets.core.search.proxy_pool import ProxyPool
 
     pool = build_sample_pool(root / "sample", settings)
     groups = len(ProxyPool.open(pool).groups)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from climb_assets.core.atomic import write_npy
-from climb_assets.core.kmeans import assign, fit_kmeans, gpu_available, sample_for_fit
+from climb_assets.core.clustering.kmeans import assign, fit_kmeans, gpu_available, sample_for_fit
+from climb_assets.core.shared.atomic import write_npy
 
 GENERATE_CHUNK = 50_000
 

@@ -4,8 +4,9 @@
         [--pool outputs/proxy_pool] [--config settings.yaml] [--targets NAME,...]
     .venv/bin/python benchmarks/predictor_quality.py --synthetic [--runs 256] [--groups 12]
 
-Real mode trains `--runs` proxies (the project's trainer, `core.scoring.train_and_score`) on
-Dirichlet mixtures drawn by `core.mixtures.sample_dirichlet` under the search's caps, and caches
+Real mode trains `--runs` proxies (the project's trainer,
+`core.search.scoring.train_and_score`) on Dirichlet mixtures drawn by
+`core.search.mixtures.sample_dirichlet` under the search's caps, and caches
 each finished run to benchmarks/results/predictor_quality-<key>.parquet (the key hashes pool,
 proxy settings, targets and seed), so an interrupted build resumes and a larger --runs only
 trains the new rows. `--tokens` shrinks every proxy (tokens_per_proxy) so hundreds are
@@ -38,13 +39,13 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from climb_assets.core.atomic import write_parquet
-from climb_assets.core.mixtures import (
+from climb_assets.core.search.mixtures import (
     MixtureConstraints,
     build_constraints,
     sample_dirichlet,
 )
-from climb_assets.core.predictor import best_mixture, choose_final, fit_predictor, spearman
+from climb_assets.core.search.predictor import best_mixture, choose_final, fit_predictor, spearman
+from climb_assets.core.shared.atomic import write_parquet
 from climb_assets.settings import PredictorSettings, Settings, load_settings
 
 RESULTS = Path(__file__).parent / "results"
@@ -71,9 +72,9 @@ def build_cache(args: argparse.Namespace, settings: Settings) -> pl.DataFrame:
     """Train the runs missing from the cache, writing it after each one; return its rows."""
     import torch
 
-    from climb_assets.core.proxy_pool import ProxyPool
-    from climb_assets.core.scoring import train_and_score
-    from climb_assets.core.targets import load_target
+    from climb_assets.core.search.proxy_pool import ProxyPool
+    from climb_assets.core.search.scoring import train_and_score
+    from climb_assets.core.search.targets import load_target
     from climb_assets.store import POOL_MANIFEST, Layout
 
     torch.set_num_threads(args.threads)

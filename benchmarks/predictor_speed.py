@@ -13,8 +13,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from climb_assets.core.mixtures import MixtureConstraints, sample_around, sample_dirichlet
-from climb_assets.core.predictor import (
+from climb_assets.core.search.mixtures import MixtureConstraints, sample_around, sample_dirichlet
+from climb_assets.core.search.predictor import (
     PREDICT_THREADS,
     best_mixture,
     cross_validated_spearman,

@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from climb_assets.core.proxy_model import ModelConfig, ProxyLM, flops_per_token
-from climb_assets.core.proxy_pool import ProxyPool, build_pool
-from climb_assets.core.proxy_training import train_proxy
-from climb_assets.core.tokenizer import EOS_TOKEN
+from climb_assets.core.search.proxy_model import ModelConfig, ProxyLM, flops_per_token
+from climb_assets.core.search.proxy_pool import ProxyPool, build_pool
+from climb_assets.core.search.proxy_training import train_proxy
+from climb_assets.core.search.tokenizer import EOS_TOKEN
 from climb_assets.settings import ProxySettings
 
 REFERENCE = {"vocab_size": 8192, "d_model": 128, "n_layers": 2, "n_heads": 4, "seq_len": 128}

@@ -35,7 +35,7 @@ BASELINES = ("natural", "uniform", "best_single", "best_observed", "random")
 
 def sample_documents() -> pl.DataFrame:
     """id, text and domain of every document of the bundled sample (all six shard formats)."""
-    from climb_assets.core.documents import process_shard
+    from climb_assets.core.corpus.documents import process_shard
     from climb_assets.settings import CorpusSettings
 
     corpus = CorpusSettings()

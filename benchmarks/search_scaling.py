@@ -27,8 +27,8 @@ import numpy as np
 import polars as pl
 import psutil
 
-from climb_assets.core.execution import TaskResources, map_tasks
-from climb_assets.core.proxy_jobs import ProxyJob, ProxyTrainer
+from climb_assets.core.search.proxy_jobs import ProxyJob, ProxyTrainer
+from climb_assets.core.shared.execution import TaskResources, map_tasks
 from climb_assets.settings import ExecutionSettings, Settings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -64,8 +64,8 @@ def sample_texts() -> pl.DataFrame:
 
 
 def build_sample_pool(root: Path, settings: Settings) -> Path:
-    from climb_assets.core.proxy_pool import build_pool
-    from climb_assets.core.tokenizer import train_bpe
+    from climb_assets.core.search.proxy_pool import build_pool
+    from climb_assets.core.search.tokenizer import train_bpe
 
     docs = sample_texts()
     tokenizer = train_bpe(docs["text"], settings.proxy.vocab_size, max_docs=5000, seed=0)
@@ -102,7 +102,7 @@ def iteration_jobs(n_groups: int, proxies: int) -> list[ProxyJob]:
 def compare_iteration(settings: Settings, pool: Path, proxies: int, workers: int) -> None:
     import ray
 
-    from climb_assets.core.proxy_pool import ProxyPool
+    from climb_assets.core.search.proxy_pool import ProxyPool
 
     jobs = iteration_jobs(len(ProxyPool.open(pool).groups), proxies)
 
@@ -144,8 +144,8 @@ def compare_iteration(settings: Settings, pool: Path, proxies: int, workers: int
 def compare_embedding(settings: Settings, docs: int, max_workers: int) -> None:
     import ray
 
-    from climb_assets.core.embedding import encode, encode_on_ray, load_encoder
-    from climb_assets.core.execution import set_torch_threads
+    from climb_assets.core.clustering.embedding import encode, encode_on_ray, load_encoder
+    from climb_assets.core.shared.execution import set_torch_threads
 
     texts = sample_texts()["text"].to_list()[:docs]
     set_torch_threads(1)
@@ -174,9 +174,9 @@ def compare_embedding(settings: Settings, docs: int, max_workers: int) -> None:
 
 
 def one_proxy_tokens_per_second(pool: Path, tokens: int, threads: int) -> float:
-    from climb_assets.core.execution import set_torch_threads
-    from climb_assets.core.proxy_pool import ProxyPool
-    from climb_assets.core.proxy_training import train_proxy
+    from climb_assets.core.search.proxy_pool import ProxyPool
+    from climb_assets.core.search.proxy_training import train_proxy
+    from climb_assets.core.shared.execution import set_torch_threads
 
     set_torch_threads(threads)
     opened = ProxyPool.open(pool)

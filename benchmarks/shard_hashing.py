@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from climb_assets.core.shards import content_fingerprint
+from climb_assets.core.corpus.shards import content_fingerprint
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "corpus"
 

@@ -69,7 +69,7 @@ def build_corpus_shard_sensor(shard_assets: tuple[str, ...]) -> dg.SensorDefinit
 def corpus_shard_tick(
     context: dg.SensorEvaluationContext, settings: Settings, shard_assets: tuple[str, ...]
 ) -> dg.SensorResult:
-    from climb_assets.core.shards import content_of, fingerprint_shards
+    from climb_assets.core.corpus.shards import content_of, fingerprint_shards
     from climb_assets.shard_state import shard_input_fingerprint
 
     # The cursor only caches content hashes by file stat, so unchanged files are not re-read;

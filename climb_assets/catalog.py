@@ -10,7 +10,7 @@ from pathlib import Path
 
 import duckdb
 
-from climb_assets.core.atomic import atomic_path
+from climb_assets.core.shared.atomic import atomic_path
 from climb_assets.store import Layout, table_globs
 
 # view name -> glob relative to the output folder, as the store lays the tables out
@@ -40,7 +40,7 @@ def connect(layout: Layout) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
 
     Files are readable only under the output folder, extensions are neither installed nor
     loaded, and the configuration is locked so a query cannot undo this. Pass user SQL through
-    `core.read_only_sql.check_read_only` first: a COPY ... TO inside the output folder would
+    `core.shared.read_only_sql.check_read_only` first: a COPY ... TO inside the output folder would
     pass these settings."""
     con = duckdb.connect(
         config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from climb_assets.core.run_owner import project_lock
+    from climb_assets.core.shared.run_owner import project_lock
     from climb_assets.store import Layout
 
     settings = load_settings()
@@ -59,7 +59,7 @@ def _run_locked(args: argparse.Namespace, settings: Settings, layout: Layout) ->
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from climb_assets.assets.evaluation import missing_upstream
-    from climb_assets.core.run_owner import project_lock
+    from climb_assets.core.shared.run_owner import project_lock
     from climb_assets.definitions import build_definitions
     from climb_assets.run_guard import recover_dead_runs
     from climb_assets.runner import launch, project_instance
@@ -120,7 +120,7 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 
 def _cmd_sql(args: argparse.Namespace) -> int:
     from climb_assets.catalog import connect, write_catalog
-    from climb_assets.core.read_only_sql import check_read_only
+    from climb_assets.core.shared.read_only_sql import check_read_only
     from climb_assets.store import Layout
 
     layout = Layout(load_settings().output_dir)
@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from climb_assets.core.run_owner import sigterm_interrupts
+    from climb_assets.core.shared.run_owner import sigterm_interrupts
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

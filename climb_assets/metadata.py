@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from climb_assets.core.naming import round_for_reading
+from climb_assets.core.clustering.naming import round_for_reading
 from climb_assets.store import Layout
 
 _WEIGHT_COLUMN = re.compile(r"^w_(\d+)$")
@@ -107,7 +107,7 @@ def report_link(layout: Layout) -> dict[str, dg.MetadataValue]:
 
 
 def plot(png: bytes, alt: str) -> dg.MetadataValue:
-    from climb_assets.core.plots import png_markdown
+    from climb_assets.core.shared.plots import png_markdown
 
     return dg.MetadataValue.md(png_markdown(png, alt))
 
@@ -118,7 +118,7 @@ def counts(mapping: Mapping[str, int]) -> dg.MetadataValue:
 
 def super_cluster_names_of(supers: pl.DataFrame | Path) -> dict[int, str]:
     """Super-cluster id -> '3: lord, god, thee', from super_clusters.parquet or its frame."""
-    from climb_assets.core.naming import super_cluster_names
+    from climb_assets.core.clustering.naming import super_cluster_names
 
     frame = pl.read_parquet(supers) if isinstance(supers, Path) else supers
     frame = frame.sort("super_cluster")

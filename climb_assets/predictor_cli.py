@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from climb_assets.core.atomic import atomic_path, write_parquet
+from climb_assets.core.shared.atomic import atomic_path, write_parquet
 
 if TYPE_CHECKING:
-    from climb_assets.core.mixtures import MixtureConstraints
+    from climb_assets.core.search.mixtures import MixtureConstraints
     from climb_assets.settings import PredictorSettings
 
 DESCRIPTION = """\
@@ -445,7 +445,7 @@ def _key_strings(column: pl.Series) -> pl.Series:
 def _validated_weights(
     df: pl.DataFrame, columns: list[str], tolerance: float, path: Path, renormalize: bool
 ) -> np.ndarray:
-    from climb_assets.core.mixtures import validate_mixture_table
+    from climb_assets.core.search.mixtures import validate_mixture_table
 
     try:  # cells first (numeric, finite, non-negative); the sums are checked below
         weights = validate_mixture_table(df, columns, atol=np.inf)
@@ -520,7 +520,7 @@ def _require_direction(args: argparse.Namespace) -> bool:
 
 
 def _run_cv(args: argparse.Namespace) -> None:
-    from climb_assets.core.predictor import MIN_CV_ROWS, cross_validated_spearman
+    from climb_assets.core.search.predictor import MIN_CV_ROWS, cross_validated_spearman
 
     if args.folds < 2:
         raise PredictorCliError(
@@ -555,7 +555,7 @@ def _check_model_dir(out: Path) -> None:
 
 
 def _run_fit(args: argparse.Namespace) -> None:
-    from climb_assets.core.predictor import MIN_FIT_ROWS, fit_predictor
+    from climb_assets.core.search.predictor import MIN_FIT_ROWS, fit_predictor
 
     maximize = _require_direction(args)
     _check_model_dir(args.out)
@@ -585,7 +585,7 @@ def _run_fit(args: argparse.Namespace) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> None:
-    from climb_assets.core.predictor import Predictor
+    from climb_assets.core.search.predictor import Predictor
 
     predictor = Predictor.load(args.model)
     df = read_table(args.mixtures)
@@ -617,7 +617,7 @@ def write_table(df: pl.DataFrame, path: Path) -> None:
 
 
 def _run_propose(args: argparse.Namespace) -> None:
-    from climb_assets.core.predictor import MIN_FIT_ROWS, choose_final, fit_predictor
+    from climb_assets.core.search.predictor import MIN_FIT_ROWS, choose_final, fit_predictor
 
     maximize = _require_direction(args)
     if args.pool_size < 1 or args.top_k < 1:
@@ -680,7 +680,7 @@ def _run_propose(args: argparse.Namespace) -> None:
 def proposal_constraints(weights: np.ndarray) -> MixtureConstraints:
     """The table's mean mixture as prior; groups the table never uses stay at 0 (the predictor
     knows nothing about them)."""
-    from climb_assets.core.mixtures import MixtureConstraints
+    from climb_assets.core.search.mixtures import MixtureConstraints
 
     used = (weights > 0).any(axis=0).astype(float)
     prior = weights.mean(axis=0)
@@ -689,7 +689,7 @@ def proposal_constraints(weights: np.ndarray) -> MixtureConstraints:
 
 def proposal_pool(weights: np.ndarray, size: int, seed: int) -> np.ndarray:
     """Half RegMix draws around the table's mean mixture, half perturbations of its rows."""
-    from climb_assets.core.mixtures import sample_around, sample_dirichlet, unique_rows
+    from climb_assets.core.search.mixtures import sample_around, sample_dirichlet, unique_rows
 
     constraints = proposal_constraints(weights)
     rng = np.random.default_rng(seed)

@@ -10,9 +10,9 @@ from typing import Any
 
 import polars as pl
 
-from climb_assets.core.atomic import write_text
-from climb_assets.core.naming import super_cluster_names
-from climb_assets.core.report import Section, render_report
+from climb_assets.core.clustering.naming import super_cluster_names
+from climb_assets.core.shared.atomic import write_text
+from climb_assets.core.shared.report import Section, render_report
 from climb_assets.partitions import iteration_key
 from climb_assets.store import Layout
 
@@ -51,7 +51,7 @@ def write_report(layout: Layout) -> Path:
 
 
 def mixture_section(optimal: dict, supers: pl.DataFrame, names: dict[int, str]) -> Section:
-    from climb_assets.core.plots import bar_chart
+    from climb_assets.core.shared.plots import bar_chart
 
     rows = [
         {
@@ -93,7 +93,7 @@ def _runs(layout: Layout, iterations: int) -> pl.DataFrame:
 
 
 def trace_section(layout: Layout, optimal: dict, names: dict[int, str]) -> Section:
-    from climb_assets.core.plots import objective_by_iteration
+    from climb_assets.core.shared.plots import objective_by_iteration
 
     per_iteration = [
         {
@@ -122,7 +122,7 @@ def trace_section(layout: Layout, optimal: dict, names: dict[int, str]) -> Secti
 
 
 def loss_section(layout: Layout, iterations: int) -> Section:
-    from climb_assets.core.plots import loss_curves
+    from climb_assets.core.shared.plots import loss_curves
 
     section = Section("Proxy loss curves")
     for i in range(1, iterations + 1):
@@ -156,7 +156,7 @@ def clusters_section(supers: pl.DataFrame, names: dict[int, str]) -> Section:
 
 
 def evaluation_section(summary: dict[str, Any]) -> Section:
-    from climb_assets.core.evaluation import mean_std_table
+    from climb_assets.core.search.evaluation import mean_std_table
 
     margins = summary.get("margins") or []
     return Section(

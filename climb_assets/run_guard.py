@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from climb_assets.core.run_owner import Owner, sigterm_interrupts
+from climb_assets.core.shared.run_owner import Owner, sigterm_interrupts
 
 OWNER_PID_TAG = "climb/owner_pid"
 OWNER_HOST_TAG = "climb/owner_host"

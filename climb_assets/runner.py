@@ -15,7 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from climb_assets.core.run_owner import Owner
+from climb_assets.core.shared.run_owner import Owner
 from climb_assets.graph import Stage, stages
 from climb_assets.run_guard import owner_tags, recover_dead_runs, wait_for_pools
 from climb_assets.settings import Settings
@@ -38,7 +38,7 @@ def project_instance() -> dg.DagsterInstance:
 def check_targets(settings: Settings) -> None:
     """Parse every target file now, so a malformed one fails the run before hours of embedding
     and proxy training, with an error naming the file and line."""
-    from climb_assets.core.targets import load_target
+    from climb_assets.core.search.targets import load_target
 
     for target in [*settings.targets, *settings.evaluation.targets]:
         load_target(target)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from climb_assets.core.shards import discover_shards
+from climb_assets.core.corpus.shards import discover_shards
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.settings import Settings
 from climb_assets.store import Layout
@@ -28,7 +28,7 @@ def shard_input_fingerprint(settings: Settings, shard: str, content: str | None 
     that keeps size and mtime counts; `content` when already hashed), the corpus and embedding
     settings, and the code version. `climb run` and the corpus sensor skip a shard whose
     fingerprint is unchanged since its last materialization."""
-    from climb_assets.core.shards import content_fingerprint
+    from climb_assets.core.corpus.shards import content_fingerprint
 
     parts = [
         content or content_fingerprint(settings.corpus.path / shard),
@@ -65,7 +65,7 @@ class ShardRegistration:
     registered `corpus_shards` match them. The sensor returns the changes as requests (the
     daemon applies them), `climb run` applies them itself: both find the same."""
 
-    files: dict[str, str]  # shard key -> stat key (see core.shards.discover_shards)
+    files: dict[str, str]  # shard key -> stat key (see core.corpus.shards.discover_shards)
     to_add: list[str]
     to_remove: list[str]
 
@@ -135,7 +135,7 @@ def shard_is_current(
 def require_shard_files(layout: Layout, shards: list[str], reader: str, *assets: str) -> None:
     """Fail with a message naming what to materialize first when a registered shard lacks a file
     `reader` reads (registered but not processed yet), rather than a raw FileNotFoundError."""
-    from climb_assets.core.shards import missing_shard_files_message
+    from climb_assets.core.corpus.shards import missing_shard_files_message
 
     files = shard_outputs(layout)
     missing = {

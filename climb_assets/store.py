@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from climb_assets.core.dataset import SHARD_GLOB, check_corpus_supply
+from climb_assets.core.dataset.build import SHARD_GLOB, check_corpus_supply
 from climb_assets.settings import Settings
 
 # Per-shard folders: one file per registered shard, named by `shard_file_stem`.
@@ -26,9 +26,9 @@ CURVES_FILE = "loss_curves.parquet"
 REPEATS_FILE = "seed_repeats.parquet"  # candidates re-run with a second seed: the noise floor
 PREDICTOR_DIR = "predictor"
 SUMMARY_FILE = "summary.json"
-DATASET_SHARDS = SHARD_GLOB  # the final dataset's files, as core.dataset writes them
+DATASET_SHARDS = SHARD_GLOB  # the final dataset's files, as core.dataset.build writes them
 DATASET_CARD = "README.md"
-POOL_MANIFEST = "manifest.json"  # core.proxy_pool.MANIFEST; not imported, that loads torch
+POOL_MANIFEST = "manifest.json"  # core.search.proxy_pool.MANIFEST; not imported, that loads torch
 
 # '%' first of all, so the encoding stays injective; '/' flattens the path; glob characters
 # would make polars or DuckDB read a file name as a pattern.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from climb_assets.core.execution import ExecutionError, TaskResources, ensure_ray, map_tasks
+from climb_assets.core.shared.execution import ExecutionError, TaskResources, ensure_ray, map_tasks
 from climb_assets.settings import (
     AutomationSettings,
     ExecutionSettings,
@@ -94,7 +94,7 @@ def test_an_unreachable_ray_address_is_a_clear_error(scheme: str) -> None:
 
 
 def test_the_local_backend_runs_every_item_in_order_and_reports_failures_together() -> None:
-    from climb_assets.core.execution import TasksFailed
+    from climb_assets.core.shared.execution import TasksFailed
 
     done: list[int] = []
     assert map_tasks(abs, [-1, 2, -3], ExecutionSettings(), PROXY) == [1, 2, 3]

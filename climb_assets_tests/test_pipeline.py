@@ -165,7 +165,7 @@ def test_plan_covers_every_asset_once() -> None:
 
 
 def test_any_dataset_row_traces_back_to_its_source_line(pipeline) -> None:
-    from climb_assets.core.documents import normalize_text
+    from climb_assets.core.corpus.documents import normalize_text
     from climb_assets.lineage import trace
 
     settings, layout, _, _ = pipeline
@@ -238,8 +238,8 @@ def test_an_interrupted_iteration_resumes_from_its_finished_proxies(
 ) -> None:
     import shutil
 
-    from climb_assets.core.atomic import write_json
-    from climb_assets.core.proxy_jobs import proxy_run_key
+    from climb_assets.core.search.proxy_jobs import proxy_run_key
+    from climb_assets.core.shared.atomic import write_json
 
     settings, layout, _, _ = pipeline
     fresh = settings.model_copy(update={"output_dir": tmp_path})
@@ -277,10 +277,10 @@ def test_an_interrupted_iteration_resumes_from_its_finished_proxies(
 
 def test_mixture_evaluation_at_equal_tokens_with_common_seeds(pipeline) -> None:
     from climb_assets.assets.evaluation import evaluation_mixtures, evaluation_proxy
-    from climb_assets.core.evaluation import BASELINES, evaluation_seeds
-    from climb_assets.core.proxy_pool import ProxyPool
-    from climb_assets.core.scoring import train_and_score
-    from climb_assets.core.targets import load_target, objective
+    from climb_assets.core.search.evaluation import BASELINES, evaluation_seeds
+    from climb_assets.core.search.proxy_pool import ProxyPool
+    from climb_assets.core.search.scoring import train_and_score
+    from climb_assets.core.search.targets import load_target, objective
 
     settings, layout, instance, _ = pipeline
     runs = pl.read_parquet(layout.evaluation / "runs.parquet")

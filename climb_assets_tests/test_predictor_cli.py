@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from climb_assets.core.predictor import Predictor
+from climb_assets.core.search.predictor import Predictor
 from climb_assets.predictor_cli import DEFAULT_MIN_WEIGHT, DEFAULT_REGION_RADIUS, main
 from climb_assets.settings import SearchSettings
 
@@ -333,7 +333,7 @@ def test_one_fold_is_an_error(runs: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_fit_does_not_cross_validate(
     runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import climb_assets.core.predictor as predictor_module
+    import climb_assets.core.search.predictor as predictor_module
 
     def forbidden(*args: object, **kwargs: object) -> float:
         raise AssertionError("fit ran cross-validation")

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from climb_assets.core.proxy_jobs import ProxyJob, ProxyTrainer
+from climb_assets.core.search.proxy_jobs import ProxyJob, ProxyTrainer
 from climb_assets.definitions import build_definitions
 from climb_assets.runner import run_pipeline
 from climb_assets.settings import ExecutionSettings, Settings
@@ -195,7 +195,7 @@ def test_a_worker_lost_mid_iteration_is_retried_and_nothing_finished_retrains(
 
 
 def test_embeddings_on_ray_actors_match_the_local_encoder(local_ray, local_run) -> None:
-    from climb_assets.core.embedding import encode, encode_on_ray, load_encoder
+    from climb_assets.core.clustering.embedding import encode, encode_on_ray, load_encoder
 
     settings, local = local_run
     texts = pl.read_parquet(local.documents("a.jsonl"))["text"].to_list()[:90]
@@ -220,7 +220,7 @@ def test_embeddings_on_ray_actors_match_the_local_encoder(local_ray, local_run) 
 
 
 def test_more_gpus_than_the_cluster_has_fail_at_once_naming_the_setting(local_ray) -> None:
-    from climb_assets.core.execution import ExecutionError, TaskResources, map_tasks
+    from climb_assets.core.shared.execution import ExecutionError, TaskResources, map_tasks
 
     wants_gpu = RAY_ONE_THREAD.model_copy(update={"gpus_per_proxy": 0.5})
     resources = TaskResources(1, 0.5, "execution.cpus_per_proxy", "execution.gpus_per_proxy")
@@ -231,14 +231,14 @@ def test_more_gpus_than_the_cluster_has_fail_at_once_naming_the_setting(local_ra
 def test_the_output_folder_probe_passes_on_a_shared_folder_and_leaves_nothing(
     local_ray, tmp_path: Path
 ) -> None:
-    from climb_assets.core.execution import check_shared_folder
+    from climb_assets.core.shared.execution import check_shared_folder
 
     check_shared_folder(tmp_path, RAY_ONE_THREAD)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_results_come_back_in_item_order_not_completion_order(local_ray) -> None:
-    from climb_assets.core.execution import TaskResources, map_tasks
+    from climb_assets.core.shared.execution import TaskResources, map_tasks
 
     resources = TaskResources(1, 0, "execution.cpus_per_proxy", "execution.gpus_per_proxy")
     delays = [0.6, 0.0, 0.3, 0.0]

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 import yaml
 
-from climb_assets.core.run_owner import Owner, ProjectBusyError, project_lock
+from climb_assets.core.shared.run_owner import Owner, ProjectBusyError, project_lock
 from climb_assets.run_guard import owner_tags, pool_holders, recover_dead_runs
 from climb_assets.settings import Settings
 from climb_assets.store import Layout
@@ -155,7 +155,7 @@ def _read_until(proc: subprocess.Popen, text: str, timeout: float) -> list[str]:
 def test_fresh_and_resumed_proxy_rows_give_the_same_runs_table(tmp_path: Path) -> None:
     import json
 
-    from climb_assets.core.proxy_jobs import canonical_run_row
+    from climb_assets.core.search.proxy_jobs import canonical_run_row
     from climb_assets.store import iteration_runs
 
     fresh = {"candidate_id": 3, "repeat": 0, "held_out_text/loss": 2.5, "objective": -1.25}

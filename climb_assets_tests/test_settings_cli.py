@@ -177,7 +177,7 @@ def test_settings_reference_shows_ranges() -> None:
 
 
 def test_a_malformed_target_fails_the_run_before_any_work(tmp_path: Path) -> None:
-    from climb_assets.core.targets import TargetFileError
+    from climb_assets.core.search.targets import TargetFileError
     from climb_assets.runner import check_targets
 
     bad = tmp_path / "t.jsonl"
@@ -188,7 +188,7 @@ def test_a_malformed_target_fails_the_run_before_any_work(tmp_path: Path) -> Non
 
 
 def test_a_budget_larger_than_the_corpus_names_the_dataset_budget() -> None:
-    from climb_assets.core.dataset import DatasetError, check_corpus_supply
+    from climb_assets.core.dataset.build import DatasetError, check_corpus_supply
 
     check_corpus_supply(1000, 2000, 2.0)  # exactly fillable with every document twice
     with pytest.raises(DatasetError, match=r"dataset.token_budget=2,001 .* 1,000 tokens x"):

@@ -31,7 +31,7 @@ def test_catalog_views_are_the_store_tables() -> None:
 
 
 def test_iteration_and_evaluation_file_names() -> None:
-    from climb_assets.core.proxy_pool import MANIFEST
+    from climb_assets.core.search.proxy_pool import MANIFEST
 
     layout = Layout(Path("out"))
     iteration = Path("out/bootstrap/iter-002")

@@ -48,7 +48,7 @@ import zstandard
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script, the project may not be pip-installed
 
-from climb_assets.core.atomic import atomic_dir, atomic_path  # noqa: E402
+from climb_assets.core.shared.atomic import atomic_dir, atomic_path  # noqa: E402
 
 SEED = 2504_13161  # the CLIMB paper's arXiv number
 

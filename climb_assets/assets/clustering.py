@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from climb_assets.automation import eager_after
-from climb_assets.core.atomic import write_npy, write_parquet
+from climb_assets.core.shared.atomic import write_npy, write_parquet
 from climb_assets.metadata import named, plot, super_cluster_names_of, table, table_metadata
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
@@ -29,7 +29,7 @@ EMBEDDINGS_FINITE_UNIT_NORM = "finite_unit_norm"
 @lru_cache(maxsize=2)
 def _encoder(settings_json: str):  # noqa: ANN202 - a SentenceTransformer
     """One encoder per process and setting: `climb run` embeds every shard in one process."""
-    from climb_assets.core.embedding import load_encoder
+    from climb_assets.core.clustering.embedding import load_encoder
 
     return load_encoder(EmbeddingSettings.model_validate_json(settings_json))
 
@@ -55,7 +55,7 @@ def _encoder(settings_json: str):  # noqa: ANN202 - a SentenceTransformer
 def shard_embeddings(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
-    from climb_assets.core.embedding import embedding_health
+    from climb_assets.core.clustering.embedding import embedding_health
 
     settings, layout = climb.resolve()
     shard = context.partition_key
@@ -90,8 +90,8 @@ def shard_embeddings(
 
 def _embed(texts: list[str], settings: Settings) -> tuple[np.ndarray, dict]:
     """Vectors of `texts` on the configured backend, and metadata on where they were made."""
-    from climb_assets.core.embedding import encode, encode_on_ray, encoder_info
-    from climb_assets.core.execution import ExecutionError, TasksFailed
+    from climb_assets.core.clustering.embedding import encode, encode_on_ray, encoder_info
+    from climb_assets.core.shared.execution import ExecutionError, TasksFailed
 
     execution = settings.execution
     if execution.backend == "ray" and texts:
@@ -124,7 +124,7 @@ def _embed(texts: list[str], settings: Settings) -> tuple[np.ndarray, dict]:
     "embeddings (memory does not grow with the corpus).",
 )
 def centroids(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
-    from climb_assets.core.kmeans import fit_kmeans, gpu_available, sample_for_fit
+    from climb_assets.core.clustering.kmeans import fit_kmeans, gpu_available, sample_for_fit
 
     settings, layout = climb.resolve()
     conf = settings.clustering
@@ -153,7 +153,7 @@ def assign_shard(
     layout: Layout, shard: str, fitted: np.ndarray, settings: Settings
 ) -> pl.DataFrame:
     """Nearest centroid and Euclidean distance of every document of one shard."""
-    from climb_assets.core.kmeans import assign
+    from climb_assets.core.clustering.kmeans import assign
 
     vectors = load_embeddings(layout, [shard])[0]
     docs = pl.read_parquet(layout.documents(shard), columns=["doc_id", "row"])
@@ -234,8 +234,8 @@ def cluster_assignments(
 def cluster_profiles(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
-    from climb_assets.core.clusters import cluster_profiles as profile_clusters
-    from climb_assets.core.plots import bar_chart, histogram
+    from climb_assets.core.clustering.clusters import cluster_profiles as profile_clusters
+    from climb_assets.core.shared.plots import bar_chart, histogram
 
     settings, layout = climb.resolve()
     shards = registered(context.instance)
@@ -300,8 +300,8 @@ def cluster_profiles(
     "mixture search weighs, and a map of every cluster to its super-cluster or 'pruned'.",
 )
 def super_clusters(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
-    from climb_assets.core.clusters import prune_and_merge, super_cluster_summary
-    from climb_assets.core.plots import pca_2d, scatter_2d
+    from climb_assets.core.clustering.clusters import prune_and_merge, super_cluster_summary
+    from climb_assets.core.shared.plots import pca_2d, scatter_2d
 
     settings, layout = climb.resolve()
     conf = settings.clustering

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from climb_assets.core.atomic import write_parquet
+from climb_assets.core.shared.atomic import write_parquet
 from climb_assets.metadata import counts, plot, table, table_metadata
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
@@ -30,8 +30,8 @@ corpus_shard_files = dg.AssetSpec(
 
 def token_counter_for(settings_model: str):  # noqa: ANN201 - returns the core's callable
     """Counts tokens with the encoder's own tokenizer, so 'tokens' means one thing corpus-wide."""
-    from climb_assets.core.documents import wordpiece_token_counter
-    from climb_assets.core.embedding import model_location
+    from climb_assets.core.clustering.embedding import model_location
+    from climb_assets.core.corpus.documents import wordpiece_token_counter
 
     return wordpiece_token_counter(Path(model_location(settings_model)))
 
@@ -49,7 +49,7 @@ def token_counter_for(settings_model: str):  # noqa: ANN201 - returns the core's
 def corpus_documents(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
-    from climb_assets.core.documents import process_shard, reject_counts, shard_warning
+    from climb_assets.core.corpus.documents import process_shard, reject_counts, shard_warning
 
     settings, layout = climb.resolve()
     shard = context.partition_key
@@ -80,7 +80,7 @@ def corpus_documents(
         **table_metadata(docs, layout.documents(shard)),
     }
     if docs.height:
-        from climb_assets.core.plots import histogram
+        from climb_assets.core.shared.plots import histogram
 
         metadata["quality_distribution"] = plot(
             histogram(docs["quality_score"].to_numpy(), 20, f"quality score, {shard}"),
@@ -101,8 +101,8 @@ def corpus_documents(
     "others are rejects (`duplicate`, `duplicate_id`) with their raw records.",
 )
 def document_index(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
-    from climb_assets.core.document_index import build_document_index, with_raw_records
-    from climb_assets.core.shards import skipped_files_message
+    from climb_assets.core.corpus.document_index import build_document_index, with_raw_records
+    from climb_assets.core.corpus.shards import skipped_files_message
 
     settings, layout = climb.resolve()
     shards = registered(context.instance)

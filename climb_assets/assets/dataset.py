@@ -55,15 +55,15 @@ def upstream_runs(instance: dg.DagsterInstance, settings: Settings) -> dict[str,
 def climbmix_dataset(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
-    from climb_assets.core.dataset import (
+    from climb_assets.core.dataset.build import (
         check_budget,
         check_membership,
         check_weights,
         sample_dataset,
         write_dataset,
     )
-    from climb_assets.core.dataset_card import card_body, mixture_rows, render_card
-    from climb_assets.core.targets import metric_of
+    from climb_assets.core.dataset.card import card_body, mixture_rows, render_card
+    from climb_assets.core.search.targets import metric_of
 
     settings, layout = climb.resolve()
     conf = settings.dataset

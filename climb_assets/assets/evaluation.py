@@ -14,11 +14,11 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
-from climb_assets.core.evaluation import mean_std_table
-from climb_assets.core.mixtures import constraint_budget
-from climb_assets.core.naming import round_for_reading
-from climb_assets.core.proxy_jobs import read_checkpoint
+from climb_assets.core.clustering.naming import round_for_reading
+from climb_assets.core.search.evaluation import mean_std_table
+from climb_assets.core.search.mixtures import constraint_budget
+from climb_assets.core.search.proxy_jobs import read_checkpoint
+from climb_assets.core.shared.atomic import atomic_dir, write_json, write_parquet
 from climb_assets.graph import OPTIONAL_TAG
 from climb_assets.metadata import (
     plot,
@@ -105,7 +105,7 @@ class Evaluation:
 def mixture_evaluation(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
-    from climb_assets.core.plots import bar_chart
+    from climb_assets.core.shared.plots import bar_chart
 
     settings, layout = climb.resolve()
     if problem := missing_upstream(settings, layout):
@@ -167,10 +167,10 @@ def run_evaluation(
 ) -> Evaluation:
     """Train every distinct mixture on every seed (resuming finished ones), write runs.parquet
     and summary.json under layout.evaluation atomically, and return them."""
-    from climb_assets.core import evaluation as ev
-    from climb_assets.core.proxy_pool import ProxyPool
-    from climb_assets.core.scoring import train_and_score
-    from climb_assets.core.targets import load_target, objective
+    from climb_assets.core.search import evaluation as ev
+    from climb_assets.core.search.proxy_pool import ProxyPool
+    from climb_assets.core.search.scoring import train_and_score
+    from climb_assets.core.search.targets import load_target, objective
 
     if settings.proxy.cpu_threads:
         import torch
@@ -253,8 +253,8 @@ def run_evaluation(
 
 def evaluation_mixtures(settings: Settings, layout: Layout) -> dict[str, np.ndarray]:
     """The optimal mixture (as the search chose it) and the baselines, by name."""
-    from climb_assets.core.evaluation import baseline_mixtures
-    from climb_assets.core.mixtures import build_constraints
+    from climb_assets.core.search.evaluation import baseline_mixtures
+    from climb_assets.core.search.mixtures import build_constraints
 
     token_counts = corpus_token_counts(layout, settings)
     constraints = build_constraints(token_counts, settings.search, constraint_budget(settings))
@@ -289,7 +289,7 @@ def evaluation_run_key(settings: Settings, layout: Layout) -> str:
 
 
 def _weights_id(weights: np.ndarray) -> str:
-    from climb_assets.core.mixtures import mixture_keys
+    from climb_assets.core.search.mixtures import mixture_keys
 
     return hashlib.sha256(mixture_keys(weights)[0]).hexdigest()[:12]
 
@@ -302,8 +302,8 @@ def evaluation_summary(
     runs: pl.DataFrame,
     metrics: list[str],
 ) -> dict[str, Any]:
-    from climb_assets.core import evaluation as ev
-    from climb_assets.core.targets import metric_of
+    from climb_assets.core.search import evaluation as ev
+    from climb_assets.core.search.targets import metric_of
 
     table = ev.summarize(runs, metrics)
     by_name = {row["mixture"]: row for row in table.iter_rows(named=True)}

@@ -14,11 +14,15 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from climb_assets.core.atomic import atomic_dir, write_json, write_parquet
-from climb_assets.core.execution import ExecutionError
-from climb_assets.core.mixtures import constraint_budget
-from climb_assets.core.naming import round_for_reading
-from climb_assets.core.proxy_jobs import ProxyTrainer, proxy_run_key, with_absolute_target_paths
+from climb_assets.core.clustering.naming import round_for_reading
+from climb_assets.core.search.mixtures import constraint_budget
+from climb_assets.core.search.proxy_jobs import (
+    ProxyTrainer,
+    proxy_run_key,
+    with_absolute_target_paths,
+)
+from climb_assets.core.shared.atomic import atomic_dir, write_json, write_parquet
+from climb_assets.core.shared.execution import ExecutionError
 from climb_assets.graph import PUBLISHES_TAG
 from climb_assets.metadata import (
     named,
@@ -64,8 +68,8 @@ from climb_assets.store import (
     "memory-mapped uint16 arrays, so drawing a mixture's training stream is fast.",
 )
 def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
-    from climb_assets.core.proxy_pool import build_pool
-    from climb_assets.core.tokenizer import train_bpe
+    from climb_assets.core.search.proxy_pool import build_pool
+    from climb_assets.core.search.tokenizer import train_bpe
 
     settings, layout = climb.resolve()
     shards = registered(context.instance)
@@ -132,7 +136,7 @@ def run_iteration(
 ) -> dg.MaterializeResult:
     """Run the round in core on this partition's inputs, write its artifacts atomically and
     report it; the checkpoints of its proxies are removed once the artifacts are written."""
-    from climb_assets.core.bootstrap import ProxiesFailed, run_round
+    from climb_assets.core.search.bootstrap import ProxiesFailed, run_round
 
     key = context.partition_key
     iteration = iteration_number(key)
@@ -253,7 +257,7 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         **common,
     )
     def proxy_scores(context: dg.AssetExecutionContext, climb: ClimbSettings):
-        from climb_assets.core.plots import loss_curves
+        from climb_assets.core.shared.plots import loss_curves
 
         _, layout = climb.resolve()
         key = context.partition_key
@@ -283,7 +287,7 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         **common,
     )
     def mixture_predictor(context: dg.AssetExecutionContext, climb: ClimbSettings):
-        from climb_assets.core.predictor import Predictor
+        from climb_assets.core.search.predictor import Predictor
 
         _, layout = climb.resolve()
         key = context.partition_key
@@ -335,9 +339,9 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
 def optimal_mixture(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
-    from climb_assets.core.mixtures import build_constraints
-    from climb_assets.core.plots import objective_by_iteration
-    from climb_assets.core.search import optimal_mixture as choose_optimal
+    from climb_assets.core.search.mixtures import build_constraints
+    from climb_assets.core.search.strategy import optimal_mixture as choose_optimal
+    from climb_assets.core.shared.plots import objective_by_iteration
 
     settings, layout = climb.resolve()
     history = iteration_runs(layout, settings.iterations + 1)
@@ -421,7 +425,7 @@ def optimal_mixture(
 
 def pooled_seed_noise(layout: Layout, iterations: int) -> float | None:
     """Seed noise over every iteration's repeated candidates (None when nothing was repeated)."""
-    from climb_assets.core.search import seed_noise
+    from climb_assets.core.search.strategy import seed_noise
 
     pairs = seed_repeats(layout, iterations)
     if pairs is None or pairs.height == 0:

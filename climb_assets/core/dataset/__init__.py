@@ -1,0 +1,1 @@
+"""The final dataset: sampling documents by the chosen weights, its card."""

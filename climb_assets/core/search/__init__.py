@@ -1,0 +1,1 @@
+"""The mixture search: proxy pool and models, targets, candidates, predictor, rounds."""

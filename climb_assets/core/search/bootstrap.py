@@ -1,0 +1,259 @@
+"""One CLIMB bootstrap round, start to end: plan the candidates, train and score a proxy on
+each, fit the predictor on every run so far.
+
+Each proxy is checkpointed by the `ProxyTrainer` as it finishes, so a round that was
+interrupted resumes where it stopped and trains only what is missing. Progress goes to logging
+callbacks and failures raise plain exceptions, so the same round runs under Dagster (which
+writes the result and turns it into metadata), in a script or in a test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from climb_assets.core.search.proxy_jobs import (
+    CURVE_SCHEMA,
+    ProxyJob,
+    ProxyTrainer,
+    canonical_run_row,
+)
+from climb_assets.core.search.strategy import (
+    REPEAT_SCHEMA,
+    IterationPlan,
+    IterationPredictor,
+    TokenCounts,
+    fit_iteration_predictor,
+    iteration_seed,
+    plan_iteration,
+    seed_noise,
+)
+from climb_assets.core.shared.execution import (
+    TaskResources,
+    TasksFailed,
+    check_shared_folder,
+    map_tasks,
+)
+from climb_assets.settings import Settings
+
+Log = Callable[[str], None]
+# Random stream of the predictor fitted at the end of a round (the plan's own uses another).
+_ROUND_PREDICTOR_STREAM = 7
+
+
+class ProxiesFailed(RuntimeError):
+    """Some proxies of the round failed; every other one is checkpointed, so running the round
+    again trains only the failed ones."""
+
+
+@dataclass
+class RoundResult:
+    """What one round produced: the tables and predictor it writes, and numbers to report."""
+
+    iteration: int
+    plan: IterationPlan
+    runs: pl.DataFrame  # the plan's candidates with their metrics, objective and score
+    curves: pl.DataFrame  # loss curves of the first-seed runs (CURVE_SCHEMA)
+    repeats: pl.DataFrame  # candidates re-run with a second seed (REPEAT_SCHEMA)
+    fitted: IterationPredictor  # fitted on every run so far, this round's included
+    summary: dict  # JSON-able numbers of the round
+    trained: list[dict]  # results of the proxies trained by this call (resumed ones excluded)
+
+    @property
+    def workers(self) -> list[str]:
+        """host:pid of the processes that trained this call's proxies."""
+        return sorted({f"{d['worker']['host']}:{d['worker']['pid']}" for d in self.trained})
+
+
+def run_round(
+    iteration: int,
+    history: pl.DataFrame | None,
+    token_counts: TokenCounts,
+    budget_tokens: int,
+    settings: Settings,
+    trainer: ProxyTrainer,
+    log: Log,
+    warn: Log | None = None,
+    label: str | None = None,
+) -> RoundResult:
+    """Round `iteration` (1-based) after the scored runs of the earlier rounds (`history`, None
+    for the first); higher objectives are better.
+
+    `trainer` trains and checkpoints one proxy (its work_dir holds the checkpoints); `log` and
+    `warn` receive progress and retried workers, prefixed with `label`. `budget_tokens` is the
+    constraint budget of the caps (see `build_constraints`). Raises ProxiesFailed when some
+    proxies failed, ExecutionError when the configured execution cannot run."""
+    label = label or f"iteration {iteration}"
+    plan = plan_iteration(
+        iteration,
+        history,
+        token_counts,
+        settings.search,
+        budget_tokens,
+        settings.seed,
+        maximize=True,
+        predictor_settings=settings.predictor,
+    )
+    candidates = plan.to_frame(0 if history is None else history.height)
+    ids = candidates["candidate_id"].to_list()
+    jobs = [
+        ProxyJob(cid, tuple(map(float, w)), 0) for cid, w in zip(ids, plan.weights, strict=True)
+    ]
+    jobs += [ProxyJob(ids[i], tuple(map(float, plan.weights[i])), 1) for i in plan.repeats]
+    done, fresh = train_proxies(trainer, jobs, settings, log, warn or log, label)
+
+    rows = [canonical_run_row({**done[job]["row"], "repeat": job.repeat}) for job in jobs]
+    curves = [
+        {c: point[c] for c in CURVE_SCHEMA}
+        for job in jobs
+        if not job.repeat
+        for point in done[job]["curve"]
+    ]
+    first_runs = [row for row in rows if row["repeat"] == 0]
+    scored = candidates.join(
+        pl.DataFrame(first_runs).drop("repeat"), on="candidate_id"
+    ).with_columns(pl.col("objective").alias("score"))
+    repeats = repeat_table(rows, iteration)
+    everything = scored if history is None else pl.concat([history, scored], how="diagonal")
+    fitted = fit_iteration_predictor(
+        everything,
+        settings.search,
+        iteration_seed(settings.seed, iteration, _ROUND_PREDICTOR_STREAM),
+        maximize=True,
+        predictor_settings=settings.predictor,
+    )
+    return RoundResult(
+        iteration=iteration,
+        plan=plan,
+        runs=scored,
+        curves=pl.DataFrame(curves, schema=CURVE_SCHEMA),
+        repeats=repeats,
+        fitted=fitted,
+        summary=round_summary(iteration, plan, scored, repeats, fitted),
+        trained=list(fresh.values()),
+    )
+
+
+def round_summary(
+    iteration: int,
+    plan: IterationPlan,
+    scored: pl.DataFrame,
+    repeats: pl.DataFrame,
+    fitted: IterationPredictor,
+) -> dict:
+    """The round's numbers: proxies, predictor quality, best score, and the noise among them."""
+    noise = seed_noise(repeats["score"].to_numpy(), repeats["repeat_score"].to_numpy())
+    spread = fitted.predictor.predict_spread(plan.weights)
+    return {
+        "iteration": iteration,
+        "proxies": scored.height,
+        "repeated": repeats.height,
+        "cv_spearman": None if np.isnan(fitted.cv_spearman) else fitted.cv_spearman,
+        "predictor_rows": fitted.n_rows,
+        "predictor_rounds": fitted.predictor.info.get("rounds"),
+        "best_score": float(scored["score"].max()),
+        "score_spread": float(scored["score"].std()) if scored.height > 1 else None,
+        "seed_noise": None if np.isnan(noise) else noise,
+        "predictor_spread": float(spread.mean()),
+        "objective_direction": "higher is better",
+    }
+
+
+def repeat_table(rows: list[dict], iteration: int) -> pl.DataFrame:
+    """candidate_id, iteration, score (first seed), repeat_score (second seed)."""
+    first = {row["candidate_id"]: row["objective"] for row in rows if row["repeat"] == 0}
+    pairs = [
+        {
+            "candidate_id": row["candidate_id"],
+            "iteration": iteration,
+            "score": first[row["candidate_id"]],
+            "repeat_score": row["objective"],
+        }
+        for row in rows
+        if row["repeat"] > 0
+    ]
+    return pl.DataFrame(pairs, schema=REPEAT_SCHEMA)
+
+
+def train_proxies(
+    trainer: ProxyTrainer,
+    jobs: list[ProxyJob],
+    settings: Settings,
+    log: Log,
+    warn: Log,
+    label: str,
+) -> tuple[dict[ProxyJob, dict], dict[ProxyJob, dict]]:
+    """(every job's result, the results trained by this call) for proxies that train and score
+    one candidate each.
+
+    Every candidate gets the same seed (common random numbers); repeat 1 is the re-run with a
+    second seed that measures the seed noise. A checkpoint counts only for the same weights,
+    proxy settings, targets, seed and pool (the trainer's run key). The unfinished proxies run
+    on the configured backend (execution.backend)."""
+    finished = {job: trainer.finished(job) for job in jobs}
+    for number, job in enumerate(jobs, 1):
+        if finished[job] is not None:
+            log(f"{label} proxy {number}/{len(jobs)}: resumed from {trainer.checkpoint(job)}")
+    pending = [job for job in jobs if finished[job] is None]
+    fresh = _train_pending(trainer, pending, settings, log, label)
+    _warn_retries(trainer, pending, warn, label)
+    done = {**{j: d for j, d in finished.items() if d is not None}, **fresh}
+    return done, fresh
+
+
+def _train_pending(
+    trainer: ProxyTrainer, pending: list[ProxyJob], settings: Settings, log: Log, label: str
+) -> dict[ProxyJob, dict]:
+    """Train the unfinished proxies on the configured backend; each checkpoints itself."""
+    execution = settings.execution
+
+    def log_done(index: int, done: dict) -> None:
+        job, worker = pending[index], done["worker"]
+        log(
+            f"{label} proxy {job.describe()} done ({index + 1} of {len(pending)} "
+            f"to train): objective {done['row']['objective']:.4f}, "
+            f"{done['row']['train_tokens_per_second']:.0f} tok/s, {done['seconds']:.1f} s, "
+            f"on {worker['host']} pid {worker['pid']}"
+        )
+
+    resources = TaskResources(
+        execution.cpus_per_proxy,
+        execution.gpus_per_proxy,
+        "execution.cpus_per_proxy",
+        "execution.gpus_per_proxy",
+    )
+    if pending and execution.backend == "ray":
+        trainer.work_dir.mkdir(parents=True, exist_ok=True)
+        check_shared_folder(trainer.work_dir, execution)
+    try:
+        results = map_tasks(
+            trainer,
+            pending,
+            execution,
+            resources,
+            on_result=log_done,
+            local_threads=settings.proxy.cpu_threads,
+        )
+    except TasksFailed as err:
+        names = ", ".join(pending[f.index].describe() for f in err.failures)
+        raise ProxiesFailed(
+            f"{label}: proxies failed ({names}): {err}. The other proxies are "
+            "checkpointed; materializing this iteration again trains only what is missing "
+            f"(Ray retries a lost worker execution.max_retries = {execution.max_retries} times)."
+        ) from err
+    return dict(zip(pending, results, strict=True))
+
+
+def _warn_retries(trainer: ProxyTrainer, jobs: list[ProxyJob], warn: Log, label: str) -> None:
+    """Say which proxies started more than once: their worker was lost and Ray retried them."""
+    for job in jobs:
+        attempts = trainer.attempts(job)
+        if len(attempts) > 1:
+            where = ", then ".join(f"{a['host']} pid {a['pid']}" for a in attempts)
+            warn(
+                f"{label} proxy {job.describe()}: its worker was lost "
+                f"{len(attempts) - 1} time(s) and Ray retried it ({where})"
+            )

@@ -1,0 +1,156 @@
+"""Mixture evaluation: the search's optimal mixture against the obvious baselines, each trained
+as a larger model at equal tokens on the same seeds (common random numbers), so differences come
+from the mixtures, not from initialisation or data order.
+
+Pure functions only; the asset (climb_assets/assets/evaluation.py) trains and writes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from climb_assets.core.search.mixtures import (
+    MixtureConstraints,
+    best_single_order,
+    enforce_constraints,
+    greedy_fill,
+    mixture_keys,
+    regmix_prior,
+    sample_dirichlet,
+    token_count_array,
+)
+from climb_assets.core.search.strategy import iteration_seed
+
+OPTIMAL = "optimal"
+BASELINES = ("natural", "uniform", "best_single", "best_observed", "random")
+# Seed stream of the evaluation models, apart from every search iteration's streams.
+EVALUATION_STREAM = 9000
+_RANDOM_STREAM = 9001
+
+
+def evaluation_seeds(seed: int, n: int) -> list[int]:
+    """The seeds every mixture is trained with; seed s does not depend on n, so adding seeds
+    keeps (and reuses) the earlier ones."""
+    return [iteration_seed(seed, EVALUATION_STREAM, s) for s in range(n)]
+
+
+def baseline_mixtures(
+    optimal: np.ndarray,
+    history_weights: np.ndarray,
+    history_scores: np.ndarray,
+    token_counts: Mapping[int, int] | Sequence[int] | np.ndarray,
+    constraints: MixtureConstraints,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """The optimal mixture and every baseline, by name, each feasible under `constraints`."""
+    k = constraints.k
+    scores = np.asarray(history_scores, dtype=float)
+    history = np.atleast_2d(np.asarray(history_weights, dtype=float)).reshape(-1, k)
+    if not np.isfinite(scores).any():
+        raise ValueError("baseline_mixtures: the search history has no finite score")
+    counts = token_count_array(token_counts)
+    rng = np.random.default_rng(iteration_seed(seed, _RANDOM_STREAM))
+    return {
+        OPTIMAL: np.asarray(optimal, dtype=float),
+        "natural": enforce_constraints(regmix_prior(counts, 1.0), constraints)[0],
+        "uniform": enforce_constraints(np.full(k, 1.0 / k), constraints)[0],
+        "best_single": greedy_fill(
+            best_single_order(history, scores, constraints.prior), constraints.upper
+        ),
+        "best_observed": history[int(np.nanargmax(np.where(np.isfinite(scores), scores, np.nan)))],
+        "random": sample_dirichlet(constraints, 1, rng)[0],
+    }
+
+
+def same_as(mixtures: Mapping[str, np.ndarray]) -> dict[str, str | None]:
+    """For each name, the earlier name with the same mixture (trained once), or None."""
+    first: dict[bytes, str] = {}
+    found: dict[str, str | None] = {}
+    for name, weights in mixtures.items():
+        key = mixture_keys(weights)[0]
+        found[name] = first.get(key)
+        first.setdefault(key, name)
+    return found
+
+
+@dataclass(frozen=True)
+class Stat:
+    n: int
+    mean: float
+    std: float  # sample std (ddof=1); NaN with fewer than two seeds
+
+
+def stat(values: Sequence[float] | np.ndarray) -> Stat:
+    data = np.asarray(values, dtype=float)
+    std = float(data.std(ddof=1)) if data.size > 1 else math.nan
+    return Stat(int(data.size), float(data.mean()) if data.size else math.nan, std)
+
+
+def summarize(runs: pl.DataFrame, metrics: Sequence[str]) -> pl.DataFrame:
+    """One row per mixture (first-seen order): n, and mean and std of each metric."""
+    rows = []
+    for (name,), group in runs.partition_by("mixture", as_dict=True, maintain_order=True).items():
+        row: dict[str, object] = {"mixture": name, "n": group.height}
+        for metric in metrics:
+            s = stat(group[metric].to_numpy())
+            row[f"{metric}_mean"], row[f"{metric}_std"] = s.mean, s.std
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Margin:
+    baseline: str
+    margin: float  # optimal mean objective minus the baseline's
+    spread: float  # the larger of the two seed stds
+    beaten: bool
+    same_as_optimal: bool
+
+
+def margins(
+    stats: Mapping[str, Stat], same: Mapping[str, str | None] | None = None
+) -> list[Margin]:
+    """The optimal's margin over each baseline; it beats a baseline when the margin exceeds the
+    larger seed std (NaN std, i.e. one seed, never counts as beaten). A baseline identical to
+    the optimal is reported but cannot be beaten, and is left out of the verdict."""
+    same = same or {}
+    best = stats[OPTIMAL]
+    found = []
+    for name, s in stats.items():
+        if name == OPTIMAL:
+            continue
+        identical = same.get(name) == OPTIMAL
+        margin = best.mean - s.mean
+        spread = max(best.std, s.std)
+        beaten = not identical and bool(margin > spread)  # NaN compares False
+        found.append(Margin(name, margin, spread, beaten, identical))
+    return found
+
+
+def optimal_beats_baselines(found: Sequence[Margin]) -> bool:
+    """The check's verdict: every baseline that differs from the optimal is beaten."""
+    return all(m.beaten for m in found if not m.same_as_optimal)
+
+
+def mean_std_table(summary: dict[str, Any]) -> pl.DataFrame:
+    """One row per mixture: n and 'mean ± std' of the objective and of each target's metric."""
+    rows = []
+    for name in summary["order"]:
+        entry = summary["mixtures"][name]
+        row = {"mixture": name, "same_as": entry["same_as"] or "", "n": entry["n"]}
+        for metric in ["objective", *summary["headline_metrics"]]:
+            row[metric] = _pm(entry[f"{metric}_mean"], entry[f"{metric}_std"])
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "n/a"
+    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f} ± n/a"

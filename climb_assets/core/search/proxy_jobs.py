@@ -1,0 +1,178 @@
+"""One bootstrap iteration's proxies as independent jobs: each trains and scores one candidate
+and checkpoints the result, in this process or on any Ray worker that sees the output folder.
+
+A job's checkpoint is its only output, written atomically, so a crash or a lost worker never
+leaves a half-written result, and a finished candidate is never trained again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from climb_assets.core.shared.atomic import write_json
+from climb_assets.core.shared.execution import worker_identity
+from climb_assets.settings import Settings
+from climb_assets.store import Layout
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from climb_assets.core.search.proxy_pool import ProxyPool
+    from climb_assets.core.search.targets import LoadedTarget
+
+# How proxies are seeded; part of the checkpoint key, so a change never resumes old proxies.
+PROXY_SEEDING = "common-random-numbers-v1"
+# Checkpoints store their keys sorted while fresh rows come in training order; one fixed order
+# for both, so a resumed iteration writes the same files as an uninterrupted one.
+RUN_ROW_FIRST = ("candidate_id", "repeat", "objective")
+CURVE_SCHEMA = {"candidate_id": pl.Int64, "tokens": pl.Int64, "loss": pl.Float64}
+
+
+@dataclass(frozen=True)
+class ProxyJob:
+    """Train candidate `candidate_id` on `weights`; repeat 1 is the re-run with a second seed."""
+
+    candidate_id: int
+    weights: tuple[float, ...]
+    repeat: int
+
+    @property
+    def name(self) -> str:
+        return f"candidate-{self.candidate_id}" + (f"-repeat-{self.repeat}" if self.repeat else "")
+
+    def describe(self) -> str:
+        return f"candidate {self.candidate_id}" + (
+            f", seed repeat {self.repeat}" if self.repeat else ""
+        )
+
+
+@dataclass(frozen=True)
+class ProxyTrainer:
+    """Trains one ProxyJob of an iteration and checkpoints it under `work_dir`. Picklable, so
+    Ray ships it to workers; they need the output folder at the same path."""
+
+    settings: Settings
+    pool_dir: Path
+    work_dir: Path
+    run_key: str
+
+    def checkpoint(self, job: ProxyJob) -> Path:
+        return self.work_dir / f"{job.name}.json"
+
+    def attempts_log(self, job: ProxyJob) -> Path:
+        return self.work_dir / f"{job.name}.attempts"
+
+    def finished(self, job: ProxyJob) -> dict | None:
+        return read_checkpoint(self.checkpoint(job), self.run_key, np.asarray(job.weights))
+
+    def __call__(self, job: ProxyJob) -> dict:
+        from climb_assets.core.search.scoring import train_and_score
+        from climb_assets.core.search.strategy import proxy_seed
+
+        self._record_attempt(job)
+        pool, tokenizer, targets = _inputs(self.settings, self.pool_dir, self.run_key)
+        started = time.perf_counter()
+        weights = np.asarray(job.weights)
+        scored = train_and_score(
+            self.settings.proxy,
+            pool,
+            tokenizer,
+            targets,
+            weights,
+            proxy_seed(self.settings.seed, job.repeat),
+        )
+        done = {
+            "run_key": self.run_key,
+            "weights": list(job.weights),
+            "row": {
+                "candidate_id": job.candidate_id,
+                "repeat": job.repeat,
+                **scored.scores,
+                "train_tokens_per_second": scored.summary["tokens_per_second"],
+                "final_train_loss": scored.summary["final_loss"],
+            },
+            "curve": [
+                {"candidate_id": job.candidate_id, "tokens": t, "loss": v}
+                for t, v in scored.loss_curve
+            ],
+            "worker": worker_identity(),
+            "seconds": time.perf_counter() - started,
+        }
+        write_json(done, self.checkpoint(job))
+        return done
+
+    def _record_attempt(self, job: ProxyJob) -> None:
+        """One line per start, so the driver can tell that Ray retried a lost worker."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with self.attempts_log(job).open("a") as log:
+            log.write(json.dumps(worker_identity()) + "\n")
+
+    def attempts(self, job: ProxyJob) -> list[dict[str, Any]]:
+        path = self.attempts_log(job)
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _inputs(
+    settings: Settings, pool_dir: Path, run_key: str
+) -> tuple[ProxyPool, Tokenizer, list[LoadedTarget]]:
+    targets = json.dumps([t.model_dump(mode="json") for t in settings.targets], sort_keys=True)
+    return _open_inputs(targets, str(pool_dir), run_key)
+
+
+@lru_cache(maxsize=2)
+def _open_inputs(
+    targets_json: str, pool_dir: str, run_key: str
+) -> tuple[ProxyPool, Tokenizer, list[LoadedTarget]]:
+    """The pool, tokenizer and targets, opened once per worker process for every proxy it
+    trains. Keyed by value (settings are not hashable) and by the run key, which changes with
+    the pool's manifest, so a rebuilt pool is opened afresh."""
+    from climb_assets.core.search.proxy_pool import ProxyPool
+    from climb_assets.core.search.targets import load_target
+    from climb_assets.settings import TargetSettings
+
+    pool = ProxyPool.open(Path(pool_dir))
+    targets = [TargetSettings.model_validate(t) for t in json.loads(targets_json)]
+    return pool, pool.tokenizer(), [load_target(t) for t in targets]
+
+
+def with_absolute_target_paths(settings: Settings) -> Settings:
+    """`settings` with its targets' paths resolved against this process's directory."""
+    targets = [t.model_copy(update={"path": t.path.resolve()}) for t in settings.targets]
+    return settings.model_copy(update={"targets": targets})
+
+
+def canonical_run_row(row: dict) -> dict:
+    """candidate_id, repeat, objective, then every other key in sorted order."""
+    first = {k: row[k] for k in RUN_ROW_FIRST if k in row}
+    return first | {k: row[k] for k in sorted(row) if k not in first}
+
+
+def proxy_run_key(settings: Settings, layout: Layout) -> str:
+    """Everything besides the weights that decides a proxy's scores."""
+    parts = [
+        PROXY_SEEDING,
+        settings.proxy.model_dump_json(),
+        json.dumps([t.model_dump(mode="json") for t in settings.targets], sort_keys=True),
+        str(settings.seed),
+        (layout.proxy_pool / "manifest.json").read_text(),
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def read_checkpoint(path: Path, run_key: str, weights: np.ndarray) -> dict | None:
+    if not path.exists():
+        return None
+    done = json.loads(path.read_text())
+    same = done.get("run_key") == run_key and np.allclose(done.get("weights"), weights, atol=1e-12)
+    return done if same else None

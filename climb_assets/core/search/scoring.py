@@ -1,0 +1,49 @@
+"""Train one proxy language model on a mixture and score it on the targets.
+
+Shared by the bootstrap search (many small proxies) and the mixture evaluation (a larger model
+trained on a few fixed mixtures with several seeds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from climb_assets.core.search.proxy_pool import ProxyPool
+    from climb_assets.core.search.targets import LoadedTarget
+    from climb_assets.settings import ProxySettings
+
+
+@dataclass
+class ScoredRun:
+    scores: dict[str, float]  # "target/metric" -> value, plus "objective" (higher is better)
+    loss_curve: list[tuple[int, float]]  # (tokens seen, mean training loss)
+    summary: dict  # ProxyRun.summary(): throughput, parameters, final loss, ...
+
+
+def train_and_score(
+    proxy: ProxySettings,
+    pool: ProxyPool,
+    tokenizer: Tokenizer,
+    targets: list[LoadedTarget],
+    weights: np.ndarray,
+    seed: int,
+) -> ScoredRun:
+    """Train a fresh model of `proxy`'s shape on `weights` (one per pool group, in group order)
+    with `seed` for initialisation and data order, then score it on every target."""
+    from climb_assets.core.search.proxy_training import train_proxy
+    from climb_assets.core.search.targets import objective, score_targets
+
+    groups = pool.groups
+    if len(weights) != len(groups):
+        raise ValueError(f"{len(weights)} weights for a pool of {len(groups)} groups")
+    mixture = {group: float(w) for group, w in zip(groups, weights, strict=True)}
+    run = train_proxy(pool, mixture, proxy, seed)
+    scores = score_targets(run.model, tokenizer, targets, proxy)
+    scores["objective"] = objective(scores, targets)
+    return ScoredRun(scores, run.loss_curve, run.summary())

@@ -1,0 +1,1 @@
+"""Helpers every stage uses: atomic writes, execution backends, devices, plots."""

@@ -1,0 +1,140 @@
+"""Embedding with the real packaged MiniLM encoder on a handful of short texts."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+
+from climb_assets.core.clustering.embedding import (
+    EncoderError,
+    embedding_health,
+    encode,
+    encoder_info,
+    load_encoder,
+)
+from climb_assets.settings import EmbeddingSettings
+
+TEXTS = [
+    "The cat sat quietly on the warm windowsill.",
+    "A kitten dozed in the sunshine by the window.",
+    "Stock markets fell sharply after the central bank raised interest rates.",
+    "Shares tumbled as the bank increased borrowing costs.",
+    "def add(a, b):\n    return a + b",
+    "A Python function that returns the sum of two numbers.",
+    "And God said, Let there be light: and there was light.",
+    "To be, or not to be, that is the question.",
+    "The recipe needs two cups of flour, one egg and a pinch of salt.",
+    "Mix the flour with an egg and salt to make the dough.",
+    "The striker scored twice in the second half to win the match.",
+    "Photosynthesis converts light energy into chemical energy in plants.",
+    "The train to Paris leaves at nine in the morning.",
+    "Install the package with pip and import it in your script.",
+    "Mitochondria are the powerhouse of the cell.",
+    "The orchestra played Beethoven's fifth symphony.",
+    "Rain is expected across the north of the country tomorrow.",
+    "He signed the contract on Monday after weeks of negotiation.",
+    "x",
+    "A much longer text about gardening: " + "tomatoes need sun, water and patience. " * 20,
+]
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    return (a32 * b32).sum(axis=1) / np.linalg.norm(a32, axis=1) / np.linalg.norm(b32, axis=1)
+
+
+@pytest.fixture(scope="module")
+def fp32_model():
+    return load_encoder(EmbeddingSettings(precision="fp32", device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def bf16_model():
+    return load_encoder(EmbeddingSettings(precision="bf16", device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def fp32_vectors(fp32_model) -> np.ndarray:
+    return encode(fp32_model, TEXTS, batch_size=8)
+
+
+def test_shape_dtype_and_unit_norm(fp32_vectors: np.ndarray) -> None:
+    assert fp32_vectors.shape == (len(TEXTS), 384)
+    assert fp32_vectors.dtype == np.float16
+    norms = np.linalg.norm(fp32_vectors.astype(np.float32), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-2)
+
+
+def test_paraphrases_are_closer_than_unrelated_texts(fp32_vectors: np.ndarray) -> None:
+    sims = fp32_vectors.astype(np.float32) @ fp32_vectors.astype(np.float32).T
+    for first in (0, 2, 4, 8):  # pairs (0,1), (2,3), (4,5), (8,9) say the same thing
+        partner = first + 1
+        unrelated = [j for j in range(len(TEXTS)) if j not in (first, partner)]
+        assert sims[first, partner] > sims[first, unrelated].max()
+
+
+def test_rows_follow_input_order_despite_length_sorting(fp32_model, fp32_vectors) -> None:
+    one_by_one = np.vstack([encode(fp32_model, [t], batch_size=1) for t in TEXTS[::-1]])[::-1]
+    assert _cosines(one_by_one, fp32_vectors).min() > 0.999
+
+
+def test_bf16_fast_path_matches_fp32(bf16_model, fp32_vectors: np.ndarray) -> None:
+    assert encoder_info(bf16_model)["dtype"] == "bfloat16"
+    fast = encode(bf16_model, TEXTS, batch_size=32)
+    assert _cosines(fast, fp32_vectors).min() >= 0.99
+
+
+def test_encoding_is_deterministic(bf16_model) -> None:
+    assert np.array_equal(encode(bf16_model, TEXTS, 4), encode(bf16_model, TEXTS, 4))
+
+
+def test_empty_input_gives_empty_matrix(fp32_model) -> None:
+    out = encode(fp32_model, [], batch_size=32)
+    assert out.shape == (0, 384) and out.dtype == np.float16
+
+
+def test_non_text_input_is_named(fp32_model) -> None:
+    with pytest.raises(EncoderError, match="position 1"):
+        encode(fp32_model, ["ok", None], batch_size=2)  # type: ignore[list-item]
+
+
+def test_unknown_model_gives_actionable_error() -> None:
+    with pytest.raises(EncoderError, match="embedding.model 'no-such/encoder-xyz'"):
+        load_encoder(EmbeddingSettings(model="no-such/encoder-xyz", device="cpu"))
+
+
+def test_encoder_settings_are_applied(fp32_model) -> None:
+    info = encoder_info(fp32_model)
+    assert info == {"device": "cpu", "dtype": "float32", "dimension": 384, "max_seq_length": 256}
+
+
+def test_unknown_precision_is_an_encoder_error() -> None:
+    settings = EmbeddingSettings.model_construct(precision="int4", device="cpu")
+    with pytest.raises(EncoderError, match="embedding.precision: unknown value 'int4'"):
+        load_encoder(settings)
+
+
+def test_health_of_good_and_bad_embeddings(fp32_vectors: np.ndarray, tmp_path) -> None:
+    path = tmp_path / "e.npy"
+    np.save(path, fp32_vectors)
+    good = embedding_health(np.load(path, mmap_mode="r"))
+    assert good["healthy"] and good["all_finite"] and good["n_rows"] == len(TEXTS)
+    assert 0.99 < good["min_norm"] <= good["max_norm"] < 1.01
+
+    with_nan = fp32_vectors.copy()
+    with_nan[3, 7] = np.nan
+    assert not embedding_health(with_nan)["all_finite"]
+    assert not embedding_health(with_nan)["healthy"]
+
+    scaled = fp32_vectors.astype(np.float32)
+    scaled[0] *= 2
+    report = embedding_health(scaled)
+    assert report["all_finite"] and not report["healthy"]
+    assert report["max_norm"] == pytest.approx(2.0, abs=1e-2)
+
+    empty = embedding_health(np.zeros((0, 384), dtype=np.float16))
+    assert empty["n_rows"] == 0 and empty["healthy"]

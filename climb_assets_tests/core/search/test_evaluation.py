@@ -1,0 +1,125 @@
+"""Mixture evaluation: baselines, statistics and the check's verdict, on hand-made numbers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from climb_assets.core.search.evaluation import (
+    BASELINES,
+    OPTIMAL,
+    Stat,
+    baseline_mixtures,
+    evaluation_seeds,
+    margins,
+    optimal_beats_baselines,
+    same_as,
+    stat,
+    summarize,
+)
+from climb_assets.core.search.mixtures import (
+    best_single_order,
+    build_constraints,
+    greedy_fill,
+    sample_dirichlet,
+    vertex_mixtures,
+)
+from climb_assets.settings import SearchSettings
+
+TOKENS = {0: 4000, 1: 3000, 2: 2000, 3: 1000}
+
+
+def constraints():
+    return build_constraints(TOKENS, SearchSettings(max_weight_multiplier=1.6), 4000)
+
+
+def test_greedy_fill_respects_caps_order_and_sums_to_one() -> None:
+    upper = np.array([0.3, 0.5, 0.4, 0.2])
+    weights = greedy_fill([2, 1, 0, 3], upper)
+    assert np.allclose(weights, [0.1, 0.5, 0.4, 0.0])
+    assert abs(weights.sum() - 1) < 1e-12 and (weights <= upper + 1e-12).all()
+    assert np.allclose(greedy_fill([3, 0, 1, 2], upper), [0.3, 0.5, 0.0, 0.2])
+
+
+def test_greedy_fill_refuses_caps_that_cannot_reach_one() -> None:
+    with pytest.raises(ValueError, match="sum to"):
+        greedy_fill([0, 1], np.array([0.3, 0.5, 0.4]))
+
+
+def test_best_single_order_ranks_by_best_run_led() -> None:
+    history = np.array([[0.7, 0.1, 0.1, 0.1], [0.1, 0.7, 0.1, 0.1], [0.6, 0.2, 0.1, 0.1]])
+    order = best_single_order(history, np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.2, 0.3, 0.4]))
+    assert order == [0, 1, 3, 2]  # 0 led the best run (3.0), then 1; 2 and 3 by prior
+
+
+def test_baselines_are_named_feasible_and_best_single_is_planted() -> None:
+    c = constraints()
+    history = sample_dirichlet(c, 40, 0)
+    scores = -np.ones(len(history))
+    planted = vertex_mixtures(c)[2]  # group 2 at its cap leads the best run by far
+    history = np.vstack([history, planted])
+    scores = np.append(scores, 5.0)
+    optimal = np.array([0.3, 0.3, 0.3, 0.1])
+    mixtures = baseline_mixtures(optimal, history, scores, TOKENS, c, seed=3)
+    assert list(mixtures) == [OPTIMAL, *BASELINES]
+    for name in BASELINES:
+        assert c.feasible(mixtures[name]).all(), name
+    single = mixtures["best_single"]
+    assert math.isclose(single[2], c.upper[2])  # the planted winner first, at its cap
+    assert np.count_nonzero(np.isclose(single, c.upper)) >= 2  # then the next ones at theirs
+    assert np.array_equal(mixtures["best_observed"], planted)
+    again = baseline_mixtures(optimal, history, scores, TOKENS, c, seed=3)
+    assert np.array_equal(again["random"], mixtures["random"])
+
+
+def test_same_as_keeps_every_name_and_points_to_the_first() -> None:
+    a, b = np.array([0.5, 0.5]), np.array([0.2, 0.8])
+    found = same_as({"optimal": a, "x": b, "y": a + 1e-7, "z": b})
+    assert found == {"optimal": None, "x": None, "y": "optimal", "z": "x"}
+
+
+def test_seeds_are_shared_and_stable() -> None:
+    assert evaluation_seeds(7, 2) == evaluation_seeds(7, 3)[:2]
+    assert len(set(evaluation_seeds(7, 3))) == 3
+
+
+def test_summary_statistics() -> None:
+    runs = pl.DataFrame(
+        {
+            "mixture": ["optimal"] * 3 + ["uniform"] * 3,
+            "objective": [1.0, 2.0, 3.0, 0.0, 0.0, 0.0],
+            "t/accuracy": [0.5, 0.5, 0.5, 0.1, 0.2, 0.3],
+        }
+    )
+    table = summarize(runs, ["objective", "t/accuracy"])
+    assert table["mixture"].to_list() == ["optimal", "uniform"]
+    assert table["n"].to_list() == [3, 3]
+    assert table["objective_mean"].to_list() == [2.0, 0.0]
+    assert np.allclose(table["objective_std"].to_list(), [1.0, 0.0])
+    assert np.allclose(table["t/accuracy_std"].to_list(), [0.0, 0.1])
+    assert math.isnan(stat([1.0]).std)
+
+
+def test_check_passes_only_beyond_the_larger_spread() -> None:
+    stats = {
+        OPTIMAL: Stat(3, 1.0, 0.1),
+        "uniform": Stat(3, 0.5, 0.2),  # margin 0.5 > 0.2
+        "natural": Stat(3, 0.85, 0.05),  # margin 0.15 > 0.1
+        "twin": Stat(3, 1.0, 0.1),  # identical mixture: reported, not judged
+    }
+    found = margins(stats, {"twin": OPTIMAL})
+    by = {m.baseline: m for m in found}
+    assert by["uniform"].beaten and by["natural"].beaten
+    assert by["twin"].same_as_optimal and not by["twin"].beaten
+    assert math.isclose(by["uniform"].spread, 0.2) and math.isclose(by["natural"].margin, 0.15)
+    assert optimal_beats_baselines(found)
+
+    close = margins({OPTIMAL: Stat(3, 1.0, 0.1), "uniform": Stat(3, 0.95, 0.3)})
+    assert not close[0].beaten and not optimal_beats_baselines(close)
+    one_seed = margins({OPTIMAL: Stat(1, 1.0, math.nan), "uniform": Stat(1, 0.0, math.nan)})
+    assert not optimal_beats_baselines(one_seed)  # no spread known: nothing is proven
+    worse = margins({OPTIMAL: Stat(3, 0.0, 0.01), "uniform": Stat(3, 1.0, 0.01)})
+    assert worse[0].margin == -1.0 and not optimal_beats_baselines(worse)
