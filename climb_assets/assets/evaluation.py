@@ -15,7 +15,6 @@ import numpy as np
 import polars as pl
 
 from climb_assets.core.clustering.naming import round_for_reading
-from climb_assets.core.search.evaluation import mean_std_table
 from climb_assets.core.search.mixtures import constraint_budget
 from climb_assets.core.search.proxy_jobs import read_checkpoint
 from climb_assets.core.shared.atomic import atomic_dir, write_json, write_parquet
@@ -105,6 +104,7 @@ class Evaluation:
 def mixture_evaluation(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
+    from climb_assets.core.search.evaluation import mean_std_table
     from climb_assets.core.shared.plots import bar_chart
 
     settings, layout = climb.resolve()
@@ -342,6 +342,8 @@ def evaluation_summary(
 
 def report_lines(summary: dict[str, Any]) -> list[str]:
     """What `climb evaluate` prints: mean ± std per mixture, then the optimal's margins."""
+    from climb_assets.core.search.evaluation import mean_std_table
+
     table = mean_std_table(summary)
     widths = {c: max(len(c), *(len(str(v)) for v in table[c])) for c in table.columns}
     lines = [
