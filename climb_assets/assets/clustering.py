@@ -219,7 +219,7 @@ def cluster_assignments(
     automation_condition=eager_after("cluster_assignments"),
     group_name="clustering",
     kinds={"polars", "parquet"},
-    code_version="1",
+    code_version="2",
     check_specs=[
         dg.AssetCheckSpec(
             "every_document_assigned",

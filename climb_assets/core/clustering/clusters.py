@@ -149,7 +149,9 @@ def cluster_profiles(
     """
     k = int(centroids.shape[0])
     _check_docs(docs, k)
-    docs = docs.with_columns(pl.col("cluster").cast(pl.Int32))
+    # One row order whatever order the caller's joins produced: sums of floats (mean_quality)
+    # and the seeded examples depend on it.
+    docs = docs.sort("doc_id").with_columns(pl.col("cluster").cast(pl.Int32))
     stats = docs.group_by("cluster").agg(
         n_docs=pl.len().cast(pl.Int64),
         n_tokens=pl.col("n_tokens").sum().cast(pl.Int64),

@@ -73,6 +73,23 @@ def test_profiles_cover_every_cluster_with_correct_stats() -> None:
     assert profiles.schema["cluster"] == pl.Int32
 
 
+def test_profiles_do_not_depend_on_the_order_of_the_documents() -> None:
+    rng = np.random.default_rng(0)
+    n = 3000
+    docs = pl.DataFrame(
+        {
+            "doc_id": [f"d{i:05d}" for i in range(n)],
+            "text": [f"word{i % 50} other{i % 7} text" for i in range(n)],
+            "cluster": rng.integers(0, 4, n),
+            "n_tokens": rng.integers(1, 100, n),
+            "quality_score": rng.random(n),
+        }
+    )
+    shuffled = docs.sample(fraction=1.0, shuffle=True, seed=1)
+    first = cluster_profiles(docs, CENTROIDS4, n_terms=3, seed=0)
+    assert first.equals(cluster_profiles(shuffled, CENTROIDS4, n_terms=3, seed=0))
+
+
 def test_top_terms_are_distinctive_lowercase_words_without_stop_words() -> None:
     profiles = cluster_profiles(make_docs(), CENTROIDS4, n_terms=3, seed=0)
     cat_terms, bank_terms = profiles["top_terms"][0].to_list(), profiles["top_terms"][1].to_list()
