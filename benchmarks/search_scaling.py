@@ -1,4 +1,5 @@
-"""One bootstrap iteration's proxies on the local backend beside Ray, embedding throughput by Ray
+"""One bootstrap iteration's proxies on the local backend (one process, then worker processes)
+beside Ray, embedding throughput by Ray
 worker count, and a proxy's tokens/s alone beside a second process sharing the machine.
 
     .venv/bin/python benchmarks/search_scaling.py [--proxies 8] [--tokens 50000] [--docs 600]
@@ -114,6 +115,11 @@ def compare_iteration(settings: Settings, pool: Path, proxies: int, workers: int
     local_runs, local_wall, local_cpu = measured(
         lambda: map_tasks(trainer("local"), jobs, local, PROXY, local_threads=1)
     )
+    spread_runs, spread_wall, spread_cpu = measured(
+        lambda: map_tasks(
+            trainer("local-workers"), jobs, local, PROXY, local_threads=1, local_workers=workers
+        )
+    )
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     try:
         _, warm_wall, warm_cpu = measured(
@@ -124,12 +130,14 @@ def compare_iteration(settings: Settings, pool: Path, proxies: int, workers: int
         )
     finally:
         ray.shutdown()
-    same = [a["row"]["objective"] for a in local_runs] == [b["row"]["objective"] for b in ray_runs]
+    objectives = [[run["row"]["objective"] for run in runs] for runs in (local_runs, spread_runs)]
+    same = objectives[0] == objectives[1] == [run["row"]["objective"] for run in ray_runs]
     pids = {run["worker"]["pid"] for run in ray_runs}
     print(f"\none iteration of {proxies} proxies ({settings.proxy.tokens_per_proxy} tokens each)")
     print(f"{'backend':34} {'wall s':>8} {'CPU s':>8} {'tok/s per proxy':>16}")
     for name, runs, wall, cpu in (
-        ("local, 1 thread", local_runs, local_wall, local_cpu),
+        ("local, 1 process x 1 thread", local_runs, local_wall, local_cpu),
+        (f"local, {workers} processes x 1 thread", spread_runs, spread_wall, spread_cpu),
         (f"ray, {workers} workers x 1 thread", ray_runs, ray_wall, ray_cpu),
     ):
         rate = np.mean([run["row"]["train_tokens_per_second"] for run in runs])
@@ -137,7 +145,7 @@ def compare_iteration(settings: Settings, pool: Path, proxies: int, workers: int
     print(
         f"ray warm-up ({workers} proxies while its workers start): {warm_wall:.1f} s wall, "
         f"{warm_cpu:.1f} s CPU; ray/local wall for the iteration: {ray_wall / local_wall:.2f}; "
-        f"scores equal to local: {same}; worker processes: {len(pids)}"
+        f"scores equal on all three: {same}; Ray worker processes: {len(pids)}"
     )
 
 

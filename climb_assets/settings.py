@@ -161,10 +161,12 @@ class ProxySettings(_Section):
     )
     eval_max_tokens: int = Field(50_000, ge=1, description="Target tokens scored per text target.")
     cpu_threads: int | None = Field(
-        None,
+        1,
         ge=1,
-        description="torch threads for proxy training on CPU (None: torch's default). 1 is "
-        "faster when other processes compete for the cores.",
+        description="torch threads each proxy trains with on CPU, on every backend (None: "
+        "torch's default, the machine's cores). A small proxy gains little from a second "
+        "thread, so the local backend trains one per core at once; a fixed count also keeps "
+        "scores from depending on the machine's core count.",
     )
 
     @model_validator(mode="after")
@@ -313,9 +315,16 @@ class DatasetSettings(_Section):
 class ExecutionSettings(_Section):
     backend: Literal["local", "ray"] = Field(
         "local",
-        description="local: an iteration's proxies train one after another in the step's "
-        "process; ray: as Ray tasks at once, as many as the cluster's resources allow (shards' "
+        description="local: an iteration's proxies train on this machine, local_workers at "
+        "once; ray: as Ray tasks at once, as many as the cluster's resources allow (shards' "
         "embeddings too, on Ray actors that load the encoder once).",
+    )
+    local_workers: int | None = Field(
+        None,
+        ge=1,
+        description="Proxies the local backend trains at once, each in its own process "
+        "(1: one after another in the step's process). None: the CPUs available divided by "
+        "proxy.cpu_threads, or 1 when proxies train on a GPU. Scores do not depend on it.",
     )
     ray_address: str | None = Field(
         None,
@@ -327,7 +336,7 @@ class ExecutionSettings(_Section):
         1,
         ge=1,
         description="CPUs Ray reserves for each proxy; its torch thread count is set to this "
-        "(scores equal the local backend's when proxy.cpu_threads is the same).",
+        "(scores equal the local backend's when proxy.cpu_threads is the same: 1 by default).",
     )
     gpus_per_proxy: float = Field(
         0.0,

@@ -276,6 +276,8 @@ def test_an_interrupted_iteration_resumes_from_its_finished_proxies(
 
 
 def test_mixture_evaluation_at_equal_tokens_with_common_seeds(pipeline) -> None:
+    import torch
+
     from climb_assets.assets.evaluation import evaluation_mixtures, evaluation_proxy
     from climb_assets.core.search.evaluation import BASELINES, evaluation_seeds
     from climb_assets.core.search.proxy_pool import ProxyPool
@@ -305,9 +307,14 @@ def test_mixture_evaluation_at_equal_tokens_with_common_seeds(pipeline) -> None:
     search = [load_target(t) for t in settings.targets]
     extra = [load_target(t) for t in settings.evaluation.targets]
     optimal = evaluation_mixtures(settings, layout)["optimal"]
-    again = train_and_score(
-        evaluation_proxy(settings), pool, pool.tokenizer(), search + extra, optimal, seeds[0]
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(settings.proxy.cpu_threads)  # as in the worker that trained it
+    try:
+        again = train_and_score(
+            evaluation_proxy(settings), pool, pool.tokenizer(), search + extra, optimal, seeds[0]
+        )
+    finally:
+        torch.set_num_threads(threads)
     first = runs.filter((pl.col("mixture") == "optimal") & (pl.col("seed_index") == 0))
     assert objective(again.scores, search) == pytest.approx(first["objective"].item(), abs=1e-9)
     assert again.scores["eval_text/bits_per_byte"] == pytest.approx(

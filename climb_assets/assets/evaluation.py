@@ -5,7 +5,6 @@ than the seed noise."""
 import hashlib
 import json
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -16,8 +15,16 @@ import polars as pl
 
 from climb_assets.core.clustering.naming import round_for_reading
 from climb_assets.core.search.mixtures import constraint_budget
-from climb_assets.core.search.proxy_jobs import read_checkpoint
+from climb_assets.core.search.proxy_jobs import EvaluationJob, EvaluationTrainer
 from climb_assets.core.shared.atomic import atomic_dir, write_json, write_parquet
+from climb_assets.core.shared.execution import (
+    TaskResources,
+    TasksFailed,
+    check_shared_folder,
+    local_worker_count,
+    map_tasks,
+)
+from climb_assets.core.shared.precision import default_device
 from climb_assets.graph import OPTIONAL_TAG
 from climb_assets.metadata import (
     plot,
@@ -168,58 +175,46 @@ def run_evaluation(
     """Train every distinct mixture on every seed (resuming finished ones), write runs.parquet
     and summary.json under layout.evaluation atomically, and return them."""
     from climb_assets.core.search import evaluation as ev
-    from climb_assets.core.search.proxy_pool import ProxyPool
-    from climb_assets.core.search.scoring import train_and_score
-    from climb_assets.core.search.targets import load_target, objective
 
-    if settings.proxy.cpu_threads:
-        import torch
-
-        torch.set_num_threads(settings.proxy.cpu_threads)
     mixtures = evaluation_mixtures(settings, layout)
     same = ev.same_as(mixtures)
     seeds = ev.evaluation_seeds(settings.seed, settings.evaluation.seeds)
-    search_targets = [load_target(t) for t in settings.targets]
-    extra_targets = [load_target(t) for t in settings.evaluation.targets]
+    search_targets = [t.model_copy(update={"path": t.path.resolve()}) for t in settings.targets]
+    extra_targets = [
+        t.model_copy(update={"path": t.path.resolve()}) for t in settings.evaluation.targets
+    ]
     clash = {t.name for t in search_targets} & {t.name for t in extra_targets}
     if clash:
         raise ValueError(f"evaluation.targets reuse search target names {sorted(clash)}")
-    proxy = evaluation_proxy(settings)
-    pool = ProxyPool.open(layout.proxy_pool)
-    tokenizer = pool.tokenizer()
-    run_key = evaluation_run_key(settings, layout)
+    trainer = EvaluationTrainer(
+        evaluation_proxy(settings),
+        layout.proxy_pool.resolve(),
+        (*search_targets, *extra_targets),
+        len(search_targets),
+        evaluation_run_key(settings, layout),
+    )
     distinct = [name for name in mixtures if same[name] is None]
-    done: dict[tuple[str, int], dict] = {}
-    total = len(distinct) * len(seeds)
-    for number, (name, (index, seed)) in enumerate(
-        ((n, s) for n in distinct for s in enumerate(seeds)), 1
-    ):
-        weights = mixtures[name]
-        checkpoint = layout.evaluation_work / f"{_weights_id(weights)}-seed{seed}.json"
-        found = read_checkpoint(checkpoint, run_key, weights)
-        if found is None:
-            started = time.perf_counter()
-            scored = train_and_score(
-                proxy, pool, tokenizer, search_targets + extra_targets, weights, seed
-            )
-            # Only the search targets define the objective; the others are extra columns.
-            scores = {**scored.scores, "objective": objective(scored.scores, search_targets)}
-            found = {
-                "run_key": run_key,
-                "weights": weights.tolist(),
-                "scores": scores,
-                "final_train_loss": scored.summary["final_loss"],
-                "train_tokens_per_second": scored.summary["tokens_per_second"],
-                "curve": [[t, v] for t, v in scored.loss_curve],
-            }
-            write_json(found, checkpoint)
+    jobs = [
+        EvaluationJob(
+            name,
+            index,
+            seed,
+            tuple(map(float, mixtures[name])),
+            (layout.evaluation_work / f"{_weights_id(mixtures[name])}-seed{seed}.json").resolve(),
+        )
+        for name in distinct
+        for index, seed in enumerate(seeds)
+    ]
+    done = {(job.name, job.seed_index): trainer.finished(job) for job in jobs}
+    for number, job in enumerate(jobs, 1):
+        if done[(job.name, job.seed_index)] is not None:
             log(
-                f"evaluation {number}/{total}: {name} seed {index}: objective "
-                f"{scores['objective']:.4f}, {time.perf_counter() - started:.1f} s"
+                f"evaluation {number}/{len(jobs)}: {job.name} seed {job.seed_index}: resumed "
+                f"from {job.checkpoint}"
             )
-        else:
-            log(f"evaluation {number}/{total}: {name} seed {index}: resumed from {checkpoint}")
-        done[(name, index)] = found
+    pending = [job for job in jobs if done[(job.name, job.seed_index)] is None]
+    for job, found in zip(pending, _train_evaluation(trainer, pending, settings, log), strict=True):
+        done[(job.name, job.seed_index)] = found
     rows, curves = [], []
     for name in mixtures:
         source = same[name] or name
@@ -249,6 +244,52 @@ def run_evaluation(
         write_parquet(curve_frame, tmp / CURVES_FILE)
         write_json(summary, tmp / SUMMARY_FILE)
     return Evaluation(runs, curve_frame, summary)
+
+
+def _train_evaluation(
+    trainer: EvaluationTrainer,
+    pending: list[EvaluationJob],
+    settings: Settings,
+    log: Callable[[str], None],
+) -> list[dict]:
+    """Train the unfinished evaluation models, as many at once as the proxies' backend allows
+    (local worker processes or Ray); each checkpoints itself as it finishes."""
+    execution = settings.execution
+    resources = TaskResources(
+        execution.cpus_per_proxy,
+        execution.gpus_per_proxy,
+        "execution.cpus_per_proxy",
+        "execution.gpus_per_proxy",
+    )
+
+    def log_done(index: int, found: dict) -> None:
+        job = pending[index]
+        log(
+            f"evaluation {job.name} seed {job.seed_index} done ({index + 1} of {len(pending)} "
+            f"to train): objective {found['scores']['objective']:.4f}, {found['seconds']:.1f} s"
+        )
+
+    if pending and execution.backend == "ray":
+        check_shared_folder(pending[0].checkpoint.parent, execution)
+    threads = settings.proxy.cpu_threads
+    try:
+        return map_tasks(
+            trainer,
+            pending,
+            execution,
+            resources,
+            on_result=log_done,
+            local_threads=threads,
+            local_workers=local_worker_count(execution, threads, default_device()),
+        )
+    except TasksFailed as err:
+        names = ", ".join(
+            f"{pending[f.index].name} seed {pending[f.index].seed_index}" for f in err.failures
+        )
+        raise RuntimeError(
+            f"evaluation models failed ({names}): {err}. The others are checkpointed; running "
+            "the evaluation again trains only what is missing."
+        ) from err
 
 
 def evaluation_mixtures(settings: Settings, layout: Layout) -> dict[str, np.ndarray]:

@@ -35,8 +35,10 @@ from climb_assets.core.shared.execution import (
     TaskResources,
     TasksFailed,
     check_shared_folder,
+    local_worker_count,
     map_tasks,
 )
+from climb_assets.core.shared.precision import default_device
 from climb_assets.settings import Settings
 
 Log = Callable[[str], None]
@@ -236,6 +238,9 @@ def _train_pending(
             resources,
             on_result=log_done,
             local_threads=settings.proxy.cpu_threads,
+            local_workers=local_worker_count(
+                execution, settings.proxy.cpu_threads, default_device()
+            ),
         )
     except TasksFailed as err:
         names = ", ".join(pending[f.index].describe() for f in err.failures)

@@ -20,7 +20,7 @@ import polars as pl
 
 from climb_assets.core.shared.atomic import write_json
 from climb_assets.core.shared.execution import worker_identity
-from climb_assets.settings import Settings
+from climb_assets.settings import ProxySettings, Settings, TargetSettings
 from climb_assets.store import Layout
 
 if TYPE_CHECKING:
@@ -139,7 +139,6 @@ def _open_inputs(
     the pool's manifest, so a rebuilt pool is opened afresh."""
     from climb_assets.core.search.proxy_pool import ProxyPool
     from climb_assets.core.search.targets import load_target
-    from climb_assets.settings import TargetSettings
 
     pool = ProxyPool.open(Path(pool_dir))
     targets = [TargetSettings.model_validate(t) for t in json.loads(targets_json)]
@@ -176,3 +175,56 @@ def read_checkpoint(path: Path, run_key: str, weights: np.ndarray) -> dict | Non
     done = json.loads(path.read_text())
     same = done.get("run_key") == run_key and np.allclose(done.get("weights"), weights, atol=1e-12)
     return done if same else None
+
+
+@dataclass(frozen=True)
+class EvaluationJob:
+    """Train mixture `name` (weights) as an evaluation model with seed `seed`; its checkpoint
+    is `checkpoint` (named by the weights, so equal mixtures share it)."""
+
+    name: str
+    seed_index: int
+    seed: int
+    weights: tuple[float, ...]
+    checkpoint: Path
+
+
+@dataclass(frozen=True)
+class EvaluationTrainer:
+    """Trains one EvaluationJob and checkpoints it. Picklable like ProxyTrainer, so the local
+    backend's worker processes (or Ray) train several evaluation models at once. The search
+    targets (the first `search_targets` of `targets`) define the objective; the others are
+    evaluation-only columns."""
+
+    proxy: ProxySettings
+    pool_dir: Path
+    targets: tuple[TargetSettings, ...]
+    search_targets: int
+    run_key: str
+
+    def finished(self, job: EvaluationJob) -> dict | None:
+        return read_checkpoint(job.checkpoint, self.run_key, np.asarray(job.weights))
+
+    def __call__(self, job: EvaluationJob) -> dict:
+        from climb_assets.core.search.scoring import train_and_score
+        from climb_assets.core.search.targets import objective
+
+        targets_json = json.dumps([t.model_dump(mode="json") for t in self.targets])
+        pool, tokenizer, loaded = _open_inputs(targets_json, str(self.pool_dir), self.run_key)
+        started = time.perf_counter()
+        weights = np.asarray(job.weights)
+        scored = train_and_score(self.proxy, pool, tokenizer, loaded, weights, job.seed)
+        scores = {
+            **scored.scores,
+            "objective": objective(scored.scores, loaded[: self.search_targets]),
+        }
+        found = {
+            "run_key": self.run_key,
+            "weights": list(job.weights),
+            "scores": scores,
+            "final_train_loss": scored.summary["final_loss"],
+            "train_tokens_per_second": scored.summary["tokens_per_second"],
+            "curve": [[t, v] for t, v in scored.loss_curve],
+        }
+        write_json(found, job.checkpoint)
+        return found | {"seconds": time.perf_counter() - started}

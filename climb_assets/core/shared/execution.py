@@ -1,5 +1,6 @@
-"""Where the work inside one step runs: one item after another in this process (`local`), or
-as Ray tasks at once on this machine or a cluster (`ray`).
+"""Where the work inside one step runs: on this machine (`local`: in worker processes at once,
+or one item after another in this process), or as Ray tasks on this machine or a cluster
+(`ray`).
 
 Asset code calls `map_tasks` and gets results in the order of its items whichever backend ran
 them, so `climb run`, the UI and the daemon all use the configured backend. Ray is imported only
@@ -9,10 +10,12 @@ when the `ray` backend is chosen: it is an optional extra.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import secrets
 import socket
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -88,16 +91,20 @@ def map_tasks(
     resources: TaskResources,
     on_result: Callable[[int, Result], None] | None = None,
     local_threads: int | None = None,
+    local_workers: int = 1,
 ) -> list[Result]:
     """fn(item) for every item, results in item order (never completion order).
 
-    local: in this process with `local_threads` torch threads. ray: one task per item with
-    `resources`, torch threads = its CPUs, retried when its worker is lost. Every item runs even
-    when one fails, so what the others write is kept; TasksFailed is raised at the end.
-    `on_result(index, result)` is called as each item finishes (progress logs).
+    local: `local_workers` processes at once (just this one when 1), each with `local_threads`
+    torch threads. ray: one task per item with `resources`, torch threads = its CPUs, retried
+    when its worker is lost. Every item runs even when one fails, so what the others write is
+    kept; TasksFailed is raised at the end. `on_result(index, result)` is called as each item
+    finishes (progress logs). `fn` and the items must pickle unless they run in this process.
     """
     if execution.backend == "ray":
         return _map_ray(fn, items, execution, resources, on_result)
+    if local_workers > 1 and len(items) > 1:
+        return _map_processes(fn, items, min(local_workers, len(items)), local_threads, on_result)
     results: list[Result] = []
     failures: list[TaskFailure] = []
     for index, item in enumerate(items):
@@ -112,6 +119,61 @@ def map_tasks(
     if failures:
         raise TasksFailed(failures, len(items))
     return results
+
+
+def _map_processes(
+    fn: Callable[[Item], Result],
+    items: Sequence[Item],
+    workers: int,
+    threads: int | None,
+    on_result: Callable[[int, Result], None] | None,
+) -> list[Result]:
+    """The local backend's worker processes. Spawned, not forked: a forked child inherits
+    torch's thread pools and any lock a thread of the parent held (Dagster's, gRPC's)."""
+    results: dict[int, Result] = {}
+    failures: list[TaskFailure] = []
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {
+            executor.submit(_run_pinned, fn, threads, item): index
+            for index, item in enumerate(items)
+        }
+        for future in as_completed(futures):
+            index = futures[future]
+            try:
+                results[index] = future.result()
+            except Exception as err:  # noqa: BLE001 - BrokenProcessPool for a killed worker too
+                failures.append(TaskFailure(index, err))
+                continue
+            if on_result:
+                on_result(index, results[index])
+    finally:
+        # An interrupted step (Ctrl-C, a Dagster termination) must not leave workers training.
+        for process in list(getattr(executor, "_processes", {}).values()):
+            if process.is_alive() and (failures or len(results) < len(items)):
+                process.terminate()
+        executor.shutdown(wait=True, cancel_futures=True)
+    if failures:
+        raise TasksFailed(sorted(failures, key=lambda f: f.index), len(items))
+    return [results[i] for i in range(len(items))]
+
+
+def local_worker_count(execution: ExecutionSettings, threads: int | None, device: str) -> int:
+    """Processes the local backend trains proxies in: execution.local_workers, or by default as
+    many as the CPUs hold at `threads` each. One on a GPU: several processes would each hold a
+    CUDA context and contend for the same device (Ray with fractional GPUs packs them well)."""
+    if execution.local_workers is not None:
+        return execution.local_workers
+    if device != "cpu" or threads is None:
+        return 1
+    return max(1, available_cpus() // threads)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _map_ray(

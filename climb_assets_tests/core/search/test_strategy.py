@@ -91,7 +91,8 @@ def run_rounds(
     log: Callable[[str], None] = lambda message: None,
 ) -> Search:
     """Every round of `search` with core.search.bootstrap, then the optimal mixture."""
-    settings = Settings(search=search, seed=seed)
+    # The score functions are lambdas: train in this process (worker processes need pickling).
+    settings = Settings(search=search, seed=seed, execution={"local_workers": 1})
     history: pl.DataFrame | None = None
     rounds = []
     with tempfile.TemporaryDirectory() as work:
