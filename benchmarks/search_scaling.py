@@ -1,21 +1,23 @@
 """One bootstrap iteration's proxies on the local backend (one process, then worker processes)
-beside Ray, embedding throughput by Ray
-worker count, and a proxy's tokens/s alone beside a second process sharing the machine.
+beside Ray, embedding throughput by Ray worker count, and a proxy's tokens/s alone beside a
+second process sharing the machine.
 
     .venv/bin/python benchmarks/search_scaling.py [--proxies 8] [--tokens 50000] [--docs 600]
         [--parts iteration,embedding,sharing]
 
 The proxy pool is the bundled sample tokenized by source (BPE trained on it), the target its
 held-out text; proxies have the default ProxySettings shape. Ray starts inside this process with
-`--workers` CPUs (`ray.init(num_cpus=...)`), proxies get 1 thread each on both backends, and
-the scores of both are compared. CPU time counts this process and every process it started
-(Ray's workers included). Figures only, no assertions; a machine other jobs share moves them.
+`--workers` CPUs (`ray.init(num_cpus=...)`), the local backend spawns as many worker processes,
+proxies get 1 thread each everywhere, and the scores of all three are compared. CPU time counts
+this process and every process it started (Ray's workers and the local worker processes
+included). Figures only, no assertions; a machine other jobs share moves them.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -37,7 +39,8 @@ PROXY = TaskResources(1, 0, "execution.cpus_per_proxy", "execution.gpus_per_prox
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process and all its descendants alive now."""
+    """CPU time of this process, its descendants alive now (Ray's workers) and those that ended
+    (the local backend's worker processes)."""
     me = psutil.Process()
     total = 0.0
     for process in [me, *me.children(recursive=True)]:
@@ -46,7 +49,8 @@ def cpu_seconds() -> float:
         except psutil.Error:
             continue
         total += times.user + times.system
-    return total
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return total + ended.ru_utime + ended.ru_stime
 
 
 def measured(fn: Callable[[], Any]) -> tuple[Any, float, float]:
