@@ -1,14 +1,12 @@
 """One bootstrap round on a tiny pool with tiny real proxies: what it writes, that it logs, and
 that an interrupted round resumes from its checkpoints with the same result."""
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from climb_assets.core.search.bootstrap import ProxiesFailed, RoundResult, run_round
 from climb_assets.core.search.proxy_jobs import CURVE_SCHEMA, ProxyJob, ProxyTrainer
@@ -56,14 +54,6 @@ SETTINGS = Settings.model_validate(
         ],
     }
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

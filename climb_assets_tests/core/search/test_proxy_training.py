@@ -1,5 +1,4 @@
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -16,16 +15,6 @@ TEXTS = {
     0: [f"the cat number {i} sat on the mat and looked at the dog." for i in range(200)],
     1: [f"a ship of {i} sails crossed the grey sea under the moon." for i in range(200)],
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from a second thread, and lose much when other jobs share the
-    cores (OpenMP threads wait for each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
