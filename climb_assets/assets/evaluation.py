@@ -255,17 +255,15 @@ def _train_evaluation(
     """Train the unfinished evaluation models, as many at once as the proxies' backend allows
     (local worker processes or Ray); each checkpoints itself as it finishes."""
     execution = settings.execution
-    resources = TaskResources(
-        execution.cpus_per_proxy,
-        execution.gpus_per_proxy,
-        "execution.cpus_per_proxy",
-        "execution.gpus_per_proxy",
-    )
+    resources = TaskResources.per_proxy(execution)
+
+    finished: list[int] = []  # completion order, which several workers do not keep
 
     def log_done(index: int, found: dict) -> None:
+        finished.append(index)
         job = pending[index]
         log(
-            f"evaluation {job.name} seed {job.seed_index} done ({index + 1} of {len(pending)} "
+            f"evaluation {job.name} seed {job.seed_index} done ({len(finished)} of {len(pending)} "
             f"to train): objective {found['scores']['objective']:.4f}, {found['seconds']:.1f} s"
         )
 

@@ -212,21 +212,19 @@ def _train_pending(
     """Train the unfinished proxies on the configured backend; each checkpoints itself."""
     execution = settings.execution
 
+    finished: list[int] = []  # completion order, which several workers do not keep
+
     def log_done(index: int, done: dict) -> None:
+        finished.append(index)
         job, worker = pending[index], done["worker"]
         log(
-            f"{label} proxy {job.describe()} done ({index + 1} of {len(pending)} "
+            f"{label} proxy {job.describe()} done ({len(finished)} of {len(pending)} "
             f"to train): objective {done['row']['objective']:.4f}, "
             f"{done['row']['train_tokens_per_second']:.0f} tok/s, {done['seconds']:.1f} s, "
             f"on {worker['host']} pid {worker['pid']}"
         )
 
-    resources = TaskResources(
-        execution.cpus_per_proxy,
-        execution.gpus_per_proxy,
-        "execution.cpus_per_proxy",
-        "execution.gpus_per_proxy",
-    )
+    resources = TaskResources.per_proxy(execution)
     if pending and execution.backend == "ray":
         trainer.work_dir.mkdir(parents=True, exist_ok=True)
         check_shared_folder(trainer.work_dir, execution)

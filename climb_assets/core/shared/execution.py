@@ -44,6 +44,16 @@ class TaskResources:
     cpus_key: str
     gpus_key: str
 
+    @classmethod
+    def per_proxy(cls, execution: ExecutionSettings) -> TaskResources:
+        """What each proxy (or evaluation model) reserves."""
+        return cls(
+            execution.cpus_per_proxy,
+            execution.gpus_per_proxy,
+            "execution.cpus_per_proxy",
+            "execution.gpus_per_proxy",
+        )
+
 
 @dataclass(frozen=True)
 class TaskFailure:
