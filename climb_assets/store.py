@@ -232,8 +232,9 @@ def kept_documents(layout: Layout, shards: list[str], with_text: bool) -> pl.Laz
     docs = pl.concat([pl.scan_parquet(layout.documents(s)).select(columns) for s in shards])
     assignments = pl.concat([pl.scan_parquet(layout.assignments(s)) for s in shards])
     index = pl.scan_parquet(layout.document_index).select("shard", "row")
-    return index.join(docs, on=["shard", "row"], how="left").join(
-        assignments.drop("doc_id"), on=["shard", "row"], how="left"
+    # Joins keep no row order unless asked; readers rely on the index's (shard, row) order.
+    return index.join(docs, on=["shard", "row"], how="left", maintain_order="left").join(
+        assignments.drop("doc_id"), on=["shard", "row"], how="left", maintain_order="left"
     )
 
 

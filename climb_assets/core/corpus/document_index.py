@@ -59,7 +59,7 @@ def _first_wins(frame: pl.DataFrame, key: str, reason: str) -> tuple[pl.DataFram
     first = frame.select(pl.int_range(pl.len()).over(key).alias("_n")).to_series() == 0
     kept, losers = frame.filter(first), frame.filter(~first)
     owner = kept.select(key, pl.col("shard").alias("kept_shard"), pl.col("row").alias("kept_row"))
-    rejects = losers.join(owner, on=key, how="left").with_columns(
+    rejects = losers.join(owner, on=key, how="left", maintain_order="left").with_columns(
         pl.lit(reason).alias("reason"),
         pl.format(_DETAILS[reason], "kept_shard", "kept_row").alias("detail"),
         pl.lit(None, pl.Binary).alias("raw"),

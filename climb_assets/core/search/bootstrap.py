@@ -116,7 +116,7 @@ def run_round(
     ]
     first_runs = [row for row in rows if row["repeat"] == 0]
     scored = candidates.join(
-        pl.DataFrame(first_runs).drop("repeat"), on="candidate_id"
+        pl.DataFrame(first_runs).drop("repeat"), on="candidate_id", maintain_order="left"
     ).with_columns(pl.col("objective").alias("score"))
     repeats = repeat_table(rows, iteration)
     everything = scored if history is None else pl.concat([history, scored], how="diagonal")
