@@ -7,6 +7,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -15,16 +16,9 @@ import polars as pl
 
 from climb_assets.core.clustering.naming import round_for_reading
 from climb_assets.core.search.mixtures import constraint_budget
-from climb_assets.core.search.proxy_jobs import EvaluationJob, EvaluationTrainer
+from climb_assets.core.search.proxy_jobs import EvaluationJob, EvaluationTrainer, absolute_targets
 from climb_assets.core.shared.atomic import atomic_dir, write_json, write_parquet
-from climb_assets.core.shared.execution import (
-    TaskResources,
-    TasksFailed,
-    check_shared_folder,
-    local_worker_count,
-    map_tasks,
-)
-from climb_assets.core.shared.precision import default_device
+from climb_assets.core.shared.execution import TasksFailed, map_proxy_tasks
 from climb_assets.graph import OPTIONAL_TAG
 from climb_assets.metadata import (
     plot,
@@ -179,10 +173,8 @@ def run_evaluation(
     mixtures = evaluation_mixtures(settings, layout)
     same = ev.same_as(mixtures)
     seeds = ev.evaluation_seeds(settings.seed, settings.evaluation.seeds)
-    search_targets = [t.model_copy(update={"path": t.path.resolve()}) for t in settings.targets]
-    extra_targets = [
-        t.model_copy(update={"path": t.path.resolve()}) for t in settings.evaluation.targets
-    ]
+    search_targets = absolute_targets(settings.targets)
+    extra_targets = absolute_targets(settings.evaluation.targets)
     clash = {t.name for t in search_targets} & {t.name for t in extra_targets}
     if clash:
         raise ValueError(f"evaluation.targets reuse search target names {sorted(clash)}")
@@ -213,7 +205,11 @@ def run_evaluation(
                 f"from {job.checkpoint}"
             )
     pending = [job for job in jobs if done[(job.name, job.seed_index)] is None]
-    for job, found in zip(pending, _train_evaluation(trainer, pending, settings, log), strict=True):
+    for job, found in zip(
+        pending,
+        _train_evaluation(trainer, pending, settings, layout.evaluation_work.resolve(), log),
+        strict=True,
+    ):
         done[(job.name, job.seed_index)] = found
     rows, curves = [], []
     for name in mixtures:
@@ -250,36 +246,21 @@ def _train_evaluation(
     trainer: EvaluationTrainer,
     pending: list[EvaluationJob],
     settings: Settings,
+    work_dir: Path,
     log: Callable[[str], None],
 ) -> list[dict]:
     """Train the unfinished evaluation models, as many at once as the proxies' backend allows
     (local worker processes or Ray); each checkpoints itself as it finishes."""
-    execution = settings.execution
-    resources = TaskResources.per_proxy(execution)
 
-    finished: list[int] = []  # completion order, which several workers do not keep
-
-    def log_done(index: int, found: dict) -> None:
-        finished.append(index)
+    def log_done(index: int, found: dict, finished: int) -> None:
         job = pending[index]
         log(
-            f"evaluation {job.name} seed {job.seed_index} done ({len(finished)} of {len(pending)} "
+            f"evaluation {job.name} seed {job.seed_index} done ({finished} of {len(pending)} "
             f"to train): objective {found['scores']['objective']:.4f}, {found['seconds']:.1f} s"
         )
 
-    if pending and execution.backend == "ray":
-        check_shared_folder(pending[0].checkpoint.parent, execution)
-    threads = settings.proxy.cpu_threads
     try:
-        return map_tasks(
-            trainer,
-            pending,
-            execution,
-            resources,
-            on_result=log_done,
-            local_threads=threads,
-            local_workers=local_worker_count(execution, threads, default_device()),
-        )
+        return map_proxy_tasks(trainer, pending, settings, work_dir, log_done)
     except TasksFailed as err:
         names = ", ".join(
             f"{pending[f.index].name} seed {pending[f.index].seed_index}" for f in err.failures

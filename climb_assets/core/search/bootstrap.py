@@ -31,14 +31,7 @@ from climb_assets.core.search.strategy import (
     plan_iteration,
     seed_noise,
 )
-from climb_assets.core.shared.execution import (
-    TaskResources,
-    TasksFailed,
-    check_shared_folder,
-    local_worker_count,
-    map_tasks,
-)
-from climb_assets.core.shared.precision import default_device
+from climb_assets.core.shared.execution import TasksFailed, map_proxy_tasks
 from climb_assets.settings import Settings
 
 Log = Callable[[str], None]
@@ -210,42 +203,25 @@ def _train_pending(
     trainer: ProxyTrainer, pending: list[ProxyJob], settings: Settings, log: Log, label: str
 ) -> dict[ProxyJob, dict]:
     """Train the unfinished proxies on the configured backend; each checkpoints itself."""
-    execution = settings.execution
 
-    finished: list[int] = []  # completion order, which several workers do not keep
-
-    def log_done(index: int, done: dict) -> None:
-        finished.append(index)
+    def log_done(index: int, done: dict, finished: int) -> None:
         job, worker = pending[index], done["worker"]
         log(
-            f"{label} proxy {job.describe()} done ({len(finished)} of {len(pending)} "
+            f"{label} proxy {job.describe()} done ({finished} of {len(pending)} "
             f"to train): objective {done['row']['objective']:.4f}, "
             f"{done['row']['train_tokens_per_second']:.0f} tok/s, {done['seconds']:.1f} s, "
             f"on {worker['host']} pid {worker['pid']}"
         )
 
-    resources = TaskResources.per_proxy(execution)
-    if pending and execution.backend == "ray":
-        trainer.work_dir.mkdir(parents=True, exist_ok=True)
-        check_shared_folder(trainer.work_dir, execution)
     try:
-        results = map_tasks(
-            trainer,
-            pending,
-            execution,
-            resources,
-            on_result=log_done,
-            local_threads=settings.proxy.cpu_threads,
-            local_workers=local_worker_count(
-                execution, settings.proxy.cpu_threads, default_device()
-            ),
-        )
+        results = map_proxy_tasks(trainer, pending, settings, trainer.work_dir, log_done)
     except TasksFailed as err:
         names = ", ".join(pending[f.index].describe() for f in err.failures)
         raise ProxiesFailed(
             f"{label}: proxies failed ({names}): {err}. The other proxies are "
             "checkpointed; materializing this iteration again trains only what is missing "
-            f"(Ray retries a lost worker execution.max_retries = {execution.max_retries} times)."
+            "(Ray retries a lost worker execution.max_retries = "
+            f"{settings.execution.max_retries} times)."
         ) from err
     return dict(zip(pending, results, strict=True))
 

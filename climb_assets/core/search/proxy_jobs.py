@@ -145,10 +145,15 @@ def _open_inputs(
     return pool, pool.tokenizer(), [load_target(t) for t in targets]
 
 
+def absolute_targets(targets: list[TargetSettings]) -> list[TargetSettings]:
+    """`targets` with their paths resolved against this process's directory: a worker's
+    working directory need not be this process's."""
+    return [t.model_copy(update={"path": t.path.resolve()}) for t in targets]
+
+
 def with_absolute_target_paths(settings: Settings) -> Settings:
     """`settings` with its targets' paths resolved against this process's directory."""
-    targets = [t.model_copy(update={"path": t.path.resolve()}) for t in settings.targets]
-    return settings.model_copy(update={"targets": targets})
+    return settings.model_copy(update={"targets": absolute_targets(settings.targets)})
 
 
 def canonical_run_row(row: dict) -> dict:

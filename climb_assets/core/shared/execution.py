@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from climb_assets.core.shared.atomic import atomic_path
 
 if TYPE_CHECKING:
-    from climb_assets.settings import ExecutionSettings
+    from climb_assets.settings import ExecutionSettings, Settings
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -43,16 +43,6 @@ class TaskResources:
     gpus: float
     cpus_key: str
     gpus_key: str
-
-    @classmethod
-    def per_proxy(cls, execution: ExecutionSettings) -> TaskResources:
-        """What each proxy (or evaluation model) reserves."""
-        return cls(
-            execution.cpus_per_proxy,
-            execution.gpus_per_proxy,
-            "execution.cpus_per_proxy",
-            "execution.gpus_per_proxy",
-        )
 
 
 @dataclass(frozen=True)
@@ -129,6 +119,48 @@ def map_tasks(
     if failures:
         raise TasksFailed(failures, len(items))
     return results
+
+
+def map_proxy_tasks(
+    fn: Callable[[Item], Result],
+    items: Sequence[Item],
+    settings: Settings,
+    work_dir: Path,
+    on_done: Callable[[int, Result, int], None],
+) -> list[Result]:
+    """`map_tasks` for proxy-sized models (the search's proxies, the evaluation's models): each
+    reserves execution.cpus_per_proxy / gpus_per_proxy and trains with proxy.cpu_threads torch
+    threads, the local backend running `local_worker_count` of them at once. On Ray every node
+    must see `work_dir`, where each task writes its checkpoint. `on_done(index, result,
+    finished)` is called as each item finishes, `finished` counting them in completion order."""
+    from climb_assets.core.shared.precision import default_device
+
+    execution = settings.execution
+    if items and execution.backend == "ray":
+        work_dir.mkdir(parents=True, exist_ok=True)
+        check_shared_folder(work_dir, execution)
+    finished = 0
+
+    def counted(index: int, result: Result) -> None:
+        nonlocal finished
+        finished += 1
+        on_done(index, result, finished)
+
+    threads = settings.proxy.cpu_threads
+    return map_tasks(
+        fn,
+        items,
+        execution,
+        TaskResources(
+            execution.cpus_per_proxy,
+            execution.gpus_per_proxy,
+            "execution.cpus_per_proxy",
+            "execution.gpus_per_proxy",
+        ),
+        on_result=counted,
+        local_threads=threads,
+        local_workers=local_worker_count(execution, threads, default_device()),
+    )
 
 
 def _map_processes(
