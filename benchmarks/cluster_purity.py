@@ -141,6 +141,9 @@ def main() -> None:
     parser.add_argument("--targets", default="7,10,15", help="comma-separated")
     parser.add_argument("--threads", type=int, default=1, help="torch and faiss threads")
     parser.add_argument("--no-prune", action="store_true", help="keep every cluster")
+    parser.add_argument(
+        "--max-seq-length", type=int, default=EmbeddingSettings().max_seq_length, help="encoder"
+    )
     args = parser.parse_args()
 
     import faiss
@@ -152,7 +155,9 @@ def main() -> None:
     else:
         min_quality, min_docs = conf.min_mean_quality, conf.min_cluster_docs
     shards = read_corpus(CorpusSettings(path=args.corpus))
-    vectors = embeddings(shards, EmbeddingSettings(device="cpu"), args.threads)
+    vectors = embeddings(
+        shards, EmbeddingSettings(device="cpu", max_seq_length=args.max_seq_length), args.threads
+    )
     keys = list(shards)
     sample = sample_for_fit([vectors[s] for s in keys], conf.sample_size, args.seed, keys)
     centroids = fit_kmeans(sample, args.k, args.niter, args.seed, "never")

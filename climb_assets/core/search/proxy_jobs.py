@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from climb_assets.core.search.proxy_pool import ProxyPool
     from climb_assets.core.search.targets import LoadedTarget
 
-# How proxies are seeded; part of the checkpoint key, so a change never resumes old proxies.
-PROXY_SEEDING = "common-random-numbers-v1"
+# How proxies are seeded and scored; part of the checkpoint key, so a change never resumes old
+# proxies. v2: multiple-choice targets scored by gold_loss score their gold choices alone.
+PROXY_PROTOCOL = "common-random-numbers-v1/objective-metrics-v2"
 # Checkpoints store their keys sorted while fresh rows come in training order; one fixed order
 # for both, so a resumed iteration writes the same files as an uninterrupted one.
 RUN_ROW_FIRST = ("candidate_id", "repeat", "objective")
@@ -89,6 +90,7 @@ class ProxyTrainer:
             targets,
             weights,
             proxy_seed(self.settings.seed, job.repeat),
+            objective_only=True,
         )
         done = {
             "run_key": self.run_key,
@@ -165,7 +167,7 @@ def canonical_run_row(row: dict) -> dict:
 def proxy_run_key(settings: Settings, layout: Layout) -> str:
     """Everything besides the weights that decides a proxy's scores."""
     parts = [
-        PROXY_SEEDING,
+        PROXY_PROTOCOL,
         settings.proxy.model_dump_json(),
         json.dumps([t.model_dump(mode="json") for t in settings.targets], sort_keys=True),
         str(settings.seed),

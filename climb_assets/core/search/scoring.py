@@ -33,9 +33,11 @@ def train_and_score(
     targets: list[LoadedTarget],
     weights: np.ndarray,
     seed: int,
+    objective_only: bool = False,
 ) -> ScoredRun:
     """Train a fresh model of `proxy`'s shape on `weights` (one per pool group, in group order)
-    with `seed` for initialisation and data order, then score it on every target."""
+    with `seed` for initialisation and data order, then score it on every target (only the
+    metrics the objective needs with `objective_only`, as the search does)."""
     from climb_assets.core.search.proxy_training import train_proxy
     from climb_assets.core.search.targets import objective, score_targets
 
@@ -44,6 +46,6 @@ def train_and_score(
         raise ValueError(f"{len(weights)} weights for a pool of {len(groups)} groups")
     mixture = {group: float(w) for group, w in zip(groups, weights, strict=True)}
     run = train_proxy(pool, mixture, proxy, seed)
-    scores = score_targets(run.model, tokenizer, targets, proxy)
+    scores = score_targets(run.model, tokenizer, targets, proxy, objective_only)
     scores["objective"] = objective(scores, targets)
     return ScoredRun(scores, run.loss_curve, run.summary())

@@ -14,7 +14,9 @@ Metrics (keys of `score_targets`, as "<target name>/<metric>"):
 - text: `loss` (mean NLL per token, nats) and `bits_per_byte` (total NLL / ln 2 / UTF-8 bytes).
 - multiple_choice: `accuracy` (argmax over choices of the summed choice log-prob given the
   query), `accuracy_norm` (the same divided by the choice's UTF-8 bytes) and `gold_loss` (NLL per
-  token of the gold choice).
+  token of the gold choice). With `objective_only`, a target whose metric is `gold_loss` scores
+  its gold choices alone and reports `gold_loss` alone: the search needs nothing else, and the
+  other choices are most of the work (three quarters with four choices).
 
 `objective` combines one metric per target into a single number where HIGHER IS BETTER:
 lower-is-better metrics enter negated (see METRIC_DIRECTIONS).
@@ -179,9 +181,11 @@ def score_targets(
     tokenizer: Tokenizer,
     targets: Sequence[LoadedTarget],
     settings: ProxySettings,
+    objective_only: bool = False,
 ) -> dict[str, float]:
     """Every metric of every target, keyed "<name>/<metric>", plus the counts behind them
     ("<name>/tokens" and "<name>/bytes" for text, "<name>/examples" for multiple choice).
+    With `objective_only`, multiple-choice targets scored by `gold_loss` skip the other metrics.
 
     Scoring runs in fp32, in eval mode, whatever precision the proxy was trained in."""
     was_training = model.training
@@ -192,7 +196,10 @@ def score_targets(
             if target.settings.kind == "text":
                 metrics = score_text(model, tokenizer, target.texts, settings)
             else:
-                metrics = score_choices(model, tokenizer, target.examples, settings.seq_len)
+                gold_only = objective_only and metric_of(target.settings) == "gold_loss"
+                metrics = score_choices(
+                    model, tokenizer, target.examples, settings.seq_len, gold_only
+                )
             scores.update({f"{target.name}/{key}": value for key, value in metrics.items()})
     model.train(was_training)
     return scores
@@ -260,8 +267,16 @@ def score_choices(
     tokenizer: Tokenizer,
     examples: Sequence[ChoiceExample],
     seq_len: int,
+    gold_only: bool = False,
 ) -> dict[str, float]:
-    """Log-likelihood accuracy, byte-length-normalized accuracy and gold-choice loss per token."""
+    """Log-likelihood accuracy, byte-length-normalized accuracy and gold-choice loss per token;
+    with `gold_only`, the gold-choice loss alone, from the gold choices alone."""
+    if gold_only:
+        logprobs, n_tokens = choice_logprobs(model, tokenizer, examples, seq_len, gold_only=True)
+        return {
+            "gold_loss": float(-sum(lp[0] for lp in logprobs) / sum(nt[0] for nt in n_tokens)),
+            "examples": float(len(examples)),
+        }
     logprobs, n_tokens = choice_logprobs(model, tokenizer, examples, seq_len)
     correct = correct_norm = 0
     gold_nll = 0.0
@@ -286,28 +301,33 @@ def choice_logprobs(
     tokenizer: Tokenizer,
     examples: Sequence[ChoiceExample],
     seq_len: int,
+    gold_only: bool = False,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per example: summed log-prob of each choice's tokens given EOS + query, and token counts.
+    """Per example: summed log-prob of each choice's tokens given EOS + query, and token counts
+    (with `gold_only`, of the gold choice alone: arrays of length 1).
 
     If context + choice exceed seq_len + 1 tokens, the context is cut from the left (and a choice
     longer than seq_len tokens is cut to its first seq_len tokens).
     """
     eos = eos_id(tokenizer)
+    scored = [
+        [continuations(e)[e.gold]] if gold_only else continuations(e) for e in examples
+    ]
     queries = encode_many(tokenizer, [e.query for e in examples])
-    choices = encode_many(tokenizer, [c for e in examples for c in continuations(e)])
+    choices = encode_many(tokenizer, [c for texts in scored for c in texts])
     sequences: list[tuple[list[int], int]] = []  # (ids, number of trailing choice tokens)
     position = 0
-    for example, query in zip(examples, queries, strict=True):
-        for choice in choices[position : position + len(example.choices)]:
+    for texts, query in zip(scored, queries, strict=True):
+        for choice in choices[position : position + len(texts)]:
             sequences.append(_fit_context([eos, *query], choice, seq_len))
-        position += len(example.choices)
+        position += len(texts)
     sums = _continuation_logprobs(model, sequences)
     logprobs, counts, position = [], [], 0
-    for example in examples:
-        span = slice(position, position + len(example.choices))
+    for texts in scored:
+        span = slice(position, position + len(texts))
         logprobs.append(np.array(sums[span]))
         counts.append(np.array([n for _, n in sequences[span]]))
-        position += len(example.choices)
+        position += len(texts)
     return logprobs, counts
 
 

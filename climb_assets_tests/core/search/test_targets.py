@@ -257,6 +257,31 @@ def test_untrained_model_is_not_accurate_by_construction(
     assert scores["mc/accuracy"] == pytest.approx(1 / 3)  # same answer every time, gold rotates
 
 
+def test_objective_only_scores_gold_choices_for_gold_loss_alone(
+    random_model: ProxyLM, tokenizer: Tokenizer
+) -> None:
+    """The search's scoring (objective_only) gives the same gold_loss from the gold choices alone;
+    a target scored by accuracy still needs, and gets, every choice."""
+    examples = tuple(
+        ChoiceExample(f"the cat {'sat ' * i}on the", (" mat.", " sky.", " dog on a log."), i % 3)
+        for i in range(40)
+    )
+    by_gold = LoadedTarget(
+        TargetSettings(name="g", kind="multiple_choice", path=Path("g"), metric="gold_loss"),
+        examples=examples,
+    )
+    by_accuracy = LoadedTarget(
+        TargetSettings(name="a", kind="multiple_choice", path=Path("a")), examples=examples
+    )
+    full = score_targets(random_model, tokenizer, [by_gold, by_accuracy], SETTINGS)
+    lean = score_targets(random_model, tokenizer, [by_gold, by_accuracy], SETTINGS, True)
+    assert lean["g/gold_loss"] == pytest.approx(full["g/gold_loss"], rel=1e-9)
+    assert "g/accuracy" not in lean and lean["g/examples"] == 40
+    assert {k: v for k, v in lean.items() if k.startswith("a/")} == {
+        k: v for k, v in full.items() if k.startswith("a/")
+    }
+
+
 # ---------------------------------------------------------------------------- objective
 
 
