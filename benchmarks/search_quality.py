@@ -98,7 +98,10 @@ def write_config(domain: str, target: Path, dest: Path, args: argparse.Namespace
 def start_run(domain: str, config: Path, evaluate_only: bool) -> subprocess.Popen:
     home = config.parent / "dagster_home"
     home.mkdir(exist_ok=True)
-    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    # The project's dagster.yaml keeps the instance under ./.dagster_home, relative to the working
+    # directory: every run here has that same one, so each gets its own folders instead.
+    instance = (ROOT / "dagster.yaml").read_text().replace(".dagster_home/", f"{home}/")
+    (home / "dagster.yaml").write_text(instance)
     env = dict(os.environ, CLIMB_CONFIG=str(config), DAGSTER_HOME=str(home), HF_HUB_OFFLINE="1")
     log = (config.parent / "run.log").open("a")
     command = [sys.executable, "-m", "climb_assets.cli", "run", "--evaluate"]

@@ -9,6 +9,7 @@ when the `ray` backend is chosen: it is an optional extra.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing
 import os
@@ -170,11 +171,11 @@ def _map_processes(
     threads: int | None,
     on_result: Callable[[int, Result], None] | None,
 ) -> list[Result]:
-    """The local backend's worker processes. Spawned, not forked: a forked child inherits
-    torch's thread pools and any lock a thread of the parent held (Dagster's, gRPC's)."""
+    """The local backend's worker processes, kept for the next call when every item succeeded
+    (see `_worker_pool`)."""
     results: dict[int, Result] = {}
     failures: list[TaskFailure] = []
-    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    executor = _worker_pool(workers)
     try:
         futures = {
             executor.submit(_run_pinned, fn, threads, item): index
@@ -190,14 +191,51 @@ def _map_processes(
             if on_result:
                 on_result(index, results[index])
     finally:
-        # An interrupted step (Ctrl-C, a Dagster termination) must not leave workers training.
-        for process in list(getattr(executor, "_processes", {}).values()):
-            if process.is_alive() and (failures or len(results) < len(items)):
-                process.terminate()
-        executor.shutdown(wait=True, cancel_futures=True)
+        # An interrupted step (Ctrl-C, a Dagster termination) must not leave workers training;
+        # after a failure (a killed worker breaks the pool) the next call starts afresh.
+        if failures or len(results) < len(items):
+            release_worker_pool(terminate=True)
     if failures:
         raise TasksFailed(sorted(failures, key=lambda f: f.index), len(items))
     return [results[i] for i in range(len(items))]
+
+
+# (owner pid, worker count, pool): the local backend's worker processes, kept between calls in
+# this process, since spawning them and importing torch costs seconds each time (three times in
+# a `climb run`, once per iteration). A forked child never uses its parent's pool.
+_pool: tuple[int, int, ProcessPoolExecutor] | None = None
+
+
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    """`workers` worker processes, the kept ones when the count is unchanged. Spawned, not
+    forked: a forked child inherits torch's thread pools and any lock a thread of the parent
+    held (Dagster's, gRPC's)."""
+    global _pool
+    if _pool is not None and _pool[:2] != (os.getpid(), workers):
+        release_worker_pool()
+    if _pool is None:
+        context = multiprocessing.get_context("spawn")
+        _pool = (os.getpid(), workers, ProcessPoolExecutor(workers, mp_context=context))
+    return _pool[2]
+
+
+def release_worker_pool(terminate: bool = False) -> None:
+    """Shut the kept worker processes down (`terminate`: without waiting for their work)."""
+    global _pool
+    if _pool is None:
+        return
+    owner, _, executor = _pool
+    _pool = None
+    if owner != os.getpid():
+        return
+    if terminate:
+        for process in list((getattr(executor, "_processes", None) or {}).values()):
+            if process.is_alive():
+                process.terminate()
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(release_worker_pool)
 
 
 def local_worker_count(execution: ExecutionSettings, threads: int | None, device: str) -> int:

@@ -2,6 +2,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,11 +12,13 @@ from climb_assets.core.search.proxy_model import ModelConfig, ProxyLM
 from climb_assets.core.search.proxy_pool import ProxyPool, build_pool
 from climb_assets.core.search.proxy_training import train_proxy
 from climb_assets.core.search.targets import (
+    EVAL_BATCH_SIZE,
     METRIC_DIRECTIONS,
     OBJECTIVE_HIGHER_IS_BETTER,
     ChoiceExample,
     LoadedTarget,
     TargetFileError,
+    _continuation_logprobs,
     bits_per_byte,
     choice_logprobs,
     continuations,
@@ -214,6 +217,18 @@ def test_choice_logprob_matches_the_logits(random_model: ProxyLM, tokenizer: Tok
     by_hand = sum(float(log_probs[len(context) - 1 + i, t]) for i, t in enumerate(choice))
     assert counts[1] == len(choice)
     assert logprobs[1] == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_batched_logprobs_come_back_in_input_order(random_model: ProxyLM) -> None:
+    """Sequences are batched by length; each result still belongs to its own sequence."""
+    rng = np.random.default_rng(0)
+    sequences = [
+        (rng.integers(0, 200, size=int(rng.integers(3, 33))).tolist(), int(rng.integers(1, 3)))
+        for _ in range(3 * EVAL_BATCH_SIZE)
+    ]
+    batched = _continuation_logprobs(random_model, sequences)
+    alone = [_continuation_logprobs(random_model, [seq])[0] for seq in sequences]
+    assert batched == pytest.approx(alone, rel=1e-5)
 
 
 def test_choices_are_joined_to_the_query_by_one_space_when_needed() -> None:

@@ -18,6 +18,7 @@ from climb_assets.core.shared.execution import (
     available_cpus,
     local_worker_count,
     map_tasks,
+    release_worker_pool,
 )
 from climb_assets.settings import ExecutionSettings, ProxySettings
 
@@ -87,6 +88,24 @@ def test_a_killed_worker_fails_the_call_instead_of_hanging() -> None:
     with pytest.raises(TasksFailed) as caught:
         map_tasks(die_on_one, [0, 1, 2, 3], LOCAL, RESOURCES, local_workers=2)
     assert 1 in {f.index for f in caught.value.failures}
+
+
+def test_worker_processes_are_kept_for_the_next_call_unless_one_failed() -> None:
+    """A `climb run` trains each iteration's proxies in the same worker processes; a call that
+    lost a worker leaves none behind, and the next call gets fresh ones."""
+
+    def pids() -> set[int]:
+        results = map_tasks(where_and_threads, [0.3] * 4, LOCAL, RESOURCES, local_workers=2)
+        return {pid for pid, _ in results}
+
+    first = pids()
+    assert pids() == first
+    with pytest.raises(TasksFailed):
+        map_tasks(die_on_one, [0, 1, 2, 3], LOCAL, RESOURCES, local_workers=2)
+    after = pids()
+    assert len(after) == 2 and not after & first
+    release_worker_pool()
+    assert not pids() & after
 
 
 def test_worker_count_follows_the_cpus_and_the_device() -> None:
