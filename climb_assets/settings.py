@@ -77,7 +77,12 @@ class TargetSettings(_Section):
     path: Path = Field(description="The target's JSONL file.")
     weight: float = Field(1.0, ge=0, description="Weight of this target in the objective.")
     metric: Literal["bits_per_byte", "loss", "accuracy", "accuracy_norm", "gold_loss"] | None = (
-        Field(None, description="Default: bits_per_byte for text, accuracy for multiple_choice.")
+        Field(
+            None,
+            description="Default: bits_per_byte for text, accuracy for multiple_choice. "
+            "gold_loss needs only the gold choice, so the search's proxies score no other (a "
+            "quarter of the work with four choices).",
+        )
     )
     text_field: str = Field("text", description="Field of a text target holding the text.")
     max_examples: int | None = Field(None, ge=1, description="Use only the first N records.")
