@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -172,7 +173,8 @@ def report(domain: str, run_dir: Path) -> list[dict]:
         verdict = "beaten" if margin["beaten"] else "NOT beaten"
         print(
             f"  optimal - {margin['baseline']:14} {margin['margin']:+.4f} "
-            f"(spread {margin['spread']:.4f}): {verdict}"
+            f"(spread {margin['spread']:.4f}, paired {margin.get('paired_std') or math.nan:.4f}): "
+            f"{verdict}"
         )
     return rows
 

@@ -128,6 +128,7 @@ def mixture_evaluation(
     for m in summary["margins"]:
         check_metadata[f"margin_{m['baseline']}"] = _readable(m["margin"])
         check_metadata[f"spread_{m['baseline']}"] = _readable(m["spread"])
+        check_metadata[f"paired_spread_{m['baseline']}"] = _readable(m.get("paired_std"))
     return dg.MaterializeResult(
         metadata={
             "objective_direction": "higher is better",
@@ -331,7 +332,7 @@ def evaluation_summary(
         name: ev.Stat(row["n"], row["objective_mean"], row["objective_std"])
         for name, row in by_name.items()
     }
-    margins = ev.margins(stats, same)
+    margins = ev.margins(stats, same, ev.paired_stds(runs))
     return {
         "objective_direction": "higher is better",
         "tokens_per_model": settings.evaluation.tokens,
@@ -377,7 +378,7 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
     ]
     lines.append(
         "margin of optimal over each baseline (mean objective difference; spread = the "
-        "larger seed std):"
+        "larger seed std; paired = std of the difference at equal seeds):"
     )
     for m in summary["margins"]:
         verdict = (
@@ -387,7 +388,8 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
         )
         lines.append(
             f"  {m['baseline']:<14} {_fmt(m['margin']):>10}  "
-            f"spread {_fmt(m['spread'], sign=False):>8}  {verdict}"
+            f"spread {_fmt(m['spread'], sign=False):>8}  "
+            f"paired {_fmt(m.get('paired_std'), sign=False):>8}  {verdict}"
         )
     lines.append(f"{CHECK}: {'passed' if summary[CHECK] else 'failed'}")
     return lines

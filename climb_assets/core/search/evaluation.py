@@ -111,15 +111,23 @@ class Margin:
     spread: float  # the larger of the two seed stds
     beaten: bool
     same_as_optimal: bool
+    # std over seeds of (optimal - baseline) at the same seed; NaN when not given. Every mixture
+    # trains with the same seeds, so this is the noise of the difference itself: informative
+    # beside `spread`, but the verdict keeps the stricter unpaired rule.
+    paired_std: float = math.nan
 
 
 def margins(
-    stats: Mapping[str, Stat], same: Mapping[str, str | None] | None = None
+    stats: Mapping[str, Stat],
+    same: Mapping[str, str | None] | None = None,
+    paired: Mapping[str, float] | None = None,
 ) -> list[Margin]:
     """The optimal's margin over each baseline; it beats a baseline when the margin exceeds the
     larger seed std (NaN std, i.e. one seed, never counts as beaten). A baseline identical to
-    the optimal is reported but cannot be beaten, and is left out of the verdict."""
+    the optimal is reported but cannot be beaten, and is left out of the verdict. `paired`:
+    each baseline's paired std (see `paired_stds`)."""
     same = same or {}
+    paired = paired or {}
     best = stats[OPTIMAL]
     found = []
     for name, s in stats.items():
@@ -129,7 +137,22 @@ def margins(
         margin = best.mean - s.mean
         spread = max(best.std, s.std)
         beaten = not identical and bool(margin > spread)  # NaN compares False
-        found.append(Margin(name, margin, spread, beaten, identical))
+        found.append(Margin(name, margin, spread, beaten, identical, paired.get(name, math.nan)))
+    return found
+
+
+def paired_stds(runs: pl.DataFrame, metric: str = "objective") -> dict[str, float]:
+    """Per mixture other than the optimal: the sample std over seeds of the optimal's `metric`
+    minus the mixture's at the same seed (`seed_index` column); NaN with fewer than two seeds
+    in common."""
+    wide = runs.pivot(on="mixture", index="seed_index", values=metric).sort("seed_index")
+    optimal = wide[OPTIMAL].to_numpy()
+    found = {}
+    for name in wide.columns:
+        if name in ("seed_index", OPTIMAL):
+            continue
+        diff = optimal - wide[name].to_numpy()
+        found[name] = stat(diff[np.isfinite(diff)]).std
     return found
 
 

@@ -105,7 +105,7 @@ def map_tasks(
     if execution.backend == "ray":
         return _map_ray(fn, items, execution, resources, on_result)
     if local_workers > 1 and len(items) > 1:
-        return _map_processes(fn, items, min(local_workers, len(items)), local_threads, on_result)
+        return _map_processes(fn, items, local_workers, local_threads, on_result)
     results: list[Result] = []
     failures: list[TaskFailure] = []
     for index, item in enumerate(items):

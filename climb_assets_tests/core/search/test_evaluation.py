@@ -16,6 +16,7 @@ from climb_assets.core.search.evaluation import (
     evaluation_seeds,
     margins,
     optimal_beats_baselines,
+    paired_stds,
     same_as,
     stat,
     summarize,
@@ -101,6 +102,25 @@ def test_summary_statistics() -> None:
     assert np.allclose(table["objective_std"].to_list(), [1.0, 0.0])
     assert np.allclose(table["t/accuracy_std"].to_list(), [0.0, 0.1])
     assert math.isnan(stat([1.0]).std)
+
+
+def test_paired_spread_is_the_noise_of_the_difference_at_equal_seeds() -> None:
+    """Seeds move both mixtures together here: each alone spreads by about 1, their difference
+    by 0.05, and the verdict still follows the unpaired rule."""
+    runs = pl.DataFrame(
+        {
+            "mixture": ["uniform", "optimal"] * 3,
+            "seed_index": [2, 2, 0, 0, 1, 1],  # any row order
+            "objective": [2.9, 3.05, 1.0, 1.1, 2.0, 2.2],
+        }
+    )
+    paired = paired_stds(runs)
+    assert set(paired) == {"uniform"}
+    assert math.isclose(paired["uniform"], 0.05, rel_tol=1e-9)  # std of 0.1, 0.2, 0.15
+    stats = {name: stat(g["objective"]) for (name,), g in runs.group_by("mixture")}
+    (margin,) = margins(stats, paired=paired)
+    assert math.isclose(margin.paired_std, 0.05, rel_tol=1e-9)
+    assert margin.spread > 0.9 and math.isclose(margin.margin, 0.15) and not margin.beaten
 
 
 def test_check_passes_only_beyond_the_larger_spread() -> None:
