@@ -12,9 +12,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import multiprocessing
+import multiprocessing.connection
 import os
 import secrets
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -82,7 +84,50 @@ def set_torch_threads(threads: int | None) -> None:
 
 def _run_pinned(fn: Callable[[Item], Result], threads: int | None, item: Item) -> Result:
     set_torch_threads(threads)
-    return fn(item)
+    with _worker_state:
+        _worker_state.busy = True
+    try:
+        return fn(item)
+    finally:
+        with _worker_state:
+            _worker_state.busy = False
+            if _worker_state.orphaned:  # nobody will read the result; fn checkpointed it
+                os._exit(0)
+
+
+class _WorkerState:
+    """Whether this worker process is running an item, and whether its parent has died."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.busy = False
+        self.orphaned = False
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *_: object) -> None:
+        self._lock.release()
+
+
+_worker_state = _WorkerState()
+
+
+def _start_parent_watch() -> None:
+    """Worker initializer: exit when the parent process dies (a `kill -9` of `climb`), at once
+    when idle, else after the current item. Otherwise kept workers would wait for work forever."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        with _worker_state:
+            _worker_state.orphaned = True
+            if not _worker_state.busy:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="climb-parent-watch", daemon=True).start()
 
 
 def map_tasks(
@@ -211,11 +256,14 @@ def _worker_pool(workers: int) -> ProcessPoolExecutor:
     forked: a forked child inherits torch's thread pools and any lock a thread of the parent
     held (Dagster's, gRPC's)."""
     global _pool
-    if _pool is not None and _pool[:2] != (os.getpid(), workers):
+    if _pool is not None and (
+        _pool[:2] != (os.getpid(), workers) or getattr(_pool[2], "_broken", False)
+    ):
         release_worker_pool()
     if _pool is None:
         context = multiprocessing.get_context("spawn")
-        _pool = (os.getpid(), workers, ProcessPoolExecutor(workers, mp_context=context))
+        executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_parent_watch)
+        _pool = (os.getpid(), workers, executor)
     return _pool[2]
 
 

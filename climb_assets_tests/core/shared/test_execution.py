@@ -3,6 +3,8 @@ score the same whichever number of processes trained them."""
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -145,3 +147,64 @@ def test_proxies_score_the_same_in_one_process_or_in_two(tmp_path: Path) -> None
     spread = map_tasks(train, shares, LOCAL, RESOURCES, local_threads=1, local_workers=2)
     assert spread == alone
     assert alone[0] != alone[2]  # the mixtures differ, so equal curves mean something
+
+
+class MarkWhenDone:
+    """Sleeps, then writes a file named after the item and this process (picklable)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __call__(self, seconds: float) -> int:
+        time.sleep(seconds)
+        (self.folder / f"{seconds}-{os.getpid()}").write_text("done")
+        return os.getpid()
+
+
+_KILLED_PARENT = """
+import os, sys, threading, time
+from pathlib import Path
+from climb_assets.core.shared.execution import map_tasks
+from climb_assets_tests.core.shared.test_execution import LOCAL, RESOURCES, MarkWhenDone
+
+if __name__ == "__main__":  # spawned workers import this file again
+    folder = Path(sys.argv[1])
+    mark = MarkWhenDone(folder)
+    pids = map_tasks(mark, [0.0, 0.01], LOCAL, RESOURCES, local_workers=2)  # kept, idle
+    (folder / "pids").write_text(" ".join(map(str, set(pids))))
+    if sys.argv[2] == "busy":
+        args = (mark, [2.0, 2.1], LOCAL, RESOURCES, None, None, 2)
+        threading.Thread(target=map_tasks, args=args, daemon=True).start()
+        time.sleep(1.0)
+    os.kill(os.getpid(), 9)
+"""
+
+
+@pytest.mark.parametrize("when", ["idle", "busy"])
+def test_workers_exit_when_their_parent_is_killed(tmp_path: Path, when: str) -> None:
+    """A `kill -9` of climb leaves no worker behind: an idle one exits at once, a busy one after
+    its current item (whose checkpoint it writes)."""
+    script = tmp_path / "parent.py"
+    script.write_text(_KILLED_PARENT)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3]))
+    subprocess.run([sys.executable, str(script), str(tmp_path), when], env=env, timeout=120)
+    workers = [int(pid) for pid in (tmp_path / "pids").read_text().split()]
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers)
+    finished = {p.name.split("-")[0] for p in tmp_path.glob("2.*-*")}
+    if when == "busy":  # the first item was running when the parent died (the second may wait)
+        assert "2.0" in finished
+    else:
+        assert not finished
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead but not reaped yet (its parent, the killed script, is gone: init reaps)
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ")[1].startswith("Z"))
