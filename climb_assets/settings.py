@@ -245,8 +245,7 @@ class SearchSettings(_Section):
         lt=1,
         description="Weights of the optimal mixture below this are zeroed and the rest "
         "re-projected onto the caps (averaging the top-k leaves slivers on every super-cluster), "
-        "unless the predictor scores the mixture with its slivers higher by more than the "
-        "search's seed noise.",
+        "unless the predictor scores the mixture with its slivers higher.",
     )
     cv_folds: int = Field(5, ge=2, description="Folds of the predictor's cross-validated Spearman.")
 

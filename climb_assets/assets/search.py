@@ -114,7 +114,7 @@ def build_search_assets(settings: Settings) -> list:
         deps=[proxy_pool, dg.AssetDep("bootstrap_iteration", partition_mapping=PREVIOUS_ITERATION)],
         group_name="search",
         kinds={"pytorch", "lightgbm"},
-        code_version="3",
+        code_version="2",
         pool="gpu",
         description="One CLIMB round: propose mixtures (round 1 covers the simplex: every "
         "super-cluster at its cap, sparse mixtures, Dirichlet draws; later rounds the previous "
@@ -324,7 +324,7 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
     ],
     group_name="search",
     kinds={"lightgbm"},
-    code_version="4",
+    code_version="3",
     check_specs=[
         dg.AssetCheckSpec(
             "weights_on_simplex",
@@ -347,7 +347,6 @@ def optimal_mixture(
     history = iteration_runs(layout, settings.iterations + 1)
     assert history is not None
     token_counts = corpus_token_counts(layout, settings)
-    noise = pooled_seed_noise(layout, settings.iterations)
     best = choose_optimal(
         history,
         token_counts,
@@ -356,7 +355,6 @@ def optimal_mixture(
         settings.seed,
         maximize=True,
         predictor_settings=settings.predictor,
-        seed_noise=noise,
     )
     summaries = [read_summary(layout, iteration_key(i)) for i in range(1, settings.iterations + 1)]
     supers = pl.read_parquet(layout.super_clusters).sort("super_cluster")
@@ -383,7 +381,7 @@ def optimal_mixture(
         "final_cv_spearman": None
         if np.isnan(best.predictor.cv_spearman)
         else best.predictor.cv_spearman,
-        "seed_noise": noise,
+        "seed_noise": pooled_seed_noise(layout, settings.iterations),
         "pool_size": best.pool_size,
         "top_k": settings.search.final_top_k,
         "min_weight": settings.search.final_min_weight,

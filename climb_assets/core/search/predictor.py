@@ -490,7 +490,6 @@ def choose_final(
     region_radius: float = 0.3,
     *,
     min_weight: float = 0.0,
-    sliver_margin: float = 0.0,
     compare_to_pool: bool = False,
 ) -> FinalChoice:
     """The final mixture: mean of the top-k predicted of the pool plus the observed runs, taken
@@ -500,10 +499,7 @@ def choose_final(
     in a bad valley between them, hence the radius. Averaging also leaves dust: every group
     some top-k member touched gets a sliver, so weights below `min_weight` are zeroed and the
     rest re-projected onto the caps (skipped where the caps would then not reach 1), unless the
-    predictor scores the mean with its slivers higher by more than `sliver_margin`. The search
-    passes its seed noise: every proxy trains with one seed (common random numbers), so the
-    predictor learns that seed's landscape, and a gain smaller than the noise of a change of
-    seed is not one to add seven super-clusters for. The mean is kept unless it is predicted
+    predictor scores the mean with its slivers higher. The mean is kept unless it is predicted
     worse than the best observed run, which is then returned: the choice is never predicted
     worse than what was already seen.
 
@@ -528,7 +524,7 @@ def choose_final(
     distance = 0.5 * np.abs(candidates[top] - candidates[best]).sum(axis=1)
     region = top[distance <= region_radius]
     mixture, mixture_predicted = _sparse_or_dense(
-        predictor, candidates[region].mean(axis=0), constraints, min_weight, maximize, sliver_margin
+        predictor, candidates[region].mean(axis=0), constraints, min_weight, maximize
     )
     observed_best = int(np.argmax(observed_scores) if maximize else np.argmin(observed_scores))
     observed_best_row = len(pool) + observed_best
@@ -556,14 +552,12 @@ def _sparse_or_dense(
     constraints: MixtureConstraints | None,
     min_weight: float,
     maximize: bool,
-    margin: float = 0.0,
 ) -> tuple[np.ndarray, float]:
-    """The mean without its slivers, unless the predictor scores the mean with them higher by
-    more than `margin`."""
+    """The mean without its slivers, unless the predictor scores the mean with them higher."""
     options = [_project(mean, constraints, min_weight), _project(mean, constraints)]
     scores = predictor.predict(np.stack(options))
-    gain = (scores[1] - scores[0]) * (1 if maximize else -1)
-    chosen = int(bool(gain > margin))
+    better_dense = scores[1] > scores[0] if maximize else scores[1] < scores[0]
+    chosen = int(better_dense)
     return options[chosen], float(scores[chosen])
 
 

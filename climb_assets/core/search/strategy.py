@@ -394,13 +394,11 @@ def optimal_mixture(
     seed: int,
     maximize: bool = True,
     predictor_settings: PredictorSettings | None = None,
-    seed_noise: float | None = None,
 ) -> OptimalMixture:
     """The final choice (`choose_final`) from a fresh pool plus every evaluated run, with a
     predictor fitted on all runs: the mean of the top-k within the best region, never
     predicted worse than the best run already observed. `budget_tokens` is the constraint
-    budget (see `build_constraints`). `seed_noise` (the search's, when measured) is the gain
-    the predictor must promise to keep the mean's slivers."""
+    budget (see `build_constraints`)."""
     constraints = build_constraints(token_counts, settings, budget_tokens)
     past = _past_runs(history, None, constraints.k)
     if past is None:
@@ -436,7 +434,6 @@ def optimal_mixture(
         constraints,
         settings.final_region_radius,
         min_weight=settings.final_min_weight,
-        sliver_margin=seed_noise if seed_noise is not None and np.isfinite(seed_noise) else 0.0,
     )
     spread = float(fitted.predictor.predict_spread(choice.mixture[None])[0])
     return OptimalMixture(
