@@ -114,7 +114,7 @@ def build_search_assets(settings: Settings) -> list:
         deps=[proxy_pool, dg.AssetDep("bootstrap_iteration", partition_mapping=PREVIOUS_ITERATION)],
         group_name="search",
         kinds={"pytorch", "lightgbm"},
-        code_version="2",
+        code_version="3",
         pool="gpu",
         description="One CLIMB round: propose mixtures (round 1 covers the simplex: every "
         "super-cluster at its cap, sparse mixtures, Dirichlet draws; later rounds the previous "
