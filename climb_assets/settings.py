@@ -182,7 +182,7 @@ class ProxySettings(_Section):
 
 class SearchSettings(_Section):
     proxies_per_iteration: list[Annotated[int, Field(ge=1)]] = Field(
-        [20, 12, 8],
+        [24, 16, 8],
         min_length=1,
         description="Proxies trained per iteration; its length is the iteration count. "
         "Iteration 1 should have at least one per super-cluster (their vertices).",
