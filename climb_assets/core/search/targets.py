@@ -347,7 +347,7 @@ def _fit_context(context: list[int], choice: list[int], seq_len: int) -> tuple[l
 def _continuation_logprobs(model: ProxyLM, sequences: list[tuple[list[int], int]]) -> list[float]:
     """Summed log-prob of the last n tokens of each sequence, in input order. Batched with right
     padding in length order, so a batch's rows are about as long as each other (a document's
-    last window is short: in input order a fifth of the work would be padding)."""
+    last window is short: in input order about a quarter of the rows' positions were padding)."""
     device = next(model.parameters()).device
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
     sums = [0.0] * len(sequences)
