@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.util
 import os
 import secrets
 import socket
@@ -283,6 +284,12 @@ def release_worker_pool(terminate: bool = False) -> None:
     executor.shutdown(wait=True, cancel_futures=True)
 
 
+# At exit, before multiprocessing joins this process's children: a process started by
+# multiprocessing (a step of Dagster's multiprocess executor) joins every non-daemon child
+# before its atexit handlers run, and kept workers, their parent alive, would never end. Above
+# the queues' own finalizers (priority 10), which stop their feeder threads: after those, the
+# pool's stop sentinels would never reach the workers.
+multiprocessing.util.Finalize(None, release_worker_pool, exitpriority=100)
 atexit.register(release_worker_pool)
 
 

@@ -1,6 +1,7 @@
 """The local backend's worker processes: item order, thread pinning, failures, and proxies that
 score the same whichever number of processes trained them."""
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -159,6 +160,30 @@ class MarkWhenDone:
         time.sleep(seconds)
         (self.folder / f"{seconds}-{os.getpid()}").write_text("done")
         return os.getpid()
+
+
+def map_in_a_step_process() -> None:
+    """What a step of Dagster's multiprocess executor does: map, keep the workers, return."""
+    map_tasks(where_and_threads, [0.0, 0.01], LOCAL, RESOURCES, local_workers=2)
+
+
+def test_a_multiprocessing_child_with_kept_workers_exits() -> None:
+    """A process started by multiprocessing joins its children before atexit handlers run; the
+    kept workers must be shut down first, or the step process never ends (a hung Dagster run)."""
+    step = multiprocessing.get_context("spawn").Process(target=map_in_a_step_process)
+    step.start()
+    step.join(timeout=60)
+    hung = step.is_alive()
+    if hung:
+        for child in _children(step.pid):
+            os.kill(child, signal.SIGKILL)
+        step.kill()
+    assert not hung and step.exitcode == 0
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
 
 
 _KILLED_PARENT = """
