@@ -27,6 +27,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from climb_assets.core.search.final_race import describe_standings
 from climb_assets.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,6 +156,8 @@ def report(domain: str, run_dir: Path) -> list[dict]:
         f"{purity or 'none'}; the optimal mixture puts {on_domain:.3f} of its weight on them "
         f"({optimal.get('choice_method')})"
     )
+    if optimal.get("final_race"):
+        print(f"{domain}: {describe_standings(optimal['final_race'])}")
     print(
         f"\n{domain}: objective = -bits per byte on held-out {domain} documents "
         f"({len(summary['seeds'])} seeds, {summary['tokens_per_model']:,} tokens per model; "

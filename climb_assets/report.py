@@ -11,6 +11,7 @@ from typing import Any
 import polars as pl
 
 from climb_assets.core.clustering.naming import super_cluster_names
+from climb_assets.core.search.final_race import describe_standings
 from climb_assets.core.shared.atomic import write_text
 from climb_assets.core.shared.report import Section, render_report
 from climb_assets.partitions import iteration_key
@@ -70,14 +71,18 @@ def mixture_section(optimal: dict, supers: pl.DataFrame, names: dict[int, str]) 
         "optimal mixture weights",
         "weight",
     )
+    notes = [
+        f"Chosen by {optimal['choice_method']}; the predictor's choice: "
+        f"{optimal.get('predicted_choice_method', optimal['choice_method'])} (region of "
+        f"{optimal['region_size']}); predicted {optimal['predicted_objective']:.4g} ± "
+        f"{optimal['predicted_spread']:.2g}, best observed run "
+        f"{optimal['best_observed_objective']:.4g}."
+    ]
+    if optimal.get("final_race"):
+        notes.append(describe_standings(optimal["final_race"]) + ".")
     return Section(
         "Optimal mixture",
-        notes=[
-            f"Chosen by {optimal['choice_method']} (region of {optimal['region_size']}); "
-            f"predicted {optimal['predicted_objective']:.4g} ± "
-            f"{optimal['predicted_spread']:.2g}, best observed run "
-            f"{optimal['best_observed_objective']:.4g}."
-        ],
+        notes=notes,
         tables=[("weights by super-cluster", rows)],
         plots=[("mixture weights", chart)],
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from climb_assets.core.search.final_race import describe_standings
 from climb_assets.settings import Settings
 from climb_assets.store import Layout
 
@@ -39,6 +40,8 @@ def describe_result(layout: Layout) -> list[str]:
         f"{_number(result.get('seed_noise'))}",
         "  super-cluster   weight      cap  best run",
     ]
+    if result.get("final_race"):
+        lines.insert(1, describe_standings(result["final_race"]))
     for key, weight in sorted(result["weights"].items(), key=lambda item: -item[1]):
         cap = caps.get(key)
         at_cap = "  (at cap)" if cap is not None and weight >= cap - 1e-6 else ""

@@ -247,6 +247,14 @@ class SearchSettings(_Section):
         "re-projected onto the caps (averaging the top-k leaves slivers on every super-cluster), "
         "unless the predictor scores the mixture with its slivers higher.",
     )
+    final_race_seeds: int = Field(
+        3,
+        ge=0,
+        description="The optimal mixture is decided by a race: the predictor's choice, the best "
+        "observed run and the best single super-cluster within the caps each train this many "
+        "proxies on seeds the search never used, and the best mean wins; 0 takes the "
+        "predictor's choice without a race.",
+    )
     cv_folds: int = Field(5, ge=2, description="Folds of the predictor's cross-validated Spearman.")
 
 

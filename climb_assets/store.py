@@ -158,6 +158,11 @@ class Layout:
         return self.root / "optimal_mixture.json"
 
     @property
+    def final_race_work(self) -> Path:
+        """Finished proxies of the final race still running: a rerun after a crash resumes."""
+        return self.root / "bootstrap" / ".final_race.work"
+
+    @property
     def evaluation(self) -> Path:
         """The mixture evaluation: runs.parquet (mixture x seed) and summary.json."""
         return self.root / "evaluation"

@@ -71,6 +71,7 @@ def small_settings(corpus: Path, output: Path, iterations: list[int] | None = No
                 "candidate_pool_size": 500,
                 "top_k_for_sampling": 4,
                 "final_top_k": 4,
+                "final_race_seeds": 2,
                 "cv_folds": 3,
             },
             "targets": [

@@ -362,15 +362,29 @@ def test_optimal_mixture_reports_caps_noise_and_the_best_observed_run(pipeline) 
     weights, caps = result["weights"], result["caps"]
     assert set(caps) == set(weights)
     assert all(weights[key] <= caps[key] + 1e-6 for key in weights)
-    # The choice is never predicted worse than the best run already observed.
-    assert result["predicted_objective"] >= result["best_observed_predicted"] - 1e-12
-    assert result["choice_method"] in {"region mean", "best observed"}
+    # The predictor's choice is never predicted worse than the best run already observed.
+    assert result["predicted_choice_objective"] >= result["best_observed_predicted"] - 1e-12
+    assert result["predicted_choice_method"] in {"region mean", "best observed"}
+    # The final race decides among it, the best run and the best single super-cluster.
+    race = {row["finalist"]: row for row in result["final_race"]}
+    assert set(race) == {"predicted", "best_observed", "best_single"}
+    (winner,) = [name for name, row in race.items() if row["winner"]]
+    assert result["choice_method"].startswith(f"race winner: {winner}")
+    means = {row["raced_as"]: row["mean"] for row in race.values()}
+    assert race[winner]["mean"] == max(means.values())
+    assert all(row["seeds"] == settings.search.final_race_seeds for row in race.values())
+    chosen = {
+        "predicted": result["predicted_choice"],
+        "best_observed": result["best_observed_weights"],
+    }.get(race[winner]["raced_as"])
+    if chosen is not None:
+        assert chosen == weights
     repeats = sum(s["repeated"] for s in result["iterations"])
     assert repeats == settings.search.seed_repeats * settings.iterations
     assert result["seed_noise"] is not None and result["seed_noise"] >= 0
     lines = describe_result(layout)
-    assert "best observed run" in lines[0] and "cap" in lines[1]
-    assert len(lines) == 2 + len(weights)
+    assert "best observed run" in lines[0] and "final race on 2 fresh seeds" in lines[1]
+    assert "cap" in lines[2] and len(lines) == 3 + len(weights)
 
 
 def requested_assets(result) -> dict[str, int]:  # noqa: ANN001 - EvaluateAutomationConditionsResult

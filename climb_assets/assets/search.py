@@ -9,6 +9,7 @@ round's three artifacts are then published as their own partitioned assets, with
 """
 
 import shutil
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
@@ -57,6 +58,11 @@ from climb_assets.store import (
     seed_repeats,
     super_cluster_documents,
 )
+
+if TYPE_CHECKING:
+    from climb_assets.core.search.final_race import RaceResult
+    from climb_assets.core.search.mixtures import MixtureConstraints
+    from climb_assets.core.search.strategy import OptimalMixture
 
 
 @dg.asset(
@@ -319,12 +325,14 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
 
 @dg.asset(
     deps=[
+        proxy_pool,
         dg.AssetDep("mixture_predictor", partition_mapping=dg.AllPartitionMapping()),
         dg.AssetDep("proxy_scores", partition_mapping=dg.AllPartitionMapping()),
     ],
     group_name="search",
-    kinds={"lightgbm"},
-    code_version="3",
+    kinds={"lightgbm", "pytorch"},
+    code_version="4",
+    pool="gpu",
     check_specs=[
         dg.AssetCheckSpec(
             "weights_on_simplex",
@@ -332,9 +340,11 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
             description="The chosen weights are non-negative and sum to 1.",
         )
     ],
-    description="The predictor's best mixture over the super-clusters (mean of the top-k of a "
-    "large candidate pool within the best region, never predicted worse than the best observed "
-    "run), fitted on every proxy run, with the whole search trace and its noise.",
+    description="The search's final mixture over the super-clusters: the predictor's choice "
+    "(mean of the top-k of a large candidate pool within the best region, never predicted worse "
+    "than the best observed run), the best observed run and the best single super-cluster "
+    "within the caps race on fresh proxy seeds and the best mean wins; with the whole search "
+    "trace and its noise.",
 )
 def optimal_mixture(
     context: dg.AssetExecutionContext, climb: ClimbSettings
@@ -358,18 +368,30 @@ def optimal_mixture(
     )
     summaries = [read_summary(layout, iteration_key(i)) for i in range(1, settings.iterations + 1)]
     supers = pl.read_parquet(layout.super_clusters).sort("super_cluster")
-    caps = build_constraints(token_counts, settings.search, constraint_budget(settings)).upper
+    constraints = build_constraints(token_counts, settings.search, constraint_budget(settings))
+    caps = constraints.upper
+    race = final_race(context, settings, layout, best, history, constraints)
+    weights = best.weights if race is None else race.winner.weights
     mixture = supers.select("super_cluster", "token_share", "top_terms").with_columns(
-        pl.Series("weight", best.weights[: supers.height]),
+        pl.Series("weight", weights[: supers.height]),
         pl.Series("cap", caps[: supers.height]),
+        pl.Series("predicted_choice_weight", best.weights[: supers.height]),
         pl.Series("best_observed_weight", best.best_observed_weights[: supers.height]),
     )
     choice = best.choice
+    predicted, spread = best.predicted, best.predicted_spread
+    if race is not None:  # the same predictor's view of the race's winner
+        predicted = float(best.predictor.predictor.predict(weights[None])[0])
+        spread = float(best.predictor.predictor.predict_spread(weights[None])[0])
     result = {
-        "weights": {str(i): float(w) for i, w in enumerate(best.weights)},
-        "predicted_objective": best.predicted,
-        "predicted_spread": best.predicted_spread,
-        "choice_method": choice.method,
+        "weights": {str(i): float(w) for i, w in enumerate(weights)},
+        "predicted_objective": predicted,
+        "predicted_spread": spread,
+        "choice_method": choice_method(choice.method, race),
+        "predicted_choice": {str(i): float(w) for i, w in enumerate(best.weights)},
+        "predicted_choice_method": choice.method,
+        "predicted_choice_objective": best.predicted,
+        "final_race": None if race is None else race.standings().to_dicts(),
         "region_size": choice.region_size,
         "objective_direction": "higher is better",
         "best_observed_objective": best.best_observed_score,
@@ -390,21 +412,30 @@ def optimal_mixture(
     }
     write_json(result, layout.optimal_mixture)
     spearman = {f"iter-{s['iteration']:03d}": s["cv_spearman"] for s in summaries}
-    on_simplex = bool(np.all(best.weights >= 0) and abs(best.weights.sum() - 1) < 1e-6)
+    on_simplex = bool(np.all(weights >= 0) and abs(weights.sum() - 1) < 1e-6)
     names = super_cluster_names_of(supers)
     return dg.MaterializeResult(
         metadata={
-            "predicted_objective": _rounded(best.predicted),
-            "predicted_spread": _rounded(best.predicted_spread),
+            "predicted_objective": _rounded(result["predicted_objective"]),
+            "predicted_spread": _rounded(spread),
             "best_observed_predicted": _rounded(choice.best_observed_predicted),
             "best_observed_objective": _rounded(best.best_observed_score),
-            "choice_method": f"{choice.method} (region of {choice.region_size} of the top "
+            "choice_method": f"{result['choice_method']}; the predictor's choice: "
+            f"{choice.method} (region of {choice.region_size} of the top "
             f"{settings.search.final_top_k})",
+            **race_metadata(race),
             "seed_noise": _or_na(result["seed_noise"]),
             "objective_direction": "higher is better",
             "mixture": table(
                 named(mixture, names)
-                .select("name", "weight", "cap", "best_observed_weight", "token_share")
+                .select(
+                    "name",
+                    "weight",
+                    "cap",
+                    "predicted_choice_weight",
+                    "best_observed_weight",
+                    "token_share",
+                )
                 .sort("weight", descending=True)
             ),
             "dagster/row_count": mixture.height,
@@ -421,6 +452,65 @@ def optimal_mixture(
         },
         check_results=[dg.AssetCheckResult(check_name="weights_on_simplex", passed=on_simplex)],
     )
+
+
+def final_race(
+    context: dg.AssetExecutionContext,
+    settings: Settings,
+    layout: Layout,
+    best: "OptimalMixture",
+    history: pl.DataFrame,
+    constraints: "MixtureConstraints",
+) -> "RaceResult | None":
+    """Race the predictor's choice against the best observed run and the best single
+    super-cluster on fresh seeds (None when search.final_race_seeds is 0); its checkpoints
+    are removed once it is decided."""
+    from climb_assets.core.search.bootstrap import ProxiesFailed
+    from climb_assets.core.search.final_race import finalists, run_race
+    from climb_assets.core.search.strategy import scored_runs
+
+    seeds = settings.search.final_race_seeds
+    if seeds == 0:
+        return None
+    entrants = finalists(
+        best.weights,
+        *scored_runs(history, constraints.k),
+        constraints,
+    )
+    trainer = ProxyTrainer(
+        with_absolute_target_paths(settings),
+        layout.proxy_pool.resolve(),
+        layout.final_race_work.resolve(),
+        proxy_run_key(settings, layout),
+    )
+    try:
+        race = run_race(
+            entrants,
+            seeds,
+            int(history["candidate_id"].max()) + 1,
+            trainer,
+            settings,
+            log=context.log.info,
+            warn=context.log.warning,
+        )
+    except (ExecutionError, ProxiesFailed) as err:
+        raise dg.Failure(str(err)) from err
+    shutil.rmtree(layout.final_race_work, ignore_errors=True)
+    context.log.info(f"final race: {race.winner.name} wins\n{race.standings()}")
+    return race
+
+
+def choice_method(predicted_method: str, race: "RaceResult | None") -> str:
+    if race is None:
+        return predicted_method
+    winner = race.winner.name
+    return f"race winner: {winner}" + (f" ({predicted_method})" if winner == "predicted" else "")
+
+
+def race_metadata(race: "RaceResult | None") -> dict:
+    if race is None:
+        return {}
+    return {"final_race": table(race.standings()), "final_race_winner": race.winner.name}
 
 
 def pooled_seed_noise(layout: Layout, iterations: int) -> float | None:

@@ -446,6 +446,14 @@ def optimal_mixture(
     )
 
 
+def scored_runs(history: pl.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(weights, scores) of every run in `history`, checked; ValueError when it is empty."""
+    past = _past_runs(history, None, k)
+    if past is None:
+        raise ValueError("history is empty: no scored runs")
+    return past
+
+
 def _past_runs(
     history: pl.DataFrame | None, before_iteration: int | None, k: int
 ) -> tuple[np.ndarray, np.ndarray] | None:

@@ -1,9 +1,12 @@
 """Fixtures of the search's tests."""
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
+
+from climb_assets_tests.core.search.tiny_search import build_tiny_pool
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -14,3 +17,9 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny search's proxy pool (tiny_search.py)."""
+    return build_tiny_pool(tmp_path_factory.mktemp("pool") / "pool")

@@ -10,58 +10,9 @@ import pytest
 
 from climb_assets.core.search.bootstrap import ProxiesFailed, RoundResult, run_round
 from climb_assets.core.search.proxy_jobs import CURVE_SCHEMA, ProxyJob, ProxyTrainer
-from climb_assets.core.search.proxy_pool import build_pool
 from climb_assets.core.search.strategy import REPEAT_SCHEMA
-from climb_assets.core.search.tokenizer import train_bpe
 from climb_assets.core.shared.execution import available_cpus
-from climb_assets.settings import Settings
-from climb_assets_tests.conftest import SAMPLE_TARGETS
-
-TEXTS = {
-    0: [f"the cat number {i} sat on the mat and looked at the dog." for i in range(120)],
-    1: [f"a ship of {i} sails crossed the grey sea under the moon." for i in range(120)],
-    2: [f"in the year {i} the market sold bread, cheese and apples." for i in range(120)],
-}
-TOKEN_COUNTS = {0: 100_000, 1: 100_000, 2: 100_000}
-BUDGET_TOKENS = 200_000
-SETTINGS = Settings.model_validate(
-    {
-        "seed": 3,
-        "proxy": {
-            "d_model": 32,
-            "n_layers": 1,
-            "n_heads": 2,
-            "seq_len": 32,
-            "batch_size": 8,
-            "tokens_per_proxy": 2048,
-            "eval_max_tokens": 1024,
-            "precision": "fp32",
-            "cpu_threads": 1,
-        },
-        "search": {
-            "proxies_per_iteration": [5, 4],
-            "candidate_pool_size": 200,
-            "top_k_for_sampling": 4,
-            "cv_folds": 2,
-        },
-        "targets": [
-            {
-                "name": "text",
-                "kind": "text",
-                "path": str(SAMPLE_TARGETS / "held_out_text.jsonl"),
-                "max_examples": 10,
-            }
-        ],
-    }
-)
-
-
-@pytest.fixture(scope="module")
-def pool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tokenizer = train_bpe([t for texts in TEXTS.values() for t in texts], vocab_size=300)
-    root = tmp_path_factory.mktemp("pool") / "pool"
-    build_pool(TEXTS, tokenizer, root)
-    return root
+from climb_assets_tests.core.search.tiny_search import BUDGET_TOKENS, SETTINGS, TOKEN_COUNTS
 
 
 @dataclass(frozen=True)
