@@ -411,6 +411,7 @@ def optimal_mixture(
         "targets": [t.model_dump(mode="json") for t in settings.targets],
     }
     write_json(result, layout.optimal_mixture)
+    shutil.rmtree(layout.final_race_work, ignore_errors=True)  # decided and written
     spearman = {f"iter-{s['iteration']:03d}": s["cv_spearman"] for s in summaries}
     on_simplex = bool(np.all(weights >= 0) and abs(weights.sum() - 1) < 1e-6)
     names = super_cluster_names_of(supers)
@@ -463,8 +464,8 @@ def final_race(
     constraints: "MixtureConstraints",
 ) -> "RaceResult | None":
     """Race the predictor's choice against the best observed run and the best single
-    super-cluster on fresh seeds (None when search.final_race_seeds is 0); its checkpoints
-    are removed once it is decided."""
+    super-cluster on fresh seeds (None when search.final_race_seeds is 0). Its proxies are
+    checkpointed under layout.final_race_work until the result is written."""
     from climb_assets.core.search.bootstrap import ProxiesFailed
     from climb_assets.core.search.final_race import finalists, run_race
     from climb_assets.core.search.strategy import scored_runs
@@ -495,16 +496,15 @@ def final_race(
         )
     except (ExecutionError, ProxiesFailed) as err:
         raise dg.Failure(str(err)) from err
-    shutil.rmtree(layout.final_race_work, ignore_errors=True)
     context.log.info(f"final race: {race.winner.name} wins\n{race.standings()}")
     return race
 
 
 def choice_method(predicted_method: str, race: "RaceResult | None") -> str:
+    """How the optimal mixture was chosen: by the race, or the predictor's way without one."""
     if race is None:
         return predicted_method
-    winner = race.winner.name
-    return f"race winner: {winner}" + (f" ({predicted_method})" if winner == "predicted" else "")
+    return f"race winner: {race.winner.name}"
 
 
 def race_metadata(race: "RaceResult | None") -> dict:
