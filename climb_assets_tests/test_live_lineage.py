@@ -28,7 +28,7 @@ EXPECTED_DEPS: dict[str, set[str]] = {
     "mixture_candidates": {"bootstrap_iteration"},
     "proxy_scores": {"mixture_candidates"},
     "mixture_predictor": {"proxy_scores"},
-    "optimal_mixture": {"mixture_predictor", "proxy_scores"},
+    "optimal_mixture": {"mixture_predictor", "proxy_scores", "proxy_pool"},
     "climbmix_dataset": {"optimal_mixture", "super_clusters"},
     "mixture_evaluation": {"optimal_mixture"},
 }

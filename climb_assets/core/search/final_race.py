@@ -51,7 +51,8 @@ class RaceResult:
     winner: Finalist
 
     def standings(self) -> pl.DataFrame:
-        """finalist, same_as, mean and std of the objective over the race's seeds, seeds."""
+        """finalist, raced_as (itself or its earlier twin), mean and std of the objective over
+        the race's seeds, seeds, winner."""
         stats = self.runs.group_by("finalist").agg(
             pl.col("objective").mean().alias("mean"),
             pl.col("objective").std().alias("std"),
