@@ -17,9 +17,8 @@ import polars as pl
 
 from climb_assets.core.search.mixtures import (
     MixtureConstraints,
-    best_single_order,
+    best_single_mixture,
     enforce_constraints,
-    greedy_fill,
     mixture_keys,
     regmix_prior,
     sample_dirichlet,
@@ -60,9 +59,7 @@ def baseline_mixtures(
         OPTIMAL: np.asarray(optimal, dtype=float),
         "natural": enforce_constraints(regmix_prior(counts, 1.0), constraints)[0],
         "uniform": enforce_constraints(np.full(k, 1.0 / k), constraints)[0],
-        "best_single": greedy_fill(
-            best_single_order(history, scores, constraints.prior), constraints.upper
-        ),
+        "best_single": best_single_mixture(history, scores, constraints),
         "best_observed": history[int(np.nanargmax(np.where(np.isfinite(scores), scores, np.nan)))],
         "random": sample_dirichlet(constraints, 1, rng)[0],
     }

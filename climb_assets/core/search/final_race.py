@@ -20,8 +20,8 @@ import polars as pl
 
 from climb_assets.core.search.mixtures import (
     MixtureConstraints,
-    best_single_order,
-    greedy_fill,
+    best_single_mixture,
+    mixture_keys,
 )
 from climb_assets.core.search.proxy_jobs import ProxyJob, ProxyTrainer
 from climb_assets.settings import Settings
@@ -84,15 +84,14 @@ def finalists(
     mixtures = {
         "predicted": np.asarray(predicted, dtype=float),
         "best_observed": weights[int(np.argmax(scores))],
-        "best_single": greedy_fill(
-            best_single_order(weights, scores, constraints.prior), constraints.upper
-        ),
+        "best_single": best_single_mixture(weights, scores, constraints),
     }
     found: list[Finalist] = []
+    first: dict[bytes, str] = {}  # the evaluation's notion of "the same mixture"
     for name in FINALIST_NAMES:
-        mixture = mixtures[name]
-        twin = next((f.name for f in found if np.allclose(f.weights, mixture, atol=1e-9)), None)
-        found.append(Finalist(name, mixture, twin))
+        key = mixture_keys(mixtures[name])[0]
+        found.append(Finalist(name, mixtures[name], first.get(key)))
+        first.setdefault(key, name)
     return found
 
 
@@ -143,9 +142,7 @@ def run_race(
         ],
         schema=RACE_SCHEMA,
     )
-    scores = np.array(
-        [runs.filter(pl.col("finalist") == f.name)["objective"].to_numpy() for f in raced]
-    )
+    scores = runs["objective"].to_numpy().reshape(len(raced), seeds)  # jobs: finalist-major
     winner = raced[race_winner([f.name for f in raced], scores)]
     return RaceResult(entrants, runs, winner)
 

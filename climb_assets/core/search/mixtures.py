@@ -285,6 +285,15 @@ def best_single_order(
     return led + rest
 
 
+def best_single_mixture(
+    history_weights: np.ndarray, history_scores: np.ndarray, constraints: MixtureConstraints
+) -> np.ndarray:
+    """The best single super-cluster within the caps: groups filled to their caps in the order
+    of `best_single_order` (the best group at its cap, the rest on the next best)."""
+    order = best_single_order(history_weights, history_scores, constraints.prior)
+    return greedy_fill(order, constraints.upper)
+
+
 def corner_mixtures(constraints: MixtureConstraints, orders: Iterable[Sequence[int]]) -> np.ndarray:
     """Distinct vertices of the feasible set: groups filled to their caps in each given order
     (groups an order leaves out follow by descending prior)."""
