@@ -1,5 +1,5 @@
 """Does the search find a better mixture than the obvious ones, at equal tokens, on data it has
-never seen? One-domain targets made of held-out sample documents.
+never seen? Targets made of held-out sample documents of one domain or several.
 
     .venv/bin/python benchmarks/search_quality.py                      # pydocs, shakespeare, kjv
     .venv/bin/python benchmarks/search_quality.py --domains news film --jobs 1
@@ -13,7 +13,7 @@ domains, where the best single super-cluster within the caps is far from the opt
 one-domain targets and pure super-clusters it is near it). Each target
 then gets its own `climb run --evaluate` with default settings except the corpus and targets
 (each run in its own output folder and Dagster home under benchmarks/results/search_quality/),
-and the script prints, per domain, the evaluation table (objective = minus the target's bits per
+and the script prints, per target, the evaluation table (objective = minus the target's bits per
 byte, mean ± std over the evaluation seeds) and the optimal mixture's margin over each baseline.
 """
 
@@ -148,7 +148,7 @@ def weight_by_domain(weights: list[float], majority: dict[int, tuple[str, float]
     """A mixture's weight summed over the super-clusters each domain dominates."""
     totals: dict[str, float] = {}
     for cluster, weight in enumerate(weights):
-        domain = majority.get(cluster, ("pruned", 0.0))[0]
+        domain = majority.get(cluster, ("no documents", 0.0))[0]
         totals[domain] = totals.get(domain, 0.0) + weight
     return ", ".join(f"{d} {w:.2f}" for d, w in sorted(totals.items(), key=lambda x: -x[1]) if w)
 
@@ -224,7 +224,12 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--domains", nargs="+", default=["pydocs", "shakespeare", "kjv"])
+    parser.add_argument(
+        "--domains",
+        nargs="+",
+        default=["pydocs", "shakespeare", "kjv"],
+        help="one target per entry; a+b is one target of both domains' held-out documents",
+    )
     parser.add_argument("--held-out", type=int, default=40, help="target documents per domain")
     parser.add_argument("--seed", type=int, default=0, help="which documents are held out")
     parser.add_argument("--jobs", type=int, default=2, help="domains run at once")
