@@ -7,7 +7,8 @@ never seen? Targets made of held-out sample documents of one domain or several.
 
 The bundled sample's document ids start with their source (news-, pydocs-, kjv-, ...). For each
 domain, `--held-out` of its documents are taken out of the corpus (the same documents for every
-domain's run, so all runs share one corpus) and become that domain's text target. A target
+target of one call, so its runs share one corpus; naming other domains changes the corpus, and
+with it the clusters) and become that domain's text target. A target
 `a+b+c` is the union of those domains' held-out documents: one target that needs several
 domains, where the best single super-cluster within the caps is far from the optimum (with
 one-domain targets and pure super-clusters it is near it). Each target
@@ -66,8 +67,8 @@ def split_corpus(specs: list[str], held_out: int, seed: int, dest: Path) -> dict
         pool = docs.filter(pl.col("domain") == domain)
         if pool.height < 2 * held_out:
             raise SystemExit(f"domain {domain!r} has {pool.height} documents: too few to hold out")
-        # A domain's held-out documents depend on the domain and seed alone, so every spec's run
-        # shares one corpus whatever the other specs are.
+        # A domain's held-out documents depend on the domain and seed alone, so calls naming the
+        # same domains (alone or joined by +) hold out the same documents and share one corpus.
         chosen[domain] = pool.sample(held_out, seed=seed, shuffle=True)
     (dest / "targets").mkdir(parents=True, exist_ok=True)
     targets: dict[str, Path] = {}
@@ -232,7 +233,7 @@ def main() -> None:
     )
     parser.add_argument("--held-out", type=int, default=40, help="target documents per domain")
     parser.add_argument("--seed", type=int, default=0, help="which documents are held out")
-    parser.add_argument("--jobs", type=int, default=2, help="domains run at once")
+    parser.add_argument("--jobs", type=int, default=2, help="targets run at once")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--eval-seeds", type=int, default=3)
     parser.add_argument("--eval-tokens", type=int, help="default: evaluation.tokens")
