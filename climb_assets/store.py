@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from climb_assets.core.dataset.build import SHARD_GLOB, check_corpus_supply
 from climb_assets.settings import Settings
 
 # Per-shard folders: one file per registered shard, named by `shard_file_stem`.
 DOCUMENTS, REJECTS, EMBEDDINGS, ASSIGNMENTS = "documents", "rejects", "embeddings", "assignments"
-# The per-shard files a corpus-wide reader of `kept_documents` needs, in the order they are made.
+# The per-shard files `kept_document_batches` reads, in the order they are made.
 READ_PER_SHARD = ("corpus_documents", "shard_embeddings", "cluster_assignments")
 
 # Files of one bootstrap iteration (and, runs/curves/summary, of the evaluation).
@@ -229,29 +231,52 @@ def load_embeddings(layout: Layout, shards: list[str]) -> list[np.ndarray]:
     return [np.load(layout.embeddings(s), mmap_mode="r") for s in shards]
 
 
-def kept_documents(layout: Layout, shards: list[str], with_text: bool) -> pl.LazyFrame:
-    """Every document of the index joined with its cluster (and text when asked)."""
-    columns = ["shard", "row", "doc_id", "n_tokens", "quality_score"] + (
-        ["text"] if with_text else []
-    )
-    docs = pl.concat([pl.scan_parquet(layout.documents(s)).select(columns) for s in shards])
-    assignments = pl.concat([pl.scan_parquet(layout.assignments(s)) for s in shards])
-    index = pl.scan_parquet(layout.document_index).select("shard", "row")
-    # Joins keep no row order unless asked; readers rely on the index's (shard, row) order.
-    return index.join(docs, on=["shard", "row"], how="left", maintain_order="left").join(
-        assignments.drop("doc_id"), on=["shard", "row"], how="left", maintain_order="left"
-    )
+def kept_document_batches(
+    layout: Layout,
+    shards: list[str],
+    columns: list[str],
+    batch_docs: int,
+    *,
+    kept_super_clusters: bool = False,
+) -> Iterator[pl.DataFrame]:
+    """Every document of the index with its cluster and distance (and, with
+    `kept_super_clusters`, its super-cluster, documents of pruned clusters left out), in
+    (shard, row) order, at most `batch_docs` documents read at a time: corpus-wide stages stream
+    the corpus through this, so their memory follows `batch_docs`, never the corpus.
 
-
-def super_cluster_documents(layout: Layout, shards: list[str]) -> pl.LazyFrame:
-    """Kept documents of kept super-clusters, with their cluster and super-cluster."""
-    mapping = pl.scan_parquet(layout.super_cluster_map).select("cluster", "super_cluster")
-    return (
-        kept_documents(layout, shards, with_text=True)
-        .join(mapping, on="cluster", how="inner")
-        .filter(pl.col("super_cluster").is_not_null())
-        .sort("shard", "row")
+    `columns` are read from the shards' documents files (shard and row always come along). A
+    shard's rows of the index and its assignments (a few numbers per document, no text) are
+    read whole; its documents, text included, one batch at a time.
+    """
+    if batch_docs < 1:
+        raise ValueError(f"batch_docs must be >= 1, got {batch_docs}")
+    wanted = ["row", *(c for c in columns if c not in ("shard", "row"))]
+    mapping = (
+        pl.read_parquet(layout.super_cluster_map, columns=["cluster", "super_cluster"]).filter(
+            pl.col("super_cluster").is_not_null()
+        )
+        if kept_super_clusters
+        else None
     )
+    for shard in sorted(shards):
+        kept = (
+            pl.scan_parquet(layout.document_index)
+            .filter(pl.col("shard") == shard)
+            .select("row")
+            .collect()
+        )
+        assigned = pl.read_parquet(layout.assignments(shard)).select("row", "cluster", "distance")
+        if mapping is not None:
+            assigned = assigned.join(mapping, on="cluster", how="inner", maintain_order="left")
+        source = pq.ParquetFile(layout.documents(shard))
+        for batch in source.iter_batches(batch_size=batch_docs, columns=wanted):
+            docs = pl.from_arrow(batch)
+            assert isinstance(docs, pl.DataFrame)
+            docs = docs.join(kept, on="row", how="semi", maintain_order="left")
+            how = "inner" if mapping is not None else "left"
+            joined = docs.join(assigned, on="row", how=how, maintain_order="left")
+            if joined.height:
+                yield joined.with_columns(pl.lit(shard).alias("shard"))
 
 
 def corpus_token_counts(layout: Layout, settings: Settings) -> dict[int, int]:

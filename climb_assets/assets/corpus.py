@@ -6,7 +6,7 @@ import dagster as dg
 import polars as pl
 
 from climb_assets.core.shared.atomic import write_parquet
-from climb_assets.metadata import counts, plot, table, table_metadata
+from climb_assets.metadata import counts, parquet_schema, plot, table, table_metadata
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
 from climb_assets.shard_state import (
@@ -110,7 +110,9 @@ def document_index(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
         shard = layout.shard_of(stale)
         context.log.info(f"removing {stale}: shard {shard} is no longer in the corpus")
         stale.unlink()
-    kept, rejects = build_document_index(shards, layout.documents)
+    rejects = build_document_index(
+        shards, layout.documents, layout.document_index, settings.execution.sql_memory_mb
+    )
     rejects = with_raw_records(rejects, settings.corpus, lambda s: settings.corpus.path / s)
     write_parquet(rejects, layout.cross_shard_duplicates)
     by_reason = dict(rejects.group_by("reason").len().iter_rows())
@@ -122,22 +124,25 @@ def document_index(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
             f"{by_reason['duplicate_id']} document(s) reuse an id of another shard with a "
             f"different text; kept aside in {layout.cross_shard_duplicates}"
         )
-    write_parquet(kept, layout.document_index)
     per_shard = (
-        kept.group_by("shard")
+        pl.scan_parquet(layout.document_index)
+        .group_by("shard")
         .agg(pl.len().alias("documents"), pl.col("n_tokens").sum().alias("tokens"))
         .sort("shard")
+        .collect()
     )
+    documents = int(per_shard["documents"].sum())
     return dg.MaterializeResult(
         metadata={
             "shards": len(shards),
-            "documents": kept.height,
-            "tokens": int(kept["n_tokens"].sum()),
+            "documents": documents,
+            "tokens": int(per_shard["tokens"].sum()),
             "cross_shard_duplicates": by_reason.get("duplicate", 0),
             "cross_shard_duplicate_ids": by_reason.get("duplicate_id", 0),
             "rejects_path": dg.MetadataValue.path(str(layout.cross_shard_duplicates)),
             "by_shard": table(per_shard),
-            **table_metadata(kept, layout.document_index),
+            "dagster/row_count": documents,
+            "dagster/column_schema": parquet_schema(layout.document_index),
             **({"skipped_files": skipped} if skipped else {}),
         }
     )

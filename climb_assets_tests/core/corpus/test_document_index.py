@@ -40,7 +40,8 @@ def index(tmp_path: Path, shards: dict[str, list[dict]]) -> tuple[pl.DataFrame, 
     corpus, out = tmp_path / "corpus", tmp_path / "out"
     out.mkdir()
     paths = ingest(corpus, out, shards)
-    kept, rejects = build_document_index(list(reversed(paths)), paths.__getitem__)
+    rejects = build_document_index(list(reversed(paths)), paths.__getitem__, out / "index.parquet")
+    kept = pl.read_parquet(out / "index.parquet")
     return kept, with_raw_records(rejects, CORPUS, lambda shard: corpus / shard)
 
 
@@ -95,4 +96,30 @@ def test_the_winner_does_not_depend_on_the_order_shards_are_listed(tmp_path: Pat
 
 def test_missing_documents_name_the_shards(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="corpus_documents"):
-        build_document_index(["a.jsonl"], lambda shard: tmp_path / shard)
+        build_document_index(["a.jsonl"], lambda shard: tmp_path / shard, tmp_path / "i.parquet")
+
+
+def test_the_index_at_the_smallest_memory_limit_keeps_the_first_of_each(tmp_path: Path) -> None:
+    """DuckDB at its smallest memory limit, on shards with duplicates of both kinds: the index
+    the first-wins rule gives, every document kept or rejected, no spill folder left behind."""
+    shards = {
+        f"s{n}.jsonl": [
+            {"id": f"id{(n * 4000 + i) % 9000}", "text": f"Document {(n * 3000 + i) % 10000}."}
+            for i in range(4000)
+        ]
+        for n in range(3)
+    }
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    out.mkdir()
+    paths = ingest(corpus, out, shards)
+    rejects = build_document_index(list(paths), paths.__getitem__, out / "index.parquet", 64)
+    kept = pl.read_parquet(out / "index.parquet")
+    every = pl.concat([pl.read_parquet(p) for p in paths.values()]).sort("shard", "row")
+    first_text = every.filter(pl.int_range(pl.len()).over("content_hash") == 0)
+    expected = first_text.filter(pl.int_range(pl.len()).over("doc_id") == 0)
+    assert kept.select(expected.select(kept.columns).columns).equals(expected.select(kept.columns))
+    assert kept.height + rejects.height == every.height
+    assert rejects.height > 0 and set(rejects["reason"]) == {"duplicate", "duplicate_id"}
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*(p.name for p in paths.values()), "index.parquet"]
+    )
