@@ -21,7 +21,7 @@ from climb_assets.shard_state import (
     require_shard_files,
     shard_input_fingerprint,
 )
-from climb_assets.store import READ_PER_SHARD, Layout, kept_documents, load_embeddings
+from climb_assets.store import READ_PER_SHARD, Layout, kept_document_batches, load_embeddings
 
 EMBEDDINGS_FINITE_UNIT_NORM = "finite_unit_norm"
 
@@ -234,25 +234,31 @@ def cluster_assignments(
 def cluster_profiles(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
-    from climb_assets.core.clustering.clusters import cluster_profiles as profile_clusters
+    from climb_assets.core.clustering.clusters import ProfileAccumulator
     from climb_assets.core.shared.plots import bar_chart, histogram
 
     settings, layout = climb.resolve()
     shards = registered(context.instance)
     require_shard_files(layout, shards, "cluster_profiles", *READ_PER_SHARD)
-    docs = kept_documents(layout, shards, with_text=True).collect()
-    unassigned = docs.filter(pl.col("cluster").is_null()).height
-    assigned = docs.filter(pl.col("cluster").is_not_null())
-    profiles = profile_clusters(
-        assigned, np.load(layout.centroids), settings.clustering.top_terms, seed=settings.seed
+    accumulator = ProfileAccumulator(
+        int(np.load(layout.centroids).shape[0]),
+        settings.clustering.top_terms,
+        seed=settings.seed,
     )
+    columns = ["doc_id", "text", "n_tokens", "quality_score"]
+    documents = unassigned = 0
+    for batch in kept_document_batches(layout, shards, columns, settings.execution.batch_docs):
+        documents += batch.height
+        unassigned += batch["cluster"].null_count()
+        accumulator.add(batch.filter(pl.col("cluster").is_not_null()))
+    profiles = accumulator.result()
     write_parquet(profiles, layout.cluster_profiles)
     by_size = profiles.sort("n_docs", descending=True)
     return dg.MaterializeResult(
         metadata={
             "clusters": profiles.height,
             "empty_clusters": profiles.filter(pl.col("n_docs") == 0).height,
-            "documents": assigned.height,
+            "documents": documents - unassigned,
             **table_metadata(profiles, layout.cluster_profiles),
             "largest_clusters": table(
                 by_size.select("cluster", "n_docs", "n_tokens", "mean_quality", "top_terms"), 20
@@ -277,7 +283,7 @@ def cluster_profiles(
             dg.AssetCheckResult(
                 check_name="every_document_assigned",
                 passed=unassigned == 0,
-                metadata={"unassigned_documents": unassigned, "documents": docs.height},
+                metadata={"unassigned_documents": unassigned, "documents": documents},
             )
         ],
     )

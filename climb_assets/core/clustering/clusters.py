@@ -1,5 +1,9 @@
 """Cluster profiles (size, tokens, quality, c-TF-IDF terms, examples) and super-clusters.
 
+Profiles stream: `ProfileAccumulator` folds in the corpus a batch at a time, keeping per-cluster
+sums, merged (cluster, term) counts and a running top n of example snippets, so its memory
+follows the batch size and the vocabulary, never the corpus' text.
+
 CLIMB prunes clusters of low quality and merges clusters whose centroids are close into
 super-clusters, the units the mixture search weighs. Here merging is agglomerative (scipy's
 hierarchy: ward, complete, average or single linkage) over the Euclidean distances between kept
@@ -79,21 +83,15 @@ def _class_term_counts(docs: pl.DataFrame) -> pl.DataFrame:
         .drop_nulls("term")
         .filter(~pl.col("term").is_in(list(STOP_WORDS)))
         .group_by("cluster", "term")
-        .agg(pl.len().alias("count"))
+        .agg(pl.len().cast(pl.Int64).alias("count"))  # Int64: merged counts may pass 2**32
     )
 
 
-def top_terms_ctfidf(docs: pl.DataFrame, n_terms: int) -> pl.DataFrame:
-    """(cluster, top_terms) by c-TF-IDF (BERTopic's class TF-IDF).
-
-    weight(t, c) = tf(t, c) / |c| * log(1 + A / f(t)), with |c| the words of cluster c, f(t) the
-    frequency of t over all clusters and A the mean words per cluster. Ties go to the term that
-    sorts first, so the result is deterministic.
-    """
-    counts = _class_term_counts(docs)
+def _ctfidf(counts: pl.DataFrame, n_terms: int) -> pl.DataFrame:
+    """(cluster, top_terms) from (cluster, term, count) with each (cluster, term) once."""
     if counts.height == 0:
         return pl.DataFrame(
-            schema={"cluster": docs.schema["cluster"], "top_terms": pl.List(pl.String)}
+            schema={"cluster": counts.schema["cluster"], "top_terms": pl.List(pl.String)}
         )
     mean_words = counts["count"].sum() / counts["cluster"].n_unique()
     return (
@@ -112,6 +110,16 @@ def top_terms_ctfidf(docs: pl.DataFrame, n_terms: int) -> pl.DataFrame:
     )
 
 
+def top_terms_ctfidf(docs: pl.DataFrame, n_terms: int) -> pl.DataFrame:
+    """(cluster, top_terms) by c-TF-IDF (BERTopic's class TF-IDF).
+
+    weight(t, c) = tf(t, c) / |c| * log(1 + A / f(t)), with |c| the words of cluster c, f(t) the
+    frequency of t over all clusters and A the mean words per cluster. Ties go to the term that
+    sorts first, so the result is deterministic.
+    """
+    return _ctfidf(_class_term_counts(docs), n_terms)
+
+
 def snippets(text: pl.Expr, limit: int = SNIPPET_CHARS) -> pl.Expr:
     """Whitespace collapsed, cut to `limit` characters with an ellipsis."""
     flat = text.str.replace_all(r"\s+", " ").str.strip_chars()
@@ -119,18 +127,128 @@ def snippets(text: pl.Expr, limit: int = SNIPPET_CHARS) -> pl.Expr:
     return pl.when(flat.str.len_chars() <= limit).then(flat).otherwise(cut)
 
 
-def _examples(docs: pl.DataFrame, n_examples: int, seed: int) -> pl.DataFrame:
-    """(cluster, examples): the docs nearest their centroid if `distance` is known, else seeded."""
-    if "distance" in docs.columns:
-        ranked = docs.with_row_index("_rank").sort("cluster", "distance", "_rank", nulls_last=True)
-    else:
-        order = np.random.default_rng(seed).permutation(docs.height)
-        ranked = docs.with_columns(_rank=pl.Series(order, dtype=pl.Int64)).sort("cluster", "_rank")
+_EXAMPLE_ORDER = ["cluster", "_key", "doc_id"]
+
+
+class ProfileAccumulator:
+    """Cluster profiles built batch by batch: memory follows the batch, k and the distinct
+    (cluster, term) pairs, never the corpus; no text is kept beyond k * n_examples snippets.
+
+    Every result but mean_quality (a float sum, rounded by batch) is independent of where the
+    batches split. Examples are the docs nearest their centroid (smallest `distance`, nulls last,
+    ties by doc_id); batches without `distance` rank by a hash of doc_id seeded with `seed`
+    instead, and all batches must agree on which.
+    """
+
+    def __init__(self, k: int, n_terms: int, n_examples: int = 3, seed: int = 0) -> None:
+        self.k, self.n_terms, self.n_examples, self.seed = k, n_terms, n_examples, seed
+        self._by_distance: bool | None = None
+        self._stats = pl.DataFrame(
+            schema={
+                "cluster": pl.Int32,
+                "n_docs": pl.Int64,
+                "n_tokens": pl.Int64,
+                "quality_sum": pl.Float64,
+                "quality_n": pl.Int64,
+            }
+        )
+        self._counts = pl.DataFrame(
+            schema={"cluster": pl.Int32, "term": pl.String, "count": pl.Int64}
+        )
+        self._examples: pl.DataFrame | None = None  # doc_id's dtype comes with the first batch
+
+    def add(self, batch: pl.DataFrame) -> None:
+        """Fold in one batch of documents (doc_id, text, cluster, n_tokens, quality_score and
+        optionally distance); raises before changing anything if the batch is invalid."""
+        _check_docs(batch, self.k)
+        by_distance = "distance" in batch.columns
+        if self._by_distance not in (None, by_distance):
+            raise ValueError("cluster_profiles: some batches have column 'distance', others not")
+        if batch.height == 0:
+            return
+        self._by_distance = by_distance
+        batch = batch.with_columns(pl.col("cluster").cast(pl.Int32))
+        self._stats = _sum_by(
+            [self._stats, _batch_stats(batch)], ["cluster"], self._stats.columns[1:]
+        )
+        self._counts = _sum_by([self._counts, _class_term_counts(batch)], ["cluster", "term"])
+        self._add_examples(batch)
+
+    def _add_examples(self, batch: pl.DataFrame) -> None:
+        ranked = batch.select("cluster", self._rank_key().alias("_key"), "doc_id", "text")
+        # snippets only for the batch's own top n, then the running top n per cluster
+        candidates = _top_n(ranked, self.n_examples).select(
+            "cluster", "_key", "doc_id", snippets(pl.col("text")).alias("snippet")
+        )
+        held = candidates if self._examples is None else pl.concat([self._examples, candidates])
+        self._examples = _top_n(held, self.n_examples)
+
+    def _rank_key(self) -> pl.Expr:
+        if self._by_distance:
+            return pl.col("distance").cast(pl.Float64)
+        return pl.col("doc_id").hash(self.seed)
+
+    def result(self) -> pl.DataFrame:
+        """One row per cluster 0..k-1 (empty clusters with n_docs 0, empty lists and null
+        mean_quality): cluster (Int32), n_docs, n_tokens (Int64), mean_quality (Float64),
+        top_terms, examples (list[str]), sorted by cluster."""
+        stats = self._stats.select(
+            "cluster",
+            "n_docs",
+            "n_tokens",
+            mean_quality=pl.when(pl.col("quality_n") > 0).then(
+                pl.col("quality_sum") / pl.col("quality_n")
+            ),
+        )
+        examples = (
+            pl.DataFrame(schema={"cluster": pl.Int32, "snippet": pl.String})
+            if self._examples is None
+            else self._examples
+        )
+        examples = examples.group_by("cluster", maintain_order=True).agg(
+            pl.col("snippet").alias("examples")
+        )
+        empty_list = pl.lit([], dtype=pl.List(pl.String))
+        return (
+            pl.DataFrame({"cluster": pl.Series(range(self.k), dtype=pl.Int32)})
+            .join(stats, on="cluster", how="left")
+            .join(_ctfidf(self._counts, self.n_terms), on="cluster", how="left")
+            .join(examples, on="cluster", how="left")
+            .with_columns(
+                pl.col("n_docs").fill_null(0),
+                pl.col("n_tokens").fill_null(0),
+                pl.col("top_terms").fill_null(empty_list),
+                pl.col("examples").fill_null(empty_list),
+            )
+            .sort("cluster")
+        )
+
+
+def _batch_stats(batch: pl.DataFrame) -> pl.DataFrame:
+    """Per cluster: documents, tokens, and the sum and count of non-null quality scores (a mean
+    of the non-null scores, as polars' mean, once summed over every batch)."""
+    quality = pl.col("quality_score").cast(pl.Float64)
+    return batch.group_by("cluster").agg(
+        n_docs=pl.len().cast(pl.Int64),
+        n_tokens=pl.col("n_tokens").sum().cast(pl.Int64),
+        quality_sum=quality.sum(),
+        quality_n=quality.count().cast(pl.Int64),
+    )
+
+
+def _sum_by(
+    frames: list[pl.DataFrame], keys: list[str], values: Sequence[str] = ("count",)
+) -> pl.DataFrame:
+    """Partial sums merged: one row per key."""
+    return pl.concat(frames).group_by(keys).agg(pl.col(v).sum() for v in values)
+
+
+def _top_n(frame: pl.DataFrame, n: int) -> pl.DataFrame:
+    """The first n rows per cluster by (_key nulls last, doc_id), kept sorted."""
     return (
-        ranked.group_by("cluster", maintain_order=True)
-        .head(n_examples)
+        frame.sort(_EXAMPLE_ORDER, nulls_last=True, maintain_order=True)
         .group_by("cluster", maintain_order=True)
-        .agg(snippets(pl.col("text")).alias("examples"))
+        .head(n)
     )
 
 
@@ -141,35 +259,15 @@ def cluster_profiles(
     n_examples: int = 3,
     seed: int = 0,
 ) -> pl.DataFrame:
-    """One row per cluster 0..k-1 (empty clusters included with n_docs 0).
+    """Profiles of documents all in memory: one batch through `ProfileAccumulator`.
 
     docs needs doc_id, text, cluster, n_tokens, quality_score (and optionally distance to the
-    centroid, which makes examples the most central docs). Columns out: cluster (Int32), n_docs,
-    n_tokens (Int64), mean_quality (Float64, null when empty), top_terms, examples (list[str]).
+    centroid, which makes examples the most central docs); see `ProfileAccumulator.result`.
     """
-    k = int(centroids.shape[0])
-    _check_docs(docs, k)
-    # One row order whatever order the caller's joins produced: sums of floats (mean_quality)
-    # and the seeded examples depend on it.
-    docs = docs.sort("doc_id").with_columns(pl.col("cluster").cast(pl.Int32))
-    stats = docs.group_by("cluster").agg(
-        n_docs=pl.len().cast(pl.Int64),
-        n_tokens=pl.col("n_tokens").sum().cast(pl.Int64),
-        mean_quality=pl.col("quality_score").cast(pl.Float64).mean(),
-    )
-    all_clusters = pl.DataFrame({"cluster": pl.Series(range(k), dtype=pl.Int32)})
-    return (
-        all_clusters.join(stats, on="cluster", how="left")
-        .join(top_terms_ctfidf(docs, n_terms), on="cluster", how="left")
-        .join(_examples(docs, n_examples, seed), on="cluster", how="left")
-        .with_columns(
-            pl.col("n_docs").fill_null(0),
-            pl.col("n_tokens").fill_null(0),
-            pl.col("top_terms").fill_null(pl.lit([], dtype=pl.List(pl.String))),
-            pl.col("examples").fill_null(pl.lit([], dtype=pl.List(pl.String))),
-        )
-        .sort("cluster")
-    )
+    accumulator = ProfileAccumulator(int(centroids.shape[0]), n_terms, n_examples, seed)
+    # one row order whatever order the caller's joins produced: float sums depend on it
+    accumulator.add(docs.sort("doc_id") if "doc_id" in docs.columns else docs)
+    return accumulator.result()
 
 
 # ---------------------------------------------------------------------------------------------

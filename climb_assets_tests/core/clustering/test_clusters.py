@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from climb_assets.core.clustering.clusters import (
+    ProfileAccumulator,
     agglomerate,
     cluster_profiles,
     prune_and_merge,
@@ -136,6 +137,102 @@ def test_profiles_reject_bad_documents() -> None:
         cluster_profiles(make_docs().drop("quality_score"), CENTROIDS4, 3)
     with pytest.raises(ValueError, match="spans 0..3, not 0..2"):
         cluster_profiles(make_docs(), CENTROIDS4[:3], 3)
+
+
+def streaming_docs(n: int, with_distance: bool) -> pl.DataFrame:
+    """n documents over 5 clusters (cluster 4 empty), a small vocabulary so that term scores
+    tie, distances with ties, and a few null quality scores."""
+    rng = np.random.default_rng(3)
+    vocab = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "theta"]
+    docs = pl.DataFrame(
+        {
+            "doc_id": [f"d{i:04d}" for i in rng.permutation(n)],
+            "text": [" ".join(rng.choice(vocab, 4)) + " 42 the" for _ in range(n)],
+            "cluster": rng.integers(0, 4, n),
+            "n_tokens": rng.integers(1, 100, n),
+            "quality_score": [
+                None if i % 11 == 0 else float(q) for i, q in enumerate(rng.random(n))
+            ],
+        }
+    )
+    if with_distance:
+        docs = docs.with_columns(distance=pl.Series(rng.integers(0, 4, n) / 4))
+    return docs
+
+
+def stream(docs: pl.DataFrame, rows: int, n_examples: int = 3) -> pl.DataFrame:
+    accumulator = ProfileAccumulator(5, 3, n_examples, seed=2)
+    for batch in docs.iter_slices(rows):
+        accumulator.add(batch)
+    return accumulator.result()
+
+
+@pytest.mark.parametrize("with_distance", [True, False])
+def test_streamed_profiles_do_not_depend_on_the_batches(with_distance: bool) -> None:
+    docs = streaming_docs(60, with_distance)
+    whole = cluster_profiles(docs, np.eye(5, 3), n_terms=3, seed=2)
+    assert whole["n_docs"].to_list()[4] == 0 and whole["examples"].list.len().max() == 3
+    for rows in (1, 3, 7):
+        streamed = stream(docs, rows)
+        assert streamed.drop("mean_quality").equals(whole.drop("mean_quality"))
+        assert streamed.schema == whole.schema
+        assert streamed["mean_quality"].to_list() == pytest.approx(
+            whole["mean_quality"].to_list(), abs=1e-12
+        )
+
+
+def test_streamed_examples_are_the_most_central_ties_by_doc_id() -> None:
+    docs = streaming_docs(60, with_distance=True)
+    nearest = (
+        docs.sort("cluster", "distance", "doc_id")
+        .group_by("cluster", maintain_order=True)
+        .head(3)
+        .group_by("cluster", maintain_order=True)
+        .agg("text")
+    )
+    examples = stream(docs, 7)["examples"].to_list()
+    for cluster, texts in nearest.iter_rows():
+        assert examples[cluster] == texts
+
+
+def test_accumulator_keeps_no_text_beyond_its_snippets() -> None:
+    rng = np.random.default_rng(0)
+    vocab = ["alpha", "beta", "gamma", "delta", "omega"]
+    accumulator = ProfileAccumulator(4, 3, n_examples=2)
+    for step in range(200):
+        accumulator.add(
+            pl.DataFrame(
+                {
+                    "doc_id": [f"b{step}-{i}" for i in range(5)],
+                    "text": [" ".join(rng.choice(vocab, 300)) for _ in range(5)],
+                    "cluster": rng.integers(0, 4, 5),
+                    "n_tokens": [300] * 5,
+                    "quality_score": rng.random(5),
+                    "distance": rng.random(5),
+                }
+            )
+        )
+    held = [v for v in vars(accumulator).values() if isinstance(v, pl.DataFrame)]
+    assert all("text" not in frame.columns for frame in held)
+    assert accumulator._examples is not None and accumulator._examples.height <= 4 * 2
+    assert all(len(s) <= 200 for s in accumulator._examples["snippet"])
+    assert accumulator._counts.height <= 4 * len(vocab)  # merged, not one row per batch
+    assert accumulator.result()["n_docs"].sum() == 1000
+
+
+def test_accumulator_rejects_bad_batches() -> None:
+    docs = streaming_docs(20, with_distance=True)
+    accumulator = ProfileAccumulator(5, 3)
+    with pytest.raises(ValueError, match=r"lack column\(s\) \['n_tokens'\]"):
+        accumulator.add(docs.drop("n_tokens"))
+    with pytest.raises(ValueError, match="'cluster' has nulls"):
+        accumulator.add(docs.with_columns(cluster=pl.lit(None, dtype=pl.Int64)))
+    with pytest.raises(ValueError, match=r"spans -1\.\.\d, not 0\.\.4"):
+        accumulator.add(docs.with_columns(cluster=pl.col("cluster") - 1))
+    accumulator.add(docs)
+    with pytest.raises(ValueError, match="some batches have column 'distance'"):
+        accumulator.add(docs.drop("distance"))
+    assert accumulator.result()["n_docs"].sum() == 20  # the rejected batches left no trace
 
 
 # --------------------------------------------------------------------------- merging
