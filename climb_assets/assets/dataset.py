@@ -1,4 +1,6 @@
-"""Final stage: the ClimbMix-style dataset sampled in the optimal mixture's proportions."""
+"""Final stage: the ClimbMix-style dataset sampled in the optimal mixture's proportions.
+
+Sampling reads the kept documents' metadata only; their text then streams into the shards."""
 
 import json
 
@@ -16,7 +18,7 @@ from climb_assets.metadata import (
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import Settings
 from climb_assets.shard_state import registered, require_shard_files
-from climb_assets.store import DATASET_CARD, READ_PER_SHARD, super_cluster_documents
+from climb_assets.store import DATASET_CARD, READ_PER_SHARD, Layout, kept_document_batches
 
 CHECKS = {
     "token_budget_met": "Total tokens within dataset.tolerance (relative) of the token budget.",
@@ -38,6 +40,33 @@ def upstream_runs(instance: dg.DagsterInstance, settings: Settings) -> dict[str,
         event = instance.get_latest_materialization_event(dg.AssetKey(name))
         runs[name] = event.run_id if event else "never materialized"
     return runs
+
+
+def kept_metadata(layout: Layout, shards: list[str], batch_docs: int) -> pl.DataFrame:
+    """What sampling needs of every kept document of a kept super-cluster: no text."""
+    columns = ["doc_id", "n_tokens", "quality_score"]
+    batches = list(
+        kept_document_batches(layout, shards, columns, batch_docs, kept_super_clusters=True)
+    )
+    if not batches:
+        raise dg.Failure("climbmix_dataset: no kept document belongs to a kept super-cluster")
+    return pl.concat(batches)
+
+
+def first_documents(layout: Layout, sampled: pl.DataFrame) -> pl.DataFrame:
+    """The first sampled document of each super-cluster with its text, the card's examples: a
+    few rows read by row number from their shards, since the dataset's text only streams by."""
+    firsts = sampled.group_by("super_cluster", maintain_order=True).first()
+    texts = [
+        pl.scan_parquet(layout.documents(shard))
+        .filter(pl.col("row").is_in(rows["row"].implode()))
+        .select(pl.lit(shard).alias("shard"), "row", "text")
+        .collect()
+        for (shard,), rows in firsts.partition_by("shard", as_dict=True).items()
+    ]
+    if not texts:
+        return firsts.with_columns(pl.lit(None, pl.String).alias("text"))
+    return firsts.join(pl.concat(texts), on=["shard", "row"], how="left", maintain_order="left")
 
 
 @dg.asset(
@@ -72,13 +101,15 @@ def climbmix_dataset(
     weights = {int(k): w for k, w in optimal["weights"].items()}
     shards = registered(context.instance)
     require_shard_files(layout, shards, "climbmix_dataset", *READ_PER_SHARD)
-    docs = super_cluster_documents(layout, shards).collect()
+    batch_docs = settings.execution.batch_docs
+    docs = kept_metadata(layout, shards, batch_docs)
     sampled, report = sample_dataset(
         docs, weights, conf.token_budget, conf.repetition_factor, settings.seed
     )
+    del docs  # only the sampled rows' metadata is needed from here on
     supers = pl.read_parquet(layout.super_clusters)
     top_terms = dict(zip(supers["super_cluster"], supers["top_terms"].to_list(), strict=True))
-    rows = mixture_rows(report, sampled, top_terms)
+    rows = mixture_rows(report, first_documents(layout, sampled), top_terms)
     card = render_card(
         n_docs=sampled.height,
         n_tokens=report.total_tokens,
@@ -95,7 +126,10 @@ def climbmix_dataset(
         },
         settings=settings.model_dump(mode="json"),
     )
-    shards = write_dataset(sampled, layout.dataset, conf.rows_per_shard, {DATASET_CARD: card})
+    texts = kept_document_batches(layout, shards, ["text"], batch_docs, kept_super_clusters=True)
+    shards = write_dataset(
+        sampled, texts, layout.dataset, conf.rows_per_shard, {DATASET_CARD: card}
+    )
     checks = {
         "token_budget_met": check_budget(sampled, conf.token_budget, conf.tolerance),
         "weights_realized": check_weights(sampled, weights, conf.tolerance),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -12,6 +13,9 @@ import yaml
 
 from climb_assets.core.dataset.build import (
     OUTPUT_COLUMNS,
+    SAMPLED_COLUMNS,
+    SPILL_DIR,
+    TEXT_COLUMNS,
     DatasetError,
     check_budget,
     check_membership,
@@ -24,8 +28,8 @@ from climb_assets.core.dataset.card import CardError, mixture_rows, render_card
 WEIGHTS = {0: 0.4, 1: 0.3, 2: 0.2, 3: 0.1}
 
 
-def make_docs(sizes: dict[int | None, int], seed: int = 0) -> pl.DataFrame:
-    """`sizes[s]` documents in super-cluster s (None = pruned), 10-500 tokens each."""
+def make_corpus(sizes: dict[int | None, int], seed: int = 0) -> pl.DataFrame:
+    """`sizes[s]` documents in super-cluster s (None = pruned), 10-500 tokens each, with text."""
     rng = np.random.default_rng(seed)
     labels = [s for s, n in sizes.items() for _ in range(n)]
     n = len(labels)
@@ -45,10 +49,35 @@ def make_docs(sizes: dict[int | None, int], seed: int = 0) -> pl.DataFrame:
     )
 
 
+def make_docs(sizes: dict[int | None, int], seed: int = 0) -> pl.DataFrame:
+    """What sampling sees of `make_corpus`: the metadata, no text."""
+    return make_corpus(sizes, seed).drop("text")
+
+
+def text_batches(corpus: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
+    """The corpus's text streamed `size` documents at a time, as the store streams it."""
+    yield from corpus.select(TEXT_COLUMNS).iter_slices(size)
+
+
+def with_text(sampled: pl.DataFrame, corpus: pl.DataFrame) -> pl.DataFrame:
+    """The dataset as the in-memory writer built it: sampled rows joined with their text."""
+    texts = corpus.select(TEXT_COLUMNS)
+    joined = sampled.join(texts, on=["shard", "row"], how="left", maintain_order="left")
+    return joined.select(OUTPUT_COLUMNS)
+
+
+PLENTY = {0: 1500, 1: 1200, 2: 1000, 3: 800, None: 300, 99: 300}
+
+
 @pytest.fixture(scope="module")
-def plenty() -> pl.DataFrame:
+def plenty_corpus() -> pl.DataFrame:
     """Every super-cluster holds far more than 200k * weight tokens."""
-    return make_docs({0: 1500, 1: 1200, 2: 1000, 3: 800, None: 300, 99: 300})
+    return make_corpus(PLENTY)
+
+
+@pytest.fixture(scope="module")
+def plenty(plenty_corpus: pl.DataFrame) -> pl.DataFrame:
+    return plenty_corpus.drop("text")
 
 
 def test_budget_and_weights_are_met_within_tolerance(plenty: pl.DataFrame) -> None:
@@ -64,7 +93,7 @@ def test_budget_and_weights_are_met_within_tolerance(plenty: pl.DataFrame) -> No
         assert abs(s.realized_tokens - s.target_tokens) <= 250
         assert not s.capped and s.shortfall_tokens == 0 and s.passes == 1
     assert report.total_tokens == df["n_tokens"].sum()
-    assert list(df.columns) == list(OUTPUT_COLUMNS)
+    assert list(df.columns) == list(SAMPLED_COLUMNS)
     assert df["repeat"].max() == 0 and df["doc_id"].n_unique() == df.height
 
 
@@ -187,10 +216,13 @@ def test_bad_docs_are_rejected(plenty: pl.DataFrame) -> None:
         sample_dataset(plenty, WEIGHTS, 10_000, 0.5, seed=0)
 
 
-def test_shards_round_trip_through_duckdb_and_polars(plenty: pl.DataFrame, tmp_path: Path) -> None:
+def test_shards_round_trip_through_duckdb_and_polars(
+    plenty: pl.DataFrame, plenty_corpus: pl.DataFrame, tmp_path: Path
+) -> None:
     df, _ = sample_dataset(plenty, WEIGHTS, 100_000, 2.0, seed=9)
     out = tmp_path / "climbmix"
-    paths = write_dataset(df, out, rows_per_shard=150, extra_files={"README.md": "# card\n"})
+    texts = text_batches(plenty_corpus, 500)
+    paths = write_dataset(df, texts, out, rows_per_shard=150, extra_files={"README.md": "# card\n"})
 
     n_shards = -(-df.height // 150)
     assert [p.name for p in paths] == [
@@ -201,18 +233,100 @@ def test_shards_round_trip_through_duckdb_and_polars(plenty: pl.DataFrame, tmp_p
     count, tokens = duckdb.sql(f"SELECT count(*), sum(n_tokens) FROM '{glob}'").fetchall()[0]
     assert (count, tokens) == (df.height, df["n_tokens"].sum())
     back = pl.scan_parquet(glob).collect()
-    assert back.equals(df)
+    assert back.equals(with_text(df, plenty_corpus))
 
     # A rewrite replaces the folder as a whole: no stale shard from the first write survives.
-    write_dataset(df.head(10), out, rows_per_shard=150)
+    write_dataset(df.head(10), text_batches(plenty_corpus, 500), out, rows_per_shard=150)
     assert sorted(p.name for p in out.iterdir()) == ["data-00000-of-00001.parquet"]
+    # An empty sample still gives one (empty) shard with every column.
+    write_dataset(df.head(0), iter([]), out, rows_per_shard=150)
+    (empty,) = out.iterdir()
+    assert pl.read_parquet(empty).equals(with_text(df.head(0), plenty_corpus))
 
 
-def _card(plenty: pl.DataFrame) -> str:
+SMALL = {0: 120, 1: 90, 2: 60, 3: 40, None: 30, 99: 30}
+
+
+def test_streamed_shards_do_not_depend_on_batch_size_or_order(tmp_path: Path) -> None:
+    corpus = make_corpus(SMALL, seed=1)
+    df, _ = sample_dataset(corpus.drop("text"), WEIGHTS, 20_000, 2.0, seed=3)
+    expected = with_text(df, corpus)
+    reference = write_dataset(df, [corpus], tmp_path / "one-batch", rows_per_shard=40)
+    assert len(reference) > 1
+    assert pl.read_parquet(reference).equals(expected)
+
+    streams = {f"batches-of-{n}": text_batches(corpus, n) for n in (1, 3, 1000)}
+    streams["reversed"] = text_batches(corpus.reverse(), 7)
+    for name, stream in streams.items():
+        paths = write_dataset(df, stream, tmp_path / name, rows_per_shard=40)
+        assert [p.name for p in paths] == [p.name for p in reference]
+        for path, ref in zip(paths, reference, strict=True):
+            assert pl.read_parquet(path).equals(pl.read_parquet(ref)), (name, path.name)
+            assert path.read_bytes() == ref.read_bytes(), (name, path.name)
+        assert not (tmp_path / name / SPILL_DIR).exists()
+
+
+def test_repeated_documents_appear_once_per_use_with_their_text(tmp_path: Path) -> None:
+    corpus = make_corpus({0: 12}, seed=2)
+    available = int(corpus["n_tokens"].sum())
+    df, report = sample_dataset(corpus.drop("text"), {0: 1.0}, 5 * available, 2.5, seed=4)
+    assert report.super_clusters[0].passes == 3
+
+    write_dataset(df, text_batches(corpus, 5), tmp_path / "out", rows_per_shard=7)
+    back = pl.read_parquet(tmp_path / "out" / "data-*.parquet")
+
+    assert back.equals(with_text(df, corpus))
+    texts = dict(zip(corpus["doc_id"], corpus["text"], strict=True))
+    assert back["text"].to_list() == [texts[d] for d in back["doc_id"]]
+    uses = back.group_by("doc_id").agg(pl.len(), pl.col("repeat").sort())
+    assert uses["len"].max() == 3 and uses["len"].min() == 2
+    for repeats in uses["repeat"]:
+        assert repeats.to_list() == list(range(len(repeats)))
+
+
+def test_missing_or_doubled_text_is_an_error_that_writes_nothing(
+    plenty: pl.DataFrame, plenty_corpus: pl.DataFrame, tmp_path: Path
+) -> None:
+    df, _ = sample_dataset(plenty, WEIGHTS, 20_000, 2.0, seed=1)
+    shard, row = df.select("shard", "row").row(df.height // 2)
+    lost = plenty_corpus.filter((pl.col("shard") != shard) | (pl.col("row") != row))
+    out = tmp_path / "climbmix"
+    with pytest.raises(DatasetError, match=f"shard={shard!r} row={row} never arrived"):
+        write_dataset(df, text_batches(lost, 100), out, rows_per_shard=50)
+    assert list(tmp_path.iterdir()) == []  # no dataset, no temporary folder, no spill file
+
+    doubled = pl.concat([plenty_corpus, plenty_corpus.filter(pl.col("row") == row)])
+    with pytest.raises(DatasetError, match=f"shard={shard!r} row={row} arrived more than once"):
+        write_dataset(df, text_batches(doubled, 100), out, rows_per_shard=50)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_crash_mid_stream_leaves_the_previous_dataset_untouched(
+    plenty: pl.DataFrame, plenty_corpus: pl.DataFrame, tmp_path: Path
+) -> None:
+    df, _ = sample_dataset(plenty, WEIGHTS, 20_000, 2.0, seed=1)
+    out = tmp_path / "climbmix"
+    write_dataset(df, [plenty_corpus], out, rows_per_shard=50, extra_files={"README.md": "v1"})
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def crashing() -> Iterator[pl.DataFrame]:
+        batches = text_batches(plenty_corpus, 400)
+        yield next(batches)
+        yield next(batches)
+        raise RuntimeError("worker lost")
+
+    other, _ = sample_dataset(plenty, WEIGHTS, 30_000, 2.0, seed=2)
+    with pytest.raises(RuntimeError, match="worker lost"):
+        write_dataset(other, crashing(), out, rows_per_shard=50, extra_files={"README.md": "v2"})
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["climbmix"]
+
+
+def _card(plenty: pl.DataFrame, plenty_corpus: pl.DataFrame) -> str:
     df, report = sample_dataset(plenty, WEIGHTS, 100_000, 2.0, seed=9)
     rows = mixture_rows(
         report,
-        df,
+        with_text(df, plenty_corpus),
         top_terms={0: ["sonnet", "love"], 1: ["python", "module"]},
         examples={2: "a | piped\nsnippet"},
     )
@@ -237,8 +351,10 @@ def _card(plenty: pl.DataFrame) -> str:
     )
 
 
-def test_card_has_front_matter_and_weights_table(plenty: pl.DataFrame) -> None:
-    card = _card(plenty)
+def test_card_has_front_matter_and_weights_table(
+    plenty: pl.DataFrame, plenty_corpus: pl.DataFrame
+) -> None:
+    card = _card(plenty, plenty_corpus)
 
     _, front, body = card.split("---\n", 2)
     meta = yaml.safe_load(front)
@@ -251,6 +367,7 @@ def test_card_has_front_matter_and_weights_table(plenty: pl.DataFrame) -> None:
     assert header in body
     table_rows = [line for line in body.splitlines() if line.startswith("| 0 |")]
     assert len(table_rows) == 1 and "0.4000" in table_rows[0] and "sonnet, love" in table_rows[0]
+    assert "in super-cluster 0" in table_rows[0]  # the first sampled document, as example
     assert "a \\| piped snippet" in body  # pipes escaped, newlines flattened
     for needle in ("higher is better", "-1.2345", "abc123", "f00dfeed", "| optimal_mixture |"):
         assert needle in body
