@@ -153,6 +153,14 @@ class ProxySettings(_Section):
     seq_len: int = Field(128, ge=1, description="Training and scoring context length (tokens).")
     batch_size: int = Field(16, ge=1, description="Sequences per optimizer step.")
     tokens_per_proxy: int = Field(200_000, ge=1, description="Training tokens seen by each proxy.")
+    pool_coverage: float = Field(
+        10.0,
+        gt=0,
+        description="The proxy pool holds about this many times, per super-cluster, the tokens "
+        "one model can draw from it (the larger of proxy.tokens_per_proxy and evaluation.tokens); "
+        "a larger super-cluster is represented by a random sample of its documents of that size, "
+        "so the pool does not tokenize the whole corpus.",
+    )
     learning_rate: float = Field(3e-3, gt=0, description="AdamW peak learning rate.")
     warmup_fraction: float = Field(
         0.05, ge=0, lt=1, description="Share of steps with linear warmup."
@@ -380,6 +388,19 @@ class ExecutionSettings(_Section):
         3,
         ge=0,
         description="Times Ray reruns a task whose worker process or node was lost.",
+    )
+    batch_docs: int = Field(
+        50_000,
+        ge=1,
+        description="Documents a corpus-wide stage (cluster profiles, proxy pool, dataset) reads "
+        "at a time: their memory grows with this, never with the corpus. Results do not "
+        "depend on it.",
+    )
+    sql_memory_mb: int = Field(
+        1024,
+        ge=64,
+        description="Memory DuckDB may use for the corpus-wide document index (cross-shard "
+        "duplicates); more spills to a temporary folder under output_dir.",
     )
     connect_timeout_s: float = Field(
         60.0, gt=0, description="Seconds to wait for a Ray cluster before giving up."

@@ -9,6 +9,7 @@ round's three artifacts are then published as their own partitioned assets, with
 """
 
 import shutil
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -53,10 +54,10 @@ from climb_assets.store import (
     Layout,
     corpus_token_counts,
     iteration_runs,
+    kept_document_batches,
     read_runs,
     read_summary,
     seed_repeats,
-    super_cluster_documents,
 )
 
 if TYPE_CHECKING:
@@ -69,33 +70,51 @@ if TYPE_CHECKING:
     deps=["super_clusters", "cluster_assignments", "document_index"],
     group_name="search",
     kinds={"numpy"},
-    code_version="1",
-    description="Every super-cluster's text tokenized once with a BPE trained on the corpus, as "
-    "memory-mapped uint16 arrays, so drawing a mixture's training stream is fast.",
+    code_version="2",
+    description="Every super-cluster's text (a seeded sample of its documents where it holds "
+    "more than proxy.pool_coverage times what one model draws) tokenized once with a BPE "
+    "trained on the corpus, as memory-mapped uint16 arrays, so drawing a mixture's training "
+    "stream is fast.",
 )
 def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
-    from climb_assets.core.search.proxy_pool import build_pool
+    from climb_assets.core.search.proxy_pool import DocBatch, keep_fractions, write_pool
     from climb_assets.core.search.tokenizer import train_bpe
 
     settings, layout = climb.resolve()
     shards = registered(context.instance)
     require_shard_files(layout, shards, "proxy_pool", *READ_PER_SHARD)
-    docs = super_cluster_documents(layout, shards).select("super_cluster", "text").collect()
+
+    def kept_docs(columns: list[str]) -> Iterator[pl.DataFrame]:
+        batch_docs = settings.execution.batch_docs
+        return kept_document_batches(layout, shards, columns, batch_docs, kept_super_clusters=True)
+
+    # Two passes over the text, holding a batch at a time: the BPE first, then the pool with it.
     tokenizer = train_bpe(
-        docs["text"],
+        (text for frame in kept_docs(["text"]) for text in frame["text"]),
         settings.proxy.vocab_size,
         max_docs=settings.proxy.tokenizer_sample_docs,
         seed=settings.seed,
     )
-    groups = docs.partition_by("super_cluster", as_dict=True, maintain_order=True)
-    stats = build_pool(
-        {int(key[0]): frame["text"] for key, frame in sorted(groups.items())},
+    batches = (
+        DocBatch(*(frame[c].to_list() for c in ("super_cluster", "doc_id", "text")))
+        for frame in kept_docs(["doc_id", "text"])
+    )
+    stats = write_pool(
+        batches,
         tokenizer,
         layout.proxy_pool,
+        keep_fractions(_super_cluster_tokens(layout), _pool_token_limit(settings)),
+        seed=settings.seed,
     )
     by_group = pl.DataFrame(
         [
-            {"super_cluster": g, "tokens": s.tokens, "docs": s.docs, "text_bytes": s.text_bytes}
+            {
+                "super_cluster": g,
+                "tokens": s.tokens,
+                "docs": s.docs,
+                "text_bytes": s.text_bytes,
+                "kept_fraction": round_for_reading(s.kept_fraction),
+            }
             for g, s in sorted(stats.items())
         ]
     )
@@ -109,6 +128,19 @@ def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Ma
             ),
         }
     )
+
+
+def _super_cluster_tokens(layout: Layout) -> dict[int, int]:
+    """Every super-cluster's corpus tokens: the pool's groups and what each can supply."""
+    supers = pl.read_parquet(layout.super_clusters, columns=["super_cluster", "n_tokens"])
+    return dict(zip(supers["super_cluster"].to_list(), supers["n_tokens"].to_list(), strict=True))
+
+
+def _pool_token_limit(settings: Settings) -> int:
+    """Tokens the pool keeps of a super-cluster: proxy.pool_coverage times the most that one
+    model (a proxy or an evaluation model) can draw from it."""
+    drawn = max(settings.proxy.tokens_per_proxy, settings.evaluation.tokens)
+    return max(1, round(settings.proxy.pool_coverage * drawn))
 
 
 def build_search_assets(settings: Settings) -> list:

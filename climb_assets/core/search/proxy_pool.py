@@ -2,9 +2,21 @@
 
 Layout of a pool directory::
 
-    manifest.json       format, vocab size, EOS id, and per group: file, tokens, docs, text bytes
+    manifest.json       format, vocab size, EOS id, and per group: file, tokens, docs, text bytes,
+                        kept fraction
     tokenizer.json      the tokenizer that made the ids
     group_<id>.npy      uint16 token ids of the group's documents, each followed by EOS
+
+Building streams: `write_pool` reads the corpus as `DocBatch`es, tokenizes each batch in chunks of
+`ENCODE_BATCH_DOCS` documents and appends each group's ids to its file as it goes, so memory
+follows a chunk, never a group. A group file is written as a .npy whose header (a fixed 128 bytes
+whatever the length) is rewritten with the final length at the end.
+
+Building is bounded: a proxy or evaluation model draws a fixed number of tokens, so a group needs
+only a multiple of that. `keep_fractions` gives group g the fraction p_g = min(1, limit /
+available_g), and a document enters the pool when a uniform drawn from a hash of (seed, doc id) is
+below p_g (`is_kept`): deterministic, independent of the stream's order and batching, and an
+unbiased sample of the group. With p_g = 1 every document is kept, in stream order.
 
 A proxy trained on mixture `w` reads sequences of `seq_len + 1` tokens; each sequence comes from
 one group drawn with probability `w[group]`, at a uniformly random offset. Windows may cross
@@ -13,11 +25,15 @@ document boundaries (the EOS tokens mark them), as in ordinary LM pre-training.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import itertools
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -30,12 +46,14 @@ from climb_assets.core.search.tokenizer import (
     load_tokenizer,
     save_tokenizer,
 )
-from climb_assets.core.shared.atomic import atomic_dir, write_json, write_npy
+from climb_assets.core.shared.atomic import atomic_dir, write_json
 
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-group kept_fraction
 ENCODE_BATCH_DOCS = 512
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,30 +62,76 @@ class GroupStats:
     tokens: int
     docs: int
     text_bytes: int
+    kept_fraction: float  # share of the group's documents sampled into the pool
 
 
-def build_pool(
-    texts_by_group: Mapping[int, Iterable[str]], tokenizer: Tokenizer, out_dir: Path
+@dataclass(frozen=True)
+class DocBatch:
+    """A slice of the corpus stream: parallel sequences of group ids, document ids and texts."""
+
+    groups: Sequence[int]
+    doc_ids: Sequence[str]
+    texts: Sequence[str]
+
+
+def keep_fractions(available: Mapping[int, int], limit: int) -> dict[int, float]:
+    """Fraction of each group's documents to keep so that about `limit` of its `available` tokens
+    remain (1 for a group that holds no more)."""
+    if limit < 1:
+        raise ValueError(f"the pool's token limit must be >= 1, got {limit}")
+    return {_as_group_id(g): min(1.0, limit / n) if n > 0 else 1.0 for g, n in available.items()}
+
+
+def is_kept(doc_id: str, fraction: float, seed: int) -> bool:
+    """Whether a document enters its group's pool: a uniform in [0, 1) hashed from the seed and
+    the document's id is below `fraction`, so the choice ignores where the document is read."""
+    if fraction >= 1.0:
+        return True
+    digest = hashlib.blake2b(f"{seed}:{doc_id}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 11) / 2**53 < fraction
+
+
+def write_pool(
+    batches: Iterable[DocBatch],
+    tokenizer: Tokenizer,
+    out_dir: Path,
+    fractions: Mapping[int, float],
+    *,
+    seed: int,
 ) -> dict[int, GroupStats]:
-    """Tokenize each group's texts (streamed in batches) into `out_dir`, replacing it atomically.
+    """Stream `batches` into a pool at `out_dir`, replacing it atomically only if all succeed.
 
-    Returns the per-group statistics also written to manifest.json.
+    `fractions` names every group of the pool with the fraction of its documents to keep
+    (`keep_fractions`); a group without kept documents gets an empty file. Returns the per-group
+    statistics also written to manifest.json.
     """
     vocab_size = tokenizer.get_vocab_size()
     if vocab_size > MAX_VOCAB_SIZE:
         raise ValueError(f"vocab size {vocab_size} does not fit uint16 pool files (max 65536)")
     eos = eos_id(tokenizer)
-    stats: dict[int, GroupStats] = {}
     with atomic_dir(Path(out_dir)) as tmp:
-        for group, texts in texts_by_group.items():
-            group = _as_group_id(group)
-            tokens, docs, text_bytes = _tokenize_group(texts, tokenizer, eos)
-            file = f"group_{group}.npy"
-            write_npy(tokens, tmp / file)
-            stats[group] = GroupStats(file, int(tokens.size), docs, text_bytes)
+        files = _GroupFiles(tmp, fractions)
+        for batch in batches:
+            for chunk in _chunks(_kept_docs(batch, files.fractions, seed), ENCODE_BATCH_DOCS):
+                _append_chunk(chunk, files, tokenizer, eos)
+        stats = files.finish()
         save_tokenizer(tokenizer, tmp / TOKENIZER)
         write_json(_manifest(stats, vocab_size, eos), tmp / MANIFEST)
     return stats
+
+
+def build_pool(
+    texts_by_group: Mapping[int, Iterable[str]], tokenizer: Tokenizer, out_dir: Path
+) -> dict[int, GroupStats]:
+    """A pool of every text of each group, in order (nothing sampled out): `write_pool` for texts
+    at hand."""
+    groups = [_as_group_id(g) for g in texts_by_group]
+    batches = (
+        DocBatch([group] * len(chunk), [""] * len(chunk), chunk)
+        for group, texts in zip(groups, texts_by_group.values(), strict=True)
+        for chunk in _chunks(texts, ENCODE_BATCH_DOCS)
+    )
+    return write_pool(batches, tokenizer, out_dir, dict.fromkeys(groups, 1.0), seed=0)
 
 
 def _as_group_id(group: object) -> int:
@@ -76,38 +140,96 @@ def _as_group_id(group: object) -> int:
     return int(group)
 
 
-def _tokenize_group(
-    texts: Iterable[str], tokenizer: Tokenizer, eos: int
-) -> tuple[np.ndarray, int, int]:
-    """All texts' ids, each document followed by EOS, as one uint16 array."""
-    chunks: list[np.ndarray] = []
-    docs = text_bytes = 0
-    batch: list[str] = []
-    for text in texts:
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _kept_docs(
+    batch: DocBatch, fractions: Mapping[int, float], seed: int
+) -> Iterator[tuple[int, str]]:
+    """(group, text) of the batch's documents that enter the pool, in batch order."""
+    for group, doc_id, text in zip(batch.groups, batch.doc_ids, batch.texts, strict=True):
+        fraction = fractions.get(group)
+        if fraction is None:
+            raise ValueError(f"document {doc_id!r} names group {group!r}, not one of the pool's")
         if not isinstance(text, str):
             raise ValueError(f"documents must be str, got {type(text).__name__}")
-        batch.append(text)
-        if len(batch) == ENCODE_BATCH_DOCS:
-            chunks.append(_encode_chunk(batch, tokenizer, eos))
-            docs, text_bytes = docs + len(batch), text_bytes + _utf8_bytes(batch)
-            batch = []
-    if batch:
-        chunks.append(_encode_chunk(batch, tokenizer, eos))
-        docs, text_bytes = docs + len(batch), text_bytes + _utf8_bytes(batch)
-    tokens = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint16)
-    return tokens, docs, text_bytes
+        if is_kept(doc_id, fraction, seed):
+            yield group, text
 
 
-def _encode_chunk(texts: list[str], tokenizer: Tokenizer, eos: int) -> np.ndarray:
-    flat: list[int] = []
-    for ids in encode_many(tokenizer, texts):
-        flat.extend(ids)
-        flat.append(eos)
-    return np.asarray(flat, dtype=np.uint16)
+def _append_chunk(
+    chunk: list[tuple[int, str]], files: _GroupFiles, tokenizer: Tokenizer, eos: int
+) -> None:
+    """Encode a chunk and append each group's ids (each document followed by EOS)."""
+    flat: dict[int, list[int]] = {}
+    docs: dict[int, int] = {}
+    text_bytes: dict[int, int] = {}
+    for (group, text), ids in zip(
+        chunk, encode_many(tokenizer, [t for _, t in chunk]), strict=True
+    ):
+        tokens = flat.setdefault(group, [])
+        tokens.extend(ids)
+        tokens.append(eos)
+        docs[group] = docs.get(group, 0) + 1
+        text_bytes[group] = text_bytes.get(group, 0) + len(text.encode("utf-8"))
+    for group, tokens in flat.items():
+        files.append(group, np.asarray(tokens, dtype=np.uint16), docs[group], text_bytes[group])
 
 
-def _utf8_bytes(texts: list[str]) -> int:
-    return sum(len(text.encode("utf-8")) for text in texts)
+class _GroupFiles:
+    """One growing .npy per group in a pool's temporary directory; files are opened per append,
+    so the number of groups is not bounded by the open-file limit."""
+
+    def __init__(self, root: Path, fractions: Mapping[int, float]) -> None:
+        self.root = root
+        self.fractions = {_as_group_id(g): _as_fraction(f) for g, f in fractions.items()}
+        self._tokens = dict.fromkeys(self.fractions, 0)
+        self._docs = dict.fromkeys(self.fractions, 0)
+        self._bytes = dict.fromkeys(self.fractions, 0)
+        for group in self.fractions:
+            self._path(group).write_bytes(_npy_header(0))
+
+    def _path(self, group: int) -> Path:
+        return self.root / f"group_{group}.npy"
+
+    def append(self, group: int, tokens: np.ndarray, docs: int, text_bytes: int) -> None:
+        with open(self._path(group), "ab") as fh:
+            fh.write(tokens.tobytes())
+        self._tokens[group] += int(tokens.size)
+        self._docs[group] += docs
+        self._bytes[group] += text_bytes
+
+    def finish(self) -> dict[int, GroupStats]:
+        """Write each file's final length into its header; the per-group statistics."""
+        stats = {}
+        for group, fraction in sorted(self.fractions.items()):
+            path = self._path(group)
+            with open(path, "r+b") as fh:  # same header size: the data stays in place
+                fh.write(_npy_header(self._tokens[group]))
+            counts = (self._tokens[group], self._docs[group], self._bytes[group])
+            stats[group] = GroupStats(path.name, *counts, kept_fraction=fraction)
+        return stats
+
+
+def _as_fraction(fraction: float) -> float:
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"kept fractions must be in (0, 1], got {fraction!r}")
+    return float(fraction)
+
+
+def _npy_header(n_tokens: int) -> bytes:
+    """The .npy header of `n_tokens` uint16 ids, as np.save writes it. Numpy pads it to one size
+    for any length (room for the shape to grow), so it is rewritten in place after the data."""
+    buffer = io.BytesIO()
+    descr = np.lib.format.dtype_to_descr(np.dtype(np.uint16))
+    header = {"descr": descr, "fortran_order": False, "shape": (n_tokens,)}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    if n_tokens and len(buffer.getvalue()) != len(_npy_header(0)):
+        raise RuntimeError("this numpy writes .npy headers whose size depends on the length")
+    return buffer.getvalue()
 
 
 def _manifest(stats: dict[int, GroupStats], vocab_size: int, eos: int) -> dict:
@@ -231,7 +353,7 @@ class ProxyPool:
 
 def _read_manifest(path: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"pool manifest {path} does not exist (run build_pool first)")
+        raise FileNotFoundError(f"pool manifest {path} does not exist (run write_pool first)")
     manifest = json.loads(path.read_text())
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:

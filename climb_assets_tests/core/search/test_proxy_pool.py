@@ -1,4 +1,8 @@
+import io
 import json
+import math
+import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -6,9 +10,17 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models
 
-from climb_assets.core.search.proxy_pool import ProxyPool, build_pool
+from climb_assets.core.search.proxy_pool import (
+    DocBatch,
+    ProxyPool,
+    build_pool,
+    is_kept,
+    keep_fractions,
+    write_pool,
+)
 from climb_assets.core.search.tokenizer import (
     EOS_TOKEN,
+    encode_many,
     eos_id,
     load_tokenizer,
     save_tokenizer,
@@ -67,6 +79,7 @@ def test_pool_round_trip(pool: ProxyPool, tokenizer: Tokenizer) -> None:
         entry = manifest["groups"][str(group)]
         assert entry["docs"] == len(texts)
         assert entry["text_bytes"] == sum(len(t.encode()) for t in texts)
+        assert entry["kept_fraction"] == 1.0  # build_pool samples nothing out
     assert pool.token_counts()[0] == pool.tokens(0).size
     assert pool.tokenizer().to_str() == tokenizer.to_str()
     assert pool.vocab_size == tokenizer.get_vocab_size() and pool.eos_id == eos
@@ -179,3 +192,125 @@ def test_missing_or_corrupt_pool_is_reported(tokenizer: Tokenizer, tmp_path: Pat
     np.save(tmp_path / "p" / "group_0.npy", np.zeros(2, dtype=np.uint16))
     with pytest.raises(ValueError, match="group_0.npy.*rebuild"):
         ProxyPool.open(tmp_path / "p")
+
+
+# --- streaming and bounded building (write_pool) ---
+
+WORDS = {0: "ab", 1: "xyz", 2: "qw"}
+
+
+def _corpus(n_per_group: int) -> list[tuple[int, str, str]]:
+    """(group, doc id, text) with the groups interleaved, as shards mix them; texts are unique."""
+    return [
+        (g, f"doc-{g}-{i}", f"{word * (1 + i % 7)} {i}")
+        for i in range(n_per_group)
+        for g, word in WORDS.items()
+    ]
+
+
+def _batches(docs: list[tuple[int, str, str]], size: int) -> Iterator[DocBatch]:
+    for start in range(0, len(docs), size):
+        groups, doc_ids, texts = zip(*docs[start : start + size], strict=True)
+        yield DocBatch(list(groups), list(doc_ids), list(texts))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(root.iterdir())}
+
+
+def _doc_tokens(docs: list[tuple[int, str, str]], tokenizer: Tokenizer) -> dict[str, int]:
+    """Pool tokens of each document (its ids and EOS)."""
+    ids = encode_many(tokenizer, [text for _, _, text in docs])
+    return {doc_id: len(i) + 1 for (_, doc_id, _), i in zip(docs, ids, strict=True)}
+
+
+def _decoded(pool: ProxyPool) -> dict[int, list[str]]:
+    """Each group's documents, decoded back from its tokens, sorted."""
+    tokenizer = pool.tokenizer()
+    out = {}
+    for group in pool.groups:
+        tokens = np.asarray(pool.tokens(group))
+        pieces = np.split(tokens, np.flatnonzero(tokens == pool.eos_id) + 1)[:-1]
+        out[group] = sorted(tokenizer.decode_batch([p[:-1].tolist() for p in pieces]))
+    return out
+
+
+def test_streamed_pool_does_not_depend_on_batch_size(tokenizer: Tokenizer, tmp_path: Path) -> None:
+    docs = _corpus(300)
+    fractions = {0: 1.0, 1: 0.5, 2: 0.2, 7: 1.0}  # 7: a group without documents
+    built = []
+    for size in (1, 3, len(docs)):  # len(docs) > ENCODE_BATCH_DOCS: chunks within a batch
+        write_pool(_batches(docs, size), tokenizer, tmp_path / str(size), fractions, seed=5)
+        built.append(_files(tmp_path / str(size)))
+    assert built[0] == built[1] == built[2]
+    manifest = json.loads(built[0]["manifest.json"])
+    assert (
+        manifest["groups"]["7"]["tokens"] == 0 and manifest["groups"]["2"]["kept_fraction"] == 0.2
+    )
+    assert ProxyPool.open(tmp_path / "1").token_counts()[7] == 0
+
+
+def test_generous_limit_keeps_every_document(tokenizer: Tokenizer, tmp_path: Path) -> None:
+    docs = _corpus(200)
+    tokens = _doc_tokens(docs, tokenizer)
+    available = {g: sum(tokens[d] for gg, d, _ in docs if gg == g) for g in WORDS}
+    fractions = keep_fractions(available, limit=max(available.values()))
+    assert set(fractions.values()) == {1.0}
+    stats = write_pool(_batches(docs, 64), tokenizer, tmp_path / "p", fractions, seed=0)
+    pool, eos = ProxyPool.open(tmp_path / "p"), eos_id(tokenizer)
+    for group in WORDS:
+        texts = [text for g, _, text in docs if g == group]
+        ids = [i for doc in encode_many(tokenizer, texts) for i in (*doc, eos)]
+        expected = np.array(ids, dtype=np.uint16)
+        np.testing.assert_array_equal(pool.tokens(group), expected)
+        saved = io.BytesIO()
+        np.save(saved, expected)  # the very file np.save writes
+        assert (tmp_path / "p" / f"group_{group}.npy").read_bytes() == saved.getvalue()
+        assert stats[group].docs == len(texts) and stats[group].tokens == available[group]
+
+
+def test_small_limit_samples_about_limit_tokens_whatever_the_order(
+    tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    docs = _corpus(2000)
+    tokens = _doc_tokens(docs, tokenizer)
+    available = {g: sum(tokens[d] for gg, d, _ in docs if gg == g) for g in WORDS}
+    limit = min(available.values()) // 4
+    fractions = keep_fractions(available, limit)
+    shuffled = random.Random(0).sample(docs, len(docs))
+    decoded = []
+    for name, stream, size in (("ordered", docs, 100), ("shuffled", shuffled, 7)):
+        stats = write_pool(_batches(stream, size), tokenizer, tmp_path / name, fractions, seed=3)
+        decoded.append(_decoded(ProxyPool.open(tmp_path / name)))
+    assert decoded[0] == decoded[1]
+    for group, fraction in fractions.items():
+        kept = sorted(t for g, d, t in docs if g == group and is_kept(d, fraction, 3))
+        assert decoded[0][group] == kept and stats[group].kept_fraction == fraction
+        # Kept tokens are a sum of Bernoulli(p) * doc tokens: mean p * available = limit, and the
+        # standard deviation below; 4 of them bound a chance miss below 1e-4.
+        sizes = np.array([tokens[d] for g, d, _ in docs if g == group], dtype=float)
+        sd = math.sqrt(fraction * (1 - fraction) * (sizes**2).sum())
+        assert abs(stats[group].tokens - limit) <= 4 * sd < 0.2 * limit
+
+
+def test_failure_mid_stream_leaves_the_old_pool(tokenizer: Tokenizer, tmp_path: Path) -> None:
+    docs = _corpus(50)
+    fractions = dict.fromkeys(WORDS, 1.0)
+    write_pool(_batches(docs, 10), tokenizer, tmp_path / "pool", fractions, seed=0)
+    before = _files(tmp_path / "pool")
+
+    def failing() -> Iterator[DocBatch]:
+        yield from _batches(docs[:20], 10)  # group files have grown when the stream breaks
+        raise RuntimeError("shard unreadable")
+
+    with pytest.raises(RuntimeError, match="unreadable"):
+        write_pool(failing(), tokenizer, tmp_path / "pool", {**fractions, 3: 1.0}, seed=1)
+    assert _files(tmp_path / "pool") == before
+    assert [path.name for path in tmp_path.iterdir()] == ["pool"]  # no temporary left
+
+
+def test_keep_fractions_and_unknown_groups(tokenizer: Tokenizer, tmp_path: Path) -> None:
+    assert keep_fractions({0: 100, 1: 400, 2: 0}, 200) == {0: 1.0, 1: 0.5, 2: 1.0}
+    with pytest.raises(ValueError, match="not one of the pool's"):
+        write_pool(_batches([(5, "d", "ab")], 1), tokenizer, tmp_path / "p", {0: 1.0}, seed=0)
+    assert not (tmp_path / "p").exists()
