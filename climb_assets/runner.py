@@ -44,6 +44,32 @@ def check_targets(settings: Settings) -> None:
         load_target(target)
 
 
+def check_corpus_fits(settings: Settings, shards: list[str]) -> str:
+    """The corpus's size, from a bounded look at its shards; raises when its outputs would not
+    fit on the output folder's disk, before hours of work end in a full disk."""
+    from climb_assets.core.corpus.estimate import disk_shortfall, estimate_corpus, format_bytes
+
+    estimate = estimate_corpus(settings.corpus.path / shard for shard in shards)
+    dim = embedding_dimension(settings)
+    if problem := disk_shortfall(estimate, dim, Path(settings.output_dir)):
+        raise OSError(problem)
+    outputs = estimate.output_bytes(dim)
+    return f"{estimate.describe()}; outputs about {format_bytes(outputs)}"
+
+
+def embedding_dimension(settings: Settings) -> int:
+    """The encoder's width from its config.json, without loading it; 768 when unknown."""
+    import json
+
+    from climb_assets.core.clustering.embedding import model_location
+
+    try:
+        config = Path(model_location(settings.embedding.model)) / "config.json"
+        return int(json.loads(config.read_text())["hidden_size"])
+    except (OSError, KeyError, TypeError, ValueError, ImportError):
+        return 768
+
+
 def shard_is_current(
     instance: dg.DagsterInstance, stage: Stage, shard: str, settings: Settings
 ) -> bool:
@@ -88,7 +114,7 @@ def run_pipeline(
     check_targets(settings)
     recover_dead_runs(instance, echo)
     shards = register_shards(settings, instance)
-    echo(f"corpus: {len(shards)} shard(s) under {settings.corpus.path}")
+    echo(f"corpus under {settings.corpus.path}: {check_corpus_fits(settings, shards)}")
     steps = [(stage, key) for stage in plan for key in partition_keys(stage, shards, settings)]
     if not force:
         current = [

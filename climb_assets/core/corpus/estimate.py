@@ -1,0 +1,180 @@
+"""How big a corpus is, told before any work starts: documents, text bytes, tokens, and the disk
+its outputs will take, from a bounded look at a few shards (never a full read).
+
+Parquet shards give their row count and the text column's uncompressed size from their footer,
+exactly. JSONL shards (plain, gzip, zstd) are sampled: the first `SAMPLE_BYTES` on disk of up to
+`SAMPLE_SHARDS` shards of each format, decompressed, give documents and text bytes per byte on
+disk, and the other shards of that format are scaled by their size on disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import zstandard
+
+SAMPLE_SHARDS = 4
+SAMPLE_BYTES = 4 << 20  # on disk: compressed bytes for .gz and .zst
+BYTES_PER_TOKEN = 4.0  # English text under BERT-like and BPE tokenizers: about 4 bytes a token
+# Besides the embeddings, the outputs hold documents (zstd Parquet), the index, assignments and
+# the proxy pool: 1.3 bytes per byte of text on the bundled sample (the dataset comes on top).
+OUTPUT_BYTES_PER_TEXT_BYTE = 1.3
+
+
+@dataclass(frozen=True)
+class ShardSize:
+    disk_bytes: int
+    documents: float
+    text_bytes: float
+    exact: bool
+
+
+@dataclass(frozen=True)
+class CorpusEstimate:
+    shards: int
+    disk_bytes: int
+    documents: int
+    text_bytes: int
+    exact: bool  # every shard measured (Parquet footers, or JSONL read to its end)
+
+    @property
+    def tokens(self) -> int:
+        return round(self.text_bytes / BYTES_PER_TOKEN)
+
+    def output_bytes(self, embedding_dim: int) -> int:
+        """Disk the per-shard and corpus-wide outputs take: float16 embeddings plus the rest."""
+        return round(
+            self.documents * embedding_dim * 2 + self.text_bytes * OUTPUT_BYTES_PER_TEXT_BYTE
+        )
+
+    def describe(self) -> str:
+        about = "" if self.exact else "about "
+        return (
+            f"{self.shards} shard(s), {format_bytes(self.disk_bytes)} on disk, {about}"
+            f"{self.documents:,} documents, {format_bytes(self.text_bytes)} of text, about "
+            f"{_tokens(self.tokens)} tokens"
+        )
+
+
+def estimate_corpus(paths: Iterable[Path]) -> CorpusEstimate:
+    """Sizes of the shard files at `paths` (see the module docstring for what is exact)."""
+    paths = sorted(Path(p) for p in paths)
+    by_format: dict[str, list[Path]] = {}
+    for path in paths:
+        by_format.setdefault(_format(path), []).append(path)
+    sizes = [size for fmt, group in by_format.items() for size in _format_sizes(fmt, group)]
+    return CorpusEstimate(
+        shards=len(paths),
+        disk_bytes=sum(s.disk_bytes for s in sizes),
+        documents=round(sum(s.documents for s in sizes)),
+        text_bytes=round(sum(s.text_bytes for s in sizes)),
+        exact=all(s.exact for s in sizes),
+    )
+
+
+def disk_shortfall(estimate: CorpusEstimate, embedding_dim: int, output_dir: Path) -> str | None:
+    """Why the outputs will not fit on `output_dir`'s disk, or None when they will. What the
+    folder already holds counts as available: a rerun rewrites it."""
+    needed = estimate.output_bytes(embedding_dim)
+    existing = folder_bytes(output_dir)
+    probe = next((p for p in (output_dir, *output_dir.parents) if p.exists()), Path("/"))
+    free = shutil.disk_usage(probe).free
+    if needed <= free + existing:
+        return None
+    return (
+        f"the outputs of this corpus need about {format_bytes(needed)} under {output_dir}, "
+        f"but its disk has {format_bytes(free)} free (and the folder holds "
+        f"{format_bytes(existing)}): free space or "
+        "set output_dir to a larger disk"
+    )
+
+
+def folder_bytes(folder: Path) -> int:
+    if not folder.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _format(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in (".jsonl.gz", ".jsonl.zst", ".parquet"):
+        if name.endswith(suffix):
+            return suffix
+    return ".jsonl"
+
+
+def _format_sizes(fmt: str, paths: list[Path]) -> list[ShardSize]:
+    if fmt == ".parquet":
+        return [_parquet_size(p) for p in paths]
+    sampled = [_jsonl_size(p, fmt) for p in paths[:SAMPLE_SHARDS]]
+    disk = sum(s.disk_bytes for s in sampled)
+    docs_per_byte = sum(s.documents for s in sampled) / disk if disk else 0.0
+    text_per_byte = sum(s.text_bytes for s in sampled) / disk if disk else 0.0
+    rest = [p.stat().st_size for p in paths[SAMPLE_SHARDS:]]
+    scaled = [ShardSize(b, b * docs_per_byte, b * text_per_byte, False) for b in rest]
+    return sampled + scaled
+
+
+def _parquet_size(path: Path) -> ShardSize:
+    """Rows and the largest column's uncompressed bytes (the text), from the footer alone."""
+    meta = pq.ParquetFile(path).metadata
+    per_column: dict[int, int] = {}
+    for group in range(meta.num_row_groups):
+        row_group = meta.row_group(group)
+        for column in range(row_group.num_columns):
+            size = row_group.column(column).total_uncompressed_size
+            per_column[column] = per_column.get(column, 0) + size
+    text = max(per_column.values(), default=0)
+    return ShardSize(path.stat().st_size, meta.num_rows, text, True)
+
+
+def _jsonl_size(path: Path, fmt: str) -> ShardSize:
+    """Lines and text of the file's first SAMPLE_BYTES on disk (decompressed), scaled to the
+    whole file by its size on disk: exact when the sample is the whole file."""
+    disk = path.stat().st_size
+    with open(path, "rb") as raw:
+        head = raw.read(SAMPLE_BYTES)
+    whole = len(head) == disk
+    data = _decompress(head, fmt)
+    if not whole:  # a line cut at the sample's end is not counted
+        data = data[: data.rfind(b"\n") + 1]
+    lines = sum(1 for line in data.split(b"\n") if line.strip())
+    scale = disk / max(len(head), 1)
+    return ShardSize(disk, lines * scale, len(data) * scale, whole)
+
+
+def _decompress(head: bytes, fmt: str) -> bytes:
+    """What the first bytes of a (multi-member gzip, multi-frame zstd) file decompress to; a
+    member or frame cut at the end gives what it holds so far."""
+    if fmt == ".jsonl":
+        return head
+    out: list[bytes] = []
+    while head:
+        if fmt == ".jsonl.gz":
+            member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        else:
+            member = zstandard.ZstdDecompressor().decompressobj()
+        out.append(member.decompress(head))
+        head = member.unused_data if member.eof else b""
+    return b"".join(out)
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _tokens(n: float) -> str:
+    for unit in ("", "k", "M", "B"):
+        if n < 1000:
+            return f"{n:.0f}{unit}" if not unit else f"{n:.1f}{unit}"
+        n /= 1000
+    return f"{n:.1f}T"

@@ -1,0 +1,63 @@
+"""The corpus's size before any work: exact from Parquet footers and small JSONL files, sampled
+from the start of large ones, and a refusal when the outputs would not fit on the disk."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+import zstandard
+
+from climb_assets.core.corpus import estimate
+from climb_assets.core.corpus.estimate import CorpusEstimate, disk_shortfall, estimate_corpus
+
+
+def records(n: int, start: int = 0) -> list[dict]:
+    return [
+        {"id": f"d{i}", "text": f"Document number {i} says something. " * (1 + i % 7)}
+        for i in range(start, start + n)
+    ]
+
+
+def jsonl_bytes(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def test_small_shards_of_every_format_are_counted_exactly(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_bytes(jsonl_bytes(records(300)) + b"\n\n")
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(jsonl_bytes(records(200))))
+    (tmp_path / "c.jsonl.zst").write_bytes(
+        zstandard.ZstdCompressor().compress(jsonl_bytes(records(100)))
+    )
+    pl.DataFrame(records(400)).write_parquet(tmp_path / "d.parquet")
+    found = estimate_corpus(tmp_path.iterdir())
+    assert found.exact and found.shards == 4 and found.documents == 1000
+    assert found.disk_bytes == sum(p.stat().st_size for p in tmp_path.iterdir())
+    text = sum(len(r["text"]) for r in records(400))
+    assert text < found.text_bytes < 3 * text  # JSON around the text, Parquet's column of it
+
+
+def test_large_and_unsampled_shards_are_estimated_from_the_sampled_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(estimate, "SAMPLE_BYTES", 5_000)  # a third of each file
+    monkeypatch.setattr(estimate, "SAMPLE_SHARDS", 2)
+    for n in range(5):  # five shards of 2,000 documents, only the start of two of them read
+        (tmp_path / f"s{n}.jsonl.gz").write_bytes(
+            gzip.compress(jsonl_bytes(records(2_000, n * 2_000)))
+        )
+    found = estimate_corpus(tmp_path.iterdir())
+    assert not found.exact
+    assert 8_000 < found.documents < 12_000
+    assert f"about {found.documents:,} documents" in found.describe()
+
+
+def test_outputs_that_do_not_fit_are_refused_naming_the_folder(tmp_path: Path) -> None:
+    small = CorpusEstimate(shards=1, disk_bytes=10, documents=10, text_bytes=1_000, exact=True)
+    assert disk_shortfall(small, 384, tmp_path / "out") is None
+    huge = CorpusEstimate(shards=1, disk_bytes=10, documents=10**15, text_bytes=10**18, exact=True)
+    message = disk_shortfall(huge, 384, tmp_path / "out")
+    assert message is not None and str(tmp_path / "out") in message and "output_dir" in message
