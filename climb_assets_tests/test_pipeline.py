@@ -511,3 +511,40 @@ def test_climb_report_writes_one_self_contained_page(pipeline, tmp_path: Path, c
         assert f"<h2>{heading}</h2>" in page, heading
     assert page.count('src="data:image/png;base64,') >= 3
     assert "http://" not in page and "https://" not in page and "<script" not in page
+
+
+def test_corpus_wide_stages_streamed_in_tiny_batches_give_the_same_results(
+    pipeline, tmp_path: Path
+) -> None:
+    """The document index, profiles, proxy pool and dataset rebuilt from the same inputs with
+    `execution.batch_docs` far below the corpus (7 of ~360 documents) equal the results the
+    pipeline made with one batch."""
+    import shutil
+
+    settings, layout, _, _ = pipeline
+    shutil.copytree(layout.root, tmp_path / "out")
+    execution = settings.execution.model_copy(update={"batch_docs": 7})
+    small = settings.model_copy(update={"output_dir": tmp_path / "out", "execution": execution})
+    other = Layout(tmp_path / "out")
+    for made in (other.document_index, other.cluster_profiles):  # rebuilt, not copied
+        made.unlink()
+    for folder in (other.proxy_pool, other.dataset):
+        shutil.rmtree(folder)
+    # one run each, in dependency order (the dataset does not depend on the index directly)
+    assets = ("document_index", "cluster_profiles", "proxy_pool", "climbmix_dataset")
+    with dg.instance_for_test() as instance:
+        plan = tuple(Stage((asset,), "none") for asset in assets)
+        run_pipeline(build_definitions(small), small, instance, plan=plan, echo=lambda _: None)
+    assert pl.read_parquet(other.document_index).equals(pl.read_parquet(layout.document_index))
+    profiles, again = (pl.read_parquet(x.cluster_profiles) for x in (layout, other))
+    assert profiles.drop("mean_quality").equals(again.drop("mean_quality"))
+    assert np.allclose(
+        profiles["mean_quality"].fill_null(-1).to_numpy(),
+        again["mean_quality"].fill_null(-1).to_numpy(),
+        rtol=1e-12,
+    )
+    for path in sorted(layout.proxy_pool.iterdir()):
+        assert path.read_bytes() == (other.proxy_pool / path.name).read_bytes(), path.name
+    assert [p.name for p in layout.dataset_shards()] == [p.name for p in other.dataset_shards()]
+    for path in layout.dataset_shards():
+        assert pl.read_parquet(path).equals(pl.read_parquet(other.dataset / path.name))
