@@ -113,7 +113,7 @@ def check_kmeans(points: int, k: int) -> None:
 
     say("\n2. faiss K-means")
     if not gpu_available("auto"):
-        say('   faiss sees no GPU (is faiss-gpu-cu12 installed? pip install -e ".[gpu]"): skipped')
+        say('   faiss sees no GPU (is faiss-gpu installed? pip install -e ".[gpu]"): skipped')
         return
     x = clustered_points(points, 384, k)
     timings, labels = {}, {}
