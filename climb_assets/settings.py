@@ -396,6 +396,14 @@ class ExecutionSettings(_Section):
         "at a time: their memory grows with this, never with the corpus. Results do not "
         "depend on it.",
     )
+    cpus_per_shard_task: int = Field(
+        1,
+        ge=1,
+        description="CPUs Ray reserves for each shard's task of a corpus-wide stage (cluster "
+        "assignments, cluster profiles, proxy pool tokens: one task per shard). The local "
+        "backend runs the shards one after another in the step's process. Results do not "
+        "depend on the backend.",
+    )
     sql_memory_mb: int = Field(
         1024,
         ge=64,

@@ -9,8 +9,9 @@ code version). A shard processed by either is not processed again until one of t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import dagster as dg
 
@@ -18,6 +19,9 @@ from climb_assets.core.corpus.shards import discover_shards
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.settings import Settings
 from climb_assets.store import Layout
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 SHARD_CODE_VERSION = "2"  # code_version of the per-shard assets
 INPUT_FINGERPRINT = "input_fingerprint"  # the metadata key each per-shard materialization records
@@ -144,3 +148,22 @@ def require_shard_files(layout: Layout, shards: list[str], reader: str, *assets:
     }
     if message := missing_shard_files_message(reader, missing):
         raise dg.Failure(description=message)
+
+
+def map_shards(
+    fn: Callable[[Item], Result],
+    items: Sequence[Item],
+    settings: Settings,
+    layout: Layout,
+    step: str,
+) -> list[Result]:
+    """fn(item) for every item (one per shard), one task each on the configured backend
+    (`map_shard_tasks`), results in item order; a task that failed or a cluster that cannot run
+    them fails the step with the cause. `fn` and the items must pickle, with absolute paths:
+    a Ray worker's working directory is not this process's."""
+    from climb_assets.core.shared.execution import ExecutionError, TasksFailed, map_shard_tasks
+
+    try:
+        return map_shard_tasks(fn, items, settings.execution, layout.root)
+    except (ExecutionError, TasksFailed) as err:
+        raise dg.Failure(f"{step}: {err}") from err

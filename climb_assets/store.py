@@ -116,6 +116,11 @@ class Layout:
         return self.root / "clusters" / "profiles.parquet"
 
     @property
+    def profiles_work(self) -> Path:
+        """Each shard's partial cluster profile, written by its task and merged by the step."""
+        return self.root / "clusters" / ".profiles.work"
+
+    @property
     def super_cluster_map(self) -> Path:
         return self.root / "clusters" / "super_cluster_map.parquet"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from climb_assets.definitions import build_definitions
 from climb_assets.runner import run_pipeline
 from climb_assets.settings import ExecutionSettings, Settings
 from climb_assets.shard_state import register_shards
-from climb_assets.store import Layout
+from climb_assets.store import ASSIGNMENTS, Layout
 from climb_assets_tests.conftest import small_settings
 
 ray = pytest.importorskip("ray")
@@ -116,6 +117,46 @@ def test_ray_iteration_matches_local_and_uses_several_workers(
     for name in shards:
         assert (layout.dataset / name).read_bytes() == (local.dataset / name).read_bytes(), name
     assert card_without_provenance(layout) == card_without_provenance(local)
+
+
+def test_corpus_wide_stages_on_ray_write_the_local_files(
+    local_ray, local_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cluster_assignments, cluster_profiles and proxy_pool as one Ray task per shard write the
+    very bytes the local backend wrote."""
+    import climb_assets.core.shared.execution as execution
+
+    settings, local = local_run
+    shutil.copytree(local.root, tmp_path / "ray")
+    layout = Layout(tmp_path / "ray")
+    shutil.rmtree(layout.root / ASSIGNMENTS)  # rebuilt, not copied
+    layout.cluster_profiles.unlink()
+    shutil.rmtree(layout.proxy_pool)
+    on_ray = settings.model_copy(update={"output_dir": layout.root, "execution": RAY_ONE_THREAD})
+    mapped: list[int] = []
+    on_cluster = execution._map_ray
+
+    def counted(fn: Callable, items: Sequence, *args: object) -> list:
+        mapped.append(len(items))
+        return on_cluster(fn, items, *args)
+
+    monkeypatch.setattr(execution, "_map_ray", counted)
+    stages = ("cluster_assignments", "cluster_profiles", "proxy_pool")
+    job = build_definitions(on_ray).resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test() as instance:
+        shards = register_shards(on_ray, instance)
+        result = job.execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey(name) for name in stages]
+        )
+    assert result.success
+    assert len(shards) >= 2 and mapped == [len(shards)] * 3  # one task per shard, each stage
+    made = [local.assignments(shard) for shard in shards]
+    made += [local.cluster_profiles, *sorted(local.proxy_pool.iterdir())]
+    for path in made:
+        again = layout.root / path.relative_to(local.root)
+        assert again.read_bytes() == path.read_bytes(), path.name
+    pool_files = sorted(p.name for p in layout.proxy_pool.iterdir())
+    assert pool_files == sorted(p.name for p in local.proxy_pool.iterdir())  # no parts left
 
 
 def card_without_provenance(layout: Layout) -> str:

@@ -1,8 +1,12 @@
 """Clustering stage: embeddings (per shard) -> centroids -> assignments (per shard) ->
 cluster profiles -> super-clusters (pruned and merged)."""
 
+import shutil
 import time
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
@@ -17,11 +21,21 @@ from climb_assets.settings import EmbeddingSettings, Settings
 from climb_assets.shard_state import (
     INPUT_FINGERPRINT,
     SHARD_CODE_VERSION,
+    map_shards,
     registered,
     require_shard_files,
     shard_input_fingerprint,
 )
-from climb_assets.store import READ_PER_SHARD, Layout, kept_document_batches, load_embeddings
+from climb_assets.store import (
+    READ_PER_SHARD,
+    Layout,
+    kept_document_batches,
+    load_embeddings,
+    shard_file_stem,
+)
+
+if TYPE_CHECKING:
+    from climb_assets.core.clustering.clusters import ProfileAccumulator
 
 EMBEDDINGS_FINITE_UNIT_NORM = "finite_unit_norm"
 
@@ -104,6 +118,7 @@ def _embed(texts: list[str], settings: Settings) -> tuple[np.ndarray, dict]:
             "execution_backend": "ray",
             "chunks": len(workers),
             "workers": dg.MetadataValue.json(names),
+            "nodes": dg.MetadataValue.json(sorted({w["node"] for w in workers})),  # Ray node ids
         }
     model = _encoder(settings.embedding.model_dump_json())
     vectors = encode(model, texts, settings.embedding.batch_size)
@@ -172,6 +187,18 @@ def assign_shard(
     ).select("shard", "row", "doc_id", "cluster", "distance")
 
 
+def assign_and_write(layout: Layout, settings: Settings, shard: str) -> dict:
+    """One shard's task: its assignments written, and its row of the step's summary."""
+    assigned = assign_shard(layout, shard, np.load(layout.centroids), settings)
+    write_parquet(assigned, layout.assignments(shard))
+    return {
+        "shard": shard,
+        "documents": assigned.height,
+        "clusters_used": assigned["cluster"].n_unique(),
+        "mean_distance": float(assigned["distance"].mean()) if assigned.height else None,
+    }
+
+
 @dg.asset(
     deps=[shard_embeddings, centroids],
     automation_condition=eager_after("centroids"),
@@ -186,23 +213,13 @@ def cluster_assignments(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
     settings, layout = climb.resolve()
-    fitted = np.load(layout.centroids)
-    per_shard = []
     shards = registered(context.instance)
     require_shard_files(
         layout, shards, "cluster_assignments", "corpus_documents", "shard_embeddings"
     )
-    for shard in shards:
-        assigned = assign_shard(layout, shard, fitted, settings)
-        write_parquet(assigned, layout.assignments(shard))
-        per_shard.append(
-            {
-                "shard": shard,
-                "documents": assigned.height,
-                "clusters_used": assigned["cluster"].n_unique(),
-                "mean_distance": float(assigned["distance"].mean()) if assigned.height else None,
-            }
-        )
+    layout = Layout(layout.root.resolve())  # a Ray worker's working directory is another
+    assign = partial(assign_and_write, layout, settings)
+    per_shard = map_shards(assign, shards, settings, layout, "cluster_assignments")
     summary = pl.DataFrame(per_shard)
     return dg.MaterializeResult(
         metadata={
@@ -212,6 +229,37 @@ def cluster_assignments(
             "by_shard": table(summary),
         }
     )
+
+
+@dataclass(frozen=True)
+class ShardProfile:
+    """One shard's share of the cluster profiles (a `ProfilePartial` saved under `folder`), and
+    of the documents counted."""
+
+    folder: Path
+    documents: int  # kept by the index
+    unassigned: int  # of those, without a cluster (stale assignments)
+
+
+def _profile_accumulator(settings: Settings, k: int) -> "ProfileAccumulator":
+    from climb_assets.core.clustering.clusters import ProfileAccumulator
+
+    return ProfileAccumulator(k, settings.clustering.top_terms, seed=settings.seed)
+
+
+def profile_shard(layout: Layout, settings: Settings, k: int, shard: str) -> ShardProfile:
+    """One shard's task: its kept documents folded into profiles, a batch at a time."""
+    accumulator = _profile_accumulator(settings, k)
+    columns = ["doc_id", "text", "n_tokens", "quality_score"]
+    documents = unassigned = 0
+    batch_docs = settings.execution.batch_docs
+    for batch in kept_document_batches(layout, [shard], columns, batch_docs):
+        documents += batch.height
+        unassigned += batch["cluster"].null_count()
+        accumulator.add(batch.filter(pl.col("cluster").is_not_null()))
+    folder = layout.profiles_work / shard_file_stem(shard)
+    accumulator.partial().save(folder)
+    return ShardProfile(folder, documents, unassigned)
 
 
 @dg.asset(
@@ -234,23 +282,25 @@ def cluster_assignments(
 def cluster_profiles(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
-    from climb_assets.core.clustering.clusters import ProfileAccumulator
+    from climb_assets.core.clustering.clusters import ProfilePartial
     from climb_assets.core.shared.plots import bar_chart, histogram
 
     settings, layout = climb.resolve()
     shards = registered(context.instance)
     require_shard_files(layout, shards, "cluster_profiles", *READ_PER_SHARD)
-    accumulator = ProfileAccumulator(
-        int(np.load(layout.centroids).shape[0]),
-        settings.clustering.top_terms,
-        seed=settings.seed,
-    )
-    columns = ["doc_id", "text", "n_tokens", "quality_score"]
-    documents = unassigned = 0
-    for batch in kept_document_batches(layout, shards, columns, settings.execution.batch_docs):
-        documents += batch.height
-        unassigned += batch["cluster"].null_count()
-        accumulator.add(batch.filter(pl.col("cluster").is_not_null()))
+    layout = Layout(layout.root.resolve())  # a Ray worker's working directory is another
+    k = int(np.load(layout.centroids).shape[0])
+    # Shards in the order the stream reads them: merged in that order, floats sum the same way
+    # on every backend.
+    profile = partial(profile_shard, layout, settings, k)
+    shutil.rmtree(layout.profiles_work, ignore_errors=True)  # a crashed run's partials
+    parts = map_shards(profile, sorted(shards), settings, layout, "cluster_profiles")
+    accumulator = _profile_accumulator(settings, k)
+    for part in parts:  # one shard's partial in memory at a time
+        accumulator.merge(ProfilePartial.load(part.folder))
+    shutil.rmtree(layout.profiles_work, ignore_errors=True)
+    documents = sum(part.documents for part in parts)
+    unassigned = sum(part.unassigned for part in parts)
     profiles = accumulator.result()
     write_parquet(profiles, layout.cluster_profiles)
     by_size = profiles.sort("n_docs", descending=True)

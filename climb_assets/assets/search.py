@@ -10,6 +10,7 @@ round's three artifacts are then published as their own partitioned assets, with
 
 import shutil
 from collections.abc import Iterator
+from functools import partial
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -43,7 +44,7 @@ from climb_assets.partitions import (
 )
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import Settings
-from climb_assets.shard_state import registered, require_shard_files
+from climb_assets.shard_state import map_shards, registered, require_shard_files
 from climb_assets.store import (
     CURVES_FILE,
     PREDICTOR_DIR,
@@ -63,6 +64,7 @@ from climb_assets.store import (
 if TYPE_CHECKING:
     from climb_assets.core.search.final_race import RaceResult
     from climb_assets.core.search.mixtures import MixtureConstraints
+    from climb_assets.core.search.proxy_pool import DocBatch
     from climb_assets.core.search.strategy import OptimalMixture
 
 
@@ -77,34 +79,31 @@ if TYPE_CHECKING:
     "stream is fast.",
 )
 def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
-    from climb_assets.core.search.proxy_pool import DocBatch, keep_fractions, write_pool
+    from climb_assets.core.search.proxy_pool import keep_fractions, write_pool_in_parts
     from climb_assets.core.search.tokenizer import train_bpe
 
     settings, layout = climb.resolve()
     shards = registered(context.instance)
     require_shard_files(layout, shards, "proxy_pool", *READ_PER_SHARD)
+    layout = Layout(layout.root.resolve())  # a Ray worker's working directory is another
+    batch_docs = settings.execution.batch_docs
 
-    def kept_docs(columns: list[str]) -> Iterator[pl.DataFrame]:
-        batch_docs = settings.execution.batch_docs
-        return kept_document_batches(layout, shards, columns, batch_docs, kept_super_clusters=True)
-
-    # Two passes over the text, holding a batch at a time: the BPE first, then the pool with it.
+    # Two passes over the text, holding a batch at a time: the BPE first, here, then the pool
+    # with it, one task per shard, concatenated in the stream's shard order.
+    texts = kept_document_batches(layout, shards, ["text"], batch_docs, kept_super_clusters=True)
     tokenizer = train_bpe(
-        (text for frame in kept_docs(["text"]) for text in frame["text"]),
+        (text for frame in texts for text in frame["text"]),
         settings.proxy.vocab_size,
         max_docs=settings.proxy.tokenizer_sample_docs,
         seed=settings.seed,
     )
-    batches = (
-        DocBatch(*(frame[c].to_list() for c in ("super_cluster", "doc_id", "text")))
-        for frame in kept_docs(["doc_id", "text"])
-    )
-    stats = write_pool(
-        batches,
+    stats = write_pool_in_parts(
+        [partial(pool_batches, layout, shard, batch_docs) for shard in sorted(shards)],
         tokenizer,
         layout.proxy_pool,
         keep_fractions(_super_cluster_tokens(layout), _pool_token_limit(settings)),
         seed=settings.seed,
+        run_parts=lambda fn, parts: map_shards(fn, parts, settings, layout, "proxy_pool"),
     )
     by_group = pl.DataFrame(
         [
@@ -128,6 +127,17 @@ def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Ma
             ),
         }
     )
+
+
+def pool_batches(layout: Layout, shard: str, batch_docs: int) -> Iterator["DocBatch"]:
+    """One shard's part of the pool's stream: its documents of kept super-clusters."""
+    from climb_assets.core.search.proxy_pool import DocBatch
+
+    columns = ["doc_id", "text"]
+    for frame in kept_document_batches(
+        layout, [shard], columns, batch_docs, kept_super_clusters=True
+    ):
+        yield DocBatch(*(frame[c].to_list() for c in ("super_cluster", "doc_id", "text")))
 
 
 def _super_cluster_tokens(layout: Layout) -> dict[int, int]:
@@ -223,6 +233,10 @@ def run_iteration(
             "proxies_trained": len(result.trained),
             "worker_processes": len(result.workers),
             "workers": dg.MetadataValue.json(result.workers),
+            # Ray node ids (none on the local backend): several nodes may share a hostname.
+            "nodes": dg.MetadataValue.json(
+                sorted({d["worker"]["node"] for d in result.trained if "node" in d["worker"]})
+            ),
         }
     )
 

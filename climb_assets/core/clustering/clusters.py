@@ -2,7 +2,8 @@
 
 Profiles stream: `ProfileAccumulator` folds in the corpus a batch at a time, keeping per-cluster
 sums, merged (cluster, term) counts and a running top n of example snippets, so its memory
-follows the batch size and the vocabulary, never the corpus' text.
+follows the batch size and the vocabulary, never the corpus' text. Slices of the corpus (shards)
+accumulated apart, in other processes, merge into the same profiles.
 
 CLIMB prunes clusters of low quality and merges clusters whose centroids are close into
 super-clusters, the units the mixture search weighs. Here merging is agglomerative (scipy's
@@ -14,10 +15,12 @@ clusters (benchmarks/cluster_purity.py measures it on the sample).
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -130,14 +133,46 @@ def snippets(text: pl.Expr, limit: int = SNIPPET_CHARS) -> pl.Expr:
 _EXAMPLE_ORDER = ["cluster", "_key", "doc_id"]
 
 
+@dataclass(frozen=True)
+class ProfilePartial:
+    """What a `ProfileAccumulator` has folded in, as a plain picklable value: a slice of the
+    corpus (a shard) profiled in another process, for the driver to `merge`."""
+
+    stats: pl.DataFrame  # cluster, n_docs, n_tokens, quality_sum, quality_n
+    counts: pl.DataFrame  # cluster, term, count
+    examples: pl.DataFrame | None  # the running top n: cluster, _key, doc_id, snippet
+    by_distance: bool | None  # None: nothing folded in yet
+
+    def save(self, folder: Path) -> None:
+        """Written as Parquet files under `folder`, so a driver merging many shards' partials
+        reads one at a time instead of holding them all."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.stats.write_parquet(folder / "stats.parquet")
+        self.counts.write_parquet(folder / "counts.parquet")
+        if self.examples is not None:
+            self.examples.write_parquet(folder / "examples.parquet")
+        (folder / "ranking.json").write_text(json.dumps({"by_distance": self.by_distance}))
+
+    @classmethod
+    def load(cls, folder: Path) -> ProfilePartial:
+        examples = folder / "examples.parquet"
+        return cls(
+            stats=pl.read_parquet(folder / "stats.parquet"),
+            counts=pl.read_parquet(folder / "counts.parquet"),
+            examples=pl.read_parquet(examples) if examples.exists() else None,
+            by_distance=json.loads((folder / "ranking.json").read_text())["by_distance"],
+        )
+
+
 class ProfileAccumulator:
     """Cluster profiles built batch by batch: memory follows the batch, k and the distinct
     (cluster, term) pairs, never the corpus; no text is kept beyond k * n_examples snippets.
 
     Every result but mean_quality (a float sum, rounded by batch) is independent of where the
-    batches split. Examples are the docs nearest their centroid (smallest `distance`, nulls last,
-    ties by doc_id); batches without `distance` rank by a hash of doc_id seeded with `seed`
-    instead, and all batches must agree on which.
+    batches split, and of whether slices of the stream were accumulated apart and merged
+    (`partial`, `merge`). Examples are the docs nearest their centroid (smallest `distance`,
+    nulls last, ties by doc_id); batches without `distance` rank by a hash of doc_id seeded with
+    `seed` instead, and all batches must agree on which.
     """
 
     def __init__(self, k: int, n_terms: int, n_examples: int = 3, seed: int = 0) -> None:
@@ -161,27 +196,43 @@ class ProfileAccumulator:
         """Fold in one batch of documents (doc_id, text, cluster, n_tokens, quality_score and
         optionally distance); raises before changing anything if the batch is invalid."""
         _check_docs(batch, self.k)
-        by_distance = "distance" in batch.columns
-        if self._by_distance not in (None, by_distance):
-            raise ValueError("cluster_profiles: some batches have column 'distance', others not")
+        self._check_ranking("distance" in batch.columns)
         if batch.height == 0:
             return
-        self._by_distance = by_distance
+        self._by_distance = "distance" in batch.columns
         batch = batch.with_columns(pl.col("cluster").cast(pl.Int32))
-        self._stats = _sum_by(
-            [self._stats, _batch_stats(batch)], ["cluster"], self._stats.columns[1:]
-        )
-        self._counts = _sum_by([self._counts, _class_term_counts(batch)], ["cluster", "term"])
-        self._add_examples(batch)
+        self._fold(_batch_stats(batch), _class_term_counts(batch), self._candidates(batch))
 
-    def _add_examples(self, batch: pl.DataFrame) -> None:
+    def partial(self) -> ProfilePartial:
+        """Everything folded in so far, to `merge` into another accumulator."""
+        return ProfilePartial(self._stats, self._counts, self._examples, self._by_distance)
+
+    def merge(self, partial: ProfilePartial) -> None:
+        """Fold in another accumulator's `partial` (of the same k, n_terms, n_examples and
+        seed). Partials of consecutive slices of a stream merged in order give one pass over it,
+        mean_quality up to float rounding; merged in a fixed order, always the same bytes."""
+        if partial.by_distance is None or partial.examples is None:  # an empty slice
+            return
+        self._check_ranking(partial.by_distance)
+        self._by_distance = partial.by_distance
+        self._fold(partial.stats, partial.counts, partial.examples)
+
+    def _check_ranking(self, by_distance: bool) -> None:
+        if self._by_distance not in (None, by_distance):
+            raise ValueError("cluster_profiles: some batches have column 'distance', others not")
+
+    def _fold(self, stats: pl.DataFrame, counts: pl.DataFrame, examples: pl.DataFrame) -> None:
+        self._stats = _sum_by([self._stats, stats], ["cluster"], self._stats.columns[1:])
+        self._counts = _sum_by([self._counts, counts], ["cluster", "term"])
+        held = examples if self._examples is None else pl.concat([self._examples, examples])
+        self._examples = _top_n(held, self.n_examples)
+
+    def _candidates(self, batch: pl.DataFrame) -> pl.DataFrame:
+        """The batch's own top n examples per cluster, with snippets made for those only."""
         ranked = batch.select("cluster", self._rank_key().alias("_key"), "doc_id", "text")
-        # snippets only for the batch's own top n, then the running top n per cluster
-        candidates = _top_n(ranked, self.n_examples).select(
+        return _top_n(ranked, self.n_examples).select(
             "cluster", "_key", "doc_id", snippets(pl.col("text")).alias("snippet")
         )
-        held = candidates if self._examples is None else pl.concat([self._examples, candidates])
-        self._examples = _top_n(held, self.n_examples)
 
     def _rank_key(self) -> pl.Expr:
         if self._by_distance:

@@ -12,6 +12,12 @@ Building streams: `write_pool` reads the corpus as `DocBatch`es, tokenizes each 
 follows a chunk, never a group. A group file is written as a .npy whose header (a fixed 128 bytes
 whatever the length) is rewritten with the final length at the end.
 
+Building in parts: `write_pool_in_parts` cuts the stream into parts (a corpus' shards), each
+tokenized on its own (`write_part`, in another process or on a Ray worker) into raw per-group
+token files under the pool's temporary directory, then concatenated per group in part order: the
+same bytes as one stream of the parts in order, since documents are encoded one by one and kept
+by their id.
+
 Building is bounded: a proxy or evaluation model draws a fixed number of tokens, so a group needs
 only a multiple of that. `keep_fractions` gives group g the fraction p_g = min(1, limit /
 available_g), and a document enters the pool when a uniform drawn from a hash of (seed, doc id) is
@@ -30,7 +36,8 @@ import io
 import itertools
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -52,6 +59,8 @@ MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
 FORMAT_VERSION = 2  # 2: per-group kept_fraction
 ENCODE_BATCH_DOCS = 512
+PARTS_DIR = ".parts"  # inside the pool's temporary directory: gone with it, whatever happens
+COPY_BUFFER_BYTES = 16 << 20  # a part is copied into its group's file this much at a time
 
 T = TypeVar("T")
 
@@ -63,6 +72,29 @@ class GroupStats:
     docs: int
     text_bytes: int
     kept_fraction: float  # share of the group's documents sampled into the pool
+
+
+@dataclass(frozen=True)
+class PartCounts:
+    """What one part added to a group."""
+
+    tokens: int
+    docs: int
+    text_bytes: int
+
+
+@dataclass(frozen=True)
+class PoolPart:
+    """One part of the stream to tokenize into `folder`: a plain picklable value, so that
+    `write_part` can run in another process. `read` yields the part's batches (a module-level
+    function with its arguments bound, e.g. a store reader of one shard); `tokenizer` is the
+    tokenizer.json to encode with."""
+
+    read: Callable[[], Iterable[DocBatch]]
+    folder: Path
+    tokenizer: Path
+    fractions: Mapping[int, float]
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -105,19 +137,118 @@ def write_pool(
     (`keep_fractions`); a group without kept documents gets an empty file. Returns the per-group
     statistics also written to manifest.json.
     """
+    vocab_size = _checked_vocab_size(tokenizer)
+    with atomic_dir(Path(out_dir)) as tmp:
+        files = _GroupFiles(tmp, fractions)
+        _tokenize_into(files, batches, tokenizer, seed)
+        stats = files.finish()
+        save_tokenizer(tokenizer, tmp / TOKENIZER)
+        write_json(_manifest(stats, vocab_size, eos_id(tokenizer)), tmp / MANIFEST)
+    return stats
+
+
+PartRunner = Callable[
+    [Callable[[PoolPart], dict[int, PartCounts]], list[PoolPart]], list[dict[int, PartCounts]]
+]
+
+
+def _run_here(
+    fn: Callable[[PoolPart], dict[int, PartCounts]], parts: list[PoolPart]
+) -> list[dict[int, PartCounts]]:
+    return [fn(part) for part in parts]
+
+
+def write_pool_in_parts(
+    parts: Sequence[Callable[[], Iterable[DocBatch]]],
+    tokenizer: Tokenizer,
+    out_dir: Path,
+    fractions: Mapping[int, float],
+    *,
+    seed: int,
+    run_parts: PartRunner = _run_here,
+) -> dict[int, GroupStats]:
+    """`write_pool` of the stream that is `parts` read one after another, the parts tokenized
+    apart: `run_parts(write_part, pool_parts)` returns each part's counts in part order,
+    running them here (the default), in worker processes or as Ray tasks, which must see
+    `out_dir`'s parent (parts are written under the pool's temporary directory). Each `parts`
+    entry must pickle for the runner that takes it."""
+    vocab_size = _checked_vocab_size(tokenizer)
+    fractions = _checked_fractions(fractions)
+    with atomic_dir(Path(out_dir).resolve()) as tmp:  # absolute: workers run elsewhere
+        save_tokenizer(tokenizer, tmp / TOKENIZER)  # the parts read it from here
+        pool_parts = [
+            PoolPart(read, tmp / PARTS_DIR / f"{i:06d}", tmp / TOKENIZER, fractions, seed)
+            for i, read in enumerate(parts)
+        ]
+        counts = run_parts(write_part, pool_parts)
+        stats = _concatenate_parts(tmp, pool_parts, counts, fractions)
+        if (tmp / PARTS_DIR).exists():  # emptied by the copies; absent without parts
+            shutil.rmtree(tmp / PARTS_DIR)
+        write_json(_manifest(stats, vocab_size, eos_id(tokenizer)), tmp / MANIFEST)
+    return stats
+
+
+def write_part(part: PoolPart) -> dict[int, PartCounts]:
+    """Tokenize one part into raw uint16 files of the groups it holds (no .npy header); their
+    counts. A rerun (a retried Ray task) starts the part afresh."""
+    shutil.rmtree(part.folder, ignore_errors=True)
+    part.folder.mkdir(parents=True)
+    files = _GroupFiles(part.folder, part.fractions, npy=False)
+    _tokenize_into(files, part.read(), load_tokenizer(part.tokenizer), part.seed)
+    return files.counts()
+
+
+def _concatenate_parts(
+    root: Path,
+    parts: list[PoolPart],
+    counts: list[dict[int, PartCounts]],
+    fractions: Mapping[int, float],
+) -> dict[int, GroupStats]:
+    """Each group's .npy file: its header, then its parts' tokens in part order."""
+    stats = {}
+    for group, fraction in sorted(fractions.items()):
+        held = [c[group] for c in counts if group in c]
+        sources = [
+            part.folder / _group_file(group, npy=False)
+            for part, c in zip(parts, counts, strict=True)
+            if group in c
+        ]
+        tokens = sum(c.tokens for c in held)
+        path = root / _group_file(group)
+        _concatenate(sources, tokens, path)
+        docs, text_bytes = sum(c.docs for c in held), sum(c.text_bytes for c in held)
+        stats[group] = GroupStats(path.name, tokens, docs, text_bytes, kept_fraction=fraction)
+    return stats
+
+
+def _concatenate(sources: list[Path], tokens: int, path: Path) -> None:
+    """The .npy of `tokens` ids held by the raw `sources`, copied a buffer at a time (memory does
+    not grow with the group), each source removed once copied (nor does the disk, twice)."""
+    with open(path, "wb") as out:
+        out.write(_npy_header(tokens))
+        for source in sources:
+            with open(source, "rb") as src:
+                shutil.copyfileobj(src, out, COPY_BUFFER_BYTES)
+            source.unlink()
+        if out.tell() != len(_npy_header(0)) + 2 * tokens:
+            raise RuntimeError(f"{path}: its parts do not hold the {tokens} ids they counted")
+
+
+def _checked_vocab_size(tokenizer: Tokenizer) -> int:
     vocab_size = tokenizer.get_vocab_size()
     if vocab_size > MAX_VOCAB_SIZE:
         raise ValueError(f"vocab size {vocab_size} does not fit uint16 pool files (max 65536)")
+    eos_id(tokenizer)
+    return vocab_size
+
+
+def _tokenize_into(
+    files: _GroupFiles, batches: Iterable[DocBatch], tokenizer: Tokenizer, seed: int
+) -> None:
     eos = eos_id(tokenizer)
-    with atomic_dir(Path(out_dir)) as tmp:
-        files = _GroupFiles(tmp, fractions)
-        for batch in batches:
-            for chunk in _chunks(_kept_docs(batch, files.fractions, seed), ENCODE_BATCH_DOCS):
-                _append_chunk(chunk, files, tokenizer, eos)
-        stats = files.finish()
-        save_tokenizer(tokenizer, tmp / TOKENIZER)
-        write_json(_manifest(stats, vocab_size, eos), tmp / MANIFEST)
-    return stats
+    for batch in batches:
+        for chunk in _chunks(_kept_docs(batch, files.fractions, seed), ENCODE_BATCH_DOCS):
+            _append_chunk(chunk, files, tokenizer, eos)
 
 
 def build_pool(
@@ -180,20 +311,22 @@ def _append_chunk(
 
 
 class _GroupFiles:
-    """One growing .npy per group in a pool's temporary directory; files are opened per append,
-    so the number of groups is not bounded by the open-file limit."""
+    """One growing .npy per group in a pool's temporary directory (`npy`), or one raw file per
+    group a part holds; files are opened per append, so the number of groups is not bounded by
+    the open-file limit."""
 
-    def __init__(self, root: Path, fractions: Mapping[int, float]) -> None:
-        self.root = root
-        self.fractions = {_as_group_id(g): _as_fraction(f) for g, f in fractions.items()}
+    def __init__(self, root: Path, fractions: Mapping[int, float], *, npy: bool = True) -> None:
+        self.root, self.npy = root, npy
+        self.fractions = _checked_fractions(fractions)
         self._tokens = dict.fromkeys(self.fractions, 0)
         self._docs = dict.fromkeys(self.fractions, 0)
         self._bytes = dict.fromkeys(self.fractions, 0)
-        for group in self.fractions:
-            self._path(group).write_bytes(_npy_header(0))
+        if npy:  # every group of the pool has a file, an empty group too
+            for group in self.fractions:
+                self._path(group).write_bytes(_npy_header(0))
 
     def _path(self, group: int) -> Path:
-        return self.root / f"group_{group}.npy"
+        return self.root / _group_file(group, self.npy)
 
     def append(self, group: int, tokens: np.ndarray, docs: int, text_bytes: int) -> None:
         with open(self._path(group), "ab") as fh:
@@ -201,6 +334,14 @@ class _GroupFiles:
         self._tokens[group] += int(tokens.size)
         self._docs[group] += docs
         self._bytes[group] += text_bytes
+
+    def counts(self) -> dict[int, PartCounts]:
+        """What each group that received documents holds."""
+        return {
+            group: PartCounts(self._tokens[group], self._docs[group], self._bytes[group])
+            for group in sorted(self.fractions)
+            if self._docs[group]
+        }
 
     def finish(self) -> dict[int, GroupStats]:
         """Write each file's final length into its header; the per-group statistics."""
@@ -212,6 +353,14 @@ class _GroupFiles:
             counts = (self._tokens[group], self._docs[group], self._bytes[group])
             stats[group] = GroupStats(path.name, *counts, kept_fraction=fraction)
         return stats
+
+
+def _group_file(group: int, npy: bool = True) -> str:
+    return f"group_{group}.npy" if npy else f"group_{group}.tokens"
+
+
+def _checked_fractions(fractions: Mapping[int, float]) -> dict[int, float]:
+    return {_as_group_id(g): _as_fraction(f) for g, f in fractions.items()}
 
 
 def _as_fraction(fraction: float) -> float:

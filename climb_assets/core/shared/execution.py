@@ -17,6 +17,7 @@ import multiprocessing.util
 import os
 import secrets
 import socket
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -70,8 +71,13 @@ class TasksFailed(RuntimeError):
 
 
 def worker_identity() -> dict[str, Any]:
-    """The process a task ran in, for metadata and for telling a retried task apart."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    """The process a task ran in, for metadata and for telling a retried task apart; inside
+    Ray also its node id (hostnames repeat when several nodes share a machine or a pod name)."""
+    identity: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    ray = sys.modules.get("ray")  # never import it here: the local backend runs without Ray
+    if ray is not None and ray.is_initialized():
+        identity["node"] = ray.get_runtime_context().get_node_id()
+    return identity
 
 
 def set_torch_threads(threads: int | None) -> None:
@@ -208,6 +214,24 @@ def map_proxy_tasks(
         local_threads=threads,
         local_workers=local_worker_count(execution, threads, default_device()),
     )
+
+
+def map_shard_tasks(
+    fn: Callable[[Item], Result],
+    items: Sequence[Item],
+    execution: ExecutionSettings,
+    output_dir: Path,
+) -> list[Result]:
+    """`map_tasks` for a corpus-wide stage cut into one item per shard. On Ray each task
+    reserves execution.cpus_per_shard_task CPUs and every node must see `output_dir`: tasks read
+    the shards' files there and write their own. The local backend runs the items one after
+    another in this process, so its memory stays that of one batch (execution.batch_docs)."""
+    if items and execution.backend == "ray":
+        check_shared_folder(output_dir, execution)
+    key = "execution.cpus_per_shard_task"
+    # no GPU asked for, so the GPU key is never named in an error
+    resources = TaskResources(execution.cpus_per_shard_task, 0, key, key)
+    return map_tasks(fn, items, execution, resources)
 
 
 def _map_processes(

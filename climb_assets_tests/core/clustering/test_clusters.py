@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import re
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -11,6 +14,7 @@ import pytest
 
 from climb_assets.core.clustering.clusters import (
     ProfileAccumulator,
+    ProfilePartial,
     agglomerate,
     cluster_profiles,
     prune_and_merge,
@@ -218,6 +222,46 @@ def test_accumulator_keeps_no_text_beyond_its_snippets() -> None:
     assert all(len(s) <= 200 for s in accumulator._examples["snippet"])
     assert accumulator._counts.height <= 4 * len(vocab)  # merged, not one row per batch
     assert accumulator.result()["n_docs"].sum() == 1000
+
+
+def profiled_apart(docs: pl.DataFrame, cuts: list[int], rows: int) -> ProfileAccumulator:
+    """The slices docs[cuts[i]:cuts[i + 1]] each streamed into its own accumulator (`rows` a
+    batch), their partials saved to files (as a shard's task does) and merged in order."""
+    merged = ProfileAccumulator(5, 3, seed=2)
+    with tempfile.TemporaryDirectory() as work:
+        for index, (start, end) in enumerate(itertools.pairwise(cuts)):
+            apart = ProfileAccumulator(5, 3, seed=2)
+            for batch in docs[start:end].iter_slices(rows):
+                apart.add(batch)
+            apart.partial().save(Path(work) / str(index))
+            merged.merge(ProfilePartial.load(Path(work) / str(index)))
+    return merged
+
+
+@pytest.mark.parametrize("with_distance", [True, False])
+def test_partials_merged_in_order_equal_one_pass(with_distance: bool) -> None:
+    docs = streaming_docs(60, with_distance)
+    whole = stream(docs, 7)
+    for cuts in ([0, 60], [0, 13, 13, 41, 60], list(range(0, 61, 4))):  # 13:13: an empty slice
+        merged = profiled_apart(docs, cuts, rows=5).result()
+        assert merged.drop("mean_quality").equals(whole.drop("mean_quality"))
+        assert merged.schema == whole.schema
+        assert merged["mean_quality"].to_list() == pytest.approx(
+            whole["mean_quality"].to_list(), abs=1e-12
+        )
+    # the same partials merged in the same order: the same bytes, whoever computed them
+    again = profiled_apart(docs, [0, 13, 41, 60], rows=5).result()
+    assert again.equals(profiled_apart(docs, [0, 13, 41, 60], rows=5).result())
+
+
+def test_merging_partials_ranked_differently_is_refused() -> None:
+    by_distance, by_hash = ProfileAccumulator(5, 3), ProfileAccumulator(5, 3)
+    by_distance.add(streaming_docs(20, with_distance=True))
+    by_hash.add(streaming_docs(20, with_distance=False))
+    with pytest.raises(ValueError, match="some batches have column 'distance'"):
+        by_distance.merge(by_hash.partial())
+    by_distance.merge(ProfileAccumulator(5, 3).partial())  # an empty slice changes nothing
+    assert by_distance.result()["n_docs"].sum() == 20
 
 
 def test_accumulator_rejects_bad_batches() -> None:

@@ -1,8 +1,11 @@
 import io
+import itertools
 import json
 import math
+import pickle
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +15,14 @@ from tokenizers import Tokenizer, models
 
 from climb_assets.core.search.proxy_pool import (
     DocBatch,
+    PartCounts,
+    PoolPart,
     ProxyPool,
     build_pool,
     is_kept,
     keep_fractions,
     write_pool,
+    write_pool_in_parts,
 )
 from climb_assets.core.search.tokenizer import (
     EOS_TOKEN,
@@ -305,6 +311,67 @@ def test_failure_mid_stream_leaves_the_old_pool(tokenizer: Tokenizer, tmp_path: 
 
     with pytest.raises(RuntimeError, match="unreadable"):
         write_pool(failing(), tokenizer, tmp_path / "pool", {**fractions, 3: 1.0}, seed=1)
+    assert _files(tmp_path / "pool") == before
+    assert [path.name for path in tmp_path.iterdir()] == ["pool"]  # no temporary left
+
+
+def _slice(docs: list[tuple[int, str, str]], start: int, end: int) -> Iterator[DocBatch]:
+    """A part of the stream: a module-level function, so that its partial pickles."""
+    return _batches(docs[start:end], 7)
+
+
+def _twice_backwards_pickled(
+    fn: Callable[[PoolPart], dict[int, PartCounts]], parts: list[PoolPart]
+) -> list[dict[int, PartCounts]]:
+    """A runner as hostile as Ray: parts pickled, run out of order, each run twice (a retried
+    task finds what its first attempt wrote)."""
+    results = {}
+    for index in reversed(range(len(parts))):
+        for _ in range(2):
+            part = pickle.loads(pickle.dumps(parts[index]))
+            results[index] = pickle.loads(pickle.dumps(fn(part)))
+    return [results[i] for i in range(len(parts))]
+
+
+def test_a_pool_written_in_parts_equals_the_single_stream(
+    tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    docs = _corpus(300)  # 900 documents: parts and the whole exceed ENCODE_BATCH_DOCS
+    fractions = {0: 1.0, 1: 0.5, 2: 0.2, 7: 1.0}  # 7: a group without documents
+    write_pool(_batches(docs, 50), tokenizer, tmp_path / "stream", fractions, seed=5)
+    single = _files(tmp_path / "stream")
+    only_zeros = [d for d in docs if d[0] == 0][:40]  # a part that holds one group only
+    for name, cuts in (("one", [0, 900]), ("many", [0, 1, 1, 299, 600, 601, 900])):
+        parts = [partial(_slice, docs, a, b) for a, b in itertools.pairwise(cuts)]
+        out = tmp_path / name
+        stats = write_pool_in_parts(
+            parts, tokenizer, out, fractions, seed=5, run_parts=_twice_backwards_pickled
+        )
+        assert _files(out) == single, name  # no parts folder left either
+        assert stats == write_pool(
+            _batches(docs, 900), tokenizer, tmp_path / "s", fractions, seed=5
+        )
+    mixed = [partial(_slice, only_zeros, 0, 40), partial(_slice, docs, 0, 900)]
+    write_pool_in_parts(mixed, tokenizer, tmp_path / "mixed", fractions, seed=5)
+    write_pool(
+        _batches(only_zeros + docs, 64), tokenizer, tmp_path / "mixed_stream", fractions, seed=5
+    )
+    assert _files(tmp_path / "mixed") == _files(tmp_path / "mixed_stream")
+
+
+def test_a_failed_part_leaves_the_old_pool(tokenizer: Tokenizer, tmp_path: Path) -> None:
+    docs = _corpus(50)
+    fractions = dict.fromkeys(WORDS, 1.0)
+    write_pool(_batches(docs, 10), tokenizer, tmp_path / "pool", fractions, seed=0)
+    before = _files(tmp_path / "pool")
+
+    def unreadable() -> Iterator[DocBatch]:
+        yield from _batches(docs[:20], 10)
+        raise RuntimeError("shard unreadable")
+
+    parts = [partial(_slice, docs, 0, 30), unreadable]
+    with pytest.raises(RuntimeError, match="unreadable"):
+        write_pool_in_parts(parts, tokenizer, tmp_path / "pool", fractions, seed=1)
     assert _files(tmp_path / "pool") == before
     assert [path.name for path in tmp_path.iterdir()] == ["pool"]  # no temporary left
 
