@@ -47,14 +47,21 @@ def check_targets(settings: Settings) -> None:
 def check_corpus_fits(settings: Settings, shards: list[str]) -> str:
     """The corpus's size, from a bounded look at its shards; raises when its outputs would not
     fit on the output folder's disk, before hours of work end in a full disk."""
-    from climb_assets.core.corpus.estimate import disk_shortfall, estimate_corpus, format_bytes
+    from climb_assets.core.corpus.estimate import (
+        OutputPlan,
+        disk_shortfall,
+        estimate_corpus,
+        format_bytes,
+    )
+    from climb_assets.core.search.mixtures import pool_token_limit
 
     estimate = estimate_corpus(settings.corpus.path / shard for shard in shards)
-    dim = embedding_dimension(settings)
-    if problem := disk_shortfall(estimate, dim, Path(settings.output_dir)):
+    plan = OutputPlan(
+        embedding_dimension(settings), pool_token_limit(settings), settings.dataset.token_budget
+    )
+    if problem := disk_shortfall(estimate, plan, Path(settings.output_dir)):
         raise OSError(problem)
-    outputs = estimate.output_bytes(dim)
-    return f"{estimate.describe()}; outputs about {format_bytes(outputs)}"
+    return f"{estimate.describe()}; outputs about {format_bytes(estimate.output_bytes(plan))}"
 
 
 def embedding_dimension(settings: Settings) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from climb_assets.core.clustering.naming import round_for_reading
-from climb_assets.core.search.mixtures import constraint_budget
+from climb_assets.core.search.mixtures import constraint_budget, pool_token_limit
 from climb_assets.core.search.proxy_jobs import (
     ProxyTrainer,
     proxy_run_key,
@@ -101,7 +101,7 @@ def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Ma
         [partial(pool_batches, layout, shard, batch_docs) for shard in sorted(shards)],
         tokenizer,
         layout.proxy_pool,
-        keep_fractions(_super_cluster_tokens(layout), _pool_token_limit(settings)),
+        keep_fractions(_super_cluster_tokens(layout), pool_token_limit(settings)),
         seed=settings.seed,
         run_parts=lambda fn, parts: map_shards(fn, parts, settings, layout, "proxy_pool"),
     )
@@ -144,13 +144,6 @@ def _super_cluster_tokens(layout: Layout) -> dict[int, int]:
     """Every super-cluster's corpus tokens: the pool's groups and what each can supply."""
     supers = pl.read_parquet(layout.super_clusters, columns=["super_cluster", "n_tokens"])
     return dict(zip(supers["super_cluster"].to_list(), supers["n_tokens"].to_list(), strict=True))
-
-
-def _pool_token_limit(settings: Settings) -> int:
-    """Tokens the pool keeps of a super-cluster: proxy.pool_coverage times the most that one
-    model (a proxy or an evaluation model) can draw from it."""
-    drawn = max(settings.proxy.tokens_per_proxy, settings.evaluation.tokens)
-    return max(1, round(settings.proxy.pool_coverage * drawn))
 
 
 def build_search_assets(settings: Settings) -> list:

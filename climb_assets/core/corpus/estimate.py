@@ -21,9 +21,23 @@ import zstandard
 SAMPLE_SHARDS = 4
 SAMPLE_BYTES = 4 << 20  # on disk: compressed bytes for .gz and .zst
 BYTES_PER_TOKEN = 4.0  # English text under BERT-like and BPE tokenizers: about 4 bytes a token
-# Besides the embeddings, the outputs hold documents (zstd Parquet), the index, assignments and
-# the proxy pool: 1.3 bytes per byte of text on the bundled sample (the dataset comes on top).
-OUTPUT_BYTES_PER_TEXT_BYTE = 1.3
+# Bytes on disk per byte of text or per token, measured on the bundled sample and on the
+# 1M-document corpus of benchmarks/scale.py: documents, index and assignments (zstd Parquet) take
+# about 0.6 bytes per byte of text; the proxy pool 2 bytes a token (uint16, about 0.6 per byte of
+# text) up to its limit per super-cluster; the dataset about 2 bytes a token (zstd Parquet).
+TABLE_BYTES_PER_TEXT_BYTE = 0.6
+POOL_BYTES_PER_TEXT_BYTE = 0.6
+BYTES_PER_STORED_TOKEN = 2
+SUPER_CLUSTERS_AT_MOST = 30  # before clustering the count is unknown: a generous bound
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """What the settings fix of the outputs' size."""
+
+    embedding_dim: int
+    pool_tokens_per_super_cluster: int  # proxy.pool_coverage x the largest model's draw
+    dataset_tokens: int  # dataset.token_budget
 
 
 @dataclass(frozen=True)
@@ -46,10 +60,14 @@ class CorpusEstimate:
     def tokens(self) -> int:
         return round(self.text_bytes / BYTES_PER_TOKEN)
 
-    def output_bytes(self, embedding_dim: int) -> int:
-        """Disk the per-shard and corpus-wide outputs take: float16 embeddings plus the rest."""
+    def output_bytes(self, plan: OutputPlan) -> int:
+        """Disk the outputs take: float16 embeddings, the tables, the proxy pool, the dataset."""
+        pool_limit = SUPER_CLUSTERS_AT_MOST * plan.pool_tokens_per_super_cluster
         return round(
-            self.documents * embedding_dim * 2 + self.text_bytes * OUTPUT_BYTES_PER_TEXT_BYTE
+            self.documents * plan.embedding_dim * 2
+            + self.text_bytes * TABLE_BYTES_PER_TEXT_BYTE
+            + min(self.text_bytes * POOL_BYTES_PER_TEXT_BYTE, pool_limit * BYTES_PER_STORED_TOKEN)
+            + plan.dataset_tokens * BYTES_PER_STORED_TOKEN
         )
 
     def describe(self) -> str:
@@ -77,10 +95,10 @@ def estimate_corpus(paths: Iterable[Path]) -> CorpusEstimate:
     )
 
 
-def disk_shortfall(estimate: CorpusEstimate, embedding_dim: int, output_dir: Path) -> str | None:
+def disk_shortfall(estimate: CorpusEstimate, plan: OutputPlan, output_dir: Path) -> str | None:
     """Why the outputs will not fit on `output_dir`'s disk, or None when they will. What the
     folder already holds counts as available: a rerun rewrites it."""
-    needed = estimate.output_bytes(embedding_dim)
+    needed = estimate.output_bytes(plan)
     existing = folder_bytes(output_dir)
     probe = next((p for p in (output_dir, *output_dir.parents) if p.exists()), Path("/"))
     free = shutil.disk_usage(probe).free

@@ -66,6 +66,13 @@ def constraint_budget(settings: Settings) -> int:
     return max(settings.proxy.tokens_per_proxy, int(realizable))
 
 
+def pool_token_limit(settings: Settings) -> int:
+    """Tokens the proxy pool keeps of a super-cluster: proxy.pool_coverage times the most that
+    one model (a proxy or an evaluation model) can draw from it."""
+    drawn = max(settings.proxy.tokens_per_proxy, settings.evaluation.tokens)
+    return max(1, round(settings.proxy.pool_coverage * drawn))
+
+
 class InfeasibleBudgetError(ValueError):
     """No mixture can satisfy the token-availability and weight caps together."""
 

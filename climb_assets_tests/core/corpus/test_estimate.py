@@ -12,7 +12,16 @@ import pytest
 import zstandard
 
 from climb_assets.core.corpus import estimate
-from climb_assets.core.corpus.estimate import CorpusEstimate, disk_shortfall, estimate_corpus
+from climb_assets.core.corpus.estimate import (
+    CorpusEstimate,
+    OutputPlan,
+    disk_shortfall,
+    estimate_corpus,
+)
+
+PLAN = OutputPlan(
+    embedding_dim=384, pool_tokens_per_super_cluster=2_000_000, dataset_tokens=500_000
+)
 
 
 def records(n: int, start: int = 0) -> list[dict]:
@@ -57,7 +66,16 @@ def test_large_and_unsampled_shards_are_estimated_from_the_sampled_start(
 
 def test_outputs_that_do_not_fit_are_refused_naming_the_folder(tmp_path: Path) -> None:
     small = CorpusEstimate(shards=1, disk_bytes=10, documents=10, text_bytes=1_000, exact=True)
-    assert disk_shortfall(small, 384, tmp_path / "out") is None
+    assert disk_shortfall(small, PLAN, tmp_path / "out") is None
     huge = CorpusEstimate(shards=1, disk_bytes=10, documents=10**15, text_bytes=10**18, exact=True)
-    message = disk_shortfall(huge, 384, tmp_path / "out")
+    message = disk_shortfall(huge, PLAN, tmp_path / "out")
     assert message is not None and str(tmp_path / "out") in message and "output_dir" in message
+
+
+def test_the_output_estimate_bounds_the_proxy_pool_by_its_limit() -> None:
+    small = CorpusEstimate(shards=1, disk_bytes=1, documents=1_000, text_bytes=10**6, exact=True)
+    big = CorpusEstimate(shards=1, disk_bytes=1, documents=10**6, text_bytes=10**9, exact=True)
+    tables, pool_cap = 0.6 * 10**9, 30 * 2_000_000 * 2
+    assert big.output_bytes(PLAN) == round(10**6 * 384 * 2 + tables + pool_cap + 500_000 * 2)
+    # a small corpus's pool is all its text, tokenized
+    assert small.output_bytes(PLAN) == round(1_000 * 768 + 1.2 * 10**6 + 500_000 * 2)
