@@ -64,6 +64,58 @@ def check_corpus_fits(settings: Settings, shards: list[str]) -> str:
     return f"{estimate.describe()}; outputs about {format_bytes(estimate.output_bytes(plan))}"
 
 
+def describe_shard_work(settings: Settings, shards: list[str], sample: int = 256) -> str:
+    """How long ingest and embedding of `shards` will take on this machine, from their size and
+    the speed measured on a few of their documents (the encoder loaded here is the one the
+    embedding steps of this process use, so measuring costs little more than the sample)."""
+    import time
+
+    from climb_assets.core.corpus.estimate import (
+        estimate_corpus,
+        format_duration,
+        sample_texts,
+    )
+
+    todo = estimate_corpus(settings.corpus.path / shard for shard in shards)
+    texts = sample_texts(settings.corpus.path / shards[0], settings.corpus.text_field, sample)
+    line = f"to process: {len(shards)} shard(s), about {todo.documents:,} documents"
+    if not texts:
+        return line
+    started = time.perf_counter()
+    _ingest_sample(texts, settings)
+    ingest = len(texts) / max(time.perf_counter() - started, 1e-9)
+    line += f"; ingest about {format_duration(todo.documents / ingest)} ({ingest:,.0f} docs/s)"
+    if settings.execution.backend != "local":
+        return line + "; embedding on Ray"
+    embed = _embedding_rate(texts[:32], settings)
+    return (
+        line + f", embedding about {format_duration(todo.documents / embed)} ({embed:,.1f} docs/s)"
+    )
+
+
+def _ingest_sample(texts: list[str], settings: Settings) -> None:
+    from climb_assets.assets.corpus import token_counter_for
+    from climb_assets.core.corpus.documents import normalize_text
+    from climb_assets.core.corpus.quality import quality_signals
+
+    normalized = [normalize_text(text) for text in texts]
+    token_counter_for(settings.embedding.model)(normalized)
+    quality_signals(normalized)
+
+
+def _embedding_rate(texts: list[str], settings: Settings) -> float:
+    import time
+
+    from climb_assets.assets.clustering import shared_encoder
+    from climb_assets.core.clustering.embedding import encode
+
+    model = shared_encoder(settings.embedding)  # loaded before the clock: the steps reuse it
+    encode(model, texts[:4], settings.embedding.batch_size)  # the first call warms kernels up
+    started = time.perf_counter()
+    encode(model, texts, settings.embedding.batch_size)
+    return len(texts) / max(time.perf_counter() - started, 1e-9)
+
+
 def embedding_dimension(settings: Settings) -> int:
     """The encoder's width from its config.json, without loading it; 768 when unknown."""
     import json
@@ -132,6 +184,8 @@ def run_pipeline(
         for stage, key in current:
             echo(f"up to date, skipped: {', '.join(stage.assets)} [{key}]")
         steps = [step for step in steps if step not in current]
+    if todo := sorted({key for stage, key in steps if stage.axis == "shards" and key}):
+        echo(describe_shard_work(settings, todo))
     run_ids: list[str] = []
     started_all = time.perf_counter()
     for number, (stage, key) in enumerate(steps, start=1):

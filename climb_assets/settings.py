@@ -128,6 +128,13 @@ class ClusteringSettings(_Section):
         "(fewer clusters kept: one each); overrides merge_distance.",
     )
     top_terms: int = Field(10, ge=1, description="Top c-TF-IDF terms kept per cluster.")
+    term_sample_docs: int = Field(
+        2_000,
+        ge=1,
+        description="A cluster's c-TF-IDF terms are counted on about this many of its "
+        "documents (a seeded sample by id when it holds more), so cluster_profiles' memory "
+        "follows k times this, not the corpus. Sizes, quality and examples use every document.",
+    )
     use_gpu: Literal["auto", "never"] = Field("auto", description="GPU faiss when present.")
 
     @model_validator(mode="after")

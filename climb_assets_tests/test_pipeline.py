@@ -4,6 +4,7 @@ with the real encoder, faiss, proxy LMs and LightGBM, into a real (temporary) Da
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -548,3 +549,15 @@ def test_corpus_wide_stages_streamed_in_tiny_batches_give_the_same_results(
     assert [p.name for p in layout.dataset_shards()] == [p.name for p in other.dataset_shards()]
     for path in layout.dataset_shards():
         assert pl.read_parquet(path).equals(pl.read_parquet(other.dataset / path.name))
+
+
+def test_climb_run_says_how_long_the_shards_will_take_here(pipeline) -> None:
+    from climb_assets.runner import describe_shard_work
+
+    settings, _, _, _ = pipeline
+    line = describe_shard_work(settings, ["a.jsonl", "b.jsonl.gz", "c.parquet"])
+    assert re.fullmatch(
+        r"to process: 3 shard\(s\), about [\d,]+ documents; ingest about \d+ s \([\d,]+ docs/s\)"
+        r", embedding about \d+ (s|min) \([\d,.]+ docs/s\)",
+        line,
+    ), line

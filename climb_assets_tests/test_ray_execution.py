@@ -235,8 +235,15 @@ def test_a_worker_lost_mid_iteration_is_retried_and_nothing_finished_retrains(
     assert scores(layout).equals(scores(local))
 
 
-def test_embeddings_on_ray_actors_match_the_local_encoder(local_ray, local_run) -> None:
-    from climb_assets.core.clustering.embedding import encode, encode_on_ray, load_encoder
+def test_embeddings_on_ray_actors_match_the_local_encoder(
+    local_ray, local_run, tmp_path: Path
+) -> None:
+    from climb_assets.core.clustering.embedding import (
+        encode,
+        encode_file_on_ray,
+        encode_on_ray,
+        load_encoder,
+    )
 
     settings, local = local_run
     texts = pl.read_parquet(local.documents("a.jsonl"))["text"].to_list()[:90]
@@ -249,15 +256,18 @@ def test_embeddings_on_ray_actors_match_the_local_encoder(local_ray, local_run) 
         expected = encode(model, texts, settings.embedding.batch_size)
     finally:
         torch.set_num_threads(threads)
-    chunked = RAY_ONE_THREAD.model_copy(update={"embed_chunk_docs": 30, "embed_workers": 2})
+    # 5 chunks sent in windows of 4 and 1 (two per worker): both windows use the same 2 actors.
+    chunked = RAY_ONE_THREAD.model_copy(update={"embed_chunk_docs": 20, "embed_workers": 2})
     vectors, workers = encode_on_ray(texts, settings.embedding, chunked)
     assert vectors.shape == expected.shape and vectors.dtype == np.float16
-    assert len(workers) == 3 and len({w["pid"] for w in workers}) == 2
+    assert len(workers) == 5 and len({w["pid"] for w in workers}) == 2
     cosine = np.sum(vectors.astype(np.float32) * expected.astype(np.float32), axis=1)
-    assert cosine.min() > 0.999  # chunks of 30 batch texts differently from one call of 90
+    assert cosine.min() > 0.999  # chunks of 20 batch texts differently from one call of 90
     # Chunks as large as the encoder's own: the same batches, so the same vectors.
-    whole, _ = encode_on_ray(texts, settings.embedding, RAY_ONE_THREAD)
-    assert np.array_equal(whole, expected)
+    documents, out = tmp_path / "documents.parquet", tmp_path / "embeddings.npy"
+    pl.DataFrame({"text": texts}).write_parquet(documents)
+    encode_file_on_ray(documents, out, settings.embedding, RAY_ONE_THREAD)
+    assert np.array_equal(np.load(out), expected)
 
 
 def test_more_gpus_than_the_cluster_has_fail_at_once_naming_the_setting(local_ray) -> None:

@@ -48,6 +48,12 @@ def _encoder(settings_json: str):  # noqa: ANN202 - a SentenceTransformer
     return load_encoder(EmbeddingSettings.model_validate_json(settings_json))
 
 
+def shared_encoder(settings: EmbeddingSettings):  # noqa: ANN201 - a SentenceTransformer
+    """This process's encoder for `settings`, loaded once (`climb run`'s estimate and its
+    embedding steps share it)."""
+    return _encoder(settings.model_dump_json())
+
+
 @dg.asset(
     partitions_def=CORPUS_SHARDS,
     deps=["corpus_documents"],
@@ -73,22 +79,22 @@ def shard_embeddings(
 
     settings, layout = climb.resolve()
     shard = context.partition_key
-    texts = pl.read_parquet(layout.documents(shard), columns=["text"])["text"].to_list()
     started = time.perf_counter()
-    vectors, where = _embed(texts, settings)
-    seconds = time.perf_counter() - started
-    write_npy(vectors, layout.embeddings(shard))
+    where = _embed(layout.documents(shard), layout.embeddings(shard), settings)
+    seconds = time.perf_counter() - started  # reading texts and writing vectors included
+    vectors = np.load(layout.embeddings(shard), mmap_mode="r")
+    documents = int(vectors.shape[0])
     health = embedding_health(vectors)
     fingerprint = shard_input_fingerprint(settings, shard)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(fingerprint),
         metadata={
             INPUT_FINGERPRINT: fingerprint,
-            "documents": len(texts),
-            "dagster/row_count": len(texts),
-            "dimension": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
+            "documents": documents,
+            "dagster/row_count": documents,
+            "dimension": int(vectors.shape[1]),
             "encode_seconds": round(seconds, 2),
-            "docs_per_second": round(len(texts) / seconds, 1) if seconds else 0.0,
+            "docs_per_second": round(documents / seconds, 1) if seconds else 0.0,
             **where,
             "path": dg.MetadataValue.path(str(layout.embeddings(shard))),
         },
@@ -102,27 +108,34 @@ def shard_embeddings(
     )
 
 
-def _embed(texts: list[str], settings: Settings) -> tuple[np.ndarray, dict]:
-    """Vectors of `texts` on the configured backend, and metadata on where they were made."""
-    from climb_assets.core.clustering.embedding import encode, encode_on_ray, encoder_info
+def _embed(documents: Path, path: Path, settings: Settings) -> dict:
+    """Embed the shard's `documents` into the .npy `path` on the configured backend, streaming
+    chunk by chunk; metadata on where the vectors were made."""
+    from climb_assets.core.clustering.embedding import (
+        document_count,
+        encode_file,
+        encode_file_on_ray,
+        encoder_info,
+    )
     from climb_assets.core.shared.execution import ExecutionError, TasksFailed
 
     execution = settings.execution
-    if execution.backend == "ray" and texts:
+    # An empty shard is embedded here: the width of its (0, d) array needs a loaded encoder.
+    if execution.backend == "ray" and document_count(documents):
         try:
-            vectors, workers = encode_on_ray(texts, settings.embedding, execution)
+            workers = encode_file_on_ray(documents, path, settings.embedding, execution)
         except (ExecutionError, TasksFailed) as err:
             raise dg.Failure(f"shard_embeddings on Ray: {err}") from err
         names = sorted({f"{w['host']}:{w['pid']} ({w['device']})" for w in workers})
-        return vectors, {
+        return {
             "execution_backend": "ray",
             "chunks": len(workers),
             "workers": dg.MetadataValue.json(names),
             "nodes": dg.MetadataValue.json(sorted({w["node"] for w in workers})),  # Ray node ids
         }
-    model = _encoder(settings.embedding.model_dump_json())
-    vectors = encode(model, texts, settings.embedding.batch_size)
-    return vectors, {
+    model = shared_encoder(settings.embedding)
+    encode_file(model, documents, path, settings.embedding.batch_size)
+    return {
         "execution_backend": "local",
         "encoder": dg.MetadataValue.json(encoder_info(model)),
     }
@@ -241,15 +254,33 @@ class ShardProfile:
     unassigned: int  # of those, without a cluster (stale assignments)
 
 
-def _profile_accumulator(settings: Settings, k: int) -> "ProfileAccumulator":
+def _profile_accumulator(
+    settings: Settings, k: int, term_fractions: dict[int, float]
+) -> "ProfileAccumulator":
     from climb_assets.core.clustering.clusters import ProfileAccumulator
 
-    return ProfileAccumulator(k, settings.clustering.top_terms, seed=settings.seed)
+    return ProfileAccumulator(
+        k, settings.clustering.top_terms, seed=settings.seed, term_fractions=term_fractions
+    )
 
 
-def profile_shard(layout: Layout, settings: Settings, k: int, shard: str) -> ShardProfile:
+def _term_fractions(layout: Layout, shards: list[str], settings: Settings) -> dict[int, float]:
+    """Per cluster, the share of its documents whose words are counted (from the assignments'
+    cluster sizes, no text read)."""
+    from climb_assets.core.clustering.clusters import term_sample_fractions
+
+    sizes = (
+        pl.scan_parquet([layout.assignments(s) for s in shards]).group_by("cluster").len().collect()
+    )
+    counts = dict(zip(sizes["cluster"].to_list(), sizes["len"].to_list(), strict=True))
+    return term_sample_fractions(counts, settings.clustering.term_sample_docs)
+
+
+def profile_shard(
+    layout: Layout, settings: Settings, k: int, term_fractions: dict[int, float], shard: str
+) -> ShardProfile:
     """One shard's task: its kept documents folded into profiles, a batch at a time."""
-    accumulator = _profile_accumulator(settings, k)
+    accumulator = _profile_accumulator(settings, k, term_fractions)
     columns = ["doc_id", "text", "n_tokens", "quality_score"]
     documents = unassigned = 0
     batch_docs = settings.execution.batch_docs
@@ -267,7 +298,7 @@ def profile_shard(layout: Layout, settings: Settings, k: int, shard: str) -> Sha
     automation_condition=eager_after("cluster_assignments"),
     group_name="clustering",
     kinds={"polars", "parquet"},
-    code_version="2",
+    code_version="3",
     check_specs=[
         dg.AssetCheckSpec(
             "every_document_assigned",
@@ -292,10 +323,11 @@ def cluster_profiles(
     k = int(np.load(layout.centroids).shape[0])
     # Shards in the order the stream reads them: merged in that order, floats sum the same way
     # on every backend.
-    profile = partial(profile_shard, layout, settings, k)
+    fractions = _term_fractions(layout, shards, settings)
+    profile = partial(profile_shard, layout, settings, k, fractions)
     shutil.rmtree(layout.profiles_work, ignore_errors=True)  # a crashed run's partials
     parts = map_shards(profile, sorted(shards), settings, layout, "cluster_profiles")
-    accumulator = _profile_accumulator(settings, k)
+    accumulator = _profile_accumulator(settings, k, fractions)
     for part in parts:  # one shard's partial in memory at a time
         accumulator.merge(ProfilePartial.load(part.folder))
     shutil.rmtree(layout.profiles_work, ignore_errors=True)

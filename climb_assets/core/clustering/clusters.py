@@ -18,13 +18,15 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import polars as pl
+
+from climb_assets.core.shared.sampling import is_kept, keep_fraction
 
 Linkage = Literal["complete", "ward", "average", "single"]
 LINKAGES: tuple[Linkage, ...] = ("complete", "ward", "average", "single")
@@ -164,9 +166,19 @@ class ProfilePartial:
         )
 
 
+def term_sample_fractions(cluster_docs: Mapping[int, int], sample_docs: int) -> dict[int, float]:
+    """Per cluster, the share of its documents whose words c-TF-IDF counts, so that about
+    `sample_docs` of each count (clustering.term_sample_docs): the term counts then follow k
+    times that, not the corpus, and a cluster's top terms come from thousands of its documents,
+    plenty to rank its most distinctive words."""
+    return {int(c): keep_fraction(n, sample_docs) for c, n in cluster_docs.items()}
+
+
 class ProfileAccumulator:
     """Cluster profiles built batch by batch: memory follows the batch, k and the distinct
     (cluster, term) pairs, never the corpus; no text is kept beyond k * n_examples snippets.
+    With `term_fractions`, a large cluster's words are counted on a seeded sample of its
+    documents (`term_sample_fractions`); its sizes, quality and examples still cover them all.
 
     Every result but mean_quality (a float sum, rounded by batch) is independent of where the
     batches split, and of whether slices of the stream were accumulated apart and merged
@@ -175,8 +187,17 @@ class ProfileAccumulator:
     `seed` instead, and all batches must agree on which.
     """
 
-    def __init__(self, k: int, n_terms: int, n_examples: int = 3, seed: int = 0) -> None:
+    def __init__(
+        self,
+        k: int,
+        n_terms: int,
+        n_examples: int = 3,
+        seed: int = 0,
+        term_fractions: Mapping[int, float] | None = None,
+    ) -> None:
         self.k, self.n_terms, self.n_examples, self.seed = k, n_terms, n_examples, seed
+        # cluster -> share of its documents whose words are counted (`term_sample_fractions`)
+        self.term_fractions = {c: f for c, f in (term_fractions or {}).items() if f < 1.0}
         self._by_distance: bool | None = None
         self._stats = pl.DataFrame(
             schema={
@@ -201,7 +222,17 @@ class ProfileAccumulator:
             return
         self._by_distance = "distance" in batch.columns
         batch = batch.with_columns(pl.col("cluster").cast(pl.Int32))
-        self._fold(_batch_stats(batch), _class_term_counts(batch), self._candidates(batch))
+        counted = _class_term_counts(self._term_sample(batch))
+        self._fold(_batch_stats(batch), counted, self._candidates(batch))
+
+    def _term_sample(self, batch: pl.DataFrame) -> pl.DataFrame:
+        """The batch's documents whose words are counted: all of a cluster within its sample
+        size, else the seeded sample of its documents (the same whatever the batches)."""
+        if not self.term_fractions:
+            return batch
+        fraction = [self.term_fractions.get(c, 1.0) for c in batch["cluster"]]
+        keep = [is_kept(d, f, self.seed) for d, f in zip(batch["doc_id"], fraction, strict=True)]
+        return batch.filter(pl.Series(keep, dtype=pl.Boolean))
 
     def partial(self) -> ProfilePartial:
         """Everything folded in so far, to `merge` into another accumulator."""

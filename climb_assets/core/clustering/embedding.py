@@ -7,11 +7,14 @@ this module, and only the embedding step should pay for loading them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain, islice
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from climb_assets.core.shared.atomic import atomic_path
 from climb_assets.core.shared.precision import PrecisionError, encoder_precision, resolve_device
 from climb_assets.settings import EmbeddingSettings, ExecutionSettings
 
@@ -83,8 +86,9 @@ def encoder_info(model: SentenceTransformer) -> dict[str, Any]:
     }
 
 
-def _check_texts(texts: Sequence[str]) -> None:
-    for position, text in enumerate(texts):
+def _check_texts(texts: Sequence[str], offset: int = 0) -> None:
+    """Fail on a non-text; `offset` is the position of texts[0] in the whole input."""
+    for position, text in enumerate(texts, start=offset):
         if not isinstance(text, str):
             raise EncoderError(f"encode: text at position {position} is {type(text).__name__}")
 
@@ -174,34 +178,122 @@ class EncoderWorker:
         return vectors, worker_identity() | {"device": str(self.model.device)}
 
 
-def encode_on_ray(
-    texts: Sequence[str], settings: EmbeddingSettings, execution: ExecutionSettings
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """`encode` spread over execution.embed_workers Ray actors in chunks of
-    execution.embed_chunk_docs texts: (vectors in input order, the worker of each chunk).
+def encode_chunks_on_ray(
+    chunks: Iterable[list[str]], settings: EmbeddingSettings, execution: ExecutionSettings
+) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """`encode` of each chunk on execution.embed_workers Ray actors: (vectors, worker) per chunk,
+    in chunk order. Chunks are taken from `chunks` two per worker at a time, so only that window
+    of texts and vectors is ever held, however long the input (map_on_actors returns a whole
+    window, so each window waits for its slowest chunk before the next is read).
 
     With chunks of the local encoder's own chunk size, every text meets the same neighbours in
     the same length-sorted batches as in `encode`, so the vectors match it."""
     from climb_assets.core.shared.execution import TaskResources, map_on_actors
 
-    _check_texts(texts)
-    size = execution.embed_chunk_docs
-    chunks = [list(texts[start : start + size]) for start in range(0, len(texts), size)]
-    if not chunks:
-        return np.empty((0, 0), dtype=np.float16), []
     resources = TaskResources(
         execution.cpus_per_embed_worker,
         execution.gpus_per_embed_worker,
         "execution.cpus_per_embed_worker",
         "execution.gpus_per_embed_worker",
     )
-    results = map_on_actors(
-        EncoderWorker,
-        (settings.model_dump_json(), execution.cpus_per_embed_worker),
-        "encode",
-        chunks,
-        execution,
-        resources,
-        min(execution.embed_workers, len(chunks)),
-    )
+    init_args = (settings.model_dump_json(), execution.cpus_per_embed_worker)
+    pending = iter(chunks)
+    window_size = 2 * execution.embed_workers
+    window = list(islice(pending, window_size))
+    # Fixed for the whole input (a window short of full is the last one): the actor pool is kept
+    # by its size, so every window reuses the actors and their loaded encoders.
+    workers = min(execution.embed_workers, len(window))
+    while window:
+        yield from map_on_actors(
+            EncoderWorker, init_args, "encode", window, execution, resources, workers
+        )
+        window = list(islice(pending, window_size))
+
+
+def encode_on_ray(
+    texts: Sequence[str], settings: EmbeddingSettings, execution: ExecutionSettings
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """`encode_chunks_on_ray` of texts in memory, in chunks of execution.embed_chunk_docs:
+    (vectors in input order, the worker of each chunk)."""
+    _check_texts(texts)
+    size = execution.embed_chunk_docs
+    chunks = (list(texts[start : start + size]) for start in range(0, len(texts), size))
+    results = list(encode_chunks_on_ray(chunks, settings, execution))
+    if not results:
+        return np.empty((0, 0), dtype=np.float16), []
     return np.concatenate([vectors for vectors, _ in results]), [w for _, w in results]
+
+
+def document_count(documents: Path) -> int:
+    """Rows of a Parquet file, from its footer alone."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(documents).metadata.num_rows
+
+
+def text_chunks(documents: Path, size: int) -> Iterator[list[str]]:
+    """The `text` column of a Parquet file in file order, `size` texts at a time.
+
+    pyarrow fills every batch but the last across row-group boundaries, so the chunks are those
+    of slicing the whole column: encoding them gives the vectors `encode` gives the column."""
+    import pyarrow.parquet as pq
+
+    offset = 0
+    for batch in pq.ParquetFile(documents).iter_batches(batch_size=size, columns=["text"]):
+        texts = batch.column("text").to_pylist()
+        _check_texts(texts, offset)
+        offset += len(texts)
+        yield texts
+
+
+def write_embeddings(
+    blocks: Iterable[np.ndarray], n_rows: int, path: Path, dim: int | None = None
+) -> None:
+    """Write consecutive float16 row `blocks` as one (n_rows, dim) .npy at `path`, one block in
+    memory at a time. Rows go into a memory-mapped temporary file renamed into place once all
+    n_rows are written, so a failure leaves the previous file. `dim` defaults to the first
+    block's width (on Ray only the workers load the encoder)."""
+    pending = iter(blocks)
+    first = next(pending, None)
+    if first is not None:
+        dim = int(first.shape[1]) if dim is None else dim
+        pending = chain([first], pending)
+    if dim is None:
+        raise ValueError(f"write_embeddings {path}: no vectors and no dimension given")
+    with atomic_path(path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n_rows, dim))
+        row = 0
+        for block in pending:
+            out[row : row + len(block)] = block
+            row += len(block)
+        if row != n_rows:
+            raise ValueError(f"write_embeddings {path}: {row} vectors for {n_rows} rows")
+        out.flush()
+
+
+def encode_file(model: SentenceTransformer, documents: Path, path: Path, batch_size: int) -> int:
+    """Embed the `text` column of the Parquet file `documents` into the .npy `path` (see
+    write_embeddings), reading and encoding one encoder chunk at a time: the chunks `encode`
+    makes of the whole column, so the same vectors. Returns the number of documents."""
+    chunks = text_chunks(documents, _ENCODE_CHUNK)
+    blocks = (encode(model, texts, batch_size) for texts in chunks)
+    n_rows = document_count(documents)
+    write_embeddings(blocks, n_rows, path, int(model.get_embedding_dimension() or 0))
+    return n_rows
+
+
+def encode_file_on_ray(
+    documents: Path, path: Path, settings: EmbeddingSettings, execution: ExecutionSettings
+) -> list[dict[str, Any]]:
+    """`encode_file` on Ray actors, in chunks of execution.embed_chunk_docs: the worker of each
+    chunk. The file must have rows: the vectors' width comes from the workers' encoder."""
+    workers: list[dict[str, Any]] = []
+
+    def blocks() -> Iterator[np.ndarray]:
+        chunks = text_chunks(documents, execution.embed_chunk_docs)
+        for vectors, worker in encode_chunks_on_ray(chunks, settings, execution):
+            workers.append(worker)
+            yield vectors
+
+    write_embeddings(blocks(), document_count(documents), path)
+    return workers

@@ -9,6 +9,7 @@ disk, and the other shards of that format are scaled by their size on disk.
 
 from __future__ import annotations
 
+import json
 import shutil
 import zlib
 from collections.abc import Iterable
@@ -180,6 +181,41 @@ def _decompress(head: bytes, fmt: str) -> bytes:
         out.append(member.decompress(head))
         head = member.unused_data if member.eof else b""
     return b"".join(out)
+
+
+def sample_texts(path: Path, text_field: str, n: int) -> list[str]:
+    """Up to `n` texts from the start of a shard (Parquet or JSONL, compressed or not), for
+    timing the per-document stages on this machine; records without a usable text are
+    skipped."""
+    path = Path(path)
+    fmt = _format(path)
+    if fmt == ".parquet":
+        file = pq.ParquetFile(path)
+        if file.metadata.num_rows == 0 or text_field not in file.schema_arrow.names:
+            return []
+        batch = next(file.iter_batches(batch_size=n, columns=[text_field]))
+        return [t for t in batch.column(0).to_pylist() if isinstance(t, str) and t.strip()]
+    with open(path, "rb") as raw:
+        data = _decompress(raw.read(SAMPLE_BYTES), fmt)
+    texts: list[str] = []
+    for line in data.split(b"\n")[:-1]:  # the last line may be cut
+        try:
+            text = json.loads(line).get(text_field)
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(text, str) and text.strip():
+            texts.append(text)
+        if len(texts) == n:
+            break
+    return texts
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def format_bytes(n: float) -> str:

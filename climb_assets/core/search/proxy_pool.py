@@ -31,7 +31,6 @@ document boundaries (the EOS tokens mark them), as in ordinary LM pre-training.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import json
@@ -54,6 +53,7 @@ from climb_assets.core.search.tokenizer import (
     save_tokenizer,
 )
 from climb_assets.core.shared.atomic import atomic_dir, write_json
+from climb_assets.core.shared.sampling import is_kept, keep_fraction
 
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
@@ -111,16 +111,7 @@ def keep_fractions(available: Mapping[int, int], limit: int) -> dict[int, float]
     remain (1 for a group that holds no more)."""
     if limit < 1:
         raise ValueError(f"the pool's token limit must be >= 1, got {limit}")
-    return {_as_group_id(g): min(1.0, limit / n) if n > 0 else 1.0 for g, n in available.items()}
-
-
-def is_kept(doc_id: str, fraction: float, seed: int) -> bool:
-    """Whether a document enters its group's pool: a uniform in [0, 1) hashed from the seed and
-    the document's id is below `fraction`, so the choice ignores where the document is read."""
-    if fraction >= 1.0:
-        return True
-    digest = hashlib.blake2b(f"{seed}:{doc_id}".encode(), digest_size=8).digest()
-    return (int.from_bytes(digest, "big") >> 11) / 2**53 < fraction
+    return {_as_group_id(g): keep_fraction(n, limit) for g, n in available.items()}
 
 
 def write_pool(

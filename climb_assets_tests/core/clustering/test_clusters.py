@@ -19,6 +19,7 @@ from climb_assets.core.clustering.clusters import (
     cluster_profiles,
     prune_and_merge,
     super_cluster_summary,
+    term_sample_fractions,
     top_terms_ctfidf,
 )
 from climb_assets.core.shared.plots import (
@@ -558,3 +559,40 @@ def test_pca_finds_the_main_axis() -> None:
     assert abs(np.corrcoef(projected[:, 0], t)[0, 1]) > 0.999
     assert projected[:, 0].std() > 100 * projected[:, 1].std()
     assert pca_2d(np.zeros((1, 4))).shape == (1, 2)
+
+
+def test_large_clusters_count_their_terms_on_a_seeded_sample_of_their_documents() -> None:
+    """Clusters over clustering.term_sample_docs count words on a sample chosen by document id:
+    the same whatever the batches, fewer (cluster, term) pairs than counting every document,
+    and sizes, quality and examples still cover every document."""
+    rng = np.random.default_rng(5)
+    words = [f"w{a}{b}{c}" for a in "abcdefghij" for b in "abcdefghij" for c in "abcdefghij"]
+    n = 3_000
+    docs = pl.DataFrame(
+        {
+            "doc_id": [f"d{i:05d}" for i in range(n)],
+            "text": [" ".join(rng.choice(words, 6)) for _ in range(n)],
+            "cluster": rng.integers(0, 3, n),
+            "n_tokens": rng.integers(1, 50, n),
+            "quality_score": rng.random(n),
+            "distance": rng.random(n),
+        }
+    )
+    sizes = dict(docs.group_by("cluster").len().iter_rows())
+    fractions = term_sample_fractions(sizes, 100)
+    assert all(0.05 < f < 0.2 for f in fractions.values())
+
+    def profiled(rows: int, fractions: dict[int, float] | None) -> ProfileAccumulator:
+        accumulator = ProfileAccumulator(3, 5, term_fractions=fractions)
+        for batch in docs.iter_slices(rows):
+            accumulator.add(batch)
+        return accumulator
+
+    full, sampled = profiled(3_000, None), profiled(3_000, fractions)
+    in_batches = profiled(7, fractions).result().drop("mean_quality")  # float sums: by batch
+    assert in_batches.equals(sampled.result().drop("mean_quality"))
+    assert sampled._counts.height < full._counts.height / 2
+    counted = sampled._counts.group_by("cluster").agg(pl.col("count").sum()).sort("cluster")
+    assert all(400 < words_counted < 900 for words_counted in counted["count"])  # ~100 docs x 6
+    whole, part = full.result(), sampled.result()
+    assert part.drop("top_terms").equals(whole.drop("top_terms"))

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
+import polars as pl
 import pytest
+import torch
 
+from climb_assets.core.clustering import embedding
 from climb_assets.core.clustering.embedding import (
     EncoderError,
     embedding_health,
     encode,
+    encode_file,
     encoder_info,
     load_encoder,
+    text_chunks,
 )
 from climb_assets.settings import EmbeddingSettings
 
@@ -138,3 +144,81 @@ def test_health_of_good_and_bad_embeddings(fp32_vectors: np.ndarray, tmp_path) -
 
     empty = embedding_health(np.zeros((0, 384), dtype=np.float16))
     assert empty["n_rows"] == 0 and empty["healthy"]
+
+
+def _documents(folder: Path, texts: list[str | None]) -> Path:
+    """A documents file whose row groups (of 37) do not line up with the encoder's chunks."""
+    path = folder / "documents.parquet"
+    frame = pl.DataFrame(
+        {"doc_id": list(range(len(texts))), "text": texts},
+        schema={"doc_id": pl.Int64, "text": pl.Utf8},
+    )
+    frame.write_parquet(path, row_group_size=37)
+    return path
+
+
+def _varied_texts(n: int) -> list[str]:
+    return [f"{TEXTS[i % len(TEXTS)]} {'again ' * (i % 7)}({i})" for i in range(n)]
+
+
+class _FakeEncoder:
+    """Stands in for a SentenceTransformer (constant vectors); dies on call `fails_on_call`."""
+
+    def __init__(self, fails_on_call: int | None = None) -> None:
+        self.calls = 0
+        self.fails_on_call = fails_on_call
+
+    def get_embedding_dimension(self) -> int:
+        return 384
+
+    def encode(self, texts: list[str], **_: object) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.fails_on_call:
+            raise RuntimeError("encoder died")
+        return torch.ones((len(texts), 384))
+
+
+def test_streamed_file_equals_encoding_all_texts_at_once(
+    fp32_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedding, "_ENCODE_CHUNK", 50)  # 130 texts: chunks of 50, 50, 30
+    texts = _varied_texts(130)
+    documents, out = _documents(tmp_path, texts), tmp_path / "e.npy"
+    assert [len(chunk) for chunk in text_chunks(documents, 50)] == [50, 50, 30]
+    assert encode_file(fp32_model, documents, out, batch_size=8) == 130
+    streamed = np.load(out, mmap_mode="r")
+    assert streamed.dtype == np.float16
+    assert np.array_equal(streamed, encode(fp32_model, texts, batch_size=8))
+    assert embedding_health(streamed)["healthy"]
+
+
+def test_failure_mid_shard_keeps_the_previous_file_and_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedding, "_ENCODE_CHUNK", 50)
+    documents = _documents(tmp_path, _varied_texts(130))
+    out = tmp_path / "e.npy"
+    previous = np.full((3, 384), 0.5, dtype=np.float16)
+    np.save(out, previous)
+    with pytest.raises(RuntimeError, match="encoder died"):
+        encode_file(_FakeEncoder(fails_on_call=2), documents, out, batch_size=8)  # type: ignore[arg-type]
+    assert np.array_equal(np.load(out), previous)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["documents.parquet", "e.npy"]
+
+
+def test_a_missing_text_is_named_by_its_row_in_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedding, "_ENCODE_CHUNK", 50)
+    texts: list[str | None] = list(_varied_texts(130))
+    texts[60] = None
+    with pytest.raises(EncoderError, match="position 60 is NoneType"):
+        encode_file(_FakeEncoder(), _documents(tmp_path, texts), tmp_path / "e.npy", 8)  # type: ignore[arg-type]
+    assert [p.name for p in tmp_path.iterdir()] == ["documents.parquet"]
+
+
+def test_empty_shard_gives_an_empty_matrix_file(fp32_model, tmp_path: Path) -> None:
+    out = tmp_path / "e.npy"
+    assert encode_file(fp32_model, _documents(tmp_path, []), out, batch_size=8) == 0
+    written = np.load(out)
+    assert written.shape == (0, 384) and written.dtype == np.float16

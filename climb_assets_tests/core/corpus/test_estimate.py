@@ -17,6 +17,7 @@ from climb_assets.core.corpus.estimate import (
     OutputPlan,
     disk_shortfall,
     estimate_corpus,
+    sample_texts,
 )
 
 PLAN = OutputPlan(
@@ -79,3 +80,15 @@ def test_the_output_estimate_bounds_the_proxy_pool_by_its_limit() -> None:
     assert big.output_bytes(PLAN) == round(10**6 * 384 * 2 + tables + pool_cap + 500_000 * 2)
     # a small corpus's pool is all its text, tokenized
     assert small.output_bytes(PLAN) == round(1_000 * 768 + 1.2 * 10**6 + 500_000 * 2)
+
+
+def test_sample_texts_come_from_the_start_of_every_format(tmp_path: Path) -> None:
+    rows = records(50)
+    broken = jsonl_bytes(rows[:3]) + b"{not json\n" + b'{"id": 1, "text": "   "}\n'
+    (tmp_path / "a.jsonl").write_bytes(broken + jsonl_bytes(rows[3:]))
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(jsonl_bytes(rows)))
+    pl.DataFrame(rows).write_parquet(tmp_path / "c.parquet")
+    texts = [r["text"] for r in rows]
+    for name in ("a.jsonl", "b.jsonl.gz", "c.parquet"):
+        assert sample_texts(tmp_path / name, "text", 10) == texts[:10], name
+    assert sample_texts(tmp_path / "c.parquet", "body", 10) == []  # no such field
