@@ -41,8 +41,9 @@ Synthetic, not measured from real data:
   super-clusters' token shares as weights, and the dataset's token budget is half the kept
   corpus tokens, so that climbmix_dataset writes a large dataset.
 
-The settings are the defaults (k=48 clusters, execution.batch_docs as set unless --batch-docs)
-with small proxies (vocab 512, tokenizer trained on 20000 documents). Results go to the terminal
+The settings are the defaults (k=48 clusters; execution.batch_docs and sql_memory_mb unless
+--batch-docs, --sql-memory-mb) with small proxies (vocab 512, tokenizer trained on 20000
+documents). Results go to the terminal
 and to `<workdir>/results.json`. A stage that fails (an exception in the asset, an import
 error while its code is being rewritten) is reported on one line; the stages that need its
 output are skipped, the others and the next sizes still run.
@@ -252,8 +253,8 @@ def make_settings(size_dir: Path, args: argparse.Namespace, token_budget: int | 
             },
         ],
     }
-    if args.batch_docs:
-        data["execution"] = {"batch_docs": args.batch_docs}
+    execution = {"batch_docs": args.batch_docs, "sql_memory_mb": args.sql_memory_mb}
+    data["execution"] = {key: value for key, value in execution.items() if value}
     if token_budget:
         data["dataset"] = {"token_budget": token_budget}
     return Settings.model_validate(data)
@@ -547,6 +548,7 @@ def stage_main(argv: list[str]) -> int:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--encode-up-to", type=int, required=True)
     parser.add_argument("--batch-docs", type=int)
+    parser.add_argument("--sql-memory-mb", type=int)
     parser.add_argument("--k", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
     args = parser.parse_args(argv)
@@ -579,6 +581,8 @@ def launch_stage(stage: str, size: int, args: argparse.Namespace) -> dict[str, A
     ]
     if args.batch_docs:
         command.append(f"--batch-docs={args.batch_docs}")
+    if args.sql_memory_mb:
+        command.append(f"--sql-memory-mb={args.sql_memory_mb}")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     started = time.perf_counter()
     try:
@@ -704,6 +708,9 @@ def main() -> int:
     )
     parser.add_argument("--workdir", default=str(ROOT / "benchmarks" / "results" / "scale"))
     parser.add_argument("--batch-docs", type=int, help="execution.batch_docs (default: as set)")
+    parser.add_argument(
+        "--sql-memory-mb", type=int, help="execution.sql_memory_mb (default: as set)"
+    )
     parser.add_argument("--k", type=int, default=48, help="K-means clusters")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument(

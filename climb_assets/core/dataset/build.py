@@ -37,17 +37,8 @@ META_COLUMNS: tuple[str, ...] = (
     "n_tokens",
 )
 SAMPLED_COLUMNS: tuple[str, ...] = (*META_COLUMNS, "repeat")
-OUTPUT_COLUMNS: tuple[str, ...] = (
-    "doc_id",
-    "text",
-    "shard",
-    "row",
-    "cluster",
-    "super_cluster",
-    "quality_score",
-    "n_tokens",
-    "repeat",
-)
+# The dataset's columns: the text right after the id, as before sampling went text-free.
+OUTPUT_COLUMNS: tuple[str, ...] = ("doc_id", "text", *META_COLUMNS[1:], "repeat")
 TEXT_COLUMNS: tuple[str, ...] = ("shard", "row", "text")
 SHARD_GLOB = "data-*.parquet"
 # Inside the dataset's temporary folder, so a failed write takes its spill files along.
