@@ -290,13 +290,24 @@ def stage_outputs(stage: str, layout: Any, shards: list[str]) -> list[Path]:  # 
 # --- one stage, in its own process -------------------------------------------------------------
 
 
-def vm_hwm_bytes() -> int | None:
+def status_bytes(field: str) -> int | None:
+    """A memory figure of this process from /proc/self/status (Linux), in bytes."""
     try:
         status = Path("/proc/self/status").read_text()
     except OSError:
         return None
-    found = re.search(r"VmHWM:\s+(\d+)\s+kB", status)
+    found = re.search(rf"{field}:\s+(\d+)\s+kB", status)
     return int(found.group(1)) * 1024 if found else None
+
+
+def vm_hwm_bytes() -> int | None:
+    return status_bytes("VmHWM")
+
+
+def rss_anon_bytes() -> int | None:
+    """Anonymous resident memory: RSS less the pages of memory-mapped files (embeddings read
+    through np.load(mmap_mode="r")), which the kernel drops under pressure."""
+    return status_bytes("RssAnon")
 
 
 def reset_peak_rss() -> bool:
@@ -306,17 +317,6 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return True
-
-
-def rss_anon_bytes() -> int | None:
-    """Anonymous resident memory: RSS less the pages of memory-mapped files (embeddings read
-    through np.load(mmap_mode="r")), which the kernel drops under pressure."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    found = re.search(r"RssAnon:\s+(\d+)\s+kB", status)
-    return int(found.group(1)) * 1024 if found else None
 
 
 class AnonPeak:

@@ -299,11 +299,18 @@ def test_small_limit_samples_about_limit_tokens_whatever_the_order(
         assert abs(stats[group].tokens - limit) <= 4 * sd < 0.2 * limit
 
 
-def test_failure_mid_stream_leaves_the_old_pool(tokenizer: Tokenizer, tmp_path: Path) -> None:
+def _old_pool(
+    tokenizer: Tokenizer, root: Path
+) -> tuple[list[tuple[int, str, str]], dict[int, float], dict[str, bytes]]:
+    """A pool already written at root/pool: its documents, fractions and files."""
     docs = _corpus(50)
     fractions = dict.fromkeys(WORDS, 1.0)
-    write_pool(_batches(docs, 10), tokenizer, tmp_path / "pool", fractions, seed=0)
-    before = _files(tmp_path / "pool")
+    write_pool(_batches(docs, 10), tokenizer, root / "pool", fractions, seed=0)
+    return docs, fractions, _files(root / "pool")
+
+
+def test_failure_mid_stream_leaves_the_old_pool(tokenizer: Tokenizer, tmp_path: Path) -> None:
+    docs, fractions, before = _old_pool(tokenizer, tmp_path)
 
     def failing() -> Iterator[DocBatch]:
         yield from _batches(docs[:20], 10)  # group files have grown when the stream breaks
@@ -360,10 +367,7 @@ def test_a_pool_written_in_parts_equals_the_single_stream(
 
 
 def test_a_failed_part_leaves_the_old_pool(tokenizer: Tokenizer, tmp_path: Path) -> None:
-    docs = _corpus(50)
-    fractions = dict.fromkeys(WORDS, 1.0)
-    write_pool(_batches(docs, 10), tokenizer, tmp_path / "pool", fractions, seed=0)
-    before = _files(tmp_path / "pool")
+    docs, fractions, before = _old_pool(tokenizer, tmp_path)
 
     def unreadable() -> Iterator[DocBatch]:
         yield from _batches(docs[:20], 10)
