@@ -7,6 +7,7 @@ predictor ACTION ...` works too.
 from __future__ import annotations
 
 import argparse
+import difflib
 import fnmatch
 import json
 import sys
@@ -31,12 +32,12 @@ weight columns (the run's data mixture, non-negative, summing to 1 per row) and 
 score columns. Rows whose weights sum to within --tolerance of 1 are renormalized exactly;
 --renormalize divides every row by its sum instead (percentages, rows summing to 0.98, ...).
 
-Two files instead of TABLE: --weights WEIGHTS_FILE --scores SCORES_FILE --key COL joins them
-on COL (runs present in only one file are left out, with a note). The weight columns of
-WEIGHTS_FILE are every column but the key unless --weight-columns says otherwise.
+Two files instead of TABLE: --weights-file FILE --scores FILE --key COL joins them on COL
+(runs present in only one file are left out, with a note). The weight columns of the weights
+file are every column but the key unless --weights says otherwise.
 
-Weight columns: --weights (or --weight-columns) takes comma-separated names and/or glob
-patterns (default 'w_*', the columns written by `climb`); matches keep the table's column
+Weight columns: --weights (or its synonym --weight-columns) takes comma-separated names and/or
+glob patterns (default 'w_*', the columns written by `climb`); matches keep the table's column
 order. They are never guessed from the data: a table without w_* columns needs --weights.
 
 Objective: --score COL (default 'score'); give --score several times for a weighted sum, with
@@ -53,11 +54,14 @@ actions:
   cv       out-of-fold Spearman correlation of the predictor (k-fold; leave-one-out when rows
            are fewer than --folds)
   fit      fit on every row and save the model files + predictor.json into --out DIR
-  predict  score the mixtures of --mixtures FILE with a saved --model DIR
+  predict  score the mixtures of --mixtures FILE with a saved --model DIR (--tolerance and
+           --renormalize default to those used at fit)
   propose  best mixture: the mean of the --top-k predicted (within --region-radius of the best
            one) of a --pool-size pool of Dirichlet draws around the table's mixtures plus the
-           table's own mixtures, weights under --min-weight zeroed; never predicted worse than
-           the best observed run
+           table's own mixtures, taken only inside the trust region of the runs
+           (--trust-radius), weights under --min-weight zeroed unless the predictor scores the
+           mixture higher with them (as the search does); never predicted worse than the best
+           observed run
 """
 
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
@@ -67,9 +71,16 @@ FILE_SUFFIXES = {*TABLE_SUFFIXES, *PARQUET_SUFFIXES, ".json", ".txt", ".pkl", ".
 FILE_SUFFIXES |= {".joblib", ".lgb", ".model", ".bin"}
 DEFAULT_WEIGHTS = "w_*"
 DEFAULT_SCORE = "score"
-# The search's defaults (search.final_region_radius, search.final_min_weight).
+DEFAULT_TOLERANCE = 1e-3
+# The search's defaults (search.final_region_radius, search.final_min_weight,
+# search.final_trust_radius).
 DEFAULT_REGION_RADIUS = 0.3
 DEFAULT_MIN_WEIGHT = 0.01
+DEFAULT_TRUST_RADIUS = 2.0
+# Columns named in an error about a column that is not there: a table may have dozens.
+MAX_LISTED_COLUMNS = 6
+# difflib similarity of a suggested column: 0.6 (its default) offers 'mix_books' for 'mix_cod'.
+NEAR_MATCH = 0.7
 
 
 class PredictorCliError(ValueError):
@@ -87,6 +98,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     actions = parser.add_subparsers(dest="predictor_action", required=True, metavar="ACTION")
     table = _table_options()
     cv = actions.add_parser("cv", parents=[table], help="cross-validated Spearman correlation")
+    cv.add_argument("--folds", type=int, default=5, help="folds, at least 2 (default 5)")
     _add_output_format(cv)
     fit = actions.add_parser("fit", parents=[table], help="fit on all rows and save the model")
     fit.add_argument(
@@ -108,8 +120,23 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--min-weight",
         type=float,
         default=DEFAULT_MIN_WEIGHT,
-        help="zero the proposal's weights below this and re-normalize; 0 keeps every sliver "
-        f"the average leaves (default {DEFAULT_MIN_WEIGHT})",
+        help="zero the proposal's weights below this and re-normalize, unless the predictor "
+        "scores the mixture higher with them (as the search does; the output says when they "
+        f"are kept); 0 keeps every sliver the average leaves (default {DEFAULT_MIN_WEIGHT})",
+    )
+    propose.add_argument(
+        "--trust-radius",
+        type=float,
+        default=DEFAULT_TRUST_RADIUS,
+        metavar="MULT",
+        help="choose only mixtures within MULT x the runs' median nearest-neighbour "
+        "total-variation distance of some run, each weight within the runs' range +- half "
+        f"that; 0 turns the trust region off (default {DEFAULT_TRUST_RADIUS})",
+    )
+    propose.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="choose among every candidate; only report a choice outside the trust region",
     )
     _add_output_format(propose)
     _add_predict_parser(actions)
@@ -124,18 +151,20 @@ def _table_options() -> argparse.ArgumentParser:
         type=Path,
         nargs="?",
         metavar="TABLE",
-        help="CSV or Parquet of past runs (or give --weights FILE --scores FILE --key COL)",
+        help="CSV or Parquet of past runs (or give --weights-file FILE --scores FILE --key COL)",
     )
     common.add_argument(
         "--weights",
-        default=None,
-        help="weight columns: comma-separated names or globs (default 'w_*'); without TABLE, "
-        "a CSV/Parquet file of weights joined to --scores on --key",
-    )
-    common.add_argument(
-        "--weight-columns",
         metavar="SPEC",
-        help="weight columns (names/globs) of TABLE or of the --weights file",
+        help="weight columns of TABLE or of --weights-file: comma-separated names or globs "
+        "(default 'w_*'; for --weights-file every column but --key)",
+    )
+    common.add_argument("--weight-columns", metavar="SPEC", help="the same as --weights")
+    common.add_argument(
+        "--weights-file",
+        type=Path,
+        metavar="FILE",
+        help="CSV/Parquet of weights, joined to --scores on --key (instead of TABLE)",
     )
     common.add_argument(
         "--scores", type=Path, metavar="FILE", help="CSV/Parquet of scores, joined on --key"
@@ -160,9 +189,6 @@ def _table_options() -> argparse.ArgumentParser:
     )
     direction.add_argument(
         "--minimize", dest="maximize", action="store_false", default=None, help="lower is better"
-    )
-    common.add_argument(
-        "--folds", type=int, default=5, help="folds of `cv`, at least 2 (default 5)"
     )
     common.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     _add_model_options(common)
@@ -254,15 +280,29 @@ def _add_predict_parser(actions: Any) -> None:
         help="write the table with 'predicted' and 'predicted_spread' columns here (CSV or "
         "Parquet by extension); default: CSV on stdout",
     )
-    _add_tolerance(predict)
+    predict.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="allowed |sum(weights) - 1| per row before it is an error (default: the one "
+        f"used at fit, else {DEFAULT_TOLERANCE:g})",
+    )
+    predict.add_argument(
+        "--renormalize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="divide each weight row by its sum; the output holds the weights as scored "
+        "(default: as at fit)",
+    )
 
 
 def _add_tolerance(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tolerance",
         type=float,
-        default=1e-3,
-        help="allowed |sum(weights) - 1| per row before it is an error (default 1e-3)",
+        default=DEFAULT_TOLERANCE,
+        help=f"allowed |sum(weights) - 1| per row before it is an error (default "
+        f"{DEFAULT_TOLERANCE:g}; `fit` saves it for `predict`)",
     )
     parser.add_argument(
         "--renormalize",
@@ -333,17 +373,34 @@ def resolve_weight_columns(spec: str, available: list[str], option: str = "--wei
             matches = fnmatch.filter(available, token)
         else:
             matches = [token] if token in available else []
-        if not matches:
+        if not matches and any(char in token for char in "*?["):
             raise PredictorCliError(
-                f"{option} {token!r} matches no column; available columns: {available}"
+                f"{option} {token!r} matches no column; {_near_or_listed(token, available)}"
             )
+        if not matches:
+            raise PredictorCliError(f"{option}: {no_column(token, available)}")
         chosen.extend(name for name in matches if name not in chosen)
     if len(chosen) < 2:
         raise PredictorCliError(f"{option} selects {chosen}: a mixture needs at least 2 columns")
     return chosen
 
 
-def _is_table_file(value: str | None) -> bool:
+def no_column(name: str, available: list[str]) -> str:
+    """ "no column 'losss'; did you mean 'loss'?", or a few of the columns there are."""
+    return f"no column {name!r}; {_near_or_listed(name, available)}"
+
+
+def _near_or_listed(name: str, available: list[str]) -> str:
+    """ "did you mean 'loss'?" for near matches, else the first few columns."""
+    close = difflib.get_close_matches(name, available, n=3, cutoff=NEAR_MATCH)
+    if close:
+        return f"did you mean {' or '.join(map(repr, close))}?"
+    shown = ", ".join(map(repr, available[:MAX_LISTED_COLUMNS]))
+    more = len(available) - MAX_LISTED_COLUMNS
+    return f"the columns are {shown}" + (f" and {more} more" if more > 0 else "")
+
+
+def _is_table_file(value: str | Path | None) -> bool:
     return value is not None and Path(value).suffix.lower() in {
         *TABLE_SUFFIXES,
         *PARQUET_SUFFIXES,
@@ -355,44 +412,74 @@ def load_run_table(args: argparse.Namespace) -> RunTable:
     objective per row."""
     score_columns = args.score or [DEFAULT_SCORE]
     score_weights = _score_weights(score_columns, args.score_weight)
-    if args.table is None:
-        return _load_joined(args, score_columns, score_weights)
-    if args.scores is not None or args.key is not None:
-        raise PredictorCliError(
-            "give either TABLE or --weights FILE --scores FILE --key COL, not both"
+    if args.table is None and args.weights_file is None and _is_table_file(args.weights):
+        print(
+            f"note: --weights {args.weights} as a file is deprecated; use --weights-file",
+            file=sys.stderr,
         )
+        args.weights_file, args.weights = Path(args.weights), None
     if args.weights is not None and args.weight_columns is not None:
         raise PredictorCliError("--weights and --weight-columns both name columns: give one")
+    if args.table is None:
+        return _load_joined(args, score_columns, score_weights)
+    if args.weights_file is not None or args.scores is not None or args.key is not None:
+        raise PredictorCliError(
+            "give either TABLE or --weights-file FILE --scores FILE --key COL, not both"
+        )
     if _is_table_file(args.weights):
         raise PredictorCliError(
-            f"--weights {args.weights} is a file, but with TABLE --weights names columns; for "
-            "two files drop TABLE and give --weights FILE --scores FILE --key COL"
+            f"--weights {args.weights} is a file, but --weights names columns; for two files "
+            "drop TABLE and give --weights-file FILE --scores FILE --key COL"
         )
     df = read_table(args.table)
-    option = "--weight-columns" if args.weight_columns else "--weights"
-    spec = args.weight_columns or args.weights or DEFAULT_WEIGHTS
-    columns = resolve_weight_columns(spec, df.columns, option)
+    option, spec = _weight_spec(args)
+    columns = resolve_weight_columns(spec or DEFAULT_WEIGHTS, df.columns, option)
     weights = _validated_weights(df, columns, args.tolerance, args.table, args.renormalize)
     objective = _objective(df, score_columns, score_weights, args.table)
     return RunTable(str(args.table), columns, weights, score_columns, score_weights, objective)
+
+
+def _weight_spec(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(option named in errors, its comma-separated names/globs or None)."""
+    if args.weight_columns is not None:
+        return "--weight-columns", args.weight_columns
+    return "--weights", args.weights
+
+
+def _two_file_problem(args: argparse.Namespace) -> str | None:
+    """What two-file mode still lacks, in words; None when nothing."""
+    given = [args.weights_file is not None, args.scores is not None, args.key is not None]
+    if not any(given):
+        return "give TABLE (a CSV/Parquet of runs), or --weights-file FILE --scores FILE --key COL"
+    lacking = [
+        f"{option} {meta}"
+        for option, meta, present in zip(
+            ("--weights-file", "--scores", "--key"), ("FILE", "FILE", "COL"), given, strict=True
+        )
+        if not present
+    ]
+    if not lacking:
+        return None
+    why = " (the run id column both files share)" if not given[2] else ""
+    return f"two files (no TABLE) also need {' and '.join(lacking)}{why}"
 
 
 def _load_joined(
     args: argparse.Namespace, score_columns: list[str], score_weights: list[float]
 ) -> RunTable:
     """Weights from one file, scores from another, inner-joined on --key."""
-    if not _is_table_file(args.weights) or args.scores is None or args.key is None:
-        raise PredictorCliError(
-            "no TABLE: give a table of runs, or --weights FILE --scores FILE --key COL"
-        )
-    weights_path, key = Path(args.weights), args.key
+    problem = _two_file_problem(args)
+    if problem is not None:
+        raise PredictorCliError(problem)
+    weights_path, key = Path(args.weights_file), args.key
     weights_df, scores_df = read_table(weights_path), read_table(args.scores)
     for path, df in ((weights_path, weights_df), (args.scores, scores_df)):
         _check_key(df, key, path)
     others = [name for name in weights_df.columns if name != key]
+    option, spec = _weight_spec(args)
     columns = (
-        resolve_weight_columns(args.weight_columns, others, "--weight-columns")
-        if args.weight_columns
+        resolve_weight_columns(spec, others, option)
+        if spec
         else resolve_weight_columns(",".join(others), others, f"{weights_path}'s columns")
     )
     weights = _validated_weights(
@@ -426,7 +513,7 @@ def _load_joined(
 
 def _check_key(df: pl.DataFrame, key: str, path: Path) -> None:
     if key not in df.columns:
-        raise PredictorCliError(f"{path}: no --key column {key!r}; available: {df.columns}")
+        raise PredictorCliError(f"{path}: --key: {no_column(key, df.columns)}")
     if df[key].null_count():
         raise PredictorCliError(f"{path}: --key column {key!r} has empty values")
     duplicated = df.filter(pl.col(key).is_duplicated())[key]
@@ -447,6 +534,9 @@ def _validated_weights(
 ) -> np.ndarray:
     from climb_assets.core.search.mixtures import validate_mixture_table
 
+    missing = [name for name in columns if name not in df.columns]
+    if missing:
+        raise PredictorCliError(f"{path}: missing weight column(s) {missing}")
     try:  # cells first (numeric, finite, non-negative); the sums are checked below
         weights = validate_mixture_table(df, columns, atol=np.inf)
     except ValueError as err:
@@ -484,11 +574,9 @@ def _score_weights(score_columns: list[str], given: list[float] | None) -> list[
 def _objective(
     df: pl.DataFrame, columns: list[str], weights: list[float], path: Path
 ) -> np.ndarray:
-    missing = [name for name in columns if name not in df.columns]
-    if missing:
-        raise PredictorCliError(
-            f"{path}: unknown score column(s) {missing}; available: {df.columns}"
-        )
+    for name in columns:
+        if name not in df.columns:
+            raise PredictorCliError(f"{path}: --score: {no_column(name, df.columns)}")
     total = np.zeros(df.height)
     for name, weight in zip(columns, weights, strict=True):
         if not df.schema[name].is_numeric():
@@ -574,6 +662,8 @@ def _run_fit(args: argparse.Namespace) -> None:
         "source_table": table.source,
         "score_columns": table.score_columns,
         "score_weights": table.score_weights,
+        "tolerance": args.tolerance,  # `predict` reads mixtures as `fit` read the runs
+        "renormalize": args.renormalize,
     }
     predictor.save(args.out)
     info = predictor.info
@@ -589,10 +679,22 @@ def _run_predict(args: argparse.Namespace) -> None:
 
     predictor = Predictor.load(args.model)
     df = read_table(args.mixtures)
-    weights = _validated_weights(
-        df, predictor.weight_columns, args.tolerance, args.mixtures, args.renormalize
-    )
-    result = df.with_columns(
+    columns = predictor.weight_columns
+    missing = [name for name in columns if name not in df.columns]
+    if missing:
+        raise PredictorCliError(
+            f"{args.mixtures}: missing weight column(s) {missing}; the model in {args.model} "
+            f"scores mixtures of {columns}"
+        )
+    tolerance = args.tolerance
+    if tolerance is None:
+        tolerance = float(predictor.info.get("tolerance", DEFAULT_TOLERANCE))
+    renormalize = args.renormalize
+    if renormalize is None:
+        renormalize = bool(predictor.info.get("renormalize", False))
+    weights = _validated_weights(df, columns, tolerance, args.mixtures, renormalize)
+    result = df.with_columns(  # the weights as scored: summing to 1 exactly
+        *(pl.Series(name, weights[:, j]) for j, name in enumerate(columns)),
         pl.Series("predicted", predictor.predict(weights)),
         pl.Series("predicted_spread", predictor.predict_spread(weights)),
     )
@@ -618,6 +720,7 @@ def write_table(df: pl.DataFrame, path: Path) -> None:
 
 def _run_propose(args: argparse.Namespace) -> None:
     from climb_assets.core.search.predictor import MIN_FIT_ROWS, choose_final, fit_predictor
+    from climb_assets.core.search.strategy import final_trust_region
 
     maximize = _require_direction(args)
     if args.pool_size < 1 or args.top_k < 1:
@@ -628,6 +731,8 @@ def _run_propose(args: argparse.Namespace) -> None:
         )
     if not 0 <= args.min_weight < 1:
         raise PredictorCliError(f"--min-weight {args.min_weight}: a weight in [0, 1) is needed")
+    if args.trust_radius < 0:
+        raise PredictorCliError(f"--trust-radius {args.trust_radius}: must be non-negative")
     settings = predictor_settings(args)
     table = load_run_table(args)
     _require_rows(table, MIN_FIT_ROWS, "propose")
@@ -651,6 +756,7 @@ def _run_propose(args: argparse.Namespace) -> None:
         constraints,
         args.region_radius,
         min_weight=args.min_weight,
+        trust=final_trust_region(table.weights, args.trust_radius, not args.allow_outside),
     )
     best_row = int(np.argmax(table.objective) if maximize else np.argmin(table.objective))
     observed: dict[str, Any] = {
@@ -671,8 +777,13 @@ def _run_propose(args: argparse.Namespace) -> None:
         "weights": dict(zip(table.weight_columns, choice.mixture.tolist(), strict=True)),
         "top_k": len(choice.top_indices),
         "region_size": choice.region_size,
+        "min_weight": args.min_weight,
+        "kept_slivers": choice.kept_slivers,
         "pool_size": len(pool) + len(table.weights),
         "best_observed": observed,
+        "trust_region": None
+        if choice.trust is None
+        else choice.trust.to_json(table.weight_columns),
     }
     _print_proposal(result, args.format)
 
@@ -699,13 +810,15 @@ def proposal_pool(weights: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 
 def _print_proposal(result: dict[str, Any], output_format: str) -> None:
+    from climb_assets.core.search.trust_region import trust_lines
+
     if output_format == "json":
         print(json.dumps(result, indent=2))
         return
     observed = result["best_observed"]
     how = {
         "region mean": f"mean of {result['region_size']} of the top {result['top_k']}",
-        "best predicted": "the best predicted mixture (the region mean predicted worse)",
+        "best predicted": "the best predicted mixture",
         "best observed": "the best observed run (the region mean predicted worse)",
     }[result["method"]]
     print(
@@ -717,6 +830,13 @@ def _print_proposal(result: dict[str, Any], output_format: str) -> None:
         f"best observed run: {label}, objective {observed['objective']:.6g}, "
         f"predicted {observed['predicted']:.6g}"
     )
+    if result["kept_slivers"]:
+        print(
+            f"weights under --min-weight {result['min_weight']:g} kept: the predictor scores the "
+            "mixture higher with them"
+        )
+    for line in trust_lines(result["trust_region"], "row"):
+        print(line)
     width = max(len(name) for name in result["weights"])
     for name, weight in result["weights"].items():
         print(f"  {name:<{width}}  {weight:.6f}")

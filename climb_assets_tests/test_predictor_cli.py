@@ -11,7 +11,13 @@ import polars as pl
 import pytest
 
 from climb_assets.core.search.predictor import Predictor
-from climb_assets.predictor_cli import DEFAULT_MIN_WEIGHT, DEFAULT_REGION_RADIUS, main
+from climb_assets.predictor_cli import (
+    DEFAULT_MIN_WEIGHT,
+    DEFAULT_REGION_RADIUS,
+    DEFAULT_TRUST_RADIUS,
+    MAX_LISTED_COLUMNS,
+    main,
+)
 from climb_assets.settings import SearchSettings
 
 TARGET = np.array([0.4, 0.3, 0.1, 0.1, 0.1])
@@ -129,7 +135,7 @@ def test_propose_min_weight_zeroes_slivers(
     for floor in ("0", "0.05"):
         assert _cli(*argv, "--min-weight", floor) == 0
         result = json.loads(capsys.readouterr().out)
-        assert result["method"] == "region mean"
+        assert result["method"] == "region mean" and not result["kept_slivers"]
         proposed[floor] = np.array(list(result["weights"].values()))
     assert (proposed["0"] > 0).sum() > (proposed["0.05"] > 0).sum()
     assert ((proposed["0.05"] == 0) | (proposed["0.05"] >= 0.05)).all()
@@ -141,15 +147,23 @@ def test_cli_defaults_follow_the_search_settings() -> None:
     search = SearchSettings()
     assert search.final_min_weight == DEFAULT_MIN_WEIGHT
     assert search.final_region_radius == DEFAULT_REGION_RADIUS
+    assert search.final_trust_radius == DEFAULT_TRUST_RADIUS
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["cv", "{runs}", "--weights", "x_*"], "matches no column; available columns: .*mix_web"),
         (
-            ["cv", "{runs}", "--weights", "mix_*", "--score", "acc"],
-            r"unknown score column\(s\) \['acc'\]",
+            ["cv", "{runs}", "--weights", "x_*"],
+            r"'x_\*' matches no column; the columns are .*mix_web",
+        ),
+        (
+            ["cv", "{runs}", "--weights", "mix_*", "--score", "losss"],
+            r"no column 'losss'; did you mean 'loss'\?",
+        ),
+        (
+            ["cv", "{runs}", "--weights", "mix_web,mix_cod", "--score", "loss"],
+            r"--weights: no column 'mix_cod'; did you mean 'mix_code'\?",
         ),
         (["cv", "{runs}", "--weights", "mix_*", "--score", "run"], "'run' is String, not numeric"),
         (
@@ -244,7 +258,7 @@ def test_two_files_joined_on_a_key_equal_the_single_table(
     runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     weights, scores = _split_files(runs, tmp_path)
-    joined = ["--weights", weights, "--scores", scores, "--key", "run_id", "--score", "loss"]
+    joined = ["--weights-file", weights, "--scores", scores, "--key", "run_id", "--score", "loss"]
     assert _cli("cv", *joined, "--format", "json") == 0
     captured = capsys.readouterr()
     assert "1 of" in captured.err and "no weights; they are left out" in captured.err
@@ -263,11 +277,25 @@ def test_two_files_joined_on_a_key_equal_the_single_table(
     assert observed["key"] == str(int(np.argmin(pl.read_csv(runs)["loss"].to_numpy())))
 
 
+def test_weights_file_given_as_weights_still_works_with_a_note(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights, scores = _split_files(runs, tmp_path)
+    argv = ["--scores", scores, "--key", "run_id", "--score", "loss", "--format", "json"]
+    assert _cli("cv", "--weights-file", weights, *argv) == 0
+    current = capsys.readouterr()
+    assert "deprecated" not in current.err
+    assert _cli("cv", "--weights", weights, *argv) == 0
+    old = capsys.readouterr()
+    assert f"--weights {weights} as a file is deprecated; use --weights-file" in old.err
+    assert json.loads(old.out) == json.loads(current.out)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--key", "nope"], "no --key column 'nope'"),
-        ([], r"--weights FILE --scores FILE --key COL"),
+        (["--key", "nope"], "--key: no column 'nope'"),
+        ([], r"two files \(no TABLE\) also need --key COL \(the run id column both files share"),
         (["--key", "run_id", "--weight-columns", "mix_web"], "at least 2 columns"),
     ],
 )
@@ -275,8 +303,19 @@ def test_two_file_problems_are_explained(
     runs: Path, tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture
 ) -> None:
     weights, scores = _split_files(runs, tmp_path)
-    assert _cli("cv", "--weights", weights, "--scores", scores, "--score", "loss", *extra) == 2
+    argv = ["--weights-file", weights, "--scores", scores, "--score", "loss", *extra]
+    assert _cli("cv", *argv) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_missing_table_or_files_say_what_is_needed(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _cli("cv", "--score", "loss") == 2
+    assert "give TABLE (a CSV/Parquet of runs), or --weights-file FILE" in capsys.readouterr().err
+    weights, _ = _split_files(runs, tmp_path)
+    assert _cli("cv", "--weights-file", weights, "--key", "run_id") == 2
+    assert "also need --scores FILE" in capsys.readouterr().err
 
 
 def test_duplicate_keys_and_a_file_given_with_table_are_errors(
@@ -286,10 +325,12 @@ def test_duplicate_keys_and_a_file_given_with_table_are_errors(
     doubled = tmp_path / "doubled.csv"
     pl.concat([pl.read_csv(weights), pl.read_csv(weights).head(1)]).write_csv(doubled)
     argv = ["--scores", scores, "--key", "run_id", "--score", "loss"]
-    assert _cli("cv", "--weights", doubled, *argv) == 2
+    assert _cli("cv", "--weights-file", doubled, *argv) == 2
     assert "'run_id' value 0 appears more than once" in capsys.readouterr().err
     assert _cli("cv", runs, "--weights", weights, "--score", "loss") == 2
-    assert "with TABLE --weights names columns" in capsys.readouterr().err
+    assert "is a file, but --weights names columns" in capsys.readouterr().err
+    assert _cli("cv", runs, "--weights-file", weights, "--score", "loss") == 2
+    assert "either TABLE or --weights-file" in capsys.readouterr().err
 
 
 def test_renormalize_accepts_percentages(
@@ -380,3 +421,141 @@ def test_propose_shows_the_best_observed_runs_prediction(
     text = capsys.readouterr().out
     assert re.search(r"best observed run: row \d+, objective [\d.]+, predicted [\d.]+", text)
     assert f"{result['predicted']:.6g}" in text
+
+
+def test_a_wrong_column_among_many_lists_only_a_few(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wide = pl.read_csv(runs).with_columns([pl.lit(0.0).alias(f"extra_{i}") for i in range(24)])
+    wide.write_csv(tmp_path / "wide.csv")
+    assert _cli("cv", tmp_path / "wide.csv", "--weights", "mix_*", "--score", "zzz") == 2
+    error = capsys.readouterr().err
+    assert "no column 'zzz'; the columns are 'mix_web'" in error
+    assert error.count("'") == 2 * (MAX_LISTED_COLUMNS + 1)  # 'zzz' and six columns
+    assert f"and {wide.width - MAX_LISTED_COLUMNS} more" in error
+
+
+def test_predict_names_the_missing_weight_columns(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "model"
+    argv = ["fit", runs, "--weights", "mix_*", "--score", "loss", "--minimize", "--rounds", "5"]
+    assert _cli(*argv, "--out", model) == 0
+    pl.read_csv(runs).drop("mix_news", "mix_wiki").write_csv(tmp_path / "partial.csv")
+    capsys.readouterr()
+    assert _cli("predict", "--model", model, "--mixtures", tmp_path / "partial.csv") == 2
+    error = capsys.readouterr().err
+    assert "missing weight column(s) ['mix_news', 'mix_wiki']" in error
+    assert "unknown" not in error
+
+
+def test_folds_is_an_option_of_cv_only(capsys: pytest.CaptureFixture[str]) -> None:
+    for action in ("fit", "propose"):
+        with pytest.raises(SystemExit):
+            main(["predictor", action, "--help"])
+        assert "--folds" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["predictor", "cv", "--help"])
+    assert "--folds" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["predictor", "fit", "t.csv", "--minimize", "--out", "m", "--folds", "3"])
+    assert "unrecognized arguments: --folds" in capsys.readouterr().err
+
+
+def test_predict_reuses_the_tolerance_and_renormalize_of_fit(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rows summing to 0.98: accepted at fit by --tolerance 0.05, then by predict without it.
+    short = tmp_path / "short.csv"
+    pl.read_csv(runs).with_columns(pl.col(COLUMNS) * 0.98).write_csv(short)
+    argv = ["fit", short, "--weights", "mix_*", "--score", "loss", "--minimize", "--rounds", "5"]
+    assert _cli(*argv, "--tolerance", "0.05", "--out", tmp_path / "loose") == 0
+    assert Predictor.load(tmp_path / "loose").info["tolerance"] == 0.05
+    assert _cli("predict", "--model", tmp_path / "loose", "--mixtures", short) == 0
+    capsys.readouterr()
+    strict = ["predict", "--model", tmp_path / "loose", "--mixtures", short, "--tolerance", "1e-3"]
+    assert _cli(*strict) == 2
+    assert "--tolerance 0.001" in capsys.readouterr().err
+    # Percentages: --renormalize at fit is remembered too; --no-renormalize overrides it.
+    percent = tmp_path / "percent.csv"
+    pl.read_csv(runs).with_columns(pl.col(COLUMNS) * 100).write_csv(percent)
+    argv[1] = percent
+    assert _cli(*argv, "--renormalize", "--out", tmp_path / "percent") == 0
+    assert _cli("predict", "--model", tmp_path / "percent", "--mixtures", percent) == 0
+    capsys.readouterr()
+    off = ["predict", "--model", tmp_path / "percent", "--mixtures", percent, "--no-renormalize"]
+    assert _cli(*off) == 2
+    assert "sum to 100" in capsys.readouterr().err
+
+
+def test_predict_renormalize_writes_the_weights_it_scored(runs: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    argv = ["fit", runs, "--weights", "mix_*", "--score", "loss", "--minimize", "--rounds", "5"]
+    assert _cli(*argv, "--out", model) == 0
+    percent = tmp_path / "percent.csv"
+    original = pl.read_csv(runs)
+    original.with_columns(pl.col(COLUMNS) * 100).write_csv(percent)
+    out = tmp_path / "predicted.csv"
+    predict = ["predict", "--model", model, "--mixtures", percent, "--out", out]
+    assert _cli(*predict, "--renormalize") == 0
+    written = pl.read_csv(out)
+    weights = written.select(COLUMNS).to_numpy()
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0)
+    np.testing.assert_allclose(weights, original.select(COLUMNS).to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(written["predicted"], Predictor.load(model).predict(weights))
+
+
+def test_propose_help_and_output_agree_on_min_weight(
+    runs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["predictor", "propose", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "unless the predictor scores the mixture higher with them" in help_text
+    argv = ["propose", runs, "--weights", "mix_*", "--score", "loss", "--minimize"]
+    assert _cli(*argv, "--pool-size", "1000", "--min-weight", "0.2", "--format", "json") == 0
+    result = json.loads(capsys.readouterr().out)
+    weights = np.array(list(result["weights"].values()))
+    # The target puts 0.1 on three groups: the predictor prefers them to a 0.2 floor.
+    assert result["kept_slivers"] and ((weights > 0) & (weights < 0.2)).any()
+    assert _cli(*argv, "--pool-size", "1000", "--min-weight", "0.2") == 0
+    assert "weights under --min-weight 0.2 kept: the predictor scores" in capsys.readouterr().out
+
+
+def _capped_runs(path: Path) -> Path:
+    """Runs that never put more than 0.12 on w_0, and a loss falling steadily with it: the
+    predictor's best lies far outside the runs (RegMix's HackerNews case)."""
+    rng = np.random.default_rng(0)
+    weights = rng.dirichlet(np.ones(5), 120)
+    weights[:, 0] = rng.uniform(0, 0.12, 120)
+    weights[:, 1:] *= ((1 - weights[:, 0]) / weights[:, 1:].sum(axis=1))[:, None]
+    loss = 3 - 2 * weights[:, 0] + 0.5 * ((weights[:, 1:] - 0.22) ** 2).sum(axis=1)
+    table = pl.DataFrame({f"w_{j}": weights[:, j] for j in range(5)})
+    table.with_columns(loss=loss + rng.normal(0, 0.005, 120)).write_csv(path)
+    return path
+
+
+def test_propose_stays_inside_the_runs_and_reports_the_best_outside(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = _capped_runs(tmp_path / "capped.csv")
+    argv = ["propose", runs, "--score", "loss", "--minimize", "--pool-size", "3000"]
+    assert _cli(*argv, "--format", "json") == 0
+    result = json.loads(capsys.readouterr().out)
+    trust = result["trust_region"]
+    high = trust["weight_margin"] + 0.12
+    assert result["weights"]["w_0"] <= high and trust["chosen"]["inside"]
+    best = trust["best_predicted"]
+    assert trust["best_predicted_outside"] and best["distance"] > trust["radius"]
+    assert best["weights"]["w_0"] > 0.5 and "w_0" in best["weights_beyond_range"]
+    assert best["predicted"] < result["predicted"]
+    assert _cli(*argv) == 0
+    text = capsys.readouterr().out
+    outside = r"best predicted mixture \(predicted [\d.]+\) lies outside: [\d.]+ from the"
+    assert re.search(outside + r" nearest run \(row \d+\); w_0 [\d.]+ outside \[0, 0.\d+\]", text)
+    assert "chosen inside instead" in text
+    assert _cli(*argv, "--allow-outside", "--format", "json") == 0
+    flagged = json.loads(capsys.readouterr().out)
+    assert flagged["weights"]["w_0"] > 0.5 and not flagged["trust_region"]["chosen"]["inside"]
+    assert _cli(*argv, "--trust-radius", "0", "--format", "json") == 0
+    assert json.loads(capsys.readouterr().out)["trust_region"] is None

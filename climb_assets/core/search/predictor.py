@@ -35,6 +35,7 @@ import lightgbm as lgb
 import numpy as np
 
 from climb_assets.core.search.mixtures import MixtureConstraints, enforce_constraints
+from climb_assets.core.search.trust_region import TrustRegion, TrustReport
 from climb_assets.core.shared.atomic import write_json, write_text
 from climb_assets.settings import PredictorSettings
 
@@ -477,6 +478,8 @@ class FinalChoice:
     best_observed_score: float
     best_observed_predicted: float  # same predictor's score of the best observed run
     top_indices: np.ndarray  # rows of [pool; observed] in the top-k, best first
+    kept_slivers: bool = False  # weights under min_weight kept: predicted better with them
+    trust: TrustReport | None = None  # the trust region applied, and what lay outside it
 
 
 def choose_final(
@@ -491,6 +494,7 @@ def choose_final(
     *,
     min_weight: float = 0.0,
     compare_to_pool: bool = False,
+    trust: TrustRegion | None = None,
 ) -> FinalChoice:
     """The final mixture: mean of the top-k predicted of the pool plus the observed runs, taken
     only within total-variation distance `region_radius` of the best predicted one.
@@ -507,6 +511,11 @@ def choose_final(
     mean. Off by default: the top pool member's prediction is the maximum of many noisy
     predictions, so the mean nearly always loses to it, and in benchmarks/predictor_quality.py
     that fallback chose worse mixtures than the mean.
+
+    `trust` (a region around `observed_weights`): when it is enforced, candidates outside are
+    left out, and a mean that falls outside gives way to the best predicted candidate inside;
+    either way `FinalChoice.trust` reports where the best predicted candidate of the whole pool
+    lay.
     """
     _check_direction(predictor, maximize)
     observed = np.atleast_2d(np.asarray(observed_weights, dtype=float))
@@ -519,21 +528,42 @@ def choose_final(
     pool = np.asarray(pool, dtype=float).reshape(-1, observed.shape[1])
     candidates = np.vstack([pool, observed])
     order, predicted = rank_pool(predictor, candidates, maximize)
+    overall_best = int(order[0])
+    inside = None if trust is None else trust.inside(candidates)
+    if inside is not None and trust is not None and trust.enforce:
+        order = order[inside[order]]  # observed runs are inside: never empty
     top = order[: max(1, top_k)]
     best = int(top[0])
     distance = 0.5 * np.abs(candidates[top] - candidates[best]).sum(axis=1)
     region = top[distance <= region_radius]
-    mixture, mixture_predicted = _sparse_or_dense(
+    mixture, mixture_predicted, kept_slivers = _sparse_or_dense(
         predictor, candidates[region].mean(axis=0), constraints, min_weight, maximize
     )
+    method = "region mean"
+    if trust is not None and trust.enforce and not trust.inside(mixture)[0]:
+        mixture, mixture_predicted = candidates[best].copy(), float(predicted[best])
+        method, kept_slivers = "best predicted", False
     observed_best = int(np.argmax(observed_scores) if maximize else np.argmin(observed_scores))
     observed_best_row = len(pool) + observed_best
-    method = "region mean"
     rival = best if compare_to_pool else observed_best_row
     gap = mixture_predicted - predicted[rival]
     if gap < 0 if maximize else gap > 0:
         mixture, mixture_predicted = candidates[rival].copy(), float(predicted[rival])
         method = "best observed" if rival == observed_best_row else "best predicted"
+        kept_slivers = False
+    report = None
+    if trust is not None and inside is not None:
+        report = TrustReport(
+            multiple=trust.multiple,
+            spacing=trust.spacing,
+            radius=trust.radius,
+            enforced=trust.enforce,
+            excluded=int((~inside).sum()) if trust.enforce else 0,
+            best_predicted=candidates[overall_best].copy(),
+            best_predicted_score=float(predicted[overall_best]),
+            best=trust.excursion(candidates[overall_best]),
+            chosen=trust.excursion(mixture),
+        )
     return FinalChoice(
         mixture=mixture,
         predicted=mixture_predicted,
@@ -543,6 +573,8 @@ def choose_final(
         best_observed_score=float(observed_scores[observed_best]),
         best_observed_predicted=float(predicted[observed_best_row]),
         top_indices=top,
+        kept_slivers=kept_slivers,
+        trust=report,
     )
 
 
@@ -552,13 +584,14 @@ def _sparse_or_dense(
     constraints: MixtureConstraints | None,
     min_weight: float,
     maximize: bool,
-) -> tuple[np.ndarray, float]:
-    """The mean without its slivers, unless the predictor scores the mean with them higher."""
+) -> tuple[np.ndarray, float, bool]:
+    """The mean without its slivers, unless the predictor scores the mean with them higher
+    (then the third item is True: slivers kept)."""
     options = [_project(mean, constraints, min_weight), _project(mean, constraints)]
     scores = predictor.predict(np.stack(options))
-    better_dense = scores[1] > scores[0] if maximize else scores[1] < scores[0]
-    chosen = int(better_dense)
-    return options[chosen], float(scores[chosen])
+    better_dense = bool(scores[1] > scores[0] if maximize else scores[1] < scores[0])
+    kept = better_dense and not np.array_equal(options[0], options[1])
+    return options[int(better_dense)], float(scores[int(better_dense)]), kept
 
 
 def _project(

@@ -56,6 +56,7 @@ from climb_assets.core.search.predictor import (
     fit_predictor,
     rank_pool,
 )
+from climb_assets.core.search.trust_region import TrustRegion
 from climb_assets.settings import PredictorSettings, SearchSettings
 
 TokenCounts = Mapping[int, int] | Sequence[int] | np.ndarray
@@ -397,8 +398,9 @@ def optimal_mixture(
 ) -> OptimalMixture:
     """The final choice (`choose_final`) from a fresh pool plus every evaluated run, with a
     predictor fitted on all runs: the mean of the top-k within the best region, never
-    predicted worse than the best run already observed. `budget_tokens` is the constraint
-    budget (see `build_constraints`)."""
+    predicted worse than the best run already observed, taken only inside the runs' trust
+    region (`search.final_trust_radius`; `choice.trust` says where the best predicted
+    candidate lay). `budget_tokens` is the constraint budget (see `build_constraints`)."""
     constraints = build_constraints(token_counts, settings, budget_tokens)
     past = _past_runs(history, None, constraints.k)
     if past is None:
@@ -434,6 +436,7 @@ def optimal_mixture(
         constraints,
         settings.final_region_radius,
         min_weight=settings.final_min_weight,
+        trust=final_trust_region(weights, settings.final_trust_radius),
     )
     spread = float(fitted.predictor.predict_spread(choice.mixture[None])[0])
     return OptimalMixture(
@@ -444,6 +447,13 @@ def optimal_mixture(
         pool_size=len(pool) + len(weights),
         choice=choice,
     )
+
+
+def final_trust_region(
+    runs: np.ndarray, multiple: float, enforce: bool = True
+) -> TrustRegion | None:
+    """The trust region of the final choice around `runs`; None when `multiple` is 0 (off)."""
+    return TrustRegion.around(runs, multiple, enforce) if multiple > 0 else None
 
 
 def scored_runs(history: pl.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -254,6 +254,7 @@ def test_choose_final_zeroes_the_slivers_the_average_leaves() -> None:
     assert dense.method == sparse.method == "region mean"
     assert (dense.mixture > 0).sum() > (sparse.mixture > 0).sum()
     assert ((sparse.mixture == 0) | (sparse.mixture >= 0.05)).all(), sparse.mixture
+    assert not sparse.kept_slivers
     assert sparse.mixture.sum() == pytest.approx(1.0)
     assert (sparse.mixture <= constraints.upper + 1e-9).all()
     # Where zeroing would leave caps that cannot reach 1, the slivers stay.
@@ -282,6 +283,7 @@ def test_choose_final_keeps_slivers_the_predictor_prefers() -> None:
     assert predicted_sparse < dense.predicted  # the planted case: slivers predicted better
     assert floor.predicted == pytest.approx(dense.predicted)
     np.testing.assert_allclose(floor.mixture, dense.mixture)
+    assert floor.kept_slivers and not dense.kept_slivers  # reported, for `propose`
 
 
 def test_spearman_averages_tied_ranks() -> None:

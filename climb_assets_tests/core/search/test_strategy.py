@@ -187,6 +187,10 @@ def test_optimal_mixture_is_feasible_and_reported(searched: tuple) -> None:
     assert optimal.predicted >= optimal.choice.best_observed_predicted
     assert optimal.choice.method in {"region mean", "best observed"}
     assert optimal.predicted_spread >= 0
+    # The default trust region applies, and the choice lies inside it.
+    trust = optimal.choice.trust
+    assert trust is not None and trust.multiple == SETTINGS.final_trust_radius > 0
+    assert trust.chosen.inside
 
 
 def test_iteration_one_trains_every_group_at_its_cap() -> None:
