@@ -188,6 +188,11 @@ class Layout:
         return self.root / "climbmix"
 
     @property
+    def dataset_work(self) -> Path:
+        """The kept documents' metadata split by super-cluster while the dataset is sampled."""
+        return self.root / ".dataset.work"
+
+    @property
     def dataset_card(self) -> Path:
         return self.dataset / DATASET_CARD
 

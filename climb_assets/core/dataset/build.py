@@ -5,16 +5,18 @@ random order without replacement; when they run out, a new seeded pass repeats t
 `repetition_factor` times its available tokens (2.5 = two full passes and half a third). What
 the cap cannot supply is reported as a shortfall, never silently moved to other super-clusters.
 
-The dataset streams: sampling sees only the documents' metadata (no text), then the text streams
-by in corpus order and is spilled to one temporary file per output shard, each shard read back on
-its own. Memory follows the batch size and `rows_per_shard`, never the corpus's text.
+The dataset streams: sampling sees only the documents' metadata (no text), one super-cluster at
+a time (`spill_by_super_cluster`, `sample_super_clusters`); then the text streams by in corpus
+order and is spilled to one temporary file per output shard, each shard read back on its own.
+Memory follows the batch size, the largest super-cluster's metadata and the sample, never the
+corpus's text.
 """
 
 from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,18 +244,18 @@ class _Run:
 
 
 def _candidates(docs: pl.DataFrame, weights: Mapping[int, float]) -> pl.DataFrame:
-    """Documents of weighted super-clusters, sorted so the input row order cannot matter."""
+    """Documents of weighted super-clusters."""
     kept = pl.Series("kept", list(weights), dtype=pl.Int64)
-    return (
-        docs.select(META_COLUMNS)
-        .filter(pl.col("super_cluster").cast(pl.Int64).is_in(kept.implode()))
-        .sort("super_cluster", "doc_id")
+    return docs.select(META_COLUMNS).filter(
+        pl.col("super_cluster").cast(pl.Int64).is_in(kept.implode())
     )
 
 
 def _sample_one(
     group: pl.DataFrame, super_cluster: int, weight: float, run: _Run
 ) -> tuple[pl.DataFrame, SuperClusterSample]:
+    # Sorted so the input row order cannot matter (doc ids are unique corpus-wide).
+    group = group.select(META_COLUMNS).sort("doc_id")
     tokens = group["n_tokens"].to_numpy().astype(np.int64)
     target = weight * run.token_budget
     picks, capped = _sample_super_cluster(
@@ -282,6 +284,11 @@ def _sample_one(
     return sampled, summary
 
 
+def _absent(super_cluster: int, weight: float) -> SuperClusterSample:
+    """A zero-weight super-cluster without documents: listed in the report, nothing sampled."""
+    return SuperClusterSample(super_cluster, weight, 0.0, 0, 0, 0, 0, 0, 0, False, 0.0)
+
+
 def sample_dataset(
     docs: pl.DataFrame,
     weights: Mapping[Any, float],
@@ -295,25 +302,58 @@ def sample_dataset(
     Documents whose super-cluster is null or absent from `weights` are never sampled (counted in
     `report.excluded_docs`). A weighted super-cluster with no documents is an error. Returns the
     sampled rows in output order (`SAMPLED_COLUMNS`, shuffled with `seed`) and a per-super-cluster
-    report; `write_dataset` adds their text.
+    report; `write_dataset` adds their text. `sample_super_clusters` does the same from one
+    super-cluster's metadata at a time.
     """
     _validate_docs(docs)
+    candidates = _candidates(docs, normalize_weights(weights))
+    by_key = candidates.partition_by("super_cluster", as_dict=True)
+    sources = {int(key[0]): _loaded(group) for key, group in by_key.items()}
+    return sample_super_clusters(
+        sources,
+        weights,
+        token_budget,
+        repetition_factor,
+        seed,
+        excluded_docs=docs.height - candidates.height,
+    )
+
+
+def _loaded(group: pl.DataFrame) -> Callable[[], pl.DataFrame]:
+    return lambda: group
+
+
+def sample_super_clusters(
+    sources: Mapping[int, Callable[[], pl.DataFrame]],
+    weights: Mapping[Any, float],
+    token_budget: int,
+    repetition_factor: float,
+    seed: int,
+    excluded_docs: int = 0,
+) -> tuple[pl.DataFrame, SamplingReport]:
+    """`sample_dataset` with super-cluster s's metadata given by `sources[s]()` (`META_COLUMNS`,
+    any row order; doc ids unique), loaded one super-cluster at a time and only when weighted,
+    so memory holds the largest super-cluster's metadata plus the sample, never the corpus's.
+    `excluded_docs` is what the caller left out (reported as is)."""
     _check_repetition_factor(repetition_factor)
     if token_budget <= 0:
         raise DatasetError(f"token_budget = {token_budget!r}: must be positive")
     weights = normalize_weights(weights)
     run = _Run(int(token_budget), float(repetition_factor), int(seed))
-    candidates = _candidates(docs, weights)
-    by_key = candidates.partition_by("super_cluster", as_dict=True)
-    groups = {int(key[0]): group for key, group in by_key.items()}
-    empty = sorted(s for s, w in weights.items() if w > 0 and s not in groups)
+    empty = sorted(s for s, w in weights.items() if w > 0 and s not in sources)
     if empty:
         raise DatasetError(f"weights give tokens to super-cluster(s) {empty} with no documents")
     parts: list[pl.DataFrame] = []
     summaries: list[SuperClusterSample] = []
     for super_cluster in sorted(weights):
-        group = groups.get(super_cluster, candidates.clear())
-        sampled, summary = _sample_one(group, super_cluster, weights[super_cluster], run)
+        weight = weights[super_cluster]
+        if super_cluster not in sources:
+            summaries.append(_absent(super_cluster, weight))
+            continue
+        group = sources[super_cluster]()
+        _validate_group(group, super_cluster)
+        sampled, summary = _sample_one(group, super_cluster, weight, run)
+        del group  # before the next super-cluster's metadata is loaded
         parts.append(sampled)
         summaries.append(summary)
     report = SamplingReport(
@@ -321,9 +361,38 @@ def sample_dataset(
         repetition_factor=run.repetition_factor,
         seed=run.seed,
         super_clusters=summaries,
-        excluded_docs=docs.height - candidates.height,
+        excluded_docs=excluded_docs,
     )
     return _shuffle(pl.concat(parts), run.seed), report
+
+
+def _validate_group(group: pl.DataFrame, super_cluster: int) -> None:
+    try:
+        _validate_docs(group)
+    except DatasetError as err:
+        raise DatasetError(f"super-cluster {super_cluster}: {err}") from err
+
+
+def spill_by_super_cluster(batches: Iterable[pl.DataFrame], directory: Path) -> dict[int, Path]:
+    """Append the metadata (`META_COLUMNS`) of each batch's documents to one Parquet file per
+    super-cluster under `directory` (created; rows without a super-cluster are skipped).
+    Returns super-cluster -> file, for `sample_super_clusters` to read one at a time."""
+    directory.mkdir(parents=True)
+    writers: dict[int, pq.ParquetWriter] = {}
+    try:
+        for batch in batches:
+            rows = batch.select(META_COLUMNS).filter(pl.col("super_cluster").is_not_null())
+            for key, part in rows.partition_by("super_cluster", as_dict=True).items():
+                table = part.to_arrow()
+                super_cluster = int(key[0])
+                if super_cluster not in writers:
+                    path = directory / f"{super_cluster}.parquet"
+                    writers[super_cluster] = pq.ParquetWriter(path, table.schema)
+                writers[super_cluster].write_table(table)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return {s: directory / f"{s}.parquet" for s in sorted(writers)}
 
 
 def _shuffle(sampled: pl.DataFrame, seed: int) -> pl.DataFrame:

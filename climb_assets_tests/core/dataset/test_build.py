@@ -21,6 +21,8 @@ from climb_assets.core.dataset.build import (
     check_membership,
     check_weights,
     sample_dataset,
+    sample_super_clusters,
+    spill_by_super_cluster,
     write_dataset,
 )
 from climb_assets.core.dataset.card import CardError, mixture_rows, render_card
@@ -155,6 +157,47 @@ def test_same_seed_same_dataset_and_input_order_does_not_matter(plenty: pl.DataF
     assert first.equals(from_reordered)
     assert not first["doc_id"].equals(other["doc_id"])
     assert set(first["doc_id"]) != set(other["doc_id"])
+
+
+def test_sampling_one_super_cluster_at_a_time_equals_sampling_in_memory(
+    plenty: pl.DataFrame, tmp_path: Path
+) -> None:
+    """The asset's path: metadata streamed in batches far smaller than the corpus, spilled per
+    super-cluster, each loaded alone, gives the in-memory sample and report exactly."""
+    weights = {**WEIGHTS, 7: 0.0}  # a zero-weight super-cluster with no documents
+    expected, expected_report = sample_dataset(plenty, weights, 100_000, 2.0, seed=5)
+    batches = plenty.sample(fraction=1.0, shuffle=True, seed=2).iter_slices(97)
+    parts = spill_by_super_cluster(batches, tmp_path / "spill")
+    assert sorted(parts) == [0, 1, 2, 3, 99]  # pruned documents (no super-cluster) left out
+    loaded: list[int] = []
+
+    def source(super_cluster: int) -> pl.DataFrame:
+        loaded.append(super_cluster)
+        return pl.read_parquet(parts[super_cluster])
+
+    sources = {s: (lambda s=s: source(s)) for s in parts}
+    unweighted = plenty.filter(pl.col("super_cluster") == 99).height
+    sampled, report = sample_super_clusters(
+        sources, weights, 100_000, 2.0, seed=5, excluded_docs=unweighted + 300
+    )
+    assert sampled.equals(expected)
+    assert report == expected_report
+    assert loaded == [0, 1, 2, 3]  # each weighted super-cluster once; 99 has no weight
+
+
+def test_a_spilled_super_cluster_with_a_bad_row_names_it(
+    plenty: pl.DataFrame, tmp_path: Path
+) -> None:
+    bad = plenty.with_columns(
+        pl.when(pl.col("doc_id") == "doc-000001")
+        .then(None)
+        .otherwise(pl.col("n_tokens"))
+        .alias("n_tokens")
+    )
+    parts = spill_by_super_cluster([bad], tmp_path / "spill")
+    sources = {s: (lambda p=p: pl.read_parquet(p)) for s, p in parts.items()}
+    with pytest.raises(DatasetError, match="super-cluster 0: .*'n_tokens' has null"):
+        sample_super_clusters(sources, WEIGHTS, 10_000, 2.0, seed=0)
 
 
 def test_final_order_mixes_super_clusters(plenty: pl.DataFrame) -> None:
