@@ -1,7 +1,7 @@
 """The `ray` backend on a real multi-node Ray started on this machine (a head with no CPUs and
-worker nodes of 1 CPU each, `ray.cluster_utils.Cluster`): an iteration and the embedding spread
-over the nodes and match the local backend, a node removed mid-iteration costs only the proxy
-it was training, and the output-folder probe reads on every node."""
+worker nodes of 1 CPU each, `ray.cluster_utils.Cluster`): an iteration, the embedding and the
+ingest spread over the nodes and match the local backend, a node removed mid-iteration costs
+only the proxy it was training, and the output-folder probe reads on every node."""
 
 from __future__ import annotations
 
@@ -26,9 +26,13 @@ from climb_assets.core.search.proxy_jobs import ProxyJob, ProxyTrainer
 from climb_assets.core.shared.execution import worker_identity
 from climb_assets.definitions import build_definitions
 from climb_assets.settings import Settings
+from climb_assets.store import Layout
 from climb_assets_tests import test_ray_execution as single_node
+from climb_assets_tests.conftest import small_settings
 from climb_assets_tests.test_ray_execution import (
     RAY_ONE_THREAD,
+    assert_same_ingest_files,
+    ingest_every_shard,
     iteration_metadata,
     scores,
     upstream_copy,
@@ -134,6 +138,22 @@ def test_embedding_workers_sit_on_different_nodes_and_match_the_local_encoder(
     assert len(workers) == 3 and {w["node"] for w in workers} == worker_node_ids(ray_cluster)
     cosine = np.sum(vectors.astype(np.float32) * expected.astype(np.float32), axis=1)
     assert cosine.min() > 0.999  # chunks of 30 batch texts differently from one call of 90
+
+
+def test_ingest_runs_on_the_worker_nodes_and_matches_the_local_files(
+    ray_cluster, slice_corpus: Path, tmp_path: Path
+) -> None:
+    """Each shard's ingest is a task on a worker node (the head, the driver's, has no CPUs)."""
+    settings = small_settings(slice_corpus, tmp_path / "local")
+    ingest_every_shard(settings)
+    on_ray = settings.model_copy(
+        update={"output_dir": tmp_path / "ray", "execution": RAY_ONE_THREAD}
+    )
+    metadata = ingest_every_shard(on_ray)
+    assert len(metadata) == 3
+    nodes = {node for values in metadata.values() for node in values["nodes"].value}
+    assert nodes and nodes <= worker_node_ids(ray_cluster)
+    assert_same_ingest_files(Layout(tmp_path / "ray"), Layout(tmp_path / "local"), list(metadata))
 
 
 def test_the_output_folder_probe_reads_on_every_node_and_leaves_nothing(

@@ -1,6 +1,6 @@
 """The `ray` execution backend with a real local Ray (2 CPUs, started inside this process), real
-torch proxies and the real encoder: same results as the local backend, proxies spread over
-worker processes, a lost worker retried without retraining what had finished."""
+torch proxies and the real encoder: same results as the local backend (ingest included), proxies
+spread over worker processes, a lost worker retried without retraining what had finished."""
 
 from __future__ import annotations
 
@@ -310,3 +310,103 @@ def _sleep_then_pid(delay: float) -> tuple[float, int]:
 
     time.sleep(delay)
     return delay, os.getpid()
+
+
+def messy_corpus(slice_corpus: Path, folder: Path) -> Path:
+    """A gzip shard of the slice and a small JSONL shard with a reject of most kinds."""
+    folder.mkdir()
+    shutil.copy(slice_corpus / "b.jsonl.gz", folder)
+    lines = [
+        json.dumps({"id": "k1", "text": "A first document, kept."}),
+        "{not json",
+        json.dumps({"id": "k2", "text": "   "}),
+        json.dumps({"id": "k3", "text": "A first document, kept."}),  # duplicate text
+        json.dumps({"id": "k1", "text": "Another text reusing an id."}),
+        json.dumps({"id": "k4"}),
+        json.dumps({"id": "k5", "text": "A second document, kept too."}),
+    ]
+    (folder / "messy.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def ingest_every_shard(settings: Settings) -> dict[str, dict]:
+    """corpus_documents materialized for each shard: its metadata by shard."""
+    job = build_definitions(settings).resolve_implicit_global_asset_job_def()
+    metadata: dict[str, dict] = {}
+    with dg.instance_for_test() as instance:
+        for shard in register_shards(settings, instance):
+            result = job.execute_in_process(
+                instance=instance,
+                partition_key=shard,
+                asset_selection=[dg.AssetKey("corpus_documents")],
+            )
+            assert result.success
+            metadata[shard] = iteration_metadata(result)
+    return metadata
+
+
+def assert_same_ingest_files(layout: Layout, local: Layout, shards: Sequence[str]) -> None:
+    for shard in shards:
+        for path in (local.documents(shard), local.rejects(shard)):
+            again = layout.root / path.relative_to(local.root)
+            assert again.read_bytes() == path.read_bytes(), path.name
+
+
+def test_ingest_on_ray_writes_the_local_files_and_records_the_node(
+    local_ray, slice_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Corpus and output folders given relative to the working directory (a Ray worker's is
+    another), and rejects of most kinds: the Ray task writes the local backend's very bytes."""
+    import climb_assets.core.corpus.documents as documents
+
+    messy_corpus(slice_corpus, tmp_path / "corpus")
+    monkeypatch.chdir(tmp_path)
+    settings = small_settings(Path("corpus"), Path("local"))
+    local = ingest_every_shard(settings)
+    assert {shard: m["execution_backend"].value for shard, m in local.items()} == {
+        "b.jsonl.gz": "local",
+        "messy.jsonl": "local",
+    }
+    assert local["messy.jsonl"]["rejected"].value == 5
+
+    def not_here(*_: object) -> None:
+        raise AssertionError("ingest ran in the Dagster step's process")
+
+    monkeypatch.setattr(documents, "process_shard", not_here)  # Ray workers import their own
+    on_ray = settings.model_copy(update={"output_dir": Path("ray"), "execution": RAY_ONE_THREAD})
+    metadata = ingest_every_shard(on_ray)
+    node = ray.get_runtime_context().get_node_id()
+    for shard, values in metadata.items():
+        assert values["execution_backend"].value == "ray"
+        assert values["nodes"].value == [node]
+        for key in ("rows_read", "documents", "rejects_by_reason", "tokens", "mean_quality"):
+            assert values[key] == local[shard][key], key
+    assert_same_ingest_files(Layout(tmp_path / "ray"), Layout(tmp_path / "local"), list(local))
+
+
+def test_a_shard_file_a_ray_node_cannot_see_fails_naming_file_and_node(
+    local_ray, tmp_path: Path
+) -> None:
+    from climb_assets.assets.corpus import ShardIngest, ingest_shard_on_ray
+    from climb_assets.shard_state import map_shards
+
+    settings = small_settings(tmp_path, tmp_path / "out")
+    on_ray = settings.model_copy(update={"execution": RAY_ONE_THREAD})
+    layout = Layout(tmp_path / "out")
+    layout.root.mkdir()
+    gone = tmp_path / "elsewhere" / "gone.jsonl"
+    job = ShardIngest(
+        gone,
+        "gone.jsonl",
+        settings.corpus,
+        settings.embedding.model,
+        layout.documents("gone.jsonl"),
+        layout.rejects("gone.jsonl"),
+    )
+    node = ray.get_runtime_context().get_node_id()
+    with pytest.raises(dg.Failure) as failed:
+        map_shards(ingest_shard_on_ray, [job], on_ray, layout, "corpus_documents")
+    message = str(failed.value)
+    assert message.startswith("corpus_documents: ")
+    assert f"{gone}: shard file not found on Ray node {node}" in message
+    assert not layout.documents("gone.jsonl").exists()

@@ -1,20 +1,29 @@
 """Corpus stage: shard files -> documents (per shard) -> corpus-wide document index."""
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import polars as pl
 
 from climb_assets.core.shared.atomic import write_parquet
+from climb_assets.failures import one_line_failures
 from climb_assets.metadata import counts, parquet_schema, plot, table
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
+from climb_assets.settings import CorpusSettings, Settings
 from climb_assets.shard_state import (
     INPUT_FINGERPRINT,
     SHARD_CODE_VERSION,
+    map_shards,
     registered,
     shard_input_fingerprint,
 )
+from climb_assets.store import Layout
+
+if TYPE_CHECKING:
+    from climb_assets.core.corpus.documents import ShardSummary
 
 CORPUS_FILES = dg.AssetKey("corpus_shard_files")
 
@@ -23,7 +32,7 @@ corpus_shard_files = dg.AssetSpec(
     partitions_def=CORPUS_SHARDS,
     group_name="corpus",
     description="Raw shard files under the corpus folder (JSONL, gzip/zstd JSONL, Parquet). "
-    "Registered as partitions by the `corpus_shard_sensor`.",
+    "Registered as partitions by the corpus_shard_sensor.",
     kinds={"file"},
 )
 
@@ -36,6 +45,63 @@ def token_counter_for(settings_model: str):  # noqa: ANN201 - returns the core's
     return wordpiece_token_counter(Path(model_location(settings_model)))
 
 
+@dataclass(frozen=True)
+class ShardIngest:
+    """One shard's ingest, with absolute paths: a Ray worker's working directory is another."""
+
+    path: Path  # the shard file
+    shard: str
+    corpus: CorpusSettings
+    model: str  # embedding.model, whose tokenizer counts the tokens
+    documents: Path
+    rejects: Path
+
+
+def ingest_shard(job: ShardIngest) -> "ShardSummary":
+    """Stream the shard to its documents and rejects files. The token counter is built here,
+    in the process that counts, so a Ray task never pickles a tokenizer."""
+    from climb_assets.core.corpus.documents import process_shard
+
+    count_tokens = token_counter_for(job.model)
+    return process_shard(job.path, job.shard, job.corpus, count_tokens, job.documents, job.rejects)
+
+
+def ingest_shard_on_ray(job: ShardIngest) -> tuple["ShardSummary", dict[str, Any]]:
+    """`ingest_shard` as a Ray task, and where it ran; a shard file the node cannot see fails
+    naming the file and the node."""
+    from climb_assets.core.corpus.documents import require_visible
+    from climb_assets.core.shared.execution import worker_identity
+
+    where = worker_identity()
+    require_visible(job.path, f"Ray node {where['node']} (host {where['host']})")
+    return ingest_shard(job), where
+
+
+def _ingest(settings: Settings, layout: Layout, shard: str) -> tuple["ShardSummary", dict]:
+    """The shard ingested on the configured backend, and metadata on where."""
+    on_ray = settings.execution.backend == "ray"
+    path = settings.corpus.path / shard
+    if on_ray:  # absolute paths: a Ray worker's working directory is another
+        path, layout = path.absolute(), Layout(layout.root.resolve())
+    job = ShardIngest(
+        path,
+        shard,
+        settings.corpus,
+        settings.embedding.model,
+        layout.documents(shard),
+        layout.rejects(shard),
+    )
+    if not on_ray:
+        return ingest_shard(job), {"execution_backend": "local"}
+    [(summary, where)] = map_shards(
+        ingest_shard_on_ray, [job], settings, layout, "corpus_documents"
+    )
+    return summary, {
+        "execution_backend": "ray",
+        "nodes": dg.MetadataValue.json([where["node"]]),  # Ray node ids, as shard_embeddings
+    }
+
+
 @dg.asset(
     partitions_def=CORPUS_SHARDS,
     deps=[CORPUS_FILES],
@@ -46,25 +112,18 @@ def token_counter_for(settings_model: str):  # noqa: ANN201 - returns the core's
     "quality score; exact duplicates and reused ids within the shard and unusable records go "
     "to rejects.",
 )
+@one_line_failures
 def corpus_documents(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
-    from climb_assets.core.corpus.documents import process_shard, shard_warning
+    from climb_assets.core.corpus.documents import shard_warning
 
     settings, layout = climb.resolve()
     shard = context.partition_key
-    path = settings.corpus.path / shard
     fingerprint = shard_input_fingerprint(settings, shard)  # before reading: what was read
     documents_path = layout.documents(shard)
     # streams both files to disk: the summary carries what the metadata needs, not the text
-    summary = process_shard(
-        path,
-        shard,
-        settings.corpus,
-        token_counter_for(settings.embedding.model),
-        documents_path,
-        layout.rejects(shard),
-    )
+    summary, where = _ingest(settings, layout, shard)
     rejected = summary.rejects_by_reason
     context.log.info(f"{shard}: {summary.documents} documents kept, rejects {rejected}")
     metadata: dict[str, object] = {}
@@ -79,6 +138,7 @@ def corpus_documents(
         "rejects_by_reason": counts(rejected),
         "tokens": summary.tokens,
         "mean_quality": round(summary.mean_quality, 4),
+        **where,
         "path": dg.MetadataValue.path(str(documents_path)),
         "preview": table(summary.preview, 5),
         "dagster/row_count": summary.documents,
@@ -103,8 +163,9 @@ def corpus_documents(
     code_version="2",
     description="Corpus-wide index of kept documents, each text and each id once: a text or an "
     "id repeated across shards is kept in the shard that sorts first (then lowest row); the "
-    "others are rejects (`duplicate`, `duplicate_id`) with their raw records.",
+    "others are rejects (duplicate, duplicate_id) with their raw records.",
 )
+@one_line_failures
 def document_index(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
     from climb_assets.core.corpus.document_index import build_document_index, with_raw_records
     from climb_assets.core.corpus.shards import skipped_files_message
