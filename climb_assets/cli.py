@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from climb_assets.settings import CONFIG_ENV_VAR, load_settings
+from climb_assets.failures import MAX_ERROR_CHARS, USER_ERRORS, error_line
+from climb_assets.settings import CONFIG_ENV_VAR, config_file, load_settings
 
 if TYPE_CHECKING:
     from climb_assets.settings import Settings
@@ -45,6 +46,7 @@ def _run_locked(args: argparse.Namespace, settings: Settings, layout: Layout) ->
             log_level="INFO" if args.verbose else "WARNING",
             force=args.force,
             evaluate=args.evaluate,
+            debug=args.debug,
         )
     write_catalog(layout)
     for line in describe_result(layout):
@@ -59,10 +61,11 @@ def _run_locked(args: argparse.Namespace, settings: Settings, layout: Layout) ->
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from climb_assets.assets.evaluation import missing_upstream
+    from climb_assets.core.shared.identity import search_identity
     from climb_assets.core.shared.run_owner import project_lock
     from climb_assets.definitions import build_definitions
     from climb_assets.run_guard import recover_dead_runs
-    from climb_assets.runner import launch, project_instance
+    from climb_assets.runner import check_success, launch, log_file, project_instance
     from climb_assets.store import Layout
 
     settings = load_settings()
@@ -75,15 +78,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     layout = Layout(settings.output_dir)
     if problem := missing_upstream(settings, layout):
         raise FileNotFoundError(problem)
+    # A search made on other super-clusters raises StaleInput here, one line, before any run.
+    search_identity(
+        layout, "climb evaluate", lambda line: print(f"climb: warning: {line}", file=sys.stderr)
+    )
     defs = build_definitions(settings)
     log_level = "INFO" if args.verbose else "WARNING"
+    log = log_file(settings, "evaluate")
     with project_lock(layout.run_lock, "climb evaluate"), project_instance() as instance:
         recover_dead_runs(instance)
-        result = launch(defs, instance, ("mixture_evaluation",), log_level=log_level)
-    if not result.success:
-        raise RuntimeError(
-            f"mixture_evaluation failed (run {result.run_id}); see `dagster dev` or the log above"
+        result = launch(
+            defs, instance, ("mixture_evaluation",), None, log_level, print, log, args.debug
         )
+    check_success(result, log, None)
     _print_evaluation(layout)
     return 0
 
@@ -136,16 +143,23 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from climb_assets.report import write_report
+    from climb_assets.report import report_warnings, write_report
     from climb_assets.store import Layout
 
-    path = write_report(Layout(load_settings().output_dir)).resolve()
+    layout = Layout(load_settings().output_dir)
+    path = write_report(layout).resolve()
+    for line in report_warnings(layout):  # also at the top of the page
+        print(f"climb: warning: {line}", file=sys.stderr)
     print(path)
     if args.open:
         import webbrowser
 
         if not webbrowser.open(path.as_uri()):
             print("climb: no browser found; open the file above", file=sys.stderr)
+    if args.serve:
+        from climb_assets.serve import serve_report
+
+        serve_report(path, args.host, args.port)
     return 0
 
 
@@ -225,6 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
         "super-clusters with examples, evaluation, dataset) and print its path",
     )
     report.add_argument("--open", action="store_true", help="also open it in a web browser")
+    report.add_argument(
+        "--serve",
+        action="store_true",
+        help="then serve it on a local http:// address (printed) until Ctrl-C: a link the "
+        "Dagster UI's page can open, unlike file://",
+    )
+    report.add_argument("--host", default="127.0.0.1", help="address to serve on (--serve)")
+    report.add_argument("--port", type=int, default=8765, help="port to serve on; 0: any free")
     report.set_defaults(func=_cmd_report)
 
     from climb_assets.predictor_cli import add_parser as add_predictor_parser
@@ -244,9 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = build_parser().parse_args(argv)
-    if args.config is not None:
-        # Through the environment so every Dagster step process sees the same settings.
-        os.environ[CONFIG_ENV_VAR] = str(args.config.resolve())
+    if (config := config_file(args.config)) is not None:
+        # Absolute, once, and through the environment: every step process, and the `dagster
+        # dev` a user starts from another folder, then load the same settings and fingerprints.
+        os.environ[CONFIG_ENV_VAR] = str(config)
     try:
         with sigterm_interrupts():  # SIGTERM stops climb like Ctrl-C: locks and temp files cleaned
             return args.func(args)
@@ -255,33 +278,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as err:
         if args.debug:
+            if details := getattr(err, "details", None):  # a failed step's own traceback
+                print(details, file=sys.stderr)
             raise
         print(f"climb: error: {error_line(err)}", file=sys.stderr)
         return 1
 
 
-# Errors whose message is meant for the user; anything else also names its type.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    FileNotFoundError,
-    LookupError,
-    ValueError,
-    RuntimeError,
-)
-
-
-MAX_ERROR_CHARS = 600
-
-
-def error_line(err: BaseException) -> str:
-    """An exception as one line, multi-line messages joined (settings errors, YAML included,
-    already name their file, line and key)."""
-    lines = [line.strip() for line in str(err).splitlines()]
-    text = "; ".join(line for line in lines if line and set(line) != {"^"})
-    if len(text) > MAX_ERROR_CHARS:
-        text = text[: MAX_ERROR_CHARS - 3] + "..."
-    if isinstance(err, USER_ERRORS) or "duckdb" in type(err).__module__:  # SQL errors
-        return text or type(err).__name__
-    return f"{type(err).__name__}: {text} (run `climb --debug ...` for the traceback)"
+__all__ = ["MAX_ERROR_CHARS", "USER_ERRORS", "build_parser", "error_line", "main"]
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Defaults serve the bundled sample. Any value can be overridden from a YAML file whose path comes
 from `climb --config PATH` or the CLIMB_CONFIG environment variable. A relative path written in
 that file is resolved against the file's folder; the defaults' relative paths against the
-directory the process runs in (the project root for `climb` and `dagster dev`).
+directory the process runs in (the project root for `climb` and `dagster dev`). Every path of a
+Settings is absolute, so the fingerprints hashed from it are the same however the config file
+was named (relative CLIMB_CONFIG, absolute path or `--config`).
 """
 
 from __future__ import annotations
@@ -262,6 +264,14 @@ class SearchSettings(_Section):
         "re-projected onto the caps (averaging the top-k leaves slivers on every super-cluster), "
         "unless the predictor scores the mixture with its slivers higher.",
     )
+    final_trust_radius: float = Field(
+        2.0,
+        ge=0,
+        description="Trust region of the predictor's choice, in multiples of the runs' median "
+        "nearest-neighbour total-variation distance: candidates farther than that from every "
+        "run, or with a weight beyond the runs' range by more than half of it, are not chosen "
+        "(the best predicted one outside is reported). 0 turns it off.",
+    )
     final_race_seeds: int = Field(
         3,
         ge=0,
@@ -298,16 +308,28 @@ class PredictorSettings(_Section):
 
 
 class EvaluationSettings(_Section):
-    d_model: int = Field(
-        192, ge=1, description="Width of the evaluation model (larger than proxies)."
-    )
-    n_layers: int = Field(3, ge=1, description="Transformer blocks of the evaluation model.")
-    n_heads: int = Field(4, ge=1, description="Attention heads of the evaluation model.")
-    tokens: int = Field(
-        200_000,
+    # Unset sizes follow the proxies' (Settings._evaluation_size), so a small config gets a
+    # small evaluation; with the default proxy they are 192, 3, 4 and 200,000.
+    d_model: int | None = Field(
+        None,
         ge=1,
-        description="Training tokens per evaluation model (the same for every mixture). The "
-        "default keeps the sample's evaluation (6 mixtures x 3 seeds) near 5 minutes on 2 cores.",
+        description="Width of the evaluation model. Unset: 1.5 x proxy.d_model, rounded up to a "
+        "multiple of n_heads.",
+    )
+    n_layers: int | None = Field(
+        None,
+        ge=1,
+        description="Transformer blocks of the evaluation model. Unset: proxy.n_layers + 1.",
+    )
+    n_heads: int | None = Field(
+        None, ge=1, description="Attention heads of the evaluation model. Unset: proxy.n_heads."
+    )
+    tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Training tokens per evaluation model (the same for every mixture). Unset: "
+        "proxy.tokens_per_proxy, so each model costs about twice a proxy; the sample's "
+        "evaluation (6 mixtures x 3 seeds) then takes near 5 minutes on 2 cores.",
     )
     seeds: int = Field(
         3, ge=1, description="Evaluation models trained per mixture (distinct seeds)."
@@ -320,7 +342,8 @@ class EvaluationSettings(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> EvaluationSettings:
-        _check_heads(self)
+        if self.d_model is not None and self.n_heads is not None:
+            _check_heads(self)
         return self
 
 
@@ -406,10 +429,10 @@ class ExecutionSettings(_Section):
     cpus_per_shard_task: int = Field(
         1,
         ge=1,
-        description="CPUs Ray reserves for each shard's task of a corpus-wide stage (cluster "
-        "assignments, cluster profiles, proxy pool tokens: one task per shard). The local "
-        "backend runs the shards one after another in the step's process. Results do not "
-        "depend on the backend.",
+        description="CPUs Ray reserves for each shard's task: its ingest, and the corpus-wide "
+        "stages (cluster assignments, cluster profiles, proxy pool tokens: one task per "
+        "shard). The local backend runs the shards one after another in the step's process. "
+        "Results do not depend on the backend.",
     )
     sql_memory_mb: int = Field(
         1024,
@@ -492,6 +515,38 @@ class Settings(_Section):
     automation: AutomationSettings = AutomationSettings()
 
     @model_validator(mode="after")
+    def _evaluation_size(self) -> Settings:
+        """The evaluation model's unset sizes from the proxy's (documented on each field)."""
+        ev, proxy = self.evaluation, self.proxy
+        heads = ev.n_heads or proxy.n_heads
+        width = ev.d_model or -(-proxy.d_model * 3 // 2 // heads) * heads
+        if width % heads:
+            raise _field_error(
+                "evaluation.d_model", f"must be a multiple of n_heads ({heads}), got {width}"
+            )
+        size = {
+            "d_model": width,
+            "n_layers": ev.n_layers or proxy.n_layers + 1,
+            "n_heads": heads,
+            "tokens": ev.tokens or proxy.tokens_per_proxy,
+        }
+        self.evaluation = ev.model_copy(update=size)
+        return self
+
+    @model_validator(mode="after")
+    def _absolute_paths(self) -> Settings:
+        """Relative paths (the defaults', or ones given in code) against the working directory,
+        before anything hashes them: the same files give the same fingerprints."""
+        self.output_dir = _absolute(self.output_dir)
+        if not self.corpus.path.is_absolute():
+            self.corpus = self.corpus.model_copy(update={"path": _absolute(self.corpus.path)})
+        self.targets = _absolute_targets(self.targets)
+        if any(not target.path.is_absolute() for target in self.evaluation.targets):
+            targets = _absolute_targets(self.evaluation.targets)
+            self.evaluation = self.evaluation.model_copy(update={"targets": targets})
+        return self
+
+    @model_validator(mode="after")
     def _check(self) -> Settings:
         if not self.targets:
             raise _field_error("targets", "at least one target is needed")
@@ -519,16 +574,29 @@ class Settings(_Section):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def _absolute(path: Path) -> Path:
+    # Not resolved: a path already absolute keeps its spelling, so its fingerprint is unchanged.
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+def _absolute_targets(targets: list[TargetSettings]) -> list[TargetSettings]:
+    return [
+        t if t.path.is_absolute() else t.model_copy(update={"path": _absolute(t.path)})
+        for t in targets
+    ]
+
+
 class ConfigWarning(UserWarning):
     """A settings file that is valid but probably not what its author meant."""
 
 
 def load_settings(path: str | Path | None = None) -> Settings:
     """Defaults, overridden by the YAML at `path` (or $CLIMB_CONFIG when path is None)."""
-    path = path or os.environ.get(CONFIG_ENV_VAR) or None
+    path = config_file(path)
     if path is None:
         return Settings()
-    path = Path(path)
+    if path.is_dir():
+        raise SettingsError(f"settings file {path} is a directory, not a YAML file")
     if not path.is_file():
         raise FileNotFoundError(f"settings file {path} does not exist")
     data = _read_yaml(path)
@@ -547,9 +615,22 @@ def load_settings(path: str | Path | None = None) -> Settings:
     return settings
 
 
+def config_file(path: str | Path | None = None) -> Path | None:
+    """The settings file named by `path`, else by $CLIMB_CONFIG, as an absolute path (symlinks
+    resolved, as `climb --config` always did), or None when neither names one."""
+    if path:
+        return Path(path).resolve()
+    if not (named := os.environ.get(CONFIG_ENV_VAR)):
+        return None
+    resolved = Path(named).resolve()
+    # Once, for this process and those it starts (run workers, Ray tasks), whatever their cwd.
+    os.environ[CONFIG_ENV_VAR] = str(resolved)
+    return resolved
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data: Any = yaml.safe_load(path.read_text()) or {}
+        data: Any = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""

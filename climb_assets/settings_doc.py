@@ -59,7 +59,8 @@ def _rows(model: type[BaseModel], prefix: str, instance: Any) -> list[tuple[str,
 
 def settings_reference() -> str:
     lines = ["| key | default | meaning |", "|---|---|---|"]
-    for key, default, meaning in _rows(Settings, "", Settings()):
+    defaults = Settings.model_construct()  # unvalidated: paths as written, not made absolute
+    for key, default, meaning in _rows(Settings, "", defaults):
         lines.append(
             f"| `{key}` | `{default}` | {meaning} |" if default else f"| `{key}` | | {meaning} |"
         )

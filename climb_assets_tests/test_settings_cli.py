@@ -14,7 +14,7 @@ from climb_assets.settings import ConfigWarning, Settings, SettingsError, load_s
 
 def test_defaults_serve_the_bundled_sample() -> None:
     settings = Settings()
-    assert settings.corpus.path == Path("data/corpus")
+    assert settings.corpus.path == Path.cwd() / "data/corpus"  # absolute: hashed as the files
     assert settings.iterations == len(settings.search.proxies_per_iteration)
 
 
@@ -43,7 +43,7 @@ def test_relative_paths_in_a_config_resolve_against_its_folder(tmp_path: Path) -
     assert settings.corpus.path == folder / "corpus"
     assert settings.targets[0].path == folder / "targets" / "mine.jsonl"
     assert settings.evaluation.targets[0].path == Path("/abs/x.jsonl")
-    assert Settings().targets[0].path == Path("data/targets/held_out_text.jsonl")  # cwd-relative
+    assert Settings().targets[0].path == Path.cwd() / "data/targets/held_out_text.jsonl"
 
 
 def test_run_says_which_targets_it_optimises(tmp_path: Path) -> None:
@@ -193,3 +193,75 @@ def test_a_budget_larger_than_the_corpus_names_the_dataset_budget() -> None:
     check_corpus_supply(1000, 2000, 2.0)  # exactly fillable with every document twice
     with pytest.raises(DatasetError, match=r"dataset.token_budget=2,001 .* 1,000 tokens x"):
         check_corpus_supply(1000, 2001, 2.0)
+
+
+# --- one memory however the config is named ---------------------------------------------------
+
+
+def test_one_config_named_three_ways_shares_one_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative CLIMB_CONFIG, an absolute one and `climb --config` give the same settings and
+    shard fingerprints, so work done under one is current under the others."""
+    import os
+
+    import dagster as dg
+
+    from climb_assets.definitions import build_definitions
+    from climb_assets.graph import Stage
+    from climb_assets.runner import run_pipeline, shard_is_current
+    from climb_assets.shard_state import shard_input_fingerprint
+    from climb_assets_tests.conftest import small_settings, write_jsonl
+
+    project = tmp_path / "project"
+    write_jsonl([{"id": "a", "text": "The river runs to the sea."}], project / "corpus/a.jsonl")
+    config = small_settings(project / "corpus", project / "out").model_dump(mode="json")
+    config |= {"output_dir": "out", "corpus": config["corpus"] | {"path": "corpus"}}
+    (project / "climb.yaml").write_text(yaml.safe_dump(config))
+
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("CLIMB_CONFIG", "climb.yaml")
+    ways = {"relative CLIMB_CONFIG": load_settings()}
+    monkeypatch.setenv("CLIMB_CONFIG", str(project / "climb.yaml"))
+    ways["absolute CLIMB_CONFIG"] = load_settings()
+    monkeypatch.chdir(tmp_path)  # from another folder, relative to it
+    monkeypatch.setenv("CLIMB_CONFIG", "project/climb.yaml")
+    ways["CLIMB_CONFIG from the parent"] = load_settings()
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("CLIMB_CONFIG")
+    assert main(["--config", "climb.yaml", "config", "show"]) == 0
+    assert os.environ["CLIMB_CONFIG"] == str(project / "climb.yaml")  # resolved once, for all
+    ways["--config"] = load_settings()
+
+    assert {s.corpus.path for s in ways.values()} == {project / "corpus"}
+    assert len({s.fingerprint() for s in ways.values()}) == 1, ways
+    assert len({shard_input_fingerprint(s, "a.jsonl") for s in ways.values()}) == 1
+
+    first = ways["relative CLIMB_CONFIG"]
+    documents = (Stage(("corpus_documents",), "shards"),)
+    with dg.instance_for_test() as instance:
+        run_pipeline(build_definitions(first), first, instance, documents, echo=lambda _: None)
+        for way, settings in ways.items():
+            assert shard_is_current(instance, documents[0], "a.jsonl", settings), way
+
+
+def test_a_config_file_that_is_a_directory_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CLIMB_CONFIG", raising=False)
+    (tmp_path / "climb.yaml").mkdir()
+    assert main(["--config", str(tmp_path / "climb.yaml"), "config", "show"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "climb.yaml is a directory, not a YAML file" in err, err
+
+
+def test_files_with_a_utf8_bom_just_work(tmp_path: Path) -> None:
+    from climb_assets.runner import check_targets
+
+    target = tmp_path / "t.jsonl"
+    target.write_bytes(b'\xef\xbb\xbf{"text": "hello world"}\n')
+    config = tmp_path / "climb.yaml"
+    config.write_bytes(b"\xef\xbb\xbfseed: 7\ntargets: [{name: t, kind: text, path: t.jsonl}]\n")
+    settings = load_settings(config)
+    assert settings.seed == 7 and settings.targets[0].path == target
+    check_targets(settings)

@@ -116,7 +116,7 @@ def _read_jsonl(path: Path, name: str) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise TargetFileError(f"target {name!r}: file {path} does not exist")
     records: list[tuple[int, dict]] = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:  # a BOM is not part of the JSON
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

@@ -44,9 +44,31 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_device(device: str) -> str:
-    """'auto' -> `default_device()`; anything else ('cpu', 'cuda:1', ...) is passed through."""
-    return default_device() if device == "auto" else device
+def resolve_device(device: str, setting: str = "embedding.device") -> str:
+    """'auto' -> `default_device()`; anything else ('cpu', 'cuda:1', ...) is passed through,
+    once torch is known to have it: a CUDA device on a machine without one is refused here,
+    naming `setting`, rather than deep inside the first step that moves a tensor."""
+    if device == "auto":
+        return default_device()
+    if device.startswith("cuda"):
+        _check_cuda(device, setting)
+    return device
+
+
+def _check_cuda(device: str, setting: str) -> None:
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = device.partition(":")[2]
+    if count == 0:
+        raise PrecisionError(
+            f"{setting}: {device!r} but torch sees no CUDA device on this machine; "
+            "use 'auto' or 'cpu'"
+        )
+    if index and (not index.isdigit() or int(index) >= count):
+        raise PrecisionError(
+            f"{setting}: {device!r} but this machine has CUDA devices 0-{count - 1} only"
+        )
 
 
 def proxy_precision(precision: str, device: torch.device) -> ProxyPrecision:

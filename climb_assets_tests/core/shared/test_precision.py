@@ -32,6 +32,13 @@ def test_encoder_precision() -> None:
 
 
 def test_resolve_device() -> None:
-    assert resolve_device("cuda:1") == "cuda:1"
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cuda > 1:
+        assert resolve_device("cuda:1") == "cuda:1"
+    else:  # refused up front, naming the setting, rather than deep inside a step
+        with pytest.raises(PrecisionError, match=r"embedding.device: 'cuda:1' but"):
+            resolve_device("cuda:1")
+    with pytest.raises(PrecisionError, match=r"embedding.device: 'cuda:x'"):
+        resolve_device("cuda:x")
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
