@@ -1,10 +1,17 @@
 """`climb report` and the `report` metadata of the search assets: the latest search as one HTML
 file (mixture, search trace, loss curves, super-clusters with their top terms and examples, the
-evaluation and the dataset when they exist), for what the Dagster UI cannot show inline."""
+evaluation and the dataset when they exist), for what the Dagster UI cannot show inline.
+
+Results whose inputs no longer belong together (a search made on other super-clusters, an
+evaluation or a dataset of another search) still render, under a "stale: ..." box at the top;
+a stale search's weights are then shown by super-cluster number only, never beside the names
+and token shares of the current super-clusters."""
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +20,15 @@ import polars as pl
 from climb_assets.core.clustering.naming import super_cluster_names
 from climb_assets.core.search.final_race import describe_standings
 from climb_assets.core.shared.atomic import write_text
+from climb_assets.core.shared.identity import (
+    SEARCH_ID,
+    SUPER_CLUSTERS_ID,
+    Comparison,
+    compare,
+    current_super_clusters_id,
+    read_optimal,
+    search_id,
+)
 from climb_assets.core.shared.report import Section, render_report
 from climb_assets.partitions import iteration_key
 from climb_assets.store import Layout
@@ -22,19 +38,32 @@ TOP_CANDIDATES = 10
 
 def write_report(layout: Layout) -> Path:
     """Write `layout.report` from what the output folder holds now; returns its path."""
+    subtitle, sections = report_sections(layout)
+    write_text(render_report("CLIMB search report", subtitle, sections), layout.report)
+    return layout.report
+
+
+def report_sections(layout: Layout) -> tuple[str, list[Section]]:
+    """The report's subtitle and sections, from what the output folder holds now (rendered as
+    HTML by `write_report`, as markdown for the UI's metadata)."""
     if not layout.optimal_mixture.exists():
         raise FileNotFoundError(
             f"no search result at {layout.optimal_mixture}: run `climb run` (or materialize "
             "optimal_mixture) first"
         )
-    optimal = json.loads(layout.optimal_mixture.read_text())
+    optimal = read_optimal(layout)
     supers = pl.read_parquet(layout.super_clusters).sort("super_cluster")
+    checks = identity_checks(layout, optimal)
+    current = not checks[0].comparison.stale  # the search was made on these super-clusters
     names = super_cluster_names(
         zip(supers["super_cluster"], supers["top_terms"].to_list(), strict=True)
     )
+    # A stale search's weights by number only: the current names are of other clusters.
+    search_names = names if current else {int(i): f"#{i}" for i in optimal["weights"]}
     sections = [
-        mixture_section(optimal, supers, names),
-        trace_section(layout, optimal, names),
+        *stale_section(checks),
+        mixture_section(optimal, supers, search_names, current),
+        trace_section(layout, optimal, search_names),
         loss_section(layout, len(optimal["iterations"])),
         clusters_section(supers, names),
     ]
@@ -47,13 +76,20 @@ def write_report(layout: Layout) -> Path:
         f"objective {optimal['predicted_objective']:.4g} (higher is better); output folder "
         f"{layout.root.resolve()}"
     )
-    write_text(render_report("CLIMB search report", subtitle, sections), layout.report)
-    return layout.report
+    return subtitle, sections
 
 
-def mixture_section(optimal: dict, supers: pl.DataFrame, names: dict[int, str]) -> Section:
+def mixture_section(
+    optimal: dict, supers: pl.DataFrame, names: dict[int, str], current: bool = True
+) -> Section:
+    """The search's weights by super-cluster; with `current` False (a search made on other
+    super-clusters), by the search's own numbers, without the current token shares."""
     from climb_assets.core.shared.plots import bar_chart
 
+    if current:
+        shares = dict(zip(supers["super_cluster"], supers["token_share"], strict=True))
+    else:
+        shares = dict.fromkeys(sorted(map(int, optimal["weights"])))
     rows = [
         {
             "super-cluster": names[i],
@@ -62,7 +98,7 @@ def mixture_section(optimal: dict, supers: pl.DataFrame, names: dict[int, str]) 
             "token share": share,
             "best observed run": optimal["best_observed_weights"].get(str(i)),
         }
-        for i, share in zip(supers["super_cluster"], supers["token_share"], strict=True)
+        for i, share in shares.items()
     ]
     rows.sort(key=lambda row: -row["weight"])
     chart = bar_chart(  # short labels: id and first term (the table has the full names)
@@ -86,6 +122,71 @@ def mixture_section(optimal: dict, supers: pl.DataFrame, names: dict[int, str]) 
         tables=[("weights by super-cluster", rows)],
         plots=[("mixture weights", chart)],
     )
+
+
+@dataclass(frozen=True)
+class IdentityCheck:
+    """One result checked against what it records being built from."""
+
+    result: str  # "search", "evaluation", "dataset"
+    built_from: str  # "super-clusters", "search"
+    comparison: Comparison
+    rerun: str  # the command that rebuilds the result
+
+
+# The card renders each extra lineage key as a bullet "- Search id: `<id>`" (core.dataset.card).
+_CARD_SEARCH_ID = re.compile(r"^- Search id: `([^`]+)`", re.MULTILINE)
+
+
+def identity_checks(layout: Layout, optimal: dict) -> list[IdentityCheck]:
+    """The search against the current super-clusters first, then the evaluation and the dataset
+    (where they exist) against the current search."""
+    current_search = search_id(optimal)
+    found = compare(optimal, SUPER_CLUSTERS_ID, current_super_clusters_id(layout))
+    checks = [IdentityCheck("search", "super-clusters", found, "climb run")]
+    if layout.evaluation_summary.exists():
+        summary = json.loads(layout.evaluation_summary.read_text())
+        found = compare(summary, SEARCH_ID, current_search)
+        checks.append(IdentityCheck("evaluation", "search", found, "climb evaluate"))
+    if layout.dataset_card.exists():
+        match = _CARD_SEARCH_ID.search(layout.dataset_card.read_text())
+        found = Comparison(match.group(1) if match else None, current_search)
+        checks.append(IdentityCheck("dataset", "search", found, "climb run"))
+    return checks
+
+
+def stale_lines(checks: list[IdentityCheck]) -> list[str]:
+    """One line per stale result, and one naming those that record no identity (written before
+    identities were recorded: warned about, not refused)."""
+    lines = [
+        f"stale: {c.result} built from {c.built_from} {c.comparison.recorded}, current "
+        f"{c.comparison.current} — rerun `{c.rerun}`"
+        for c in checks
+        if c.comparison.stale
+    ]
+    if unknown := [c.result for c in checks if c.comparison.unknown]:
+        lines.append(
+            f"unchecked: {', '.join(unknown)} (written by an older climb-assets) record no "
+            "identity of their inputs — rerun `climb run` to be sure they belong together"
+        )
+    return lines
+
+
+def report_warnings(layout: Layout) -> list[str]:
+    """What `climb report` prints on stderr: the stale lines at the top of the page."""
+    return stale_lines(identity_checks(layout, read_optimal(layout)))
+
+
+def stale_section(checks: list[IdentityCheck]) -> list[Section]:
+    lines = stale_lines(checks)
+    if not lines:
+        return []
+    if checks[0].comparison.stale:
+        lines.append(
+            "The search's weights are shown by its own super-cluster numbers, not beside the "
+            "current super-clusters' names and token shares (those are other clusters)."
+        )
+    return [Section("Stale results", notes=lines, warning=True)]
 
 
 def _runs(layout: Layout, iterations: int) -> pl.DataFrame:
@@ -162,12 +263,15 @@ def clusters_section(supers: pl.DataFrame, names: dict[int, str]) -> Section:
 
 def evaluation_section(summary: dict[str, Any]) -> Section:
     from climb_assets.core.search.evaluation import mean_std_table
+    from climb_assets.core.shared.plots import evaluation_margins
 
     margins = summary.get("margins") or []
+    chart = evaluation_margins(margins, len(summary["seeds"]))
     return Section(
         "Evaluation against the baselines",
         notes=[f"Larger models at equal tokens, {len(summary['seeds'])} seeds each."],
         tables=[("mean ± std", mean_std_table(summary).to_dicts()), ("margins", margins)],
+        plots=[] if chart is None else [("margins over the baselines", chart)],
     )
 
 

@@ -5,7 +5,7 @@ than the seed noise."""
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ from climb_assets.core.search.mixtures import constraint_budget
 from climb_assets.core.search.proxy_jobs import EvaluationJob, EvaluationTrainer, absolute_targets
 from climb_assets.core.shared.atomic import atomic_dir, write_json, write_parquet
 from climb_assets.core.shared.execution import TasksFailed, map_proxy_tasks
+from climb_assets.core.shared.identity import StaleInput, search_identity
+from climb_assets.failures import one_line_failures
 from climb_assets.graph import OPTIONAL_TAG
 from climb_assets.metadata import (
     plot,
@@ -28,6 +30,7 @@ from climb_assets.metadata import (
     with_names,
 )
 from climb_assets.partitions import iteration_key
+from climb_assets.progress import Progress, format_left, notice
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import ProxySettings, Settings
 from climb_assets.store import (
@@ -87,7 +90,7 @@ class Evaluation:
     group_name="evaluation",
     kinds={"pytorch"},
     tags={OPTIONAL_TAG: "true"},
-    code_version="1",
+    code_version="2",  # 2: summary.json records the search's and super-clusters' identities
     pool="gpu",
     check_specs=[
         dg.AssetCheckSpec(
@@ -102,27 +105,26 @@ class Evaluation:
     "on each at equal tokens with the same seeds, scored on the search targets (objective) and "
     "the evaluation-only targets; mean and std over seeds.",
 )
+@one_line_failures
 def mixture_evaluation(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
     from climb_assets.core.search.evaluation import mean_std_table
-    from climb_assets.core.shared.plots import bar_chart
+    from climb_assets.core.shared.plots import evaluation_margins
 
     settings, layout = climb.resolve()
     if problem := missing_upstream(settings, layout):
         raise dg.Failure(problem)
-    result = run_evaluation(settings, layout, context.log.info)
+    try:
+        identity = search_identity(layout, "mixture_evaluation", context.log.warning)
+    except StaleInput as err:
+        raise dg.Failure(description=str(err)) from err
+    result = run_evaluation(
+        settings, layout, identity, context.log.info, lambda line: notice(context.log, line)
+    )
     summary = result.summary
     names = summary["order"]
-    means = [_nan(summary["mixtures"][n]["objective_mean"]) for n in names]
-    stds = [_nan(summary["mixtures"][n]["objective_std"]) for n in names]
-    chart = bar_chart(
-        names,
-        means,
-        f"objective (higher is better), mean ± std over {len(summary['seeds'])} seeds",
-        "objective",
-        errors=stds,
-    )
+    chart = evaluation_margins(summary["margins"], len(summary["seeds"]))
     margins = pl.DataFrame(summary["margins"]) if summary["margins"] else pl.DataFrame()
     check_metadata: dict[str, Any] = {}
     for m in summary["margins"]:
@@ -135,6 +137,7 @@ def mixture_evaluation(
             "tokens_per_model": settings.evaluation.tokens,
             "seeds": len(summary["seeds"]),
             "optimal_objective_mean": _readable(summary["mixtures"]["optimal"]["objective_mean"]),
+            **identity,
             "mean_std": table(mean_std_table(summary)),
             "margins": table(margins),
             "mixtures": table(
@@ -149,7 +152,7 @@ def mixture_evaluation(
                     super_cluster_names_of(layout.super_clusters),
                 )
             ),
-            "objective_by_mixture": plot(chart, "objective by mixture"),
+            **({} if chart is None else {"margins_chart": plot(chart, "margins over baselines")}),
             "path": dg.MetadataValue.path(str(layout.evaluation)),
             **report_link(layout),
         },
@@ -165,10 +168,16 @@ def mixture_evaluation(
 
 
 def run_evaluation(
-    settings: Settings, layout: Layout, log: Callable[[str], None] = print
+    settings: Settings,
+    layout: Layout,
+    identity: Mapping[str, str],
+    log: Callable[[str], None] = print,
+    announce: Callable[[str], None] | None = None,
 ) -> Evaluation:
     """Train every distinct mixture on every seed (resuming finished ones), write runs.parquet
-    and summary.json under layout.evaluation atomically, and return them."""
+    and summary.json (with `identity`, what it was built on: `search_identity`) under
+    layout.evaluation atomically, and return them. `announce` (by default `log`) gets how many
+    models will train and the time that should take, before they start."""
     from climb_assets.core.search import evaluation as ev
 
     mixtures = evaluation_mixtures(settings, layout)
@@ -206,6 +215,8 @@ def run_evaluation(
                 f"from {job.checkpoint}"
             )
     pending = [job for job in jobs if done[(job.name, job.seed_index)] is None]
+    if pending:
+        (announce or log)(estimate_line(settings, layout, len(pending), len(distinct), len(seeds)))
     for job, found in zip(
         pending,
         _train_evaluation(trainer, pending, settings, layout.evaluation_work.resolve(), log),
@@ -235,7 +246,7 @@ def run_evaluation(
     runs = pl.DataFrame(rows, schema_overrides={"same_as": pl.String}, infer_schema_length=None)
     curve_frame = pl.DataFrame(curves, schema_overrides={"same_as": pl.String})
     metrics = ["objective", *sorted(k for k in runs.columns if _is_metric(k))]
-    summary = evaluation_summary(settings, mixtures, same, seeds, runs, metrics)
+    summary = evaluation_summary(settings, mixtures, same, seeds, runs, metrics) | dict(identity)
     with atomic_dir(layout.evaluation) as tmp:
         write_parquet(runs, tmp / RUNS_FILE)
         write_parquet(curve_frame, tmp / CURVES_FILE)
@@ -251,7 +262,11 @@ def _train_evaluation(
     log: Callable[[str], None],
 ) -> list[dict]:
     """Train the unfinished evaluation models, as many at once as the proxies' backend allows
-    (local worker processes or Ray); each checkpoints itself as it finishes."""
+    (local worker processes or Ray); each checkpoints itself as it finishes. Besides a line per
+    model, `log` gets the count and time left (`climb_assets.progress`)."""
+    progress = Progress("mixture_evaluation", "model", len(pending))
+    if pending:
+        log(progress.line(0))
 
     def log_done(index: int, found: dict, finished: int) -> None:
         job = pending[index]
@@ -259,6 +274,7 @@ def _train_evaluation(
             f"evaluation {job.name} seed {job.seed_index} done ({finished} of {len(pending)} "
             f"to train): objective {found['scores']['objective']:.4f}, {found['seconds']:.1f} s"
         )
+        log(progress.line(finished))
 
     try:
         return map_proxy_tasks(trainer, pending, settings, work_dir, log_done)
@@ -270,6 +286,59 @@ def _train_evaluation(
             f"evaluation models failed ({names}): {err}. The others are checkpointed; running "
             "the evaluation again trains only what is missing."
         ) from err
+
+
+def estimate_line(
+    settings: Settings, layout: Layout, models: int, mixtures: int, seeds: int
+) -> str:
+    """How many evaluation models will train, on how many tokens, and for about how long: the
+    proxies' measured training speed (iteration runs), scaled by the models' cost per token,
+    at the proxies' parallelism. Scoring is left out, so it is a lower bound."""
+    tokens = settings.evaluation.tokens
+    line = (
+        f"mixture_evaluation: {models} model(s) to train (of {mixtures} distinct mixtures x "
+        f"{seeds} seed(s)), {tokens:,} tokens each"
+    )
+    speed = proxy_tokens_per_second(settings, layout)
+    if speed is None:
+        return line + ", time unknown (no proxy training speed recorded)"
+    ratio = _cost_per_token(evaluation_proxy(settings)) / _cost_per_token(settings.proxy)
+    at_once = parallel_models(settings)
+    seconds = math.ceil(models / at_once) * tokens * ratio / speed
+    return (
+        f"{line}, about {format_left(seconds)} (proxies trained at {speed:,.0f} tok/s; an "
+        f"evaluation model costs {ratio:.1f}x a proxy per token; {at_once} at once)"
+    )
+
+
+def proxy_tokens_per_second(settings: Settings, layout: Layout) -> float | None:
+    """The median training speed of the search's proxies, None when none was recorded."""
+    try:
+        runs = iteration_runs(layout, settings.iterations + 1)
+    except dg.Failure:  # an iteration missing: the evaluation itself says so
+        return None
+    if runs is None or "train_tokens_per_second" not in runs.columns:
+        return None
+    speed = runs["train_tokens_per_second"].drop_nulls().median()
+    return float(speed) if isinstance(speed, (int, float)) and speed > 0 else None
+
+
+def parallel_models(settings: Settings) -> int:
+    """Models trained at once: the local backend's workers; on Ray, the proxies per iteration
+    (the largest), a guess of what its cluster held for the search."""
+    from climb_assets.core.shared.execution import local_worker_count
+    from climb_assets.core.shared.precision import default_device
+
+    if settings.execution.backend == "ray":
+        return max(settings.search.proxies_per_iteration)
+    return local_worker_count(settings.execution, settings.proxy.cpu_threads, default_device())
+
+
+def _cost_per_token(model: ProxySettings) -> float:
+    """Multiply-adds per token of a decoder: its blocks (weights and attention over seq_len)
+    and the output projection onto the vocabulary."""
+    d = model.d_model
+    return model.n_layers * (12 * d * d + 2 * model.seq_len * d) + model.vocab_size * d
 
 
 def evaluation_mixtures(settings: Settings, layout: Layout) -> dict[str, np.ndarray]:
@@ -412,10 +481,6 @@ def _readable(value: float | None) -> float:
     """Rounded to 4 significant digits, NaN when missing: a float the Plots tab can chart."""
     rounded = None if value is None else round_for_reading(float(value))
     return math.nan if rounded is None else rounded
-
-
-def _nan(value: float | None) -> float:
-    return math.nan if value is None else float(value)
 
 
 def _fmt(value: float | None, sign: bool = True) -> str:

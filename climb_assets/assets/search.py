@@ -26,9 +26,21 @@ from climb_assets.core.search.proxy_jobs import (
 )
 from climb_assets.core.shared.atomic import atomic_dir, write_json, write_parquet
 from climb_assets.core.shared.execution import ExecutionError
+from climb_assets.core.shared.identity import (
+    SEARCH_ID,
+    SUPER_CLUSTERS_ID,
+    StaleInput,
+    check_iterations,
+    current_super_clusters_id,
+    read_optimal,
+    search_id,
+)
+from climb_assets.failures import one_line_failures
 from climb_assets.graph import PUBLISHES_TAG
 from climb_assets.metadata import (
+    iteration_numbers,
     named,
+    per_iteration,
     plot,
     report_link,
     super_cluster_names_of,
@@ -78,6 +90,7 @@ if TYPE_CHECKING:
     "trained on the corpus, as memory-mapped uint16 arrays, so drawing a mixture's training "
     "stream is fast.",
 )
+@one_line_failures
 def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
     from climb_assets.core.search.proxy_pool import keep_fractions, write_pool_in_parts
     from climb_assets.core.search.tokenizer import train_bpe
@@ -155,7 +168,7 @@ def build_search_assets(settings: Settings) -> list:
         deps=[proxy_pool, dg.AssetDep("bootstrap_iteration", partition_mapping=PREVIOUS_ITERATION)],
         group_name="search",
         kinds={"pytorch", "lightgbm"},
-        code_version="3",
+        code_version="4",  # 4: summary.json records the super-clusters' identity
         pool="gpu",
         description="One CLIMB round: propose mixtures (round 1 covers the simplex: every "
         "super-cluster at its cap, sparse mixtures, Dirichlet draws; later rounds the previous "
@@ -164,6 +177,7 @@ def build_search_assets(settings: Settings) -> list:
         "the LightGBM ensemble on all runs so far. Depends on the previous round; backfilling "
         "every partition runs the rounds in order.",
     )
+    @one_line_failures
     def bootstrap_iteration(
         context: dg.AssetExecutionContext, climb: ClimbSettings
     ) -> dg.MaterializeResult:
@@ -182,6 +196,7 @@ def run_iteration(
     key = context.partition_key
     iteration = iteration_number(key)
     history = iteration_runs(layout, iteration)
+    clusters_id = checked_super_clusters(context, layout, f"bootstrap_iteration {key}", iteration)
     token_counts = corpus_token_counts(layout, settings)
     # Absolute paths: a Ray worker's working directory need not be this process's.
     trainer = ProxyTrainer(
@@ -204,7 +219,8 @@ def run_iteration(
         )
     except (ExecutionError, ProxiesFailed) as err:
         raise dg.Failure(str(err)) from err
-    scored, repeats, summary = result.runs, result.repeats, result.summary
+    scored, repeats = result.runs, result.repeats
+    summary = {**result.summary, SUPER_CLUSTERS_ID: clusters_id}  # what the round was built on
     with atomic_dir(layout.iteration(key)) as tmp:
         write_parquet(scored, tmp / RUNS_FILE)
         write_parquet(repeats, tmp / REPEATS_FILE)
@@ -217,9 +233,11 @@ def run_iteration(
         metadata={
             "proxies": scored.height,
             "best_objective": _rounded(summary["best_score"]),
+            **iteration_numbers(iteration, scored["score"], history),
             "cv_spearman": _or_na(summary["cv_spearman"]),
             "seed_noise": _or_na(summary["seed_noise"]),
             "predictor_spread": _rounded(summary["predictor_spread"]),
+            SUPER_CLUSTERS_ID: clusters_id,
             "candidates": table(with_names(scored.drop("iteration"), names), 64),
             "seed_repeats": table(repeats),
             "execution_backend": settings.execution.backend,
@@ -232,6 +250,24 @@ def run_iteration(
             ),
         }
     )
+
+
+def checked_super_clusters(
+    context: dg.AssetExecutionContext, layout: Layout, consumer: str, before: int
+) -> str:
+    """The current super-clusters' identity, once iterations 1..before-1 are found built on the
+    same ones: a round's weights are by super-cluster number, so fitting a predictor on rounds
+    made on other super-clusters would mix meanings. A Failure naming what to rematerialize
+    when they are not; a warning when an iteration predates recorded identities."""
+    current = current_super_clusters_id(layout)
+    earlier = [(iteration_key(i), read_summary(layout, iteration_key(i))) for i in range(1, before)]
+    try:
+        verdict = check_iterations(consumer, earlier, current)
+    except StaleInput as err:
+        raise dg.Failure(description=str(err)) from err
+    if verdict.warning:
+        context.log.warning(verdict.warning)
+    return current
 
 
 def _or_na(value: float | None) -> float | str:
@@ -266,6 +302,7 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         description="The mixtures proposed in this round (weights per super-cluster).",
         **common,
     )
+    @one_line_failures
     def mixture_candidates(context: dg.AssetExecutionContext, climb: ClimbSettings):
         _, layout = climb.resolve()
         runs = read_runs(layout, context.partition_key)
@@ -301,6 +338,7 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         "with its training loss curve.",
         **common,
     )
+    @one_line_failures
     def proxy_scores(context: dg.AssetExecutionContext, climb: ClimbSettings):
         from climb_assets.core.shared.plots import loss_curves
 
@@ -331,6 +369,7 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         "Spearman and feature importances.",
         **common,
     )
+    @one_line_failures
     def mixture_predictor(context: dg.AssetExecutionContext, climb: ClimbSettings):
         from climb_assets.core.search.predictor import Predictor
 
@@ -370,7 +409,7 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
     ],
     group_name="search",
     kinds={"lightgbm", "pytorch"},
-    code_version="4",
+    code_version="5",  # 5: records the super-clusters' identity
     pool="gpu",
     check_specs=[
         dg.AssetCheckSpec(
@@ -385,6 +424,7 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
     "within the caps race on fresh proxy seeds and the best mean wins; with the whole search "
     "trace and its noise.",
 )
+@one_line_failures
 def optimal_mixture(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
@@ -393,8 +433,10 @@ def optimal_mixture(
     from climb_assets.core.shared.plots import objective_by_iteration
 
     settings, layout = climb.resolve()
-    history = iteration_runs(layout, settings.iterations + 1)
+    last = settings.iterations
+    history = iteration_runs(layout, last + 1)
     assert history is not None
+    clusters_id = checked_super_clusters(context, layout, "optimal_mixture", last + 1)
     token_counts = corpus_token_counts(layout, settings)
     best = choose_optimal(
         history,
@@ -446,10 +488,14 @@ def optimal_mixture(
         "pool_size": best.pool_size,
         "top_k": settings.search.final_top_k,
         "min_weight": settings.search.final_min_weight,
+        # where the predictor's best lay against the runs' trust region (None: region off)
+        "trust_region": choice.trust and choice.trust.to_json([str(i) for i in range(len(caps))]),
         "iterations": summaries,
         "targets": [t.model_dump(mode="json") for t in settings.targets],
+        SUPER_CLUSTERS_ID: clusters_id,  # consumers check their super-clusters against it
     }
     write_json(result, layout.optimal_mixture)
+    identity = search_id(read_optimal(layout))  # of what consumers will read back
     shutil.rmtree(layout.final_race_work, ignore_errors=True)  # decided and written
     spearman = {f"iter-{s['iteration']:03d}": s["cv_spearman"] for s in summaries}
     on_simplex = bool(np.all(weights >= 0) and abs(weights.sum() - 1) < 1e-6)
@@ -466,6 +512,8 @@ def optimal_mixture(
             **race_metadata(race),
             "seed_noise": _or_na(result["seed_noise"]),
             "objective_direction": "higher is better",
+            SUPER_CLUSTERS_ID: clusters_id,
+            SEARCH_ID: identity,
             "mixture": table(
                 named(mixture, names)
                 .select(
@@ -479,9 +527,7 @@ def optimal_mixture(
                 .sort("weight", descending=True)
             ),
             "dagster/row_count": mixture.height,
-            "cv_spearman_per_iteration": dg.MetadataValue.json(
-                {k: None if v is None else round_for_reading(v) for k, v in spearman.items()}
-            ),
+            "cv_spearman_per_iteration": per_iteration(spearman, "predictor cv spearman"),
             "noise_per_iteration": table(_noise_table(summaries)),
             "all_candidates": table(with_names(history, names), 100),
             "score_by_iteration": plot(

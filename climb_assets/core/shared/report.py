@@ -18,18 +18,22 @@ th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-al
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; border: 1px solid #eee; } .note { color: #666; }
 blockquote { margin: .3em 0 .3em 1em; color: #444; font-size: 12px; }
+.stale { background: #fff3cd; border: 2px solid #d39e00; padding: .2em 1em; margin: 1em 0; }
+.stale h2 { margin-top: .5em; border: none; color: #8a5a00; }
 """
 
 
 @dataclass
 class Section:
-    """A heading with, in order, notes (paragraphs), tables and plots."""
+    """A heading with, in order, notes (paragraphs), tables and plots; a `warning` section is
+    set off in a coloured box (results whose inputs no longer belong together)."""
 
     title: str
     notes: list[str] = field(default_factory=list)
     tables: list[tuple[str, Sequence[dict[str, Any]]]] = field(default_factory=list)
     plots: list[tuple[str, bytes]] = field(default_factory=list)
     quotes: list[tuple[str, list[str]]] = field(default_factory=list)
+    warning: bool = False
 
 
 def number(value: Any) -> str:
@@ -80,10 +84,12 @@ def render_report(title: str, subtitle: str, sections: Sequence[Section]) -> str
         f"<h1>{html.escape(title)}</h1><p class=note>{html.escape(subtitle)}</p>",
     ]
     for section in sections:
+        parts.append("<div class=stale>" if section.warning else "")
         parts.append(f"<h2>{html.escape(section.title)}</h2>")
         parts += [f"<p>{html.escape(note)}</p>" for note in section.notes]
         parts += [_table(caption, rows) for caption, rows in section.tables]
         parts += [_plot(alt, png) for alt, png in section.plots]
         parts += [_quotes(caption, texts) for caption, texts in section.quotes]
+        parts.append("</div>" if section.warning else "")
     parts.append("</body></html>")
     return "\n".join(parts)
