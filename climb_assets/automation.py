@@ -52,10 +52,10 @@ def build_corpus_shard_sensor(shard_assets: tuple[str, ...]) -> dg.SensorDefinit
         minimum_interval_seconds=15,
         default_status=dg.DefaultSensorStatus.RUNNING,
         asset_selection=[*shard_assets, "document_index"],
-        description="Keeps the `corpus_shards` partitions equal to the shard files under the "
+        description="Keeps the corpus_shards partitions equal to the shard files under the "
         "corpus folder and requests documents and embeddings for every shard whose latest "
         "materialization in this instance was made from other bytes, settings or code (its "
-        "`input_fingerprint`), whoever made it: `climb run`, the UI or this sensor. A removed "
+        "input_fingerprint), whoever made it: climb run, the UI or this sensor. A removed "
         "file's partition is deleted and the corpus-wide chain rebuilt without it.",
     )
     def corpus_shard_sensor(
@@ -192,7 +192,8 @@ def scheduled_search_sensors(
             description=f"At '{conf.search_cron}' ({conf.timezone}), reruns the search (proxy "
             "pool, every bootstrap iteration in order, optimal mixture) and the dataset as one "
             "backfill if their inputs changed since they were last built and nothing upstream is "
-            "still being processed. `automation.search_cron` sets the schedule; null turns it off.",
+            "still being processed. The setting automation.search_cron sets the schedule; null "
+            "turns it off.",
         )
     ]
 

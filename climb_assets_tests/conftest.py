@@ -93,6 +93,17 @@ def small_settings(corpus: Path, output: Path, iterations: list[int] | None = No
     )
 
 
+def with_tiny_evaluation(settings: Settings) -> Settings:
+    """Evaluation models as small as the proxies, two seeds, and one evaluation-only target."""
+    from climb_assets.settings import EvaluationSettings
+
+    extra = settings.targets[0].model_copy(update={"name": "eval_text", "max_examples": 10})
+    evaluation = EvaluationSettings(
+        d_model=32, n_layers=1, n_heads=2, tokens=5_000, seeds=2, targets=[extra]
+    )
+    return settings.model_copy(update={"evaluation": evaluation})
+
+
 @pytest.fixture(scope="session")
 def live_dagster(tmp_path_factory: pytest.TempPathFactory):
     """One `dagster dev` shared by the lineage and browser tests. No sensor or automation runs
@@ -103,7 +114,8 @@ def live_dagster(tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("live")
     corpus = workdir / "corpus"
     corpus.mkdir()
-    with dagster_dev(small_settings(corpus, workdir / "outputs"), workdir, automation=False) as dev:
+    settings = with_tiny_evaluation(small_settings(corpus, workdir / "outputs"))
+    with dagster_dev(settings, workdir, automation=False) as dev:
         write_first_shards(corpus)
         yield dev
 

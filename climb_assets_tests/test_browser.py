@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from climb_assets.store import Layout
@@ -32,6 +33,7 @@ STAGE_ASSETS = (
 MATERIALIZE = re.compile(r"^\s*Materialize\s*$")
 UI_TIMEOUT_MS = 60_000
 RUN_TIMEOUT_S = 240
+EVALUATION_TIMEOUT_S = 600
 PLOT_KEY, PLOT_ALT = "centroid_map", "centroids by super-cluster"  # super_clusters' plot
 
 
@@ -166,14 +168,112 @@ def test_mixture_weights_and_their_plots_show_without_a_link(
     page.screenshot(path=str(SCREENSHOTS / "optimal_mixture_plots.png"))
 
 
-def test_the_report_shows_the_mixture_plot(page, live_dagster: DagsterDev) -> None:
-    """What the UI cannot show inline (images) is in the HTML report `optimal_mixture` links."""
-    report = Layout(live_dagster.settings.output_dir).report
-    page.goto(report.resolve().as_uri())
-    image = page.locator('img[alt="mixture weights"]')
+def show_markdown(page, key: str):  # noqa: ANN201 - a Playwright dialog locator
+    """Open the metadata entry `key`'s markdown dialog ('[Show Markdown]') on the open page."""
+    key_cell = page.locator("td").filter(has_text=re.compile(rf"^\s*{re.escape(key)}\s*$"))
+    row = page.locator("tr").filter(has=key_cell).filter(has_text="[Show Markdown]").first
+    try:
+        row.scroll_into_view_if_needed()
+        row.get_by_text("[Show Markdown]").click()
+    except Exception:
+        page.screenshot(path=str(SCREENSHOTS / f"no_markdown_{key}.png"), full_page=True)
+        raise
+    return page.get_by_role("dialog")
+
+
+def decoded_image(scope, alt: str):  # noqa: ANN201 - a Playwright locator
+    image = scope.locator(f'img[alt="{alt}"]')
     image.wait_for()
     image.evaluate("img => img.decode()")  # rejects when the PNG does not decode
     assert image.evaluate("img => img.naturalWidth") > 100
-    body = page.inner_text("body")
-    assert all(name in body for name in super_cluster_names(live_dagster))
-    page.screenshot(path=str(SCREENSHOTS / "report.png"), full_page=True)
+    return image
+
+
+def test_the_report_opens_from_the_asset_page(page, live_dagster: DagsterDev) -> None:
+    """One click on the asset page shows the report (embedded as markdown: a file:// link is
+    refused by the browser from the UI's http:// page)."""
+    open_ui(page, live_dagster, "/assets/optimal_mixture")
+    assert page.locator('a[href^="file:"]').count() == 0, "a dead file:// link"
+    page.get_by_text("climb report --serve", exact=False).first.wait_for()
+    dialog = show_markdown(page, "report")
+    decoded_image(dialog, "mixture weights")
+    decoded_image(dialog, "objective by iteration")
+    text = dialog.inner_text()
+    assert all(name in text for name in super_cluster_names(live_dagster)), text[:2000]
+    page.screenshot(path=str(SCREENSHOTS / "report_in_ui.png"))
+
+
+def test_climb_report_serve_opens_in_the_browser(page, live_dagster: DagsterDev) -> None:
+    """What `climb report --serve` serves: the whole HTML page over http://."""
+    import threading
+
+    from climb_assets.serve import report_server
+
+    report = Layout(live_dagster.settings.output_dir).report
+    server = report_server(report, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        page.goto(f"http://{host}:{port}/{report.name}")
+        decoded_image(page, "mixture weights")
+        body = page.inner_text("body")
+        assert all(name in body for name in super_cluster_names(live_dagster))
+        page.screenshot(path=str(SCREENSHOTS / "report.png"), full_page=True)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_super_clusters_show_example_documents(page, live_dagster: DagsterDev) -> None:
+    supers = pl.read_parquet(Layout(live_dagster.settings.output_dir).super_clusters)
+    open_ui(page, live_dagster, "/assets/super_clusters")
+    dialog = show_markdown(page, "examples")
+    dialog.locator("table").first.wait_for()
+    rows = dialog.locator("tbody tr")
+    assert rows.count() == supers.height
+    first = " ".join(supers.sort("super_cluster")["examples"][0][0].split())[:20]
+    assert first.split()[0] in rows.first.inner_text()
+    page.screenshot(path=str(SCREENSHOTS / "super_clusters_examples.png"))
+
+
+def test_iteration_numbers_are_charted(page, live_dagster: DagsterDev) -> None:
+    """Every bootstrap_iteration partition carries numbers (iteration, best and mean objective,
+    best so far), charted in the Plots view's Events mode. Its Partitions mode stays empty in
+    Dagster 1.13 for these (time-window) iteration partitions even so: a UI limitation, not
+    missing metadata (see bootstrap_iteration_plots_partitions.png)."""
+    open_ui(page, live_dagster, "/assets/bootstrap_iteration")
+    page.get_by_role("button", name="Plots").click()
+    page.screenshot(path=str(SCREENSHOTS / "bootstrap_iteration_plots_partitions.png"))
+    try:
+        # The toggle's accessible name includes its icon's label, as Materialize's does.
+        page.get_by_role("button").filter(has_text=re.compile(r"^\s*Events\s*$")).first.click()
+        page.get_by_text("best_objective_so_far", exact=True).first.wait_for()
+        page.locator("canvas").first.wait_for()
+    finally:
+        page.screenshot(path=str(SCREENSHOTS / "bootstrap_iteration_plots.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def evaluated(page, live_dagster: DagsterDev) -> Materialization:
+    """mixture_evaluation materialized by its Materialize button (a tiny evaluation)."""
+    dev = live_dagster
+    before = dev.latest_materialization("mixture_evaluation")
+    open_ui(page, dev, "/assets/mixture_evaluation")
+    page.get_by_role("button").filter(has_text=MATERIALIZE).click()
+    latest = dev.wait_until(
+        newer_materialization(dev, "mixture_evaluation", before),
+        "the run launched from the UI to materialize mixture_evaluation",
+        EVALUATION_TIMEOUT_S,
+    )
+    return latest
+
+
+def test_the_evaluation_chart_shows_margins(
+    page, live_dagster: DagsterDev, evaluated: Materialization
+) -> None:
+    open_ui(page, live_dagster, "/assets/mixture_evaluation")
+    dialog = show_markdown(page, "margins_chart")
+    decoded_image(dialog, "margins over baselines")
+    page.screenshot(path=str(SCREENSHOTS / "evaluation_margins.png"))

@@ -14,7 +14,16 @@ import polars as pl
 
 from climb_assets.automation import eager_after
 from climb_assets.core.shared.atomic import write_npy, write_parquet
-from climb_assets.metadata import named, plot, super_cluster_names_of, table, table_metadata
+from climb_assets.failures import one_line_failures
+from climb_assets.metadata import (
+    fine_cluster_label,
+    named,
+    plot,
+    super_cluster_examples,
+    super_cluster_names_of,
+    table,
+    table_metadata,
+)
 from climb_assets.partitions import CORPUS_SHARDS
 from climb_assets.resources import ClimbSettings
 from climb_assets.settings import EmbeddingSettings, Settings
@@ -72,6 +81,7 @@ def shared_encoder(settings: EmbeddingSettings):  # noqa: ANN201 - a SentenceTra
     description="L2-normalized float16 sentence embeddings of one shard's documents, in document "
     "order, stored as .npy and memory-mapped on read.",
 )
+@one_line_failures
 def shard_embeddings(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
@@ -151,6 +161,7 @@ def _embed(documents: Path, path: Path, settings: Settings) -> dict:
     description="faiss K-means centroids fitted on a bounded, seeded sample of all shards' "
     "embeddings (memory does not grow with the corpus).",
 )
+@one_line_failures
 def centroids(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
     from climb_assets.core.clustering.kmeans import fit_kmeans, gpu_available, sample_for_fit
 
@@ -222,6 +233,7 @@ def assign_and_write(layout: Layout, settings: Settings, shard: str) -> dict:
     "shard, computed in chunks. Corpus-wide: new centroids reassign every shard, and keeping "
     "it unpartitioned lets automation run the clustering chain as one ordered run.",
 )
+@one_line_failures
 def cluster_assignments(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
@@ -310,6 +322,7 @@ def profile_shard(
     description="Per cluster: documents, tokens, mean quality, top c-TF-IDF terms and three "
     "snippets closest to the centroid.",
 )
+@one_line_failures
 def cluster_profiles(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
@@ -387,6 +400,7 @@ def cluster_profiles(
     description="Low-quality clusters pruned, close centroids merged: the super-clusters the "
     "mixture search weighs, and a map of every cluster to its super-cluster or 'pruned'.",
 )
+@one_line_failures
 def super_clusters(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
     from climb_assets.core.clustering.clusters import prune_and_merge, super_cluster_summary
     from climb_assets.core.shared.plots import pca_2d, scatter_2d
@@ -407,30 +421,26 @@ def super_clusters(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
     summary = super_cluster_summary(profiles, mapping)
     write_parquet(mapping, layout.super_cluster_map)
     write_parquet(summary, layout.super_clusters)
-    labels = mapping.sort("cluster")["super_cluster"].fill_null(-1).to_list()
+    labels = mapping.sort("cluster")["super_cluster"].to_list()  # None: pruned
     empty = summary.filter(pl.col("n_docs") == 0)["super_cluster"].to_list()
+    names = super_cluster_names_of(summary)
     return dg.MaterializeResult(
         metadata={
             "super_clusters": summary.height,
             "clusters_kept": mapping.filter(pl.col("status") == "kept").height,
             "clusters_pruned": mapping.filter(pl.col("status") == "pruned").height,
             **table_metadata(summary, layout.super_clusters),
-            "summary": table(
-                named(summary, super_cluster_names_of(summary)).select(
-                    "name",
-                    "n_clusters",
-                    "n_docs",
-                    "n_tokens",
-                    "token_share",
-                    "mean_quality",
-                    "top_terms",
-                )
-            ),
-            "pruned": table(
-                mapping.filter(pl.col("status") == "pruned").select("cluster", "reason")
-            ),
+            "summary": table(summary_table(summary, names)),
+            "examples": super_cluster_examples(summary, mapping, names),
+            "pruned": table(pruned_table(mapping)),
             "centroid_map": plot(
-                scatter_2d(pca_2d(fitted), labels, "centroids (PCA), coloured by super-cluster"),
+                scatter_2d(
+                    pca_2d(fitted),
+                    labels,
+                    "fine-cluster centroids (PCA), coloured by super-cluster",
+                    none_label="pruned",
+                    legend_title="super-cluster",
+                ),
                 "centroids by super-cluster",
             ),
         },
@@ -441,4 +451,29 @@ def super_clusters(context: dg.AssetExecutionContext, climb: ClimbSettings) -> d
                 metadata={"empty_super_clusters": dg.MetadataValue.json(empty)},
             )
         ],
+    )
+
+
+def summary_table(summary: pl.DataFrame, names: dict[int, str]) -> pl.DataFrame:
+    """The super-clusters' numbers, narrow enough for the asset page (full top terms and
+    examples are in the `examples` entry)."""
+    return named(summary, names).select(
+        "name",
+        pl.col("n_clusters").alias("fine clusters"),
+        pl.col("n_docs").alias("documents"),
+        pl.col("n_tokens").alias("tokens"),
+        pl.col("token_share").alias("token share"),
+        pl.col("mean_quality").alias("mean quality"),
+    )
+
+
+def pruned_table(mapping: pl.DataFrame) -> pl.DataFrame:
+    """The pruned fine clusters, named as 'cluster 5 (pruned)', and why."""
+    pruned = mapping.filter(pl.col("status") == "pruned").sort("cluster")
+    return pl.DataFrame(
+        {
+            "cluster": [fine_cluster_label(int(c), None) for c in pruned["cluster"]],
+            "reason": pruned["reason"],
+        },
+        schema={"cluster": pl.Utf8, "reason": pl.Utf8},
     )

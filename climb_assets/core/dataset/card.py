@@ -25,6 +25,11 @@ DEFAULT_OBJECTIVE = (
     "**higher is better** (metrics where lower is better enter negated)."
 )
 SNIPPET_CHARS = 160
+SETTINGS_SUMMARY = "Effective settings"
+DETAILS_OPEN, DETAILS_CLOSE = "<details>", "</details>"
+_DETAILS = re.compile(
+    re.escape(DETAILS_OPEN) + r"<summary>(.*?)</summary>.*?" + re.escape(DETAILS_CLOSE), re.S
+)
 LOWER_IS_BETTER = {"bits_per_byte", "loss", "gold_loss"}
 REQUIRED_LINEAGE_KEYS = ("code_version", "settings_hash", "upstream_runs")
 MIXTURE_KEYS = ("super_cluster", "weight", "realized_share", "tokens", "docs")
@@ -245,13 +250,13 @@ def _lineage_section(lineage: Mapping[str, Any], settings: Mapping[str, Any]) ->
             "",
             _table(["upstream asset", "Dagster run id"], runs or [["-", "-"]]),
             "",
-            "<details><summary>Effective settings</summary>",
+            f"{DETAILS_OPEN}<summary>{SETTINGS_SUMMARY}</summary>",
             "",
             "```yaml",
             settings_yaml,
             "```",
             "",
-            "</details>",
+            DETAILS_CLOSE,
         ]
     )
 
@@ -328,3 +333,12 @@ def card_body(card: str) -> str:
     if card.startswith("---\n") and (end := card.find("\n---\n", 4)) != -1:
         return card[end + len("\n---\n") :].lstrip("\n")
     return card
+
+
+def card_for_ui(card: str, card_path: str) -> str:
+    """The card as the Dagster UI's markdown shows it well: no front matter, and each collapsed
+    `<details>` block (the UI drops the HTML tags and would show the settings YAML expanded)
+    replaced by a line naming where it is."""
+    return _DETAILS.sub(
+        lambda m: f"**{m.group(1)}**: in the card file, `{card_path}`.", card_body(card)
+    )

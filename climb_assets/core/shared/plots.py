@@ -57,11 +57,61 @@ def bar_chart(
         positions = np.arange(len(labels))
         yerr = None if errors is None else np.nan_to_num(np.asarray(errors, dtype=float))
         ax.bar(positions, values, color="tab:blue", yerr=yerr, capsize=0 if errors is None else 4)
-        ax.set_xticks(
-            positions, [str(label) for label in labels], rotation=90 if len(labels) > 12 else 0
-        )
+        texts = [str(label) for label in labels]
+        angle = _rotation(texts)
+        ax.set_xticks(positions, texts, rotation=angle, ha="right" if angle == 30 else "center")
         ax.set_ylabel(ylabel)
     return png[0]
+
+
+def _rotation(labels: Sequence[str]) -> int:
+    """Tick-label angle: upright when few short labels fit side by side, else slanted."""
+    if len(labels) > 12:
+        return 90
+    return 30 if max((len(label) for label in labels), default=0) * len(labels) > 60 else 0
+
+
+def margin_chart(
+    labels: Sequence[str],
+    margins: Sequence[float],
+    errors: Sequence[float] | None,
+    title: str,
+    xlabel: str = "margin",
+) -> bytes:
+    """Horizontal bars of differences from a reference at 0 (e.g. the optimal's margin over each
+    baseline), with error bars: the axis spans the margins, not 0 to the raw values, so small
+    differences show; labels sit on the y axis, one per line, so they never overlap. Bars are
+    green where the margin exceeds its error, grey otherwise (NaN errors count as not exceeding).
+    """
+    values = np.asarray(margins, dtype=float)
+    if errors is not None and len(errors) != len(values):
+        raise ValueError(f"margin_chart: {len(errors)} errors for {len(values)} margins")
+    spread = np.zeros_like(values) if errors is None else np.asarray(errors, dtype=float)
+    beyond = np.nan_to_num(values - np.nan_to_num(spread, nan=np.inf), nan=-np.inf) > 0
+    png: list[bytes] = []
+    with _axes(title, png) as ax:
+        positions = np.arange(len(values))[::-1]  # the first label on top
+        ax.barh(
+            positions,
+            np.nan_to_num(values),
+            xerr=None if errors is None else np.nan_to_num(spread),
+            color=["tab:green" if b else "tab:grey" for b in beyond],
+            capsize=4,
+        )
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_yticks(positions, [wrap_label(str(label)) for label in labels])
+        ax.set_xlabel(xlabel)
+    return png[0]
+
+
+def wrap_label(label: str, width: int = 18) -> str:
+    """A tick label broken into lines of at most about `width` characters, at spaces."""
+    import textwrap
+
+    return (
+        "\n".join(textwrap.wrap(label, width, break_long_words=False, break_on_hyphens=False))
+        or label
+    )
 
 
 def histogram(
@@ -82,8 +132,11 @@ def scatter_2d(
     labels: Sequence[object] | np.ndarray,
     title: str,
     sizes: Sequence[float] | None = None,
+    none_label: str = "None",
+    legend_title: str = "",
 ) -> bytes:
-    """2-D points coloured by label (e.g. centroids by super-cluster); `None` labels are grey."""
+    """2-D points coloured by label (e.g. centroids by super-cluster); `None` labels are grey
+    and named `none_label` in the legend."""
     points = np.asarray(xy, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 2 or len(points) != len(labels):
         raise ValueError(
@@ -91,16 +144,16 @@ def scatter_2d(
         )
     png: list[bytes] = []
     with _axes(title, png) as ax:
-        keys = [str(label) for label in labels]
+        keys = [none_label if label is None else str(label) for label in labels]
         distinct = sorted(set(keys), key=_natural_key)
         colors = _colors(len(distinct))
         for color, key in zip(colors, distinct, strict=True):
             mask = np.array([k == key for k in keys])
             size = None if sizes is None else np.asarray(sizes, dtype=np.float64)[mask]
-            color_used = "lightgrey" if key == "None" else color
+            color_used = "lightgrey" if key == none_label else color
             ax.scatter(points[mask, 0], points[mask, 1], s=size, color=color_used, label=key)
         if len(distinct) <= MAX_LEGEND_ENTRIES:
-            ax.legend(fontsize="x-small", ncols=2, loc="best")
+            ax.legend(fontsize="x-small", ncols=2, loc="best", title=legend_title or None)
     return png[0]
 
 
@@ -191,4 +244,23 @@ def loss_curves(curves: pl.DataFrame, iteration: str) -> bytes | None:
         {f"candidate {k[0]}": f["loss"].to_list() for k, f in by_candidate.items()},
         f"proxy training loss, {iteration}",
         "tokens",
+    )
+
+
+def evaluation_margins(margins: Sequence[Mapping], seeds: int) -> bytes | None:
+    """The optimal's margin over each baseline (`baseline`, `margin`, `spread`,
+    `same_as_optimal` keys, as in the evaluation's summary) with the larger seed std as error
+    bar: green where the margin exceeds it (beaten). None without baselines."""
+    if not margins:
+        return None
+    labels = [
+        m["baseline"] + (" (same as optimal)" if m.get("same_as_optimal") else "") for m in margins
+    ]
+    return margin_chart(
+        labels,
+        [np.nan if m["margin"] is None else m["margin"] for m in margins],
+        [np.nan if m.get("spread") is None else m["spread"] for m in margins],
+        f"optimal minus each baseline, mean of {seeds} seed(s)\n"
+        "> 0: optimal better; error bar: larger seed std",
+        "margin of the optimal (objective, higher is better)",
     )
