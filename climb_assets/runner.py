@@ -4,11 +4,17 @@ Dagster runs one partition of a dynamic (shard) or iteration axis per run, so th
 stages `graph.stages` derives from the Definitions) is walked in order, one in-process run per
 partition, printing progress.
 The same runs, with the same run ids and metadata, then show in `dagster dev`.
+
+A failed step is told in one line (`StepFailed`): Dagster's console shows warnings but not the
+stack of a failure (unless `debug`), and every event goes to a log file of the `climb` command
+(`<output_dir>/logs/`) as well as to the instance's event log the UI reads.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +22,9 @@ from pathlib import Path
 import dagster as dg
 
 from climb_assets.core.shared.run_owner import Owner
+from climb_assets.failures import one_line
 from climb_assets.graph import Stage, stages
+from climb_assets.progress import ConsoleProgress, is_for_display
 from climb_assets.run_guard import owner_tags, recover_dead_runs, wait_for_pools
 from climb_assets.settings import Settings
 from climb_assets.shard_state import register_shards
@@ -33,6 +41,131 @@ def project_instance() -> dg.DagsterInstance:
         "no Dagster instance: run `climb` from the project root (where dagster.yaml is) "
         "or set DAGSTER_HOME"
     )
+
+
+class StepFailed(RuntimeError):
+    """A run of `climb` failed in a step; the message is the step and its cause in one line,
+    `details` the step's full traceback (shown by `climb --debug`)."""
+
+    def __init__(self, message: str, details: str | None = None) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+def log_file(settings: Settings, command: str) -> Path:
+    """Where `command`'s Dagster events go: one file per invocation under the output folder."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(settings.output_dir) / "logs" / f"climb-{command}-{stamp}-{os.getpid()}.log"
+
+
+def preflight(settings: Settings) -> None:
+    """What can be checked before any step: the corpus folder, the targets and the encoder."""
+    check_corpus_folder(settings)
+    check_targets(settings)
+    check_encoder(settings)
+
+
+def check_corpus_folder(settings: Settings) -> None:
+    from climb_assets.settings import SettingsError
+
+    path = Path(settings.corpus.path)
+    if path.exists() and not path.is_dir():
+        raise SettingsError(f"corpus.path {path} is a file, not a folder of shard files")
+
+
+class ShardPreviewError(ValueError):
+    """A shard whose first bytes cannot be read (not the format its name says, say)."""
+
+
+def _named_shard_errors(
+    settings: Settings, shards: list[str], look: Callable[[Path], object]
+) -> None:
+    """Run look(path) on each shard, raising ShardPreviewError naming the one it fails on."""
+    for shard in shards:
+        path = Path(settings.corpus.path) / shard
+        try:
+            look(path)
+        except Exception as err:  # any reader's error: only the message is shown
+            raise ShardPreviewError(
+                f"corpus shard {path}: cannot read it ({type(err).__name__}: {one_line(str(err))})"
+            ) from err
+
+
+def first_record_fields(path: Path) -> list[str] | None:
+    """The fields of a shard's first record (a Parquet file's columns), or None when it has
+    none or cannot be read: the ingest step then says why."""
+    import json
+
+    name = path.name.lower()
+    try:
+        if name.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        with _open_text(path, name) as fh:
+            line = next((line for line in fh if line.strip()), None)
+        value = json.loads(line) if line is not None else None
+    except Exception:  # noqa: BLE001 - only a hint: the ingest step reports unreadable files
+        return None
+    return [str(key) for key in value] if isinstance(value, dict) else None
+
+
+def _open_text(path: Path, name: str):  # noqa: ANN202 - a text stream
+    import gzip
+    import io
+
+    if name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    if name.endswith(".zst"):
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(path.open("rb"), closefd=True)
+        return io.TextIOWrapper(reader, encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def text_field_warnings(settings: Settings, shards: list[str]) -> list[str]:
+    """A warning per shard whose first record lacks corpus.text_field, naming its fields."""
+    field = settings.corpus.text_field
+    warnings = []
+    for shard in shards:
+        fields = first_record_fields(Path(settings.corpus.path) / shard)
+        if fields is not None and field not in fields:
+            warnings.append(
+                f"warning: {shard}: corpus.text_field {field!r} is not a field of its first "
+                f"record (fields: {', '.join(fields) or 'none'}); its records will be rejected"
+            )
+    return warnings
+
+
+def check_encoder(settings: Settings) -> None:
+    """The encoder must load offline and on the device asked for: say so now, not minutes into
+    the embedding step."""
+    from climb_assets.core.clustering.embedding import PACKAGED_MODEL
+    from climb_assets.core.shared.precision import resolve_device
+
+    model = settings.embedding.model
+    if model != PACKAGED_MODEL and not Path(model).is_dir() and not _in_hf_cache(model):
+        raise FileNotFoundError(
+            f"embedding.model {model!r} is neither {PACKAGED_MODEL!r} (the packaged model), a "
+            "folder, nor a model in the Hugging Face cache (nothing is downloaded)"
+        )
+    if settings.embedding.device != "auto":
+        resolve_device(settings.embedding.device)  # raises when the device is not there
+
+
+def _in_hf_cache(model: str) -> bool:
+    """True when `model` names a model repository in the local Hugging Face cache."""
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        return False  # a path, and not an existing folder
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        # sentence-transformers also looks a bare name up under its own organisation
+        names = [model] if "/" in model else [model, f"sentence-transformers/{model}"]
+        return any(isinstance(try_to_load_from_cache(n, "config.json"), str) for n in names)
+    except (ImportError, ValueError):  # not a valid repository name
+        return False
 
 
 def check_targets(settings: Settings) -> None:
@@ -55,7 +188,11 @@ def check_corpus_fits(settings: Settings, shards: list[str]) -> str:
     )
     from climb_assets.core.search.mixtures import pool_token_limit
 
-    estimate = estimate_corpus(settings.corpus.path / shard for shard in shards)
+    try:
+        estimate = estimate_corpus(settings.corpus.path / shard for shard in shards)
+    except Exception:
+        _named_shard_errors(settings, shards, lambda path: estimate_corpus([path]))
+        raise
     plan = OutputPlan(
         embedding_dimension(settings), pool_token_limit(settings), settings.dataset.token_budget
     )
@@ -77,7 +214,11 @@ def describe_shard_work(settings: Settings, shards: list[str], sample: int = 256
     )
 
     todo = estimate_corpus(settings.corpus.path / shard for shard in shards)
-    texts = sample_texts(settings.corpus.path / shards[0], settings.corpus.text_field, sample)
+    texts: list[str] = []
+    field = settings.corpus.text_field
+    _named_shard_errors(
+        settings, shards[:1], lambda p: texts.extend(sample_texts(p, field, sample))
+    )
     line = f"to process: {len(shards)} shard(s), about {todo.documents:,} documents"
     if not texts:
         return line
@@ -160,6 +301,7 @@ def run_pipeline(
     log_level: str = "WARNING",
     force: bool = False,
     evaluate: bool = False,
+    debug: bool = False,
 ) -> list[str]:
     """Materialize `plan` (by default every stage of `defs`) in order; returns the run ids.
     Stops at the first failed run.
@@ -170,7 +312,7 @@ def run_pipeline(
     plan = stages(defs) if plan is None else plan
     if not evaluate:
         plan = tuple(s for s in plan if not s.optional)
-    check_targets(settings)
+    preflight(settings)
     recover_dead_runs(instance, echo)
     shards = register_shards(settings, instance)
     echo(f"corpus under {settings.corpus.path}: {check_corpus_fits(settings, shards)}")
@@ -185,19 +327,19 @@ def run_pipeline(
             echo(f"up to date, skipped: {', '.join(stage.assets)} [{key}]")
         steps = [step for step in steps if step not in current]
     if todo := sorted({key for stage, key in steps if stage.axis == "shards" and key}):
+        for warning in text_field_warnings(settings, todo):
+            echo(warning)
         echo(describe_shard_work(settings, todo))
     run_ids: list[str] = []
     started_all = time.perf_counter()
+    log = log_file(settings, "run")
     for number, (stage, key) in enumerate(steps, start=1):
         label = ", ".join(stage.assets) + (f" [{key}]" if key else "")
         echo(f"[{number}/{len(steps)}] {label} ...")
         started = time.perf_counter()
-        result = launch(defs, instance, stage.assets, key, log_level, echo)
+        result = launch(defs, instance, stage.assets, key, log_level, echo, log, debug)
         run_ids.append(result.run_id)
-        if not result.success:
-            raise RuntimeError(
-                f"{label} failed (run {result.run_id}); see `dagster dev` or the log above"
-            )
+        check_success(result, log, key)
         echo(f"[{number}/{len(steps)}] {label} done in {time.perf_counter() - started:.1f} s")
     echo(f"all {len(steps)} runs succeeded in {time.perf_counter() - started_all:.1f} s")
     return run_ids
@@ -210,20 +352,36 @@ def launch(
     partition_key: str | None = None,
     log_level: str = "WARNING",
     echo: Callable[[str], None] = print,
+    log: Path | None = None,
+    debug: bool = False,
 ) -> dg.ExecuteInProcessResult:
     """One in-process run of `assets`, tagged with this process as its owner (so a later
-    `climb` can tell if it died), once the concurrency pools its steps use have a free slot."""
+    `climb` can tell if it died), once the concurrency pools its steps use have a free slot.
+
+    The console shows Dagster's records from `log_level` up, less the errors (a failure's stack)
+    unless `debug`, and the steps' progress lines (`climb_assets.progress`) at any level; `log`
+    gets every record. The instance's event log keeps everything."""
     graph = defs.resolve_asset_graph()
     pools = {p for a in assets for p in graph.get(dg.AssetKey(a)).pools or ()}
     wait_for_pools(instance, pools, echo)
-    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=instance,
-        partition_key=partition_key,
-        asset_selection=[dg.AssetKey(a) for a in assets],
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-        tags=owner_tags(Owner.current()),
-        raise_on_error=False,
-    )
+    display = ConsoleProgress(sys.stderr)  # the steps' progress: a bar on a terminal, else lines
+    loggers: dict[str, dg.LoggerDefinition] = {"console": climb_console_logger(display)}
+    config: dict = {"console": {"config": {"log_level": log_level, "show_errors": debug}}}
+    if log is not None:
+        loggers["file"] = climb_file_logger
+        config["file"] = {"config": {"path": str(log)}}
+    job = defs.resolve_implicit_global_asset_job_def().with_logger_defs(loggers)
+    try:
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=partition_key,
+            asset_selection=[dg.AssetKey(a) for a in assets],
+            run_config={"loggers": config},
+            tags=owner_tags(Owner.current()),
+            raise_on_error=False,
+        )
+    finally:
+        display.close()  # a step that failed midway leaves its bar: take it off the screen
     if was_interrupted(result):  # Dagster turns Ctrl-C/SIGTERM into a failed run
         raise KeyboardInterrupt(f"run {result.run_id} interrupted")
     return result
@@ -235,3 +393,84 @@ def was_interrupted(result: dg.ExecuteInProcessResult) -> bool:
         if error is not None and error.cls_name == "DagsterExecutionInterruptedError":
             return True
     return False
+
+
+def check_success(result: dg.ExecuteInProcessResult, log: Path | None, key: str | None) -> None:
+    """Raise StepFailed naming the failed step, its cause and where the full log is."""
+    from climb_assets.failures import failure_traceback, step_failure
+
+    if result.success:
+        return
+    step, cause = step_failure(result) or ("run", "failed before any step ran")
+    where = f"{step} [{key}]" if key else step
+    logs = f"full log: {log}; " if log is not None else ""
+    raise StepFailed(
+        f"{where}: {cause} ({logs}run {result.run_id} in `dagster dev`)",
+        failure_traceback(result),
+    )
+
+
+class _BelowErrors(logging.Filter):
+    """Drops error records: a failed step's stack, told by `climb` in one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+class _NotForDisplay(logging.Filter):
+    """Drops the records `ConsoleProgress` shows, so --verbose does not print them twice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not is_for_display(record)
+
+
+def climb_console_logger(display: ConsoleProgress) -> dg.LoggerDefinition:
+    """Dagster's console logger, without failures' stacks unless show_errors, and with the
+    steps' progress lines and notices handed to `display` whatever log_level is."""
+
+    def make(init_context: dg.InitLoggerContext) -> logging.Logger:
+        from dagster._utils.log import create_console_logger
+
+        config = init_context.logger_config
+        logger = create_console_logger("dagster", config["log_level"].upper())
+        for handler in logger.handlers:  # still at log_level: INFO lines other than these stay out
+            handler.addFilter(_NotForDisplay())
+            if not config["show_errors"]:
+                handler.addFilter(_BelowErrors())
+        logger.setLevel(min(logger.level, logging.INFO))  # progress lines are INFO records
+        logger.addHandler(display)
+        return logger
+
+    return dg.LoggerDefinition(
+        make,
+        config_schema={
+            "log_level": dg.Field(str, default_value="WARNING"),
+            "show_errors": dg.Field(bool, default_value=False),
+        },
+        description="Dagster's console logger, without failures' stacks unless show_errors, "
+        "with the steps' progress.",
+    )
+
+
+class _AppendHandler(logging.Handler):
+    """Appends each record to a file opened only while writing it: no handle outlives a run."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(logging.DEBUG)
+        self.path = path
+        self.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(self.format(record) + "\n")
+        except OSError:  # a full disk must not bury the step's own error under this one
+            pass
+
+
+@dg.logger({"path": dg.Field(str)}, description="Every Dagster record of the run, to a file.")
+def climb_file_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
+    logger = logging.Logger("climb.file", logging.DEBUG)
+    logger.addHandler(_AppendHandler(Path(init_context.logger_config["path"])))
+    return logger

@@ -16,9 +16,8 @@ from climb_assets.automation import SCHEDULED_TAG
 from climb_assets.definitions import build_definitions
 from climb_assets.graph import Stage, stages
 from climb_assets.runner import run_pipeline
-from climb_assets.settings import EvaluationSettings, Settings
 from climb_assets.store import Layout
-from climb_assets_tests.conftest import small_settings
+from climb_assets_tests.conftest import small_settings, with_tiny_evaluation
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +28,6 @@ def pipeline(slice_corpus: Path, tmp_path_factory: pytest.TempPathFactory):
     with dg.instance_for_test() as instance:
         run_ids = run_pipeline(defs, settings, instance, echo=lambda _: None, evaluate=True)
         yield settings, Layout(out), instance, run_ids
-
-
-def with_tiny_evaluation(settings: Settings) -> Settings:
-    """Evaluation models as small as the proxies, two seeds, and one evaluation-only target."""
-    extra = settings.targets[0].model_copy(update={"name": "eval_text", "max_examples": 10})
-    evaluation = EvaluationSettings(
-        d_model=32, n_layers=1, n_heads=2, tokens=5_000, seeds=2, targets=[extra]
-    )
-    return settings.model_copy(update={"evaluation": evaluation})
 
 
 def latest(instance: dg.DagsterInstance, asset: str) -> dg.EventLogEntry:
@@ -476,7 +466,10 @@ def test_results_are_readable_on_the_asset_pages(pipeline) -> None:
     assert any(first_terms in name for name in names), names
     assert all(len(repr(r.data["weight"])) <= 8 for r in weights.records), "rounded weights"
     assert isinstance(mixture["predicted_objective"].value, float)  # charted in the Plots tab
-    assert mixture["report"].value.startswith("file://")
+    report = mixture["report"].value  # embedded: a file:// link would not open from the UI
+    assert report.startswith("# CLIMB search report") and "file://" not in report
+    assert "![mixture weights](data:image/png;base64," in report
+    assert "climb report --serve" in mixture["report_page"].value
 
     importance = latest(instance, "mixture_predictor").asset_materialization.metadata
     features = [r.data["super_cluster"] for r in importance["feature_importance"].value.records]
@@ -491,6 +484,8 @@ def test_results_are_readable_on_the_asset_pages(pipeline) -> None:
     assert "doc_id" in {c.name for c in dataset["dagster/column_schema"].value.columns}
     clusters = latest(instance, "super_clusters").asset_materialization.metadata
     assert clusters["dagster/row_count"].value == supers.height
+    examples = clusters["examples"].value
+    assert len(examples.splitlines()) == 2 + supers.height and "| **(1)** " in examples
 
     graph = build_definitions(settings).resolve_asset_graph()
     undescribed = [key.name for key in graph.asset_check_keys if not graph.get(key).description]
@@ -561,3 +556,29 @@ def test_climb_run_says_how_long_the_shards_will_take_here(pipeline) -> None:
         r", embedding about \d+ (s|min) \([\d,.]+ docs/s\)",
         line,
     ), line
+
+
+def test_long_steps_log_their_progress_and_the_evaluation_its_estimate(pipeline) -> None:
+    """Each iteration, the final race and the evaluation count their models in the step log
+    (what the UI shows and `climb`'s console renders), and the evaluation says beforehand how
+    many models it trains and for about how long, from the proxies' measured speed."""
+    from climb_assets.progress import ProgressLine
+
+    _, _, instance, run_ids = pipeline
+    said = [e.user_message for run_id in run_ids for e in instance.all_logs(run_id)]
+    counts: dict[str, list[ProgressLine]] = {}
+    for line in filter(None, map(ProgressLine.parse, said)):
+        counts.setdefault(line.task, []).append(line)
+    assert {"iter-001", "iter-002", "final race", "mixture_evaluation"} <= set(counts)
+    for task, lines in counts.items():
+        total = lines[0].total
+        assert [line.done for line in lines] == list(range(total + 1)), task
+        assert all(line.left for line in lines[1:-1]) and lines[-1].left is None, task
+    estimate = [
+        line for line in said if line.startswith("mixture_evaluation: ") and "tok/s" in line
+    ]
+    assert len(estimate) == 1 and re.match(
+        r"mixture_evaluation: \d+ model\(s\) to train \(of \d+ distinct mixtures x 2 seed\(s\)\), "
+        r"5,000 tokens each, about \w+ \(proxies trained at [\d,]+ tok/s",
+        estimate[0],
+    ), estimate

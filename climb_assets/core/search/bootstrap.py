@@ -32,6 +32,7 @@ from climb_assets.core.search.strategy import (
     seed_noise,
 )
 from climb_assets.core.shared.execution import TasksFailed, map_proxy_tasks
+from climb_assets.progress import Progress
 from climb_assets.settings import Settings
 
 Log = Callable[[str], None]
@@ -202,7 +203,11 @@ def train_proxies(
 def _train_pending(
     trainer: ProxyTrainer, pending: list[ProxyJob], settings: Settings, log: Log, label: str
 ) -> dict[ProxyJob, dict]:
-    """Train the unfinished proxies on the configured backend; each checkpoints itself."""
+    """Train the unfinished proxies on the configured backend; each checkpoints itself. Besides
+    a line per proxy, `log` gets the count and time left (`climb_assets.progress`)."""
+    progress = Progress(label, "proxy", len(pending))
+    if pending:
+        log(progress.line(0))
 
     def log_done(index: int, done: dict, finished: int) -> None:
         job, worker = pending[index], done["worker"]
@@ -212,6 +217,7 @@ def _train_pending(
             f"{done['row']['train_tokens_per_second']:.0f} tok/s, {done['seconds']:.1f} s, "
             f"on {worker['host']} pid {worker['pid']}"
         )
+        log(progress.line(finished))
 
     try:
         results = map_proxy_tasks(trainer, pending, settings, trainer.work_dir, log_done)

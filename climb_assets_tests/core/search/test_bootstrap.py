@@ -12,6 +12,7 @@ from climb_assets.core.search.bootstrap import ProxiesFailed, RoundResult, run_r
 from climb_assets.core.search.proxy_jobs import CURVE_SCHEMA, ProxyJob, ProxyTrainer
 from climb_assets.core.search.strategy import REPEAT_SCHEMA
 from climb_assets.core.shared.execution import available_cpus
+from climb_assets.progress import ProgressLine
 from climb_assets_tests.core.search.tiny_search import BUDGET_TOKENS, SETTINGS, TOKEN_COUNTS
 
 
@@ -96,7 +97,16 @@ def test_the_log_callback_hears_every_proxy(two_rounds: tuple) -> None:
     first, second, said = two_rounds
     trained = len(first.trained) + len(second.trained)
     done = [line for line in said if " done (" in line]
-    assert len(done) == len(said) == trained
+    assert len(done) == trained
+    # Besides, a count per proxy and one as each round starts (`climb_assets.progress`).
+    counts = [ProgressLine.parse(line) for line in said if line not in done]
+    assert len(counts) == len(said) - trained == trained + 2
+    first_count = len(first.trained)
+    assert [(c.task, c.done, c.total) for c in counts[:2]] == [
+        ("round 1", 0, first_count),
+        ("round 1", 1, first_count),
+    ]
+    assert counts[0].left is None and counts[1].left is not None  # an estimate once one is done
     # Counted as they finish, whichever worker finishes first.
     assert [line.split(" done (")[1].split(" of ")[0] for line in done[:3]] == ["1", "2", "3"]
     assert any(line.startswith("round 1 proxy candidate 0 done (") for line in done)
