@@ -1,9 +1,11 @@
 """Encoder throughput: climb's `encode` path next to sentence-transformers' default encode.
 
-Reads the same seeded sample of documents for both paths and prints docs/s, tokens/s (tokens the
-encoder actually sees, after truncation) and the cosine agreement of the two embeddings.
+Reads the same seeded sample of documents for every path and prints docs/s, tokens/s (tokens the
+encoder actually sees, after truncation), the speed-up over sentence-transformers' default encode
+(fp32, batch 32) and the cosine agreement of each path's embeddings with it.
 
     PYTHONPATH=. .venv/bin/python benchmarks/encode_throughput.py [PATH] [--docs 2000]
+        [--backends torch openvino] [--batch-sizes 8 32]
 
 PATH is a shard file or folder of .jsonl[.gz|.zst] / .parquet files (default: data/corpus).
 """
@@ -29,6 +31,7 @@ from climb_assets.core.clustering.embedding import (
     load_encoder,
     model_location,
 )
+from climb_assets.core.shared.precision import resolve_device
 from climb_assets.settings import CorpusSettings, EmbeddingSettings
 
 WARMUP_DOCS = 64
@@ -73,12 +76,30 @@ def timed_encode(fn, texts: list[str]) -> tuple[np.ndarray, float]:  # noqa: ANN
     return np.asarray(vectors, dtype=np.float32), time.perf_counter() - start
 
 
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", nargs="?", type=Path, default=Path("data/corpus"))
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--field", default="text")
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=["torch", "openvino"],
+        default=["torch"],
+        help="embedding.backend values to time (openvino needs the openvino extra)",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        nargs="+",
+        type=int,
+        default=None,
+        help="embedding.batch_size values to time per backend (default: the setting's default)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -89,42 +110,35 @@ def main() -> None:
     picked = np.sort(rng.choice(len(all_texts), min(args.docs, len(all_texts)), replace=False))
     texts = [all_texts[i] for i in picked]
 
-    settings = EmbeddingSettings()
-    ours = load_encoder(settings)
+    defaults = EmbeddingSettings()
     baseline = SentenceTransformer(
-        model_location(settings.model), device=str(ours.device), local_files_only=True
+        model_location(defaults.model),
+        device=resolve_device(defaults.device),
+        local_files_only=True,
     )
-    baseline.max_seq_length = ours.max_seq_length
-    n_tokens = sum(
-        len(ids)
-        for ids in ours.tokenizer(texts, truncation=True, max_length=ours.max_seq_length)[
-            "input_ids"
-        ]
-    )
+    baseline.max_seq_length = defaults.max_seq_length
+    tokens = baseline.tokenizer(texts, truncation=True, max_length=defaults.max_seq_length)
+    n_tokens = sum(len(ids) for ids in tokens["input_ids"])
     print(f"{len(texts)} docs, {n_tokens} tokens seen, torch threads {torch.get_num_threads()}")
 
-    fast, fast_s = timed_encode(lambda t: encode(ours, t, settings.batch_size), texts)
     slow, slow_s = timed_encode(lambda t: baseline.encode(t, normalize_embeddings=True), texts)
-    cosines = (
-        (fast * slow).sum(axis=1) / np.linalg.norm(fast, axis=1) / np.linalg.norm(slow, axis=1)
-    )
+    rows = [("sentence-transformers encode (fp32, default)", slow_s, None)]
+    for backend in args.backends:
+        settings = EmbeddingSettings(backend=backend)
+        model = load_encoder(settings)
+        dtype = encoder_info(model)["dtype"]
+        for batch_size in args.batch_sizes or [settings.batch_size]:
+            fast, fast_s = timed_encode(lambda t, m=model, b=batch_size: encode(m, t, b), texts)
+            name = f"climb {backend} ({dtype}, batch {batch_size})"
+            rows.append((name, fast_s, _cosines(fast, slow)))
 
-    info = encoder_info(ours)
-    print(f"{'path':44s} {'seconds':>8s} {'docs/s':>8s} {'tokens/s':>9s}")
-    for name, seconds in (
-        (f"climb encode ({info['dtype']}, batch {settings.batch_size})", fast_s),
-        ("sentence-transformers encode (fp32, default)", slow_s),
-    ):
-        print(f"{name:44s} {seconds:8.2f} {len(texts) / seconds:8.1f} {n_tokens / seconds:9.0f}")
-    print(
-        f"speed-up {slow_s / fast_s:.2f}x; cosine mean {cosines.mean():.5f} min {cosines.min():.5f}"
-    )
-
-
-def _path(settings: EmbeddingSettings) -> str:
-    from climb_assets.core.clustering.embedding import model_location
-
-    return model_location(settings.model)
+    print(f"{'path':44s} {'seconds':>8s} {'docs/s':>8s} {'tokens/s':>9s} {'speed-up':>8s} cosine")
+    for name, seconds, cosines in rows:
+        agreement = "" if cosines is None else f"mean {cosines.mean():.5f} min {cosines.min():.5f}"
+        print(
+            f"{name:44s} {seconds:8.2f} {len(texts) / seconds:8.1f} {n_tokens / seconds:9.0f} "
+            f"{slow_s / seconds:7.2f}x {agreement}"
+        )
 
 
 if __name__ == "__main__":

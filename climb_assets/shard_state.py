@@ -37,7 +37,7 @@ def shard_input_fingerprint(settings: Settings, shard: str, content: str | None 
     parts = [
         content or content_fingerprint(settings.corpus.path / shard),
         settings.corpus.model_dump_json(),
-        settings.embedding.model_dump_json(),
+        settings.embedding.identity_json(),
         SHARD_CODE_VERSION,
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]

