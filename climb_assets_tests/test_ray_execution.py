@@ -270,6 +270,32 @@ def test_embeddings_on_ray_actors_match_the_local_encoder(
     assert np.array_equal(np.load(out), expected)
 
 
+def test_openvino_embeddings_on_ray_match_the_local_openvino_encoder(
+    local_ray, local_run, tmp_path: Path
+) -> None:
+    """The openvino backend's encoder loads in the Ray actors too (one stream per worker CPU)
+    and gives the local one-thread encoder's bytes."""
+    pytest.importorskip("openvino")
+    import torch
+
+    from climb_assets.core.clustering.embedding import encode_file, encode_file_on_ray, load_encoder
+
+    settings, local = local_run
+    embedding = settings.embedding.model_copy(update={"backend": "openvino", "batch_size": 8})
+    documents = tmp_path / "documents.parquet"
+    texts = pl.read_parquet(local.documents("a.jsonl"))["text"].to_list()[:60]
+    pl.DataFrame({"text": texts}).write_parquet(documents)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as many as each embedding worker has
+    try:
+        encode_file(load_encoder(embedding), documents, tmp_path / "local.npy", 8)
+    finally:
+        torch.set_num_threads(threads)
+    workers = encode_file_on_ray(documents, tmp_path / "ray.npy", embedding, RAY_ONE_THREAD)
+    assert workers and all(w["node"] for w in workers)
+    assert np.array_equal(np.load(tmp_path / "ray.npy"), np.load(tmp_path / "local.npy"))
+
+
 def test_more_gpus_than_the_cluster_has_fail_at_once_naming_the_setting(local_ray) -> None:
     from climb_assets.core.shared.execution import ExecutionError, TaskResources, map_tasks
 
