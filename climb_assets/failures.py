@@ -10,12 +10,9 @@ from __future__ import annotations
 import functools
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import ParamSpec, Protocol, TypeVar
 
 import dagster as dg
-
-if TYPE_CHECKING:
-    from dagster._utils.error import SerializableErrorInfo
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -111,7 +108,18 @@ def failure_traceback(result: dg.ExecuteInProcessResult) -> str | None:
     return None
 
 
-def error_cause(error: SerializableErrorInfo | None) -> str:
+class ErrorInfo(Protocol):
+    """What `error_cause` reads of Dagster's serialized error (a step failure's `error`)."""
+
+    @property
+    def cls_name(self) -> str | None: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def cause(self) -> ErrorInfo | None: ...
+
+
+def error_cause(error: ErrorInfo | None) -> str:
     """The user's exception inside Dagster's wrappers, as one line: its message, led by its
     type unless it is one of climb's own errors or a built-in one meant for the user."""
     if error is None:

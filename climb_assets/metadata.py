@@ -39,16 +39,6 @@ def _cell(value: Any) -> str:
     return _cut(" ".join(str(value).split())).replace("|", "\\|")
 
 
-def markdown_table(df: pl.DataFrame, max_rows: int = 50) -> dg.MetadataValue:
-    """A polars frame as a markdown table (first `max_rows` rows)."""
-    shown = df.head(max_rows)
-    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in shown.iter_rows()]
-    if df.height > max_rows:
-        lines.append(f"\n_{df.height - max_rows} more rows not shown_")
-    return dg.MetadataValue.md("\n".join(lines))
-
-
 def _column_type(dtype: pl.DataType) -> str:
     if dtype.is_integer():
         return "int"

@@ -3,7 +3,7 @@
 Dagster runs one partition of a dynamic (shard) or iteration axis per run, so the plan (the
 stages `graph.stages` derives from the Definitions) is walked in order, one in-process run per
 partition, printing progress.
-The same runs, with the same run ids and metadata, then show in `dagster dev`.
+The same runs, with the same run ids and metadata, then show in `dg dev`.
 
 A failed step is told in one line (`StepFailed`): Dagster's console shows warnings but not the
 stack of a failure (unless `debug`), and every event goes to a log file of the `climb` command
@@ -32,7 +32,7 @@ from climb_assets.shard_state import register_shards
 
 def project_instance() -> dg.DagsterInstance:
     """$DAGSTER_HOME's instance when set, else the one `dagster.yaml` in this folder describes
-    (the same one `dagster dev` uses when started here)."""
+    (the same one `dg dev` uses when started here with DAGSTER_HOME=$PWD)."""
     if os.environ.get("DAGSTER_HOME"):
         return dg.DagsterInstance.get()
     if Path("dagster.yaml").is_file():
@@ -405,7 +405,7 @@ def check_success(result: dg.ExecuteInProcessResult, log: Path | None, key: str 
     where = f"{step} [{key}]" if key else step
     logs = f"full log: {log}; " if log is not None else ""
     raise StepFailed(
-        f"{where}: {cause} ({logs}run {result.run_id} in `dagster dev`)",
+        f"{where}: {cause} ({logs}run {result.run_id} in `dg dev`)",
         failure_traceback(result),
     )
 
@@ -429,10 +429,11 @@ def climb_console_logger(display: ConsoleProgress) -> dg.LoggerDefinition:
     steps' progress lines and notices handed to `display` whatever log_level is."""
 
     def make(init_context: dg.InitLoggerContext) -> logging.Logger:
-        from dagster._utils.log import create_console_logger
-
         config = init_context.logger_config
-        logger = create_console_logger("dagster", config["log_level"].upper())
+        console = dg.build_init_logger_context(
+            logger_config={"log_level": config["log_level"].upper(), "name": "dagster"}
+        )
+        logger = dg.colored_console_logger.logger_fn(console)
         for handler in logger.handlers:  # still at log_level: INFO lines other than these stay out
             handler.addFilter(_NotForDisplay())
             if not config["show_errors"]:

@@ -3,7 +3,7 @@
 Defaults serve the bundled sample. Any value can be overridden from a YAML file whose path comes
 from `climb --config PATH` or the CLIMB_CONFIG environment variable. A relative path written in
 that file is resolved against the file's folder; the defaults' relative paths against the
-directory the process runs in (the project root for `climb` and `dagster dev`). Every path of a
+directory the process runs in (the project root for `climb` and `dg dev`). Every path of a
 Settings is absolute, so the fingerprints hashed from it are the same however the config file
 was named (relative CLIMB_CONFIG, absolute path or `--config`).
 """
@@ -487,10 +487,21 @@ class ExecutionSettings(_Section):
         return self
 
 
+def _is_cron_schedule(cron: str) -> bool:
+    """Whether Dagster accepts `cron` as a schedule (the same check as the schedule it becomes)."""
+    import dagster as dg
+
+    try:
+        dg.ScheduleDefinition(name="search_cron_check", cron_schedule=cron, job_name="unused")
+    except dg.DagsterInvalidDefinitionError:
+        return False
+    return True
+
+
 class AutomationSettings(_Section):
     search_cron: str | None = Field(
         "0 2 * * *",
-        description="Cron schedule at which the daemon of `dagster dev` reruns the search and "
+        description="Cron schedule at which the daemon of `dg dev` reruns the search and "
         "the dataset (proxy pool, every iteration in order, optimal mixture, dataset) if their "
         "inputs changed since they were last built; null turns the scheduled rerun off.",
     )
@@ -500,9 +511,7 @@ class AutomationSettings(_Section):
     def _check_schedule(self) -> AutomationSettings:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-        from dagster._utils.schedules import is_valid_cron_string
-
-        if self.search_cron is not None and not is_valid_cron_string(self.search_cron):
+        if self.search_cron is not None and not _is_cron_schedule(self.search_cron):
             raise _field_error(
                 "search_cron",
                 f"{self.search_cron!r} is not a cron schedule such as '0 2 * * *' (02:00 daily)",

@@ -1,6 +1,6 @@
 """Which shards are registered and which need processing, decided from the Dagster instance.
 
-`climb run` and the corpus sensor (and so the daemon behind `dagster dev`) ask the same questions
+`climb run` and the corpus sensor (and so the daemon behind `dg dev`) ask the same questions
 of the same records: the registered `corpus_shards` partitions, and the `input_fingerprint` each
 per-shard materialization recorded (the file's bytes, the corpus and embedding settings and the
 code version). A shard processed by either is not processed again until one of these changes.

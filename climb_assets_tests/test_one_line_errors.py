@@ -96,7 +96,7 @@ def test_an_unreadable_shard_is_one_line(
     if "corpus_documents" in err:  # failed in a step: its log file and run are named
         log = Path(re.search(r"full log: (\S+);", err).group(1))
         assert log.parent == project / "out" / "logs" and "Stack Trace" in log.read_text()
-        assert re.search(r"run [0-9a-f-]{36} in `dagster dev`", err)
+        assert re.search(r"run [0-9a-f-]{36} in `dg dev`", err)
 
 
 def test_the_ui_gets_the_cause_as_a_one_line_failure(

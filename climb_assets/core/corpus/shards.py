@@ -145,6 +145,6 @@ def missing_shard_files_message(reader: str, missing: dict[str, list[str]]) -> s
     steps = "; then ".join(f"{asset} for {', '.join(these)}" for asset, these in wanted)
     return (
         f"{reader} cannot run yet: shard(s) {', '.join(shards)} are registered but not "
-        f"processed. Materialize {steps} first (while `dagster dev` runs, its sensor and "
+        f"processed. Materialize {steps} first (while `dg dev` runs, its sensor and "
         "automation do this by themselves)."
     )
