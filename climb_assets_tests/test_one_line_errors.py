@@ -155,7 +155,7 @@ def test_a_corpus_path_that_is_a_file_is_one_line(
 def test_a_text_field_absent_from_the_first_record_is_named_at_start(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from climb_assets.runner import text_field_warnings
+    from climb_assets.preflight import text_field_warnings
 
     plain(project)
     settings = small_settings(project, project / "out")
@@ -205,6 +205,9 @@ def test_a_signal_during_a_step_prints_one_line(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell starts background jobs (CI runners, `cmd &`) with SIGINT ignored, and a child
+        # inherits that: give climb the default a terminal's Ctrl-C meets.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -212,6 +215,6 @@ def test_a_signal_during_a_step_prints_one_line(
             break
     time.sleep(1.0)
     proc.send_signal(signum)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out[-3000:], err[-3000:])
     assert err == "climb: interrupted; rerun the same command to continue\n", err

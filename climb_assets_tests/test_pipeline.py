@@ -547,7 +547,7 @@ def test_corpus_wide_stages_streamed_in_tiny_batches_give_the_same_results(
 
 
 def test_climb_run_says_how_long_the_shards_will_take_here(pipeline) -> None:
-    from climb_assets.runner import describe_shard_work
+    from climb_assets.preflight import describe_shard_work
 
     settings, _, _, _ = pipeline
     line = describe_shard_work(settings, ["a.jsonl", "b.jsonl.gz", "c.parquet"])

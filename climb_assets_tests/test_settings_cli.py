@@ -177,7 +177,7 @@ def test_settings_reference_shows_ranges() -> None:
 
 def test_a_malformed_target_fails_the_run_before_any_work(tmp_path: Path) -> None:
     from climb_assets.core.search.targets import TargetFileError
-    from climb_assets.runner import check_targets
+    from climb_assets.preflight import check_targets
 
     bad = tmp_path / "t.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": \n')
@@ -255,7 +255,7 @@ def test_a_config_file_that_is_a_directory_is_one_line(
 
 
 def test_files_with_a_utf8_bom_just_work(tmp_path: Path) -> None:
-    from climb_assets.runner import check_targets
+    from climb_assets.preflight import check_targets
 
     target = tmp_path / "t.jsonl"
     target.write_bytes(b'\xef\xbb\xbf{"text": "hello world"}\n')
