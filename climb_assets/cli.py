@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -270,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         # Absolute, once, and through the environment: every step process, and the `dagster
         # dev` a user starts from another folder, then load the same settings and fingerprints.
         os.environ[CONFIG_ENV_VAR] = str(config)
+    if threading.current_thread() is threading.main_thread():
+        # A shell starts background jobs (CI runners, `climb run &`) with SIGINT ignored; Dagster
+        # then lets both SIGINT and SIGTERM pass a running step by. climb stops on either.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with sigterm_interrupts():  # SIGTERM stops climb like Ctrl-C: locks and temp files cleaned
             return args.func(args)
