@@ -273,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         # dev` a user starts from another folder, then load the same settings and fingerprints.
         os.environ[CONFIG_ENV_VAR] = str(config)
     if threading.current_thread() is threading.main_thread():
-        # A shell starts background jobs (CI runners, `climb run &`) with SIGINT ignored; Dagster
-        # then lets both SIGINT and SIGTERM pass a running step by. climb stops on either.
+        # A shell starts background jobs (CI runners, `climb run &`) with SIGINT ignored, and
+        # Dagster copies SIGINT's handler onto SIGTERM after each run: both would be ignored.
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with sigterm_interrupts():  # SIGTERM stops climb like Ctrl-C: locks and temp files cleaned
