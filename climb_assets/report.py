@@ -262,7 +262,7 @@ def clusters_section(supers: pl.DataFrame, names: dict[int, str]) -> Section:
 
 
 def evaluation_section(summary: dict[str, Any]) -> Section:
-    from climb_assets.core.search.evaluation import mean_std_table
+    from climb_assets.core.search.evaluation import margins_table, mean_std_table
     from climb_assets.core.shared.plots import evaluation_margins
 
     margins = summary.get("margins") or []
@@ -270,7 +270,10 @@ def evaluation_section(summary: dict[str, Any]) -> Section:
     return Section(
         "Evaluation against the baselines",
         notes=[f"Larger models at equal tokens, {len(summary['seeds'])} seeds each."],
-        tables=[("mean ± std", mean_std_table(summary).to_dicts()), ("margins", margins)],
+        tables=[
+            ("mean ± std", mean_std_table(summary).to_dicts()),
+            ("margins", margins_table(margins).to_dicts()),
+        ],
         plots=[] if chart is None else [("margins over the baselines", chart)],
     )
 

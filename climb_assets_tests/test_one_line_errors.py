@@ -165,6 +165,42 @@ def test_a_text_field_absent_from_the_first_record_is_named_at_start(
     assert "corpus.text_field 'body'" in warning and "(fields: id, text)" in warning
 
 
+def sixty_documents(corpus: Path) -> None:
+    write_jsonl(
+        [
+            {"id": f"d{i}", "text": f"The river {i} runs past hill {i % 7} to town {i % 5}."}
+            for i in range(60)
+        ],
+        corpus / "a.jsonl",
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        (
+            {"clustering": {"min_cluster_docs": 1000}},
+            "super_clusters: every one of 8 clusters was pruned: lower clustering.min_mean_quality",
+        ),
+        (
+            {"clustering": {"target_super_clusters": 1}, "dataset": {"token_budget": 500}},
+            "[iter-001]: 1 super-cluster(s) to mix: the search needs at least 2",
+        ),
+        (
+            {"clustering": {"target_super_clusters": 2}, "dataset": {"token_budget": 10**9}},
+            "dataset.token_budget=1,000,000,000 is more than the kept super-clusters can supply",
+        ),
+    ],
+    ids=["every-cluster-pruned", "one-super-cluster", "budget-beyond-the-corpus"],
+)
+def test_a_corpus_that_cannot_be_searched_is_one_line(
+    project: Path, changes: dict, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = climb_run(project, sixty_documents, capsys, **changes)
+    assert_one_line(code, err, says, "full log: ")
+    assert "proxy 1/" not in out  # refused before training any proxy
+
+
 def test_any_step_failure_is_one_line_and_a_failure_in_the_ui(tmp_path: Path) -> None:
     """What an asset raises (a full disk here) reaches Dagster as a one-line Failure, and
     `climb` names the step, the cause and the log."""

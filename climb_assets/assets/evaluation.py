@@ -25,9 +25,7 @@ from climb_assets.graph import OPTIONAL_TAG
 from climb_assets.metadata import (
     plot,
     report_link,
-    super_cluster_names_of,
     table,
-    with_names,
 )
 from climb_assets.partitions import iteration_key
 from climb_assets.progress import Progress, format_left, notice
@@ -109,7 +107,11 @@ class Evaluation:
 def mixture_evaluation(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
-    from climb_assets.core.search.evaluation import mean_std_table
+    from climb_assets.core.search.evaluation import (
+        compact_mean_std_table,
+        margins_table,
+        mixture_weights_table,
+    )
     from climb_assets.core.shared.plots import evaluation_margins
 
     settings, layout = climb.resolve()
@@ -123,9 +125,7 @@ def mixture_evaluation(
         settings, layout, identity, context.log.info, lambda line: notice(context.log, line)
     )
     summary = result.summary
-    names = summary["order"]
     chart = evaluation_margins(summary["margins"], len(summary["seeds"]))
-    margins = pl.DataFrame(summary["margins"]) if summary["margins"] else pl.DataFrame()
     check_metadata: dict[str, Any] = {}
     for m in summary["margins"]:
         check_metadata[f"margin_{m['baseline']}"] = _readable(m["margin"])
@@ -138,20 +138,9 @@ def mixture_evaluation(
             "seeds": len(summary["seeds"]),
             "optimal_objective_mean": _readable(summary["mixtures"]["optimal"]["objective_mean"]),
             **identity,
-            "mean_std": table(mean_std_table(summary)),
-            "margins": table(margins),
-            "mixtures": table(
-                with_names(
-                    pl.DataFrame(
-                        [
-                            {"mixture": n, "same_as": summary["mixtures"][n]["same_as"] or ""}
-                            | {f"w_{i}": w for i, w in enumerate(summary["mixtures"][n]["weights"])}
-                            for n in names
-                        ]
-                    ),
-                    super_cluster_names_of(layout.super_clusters),
-                )
-            ),
+            "mean_std": table(compact_mean_std_table(summary)),
+            "margins": table(margins_table(summary["margins"])),
+            "mixtures": table(mixture_weights_table(summary)),
             **({} if chart is None else {"margins_chart": plot(chart, "margins over baselines")}),
             "path": dg.MetadataValue.path(str(layout.evaluation)),
             **report_link(layout),
@@ -432,7 +421,7 @@ def evaluation_summary(
 
 def report_lines(summary: dict[str, Any]) -> list[str]:
     """What `climb evaluate` prints: mean ± std per mixture, then the optimal's margins."""
-    from climb_assets.core.search.evaluation import mean_std_table
+    from climb_assets.core.search.evaluation import margins_table, mean_std_table
 
     table = mean_std_table(summary)
     widths = {c: max(len(c), *(len(str(v)) for v in table[c])) for c in table.columns}
@@ -449,16 +438,10 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
         "margin of optimal over each baseline (mean objective difference; spread = the "
         "larger seed std; paired = std of the difference at equal seeds):"
     )
-    for m in summary["margins"]:
-        verdict = (
-            "same as optimal"
-            if m["same_as_optimal"]
-            else ("beaten" if m["beaten"] else "NOT beaten")
-        )
+    for m in margins_table(summary["margins"]).iter_rows(named=True):
         lines.append(
-            f"  {m['baseline']:<14} {_fmt(m['margin']):>10}  "
-            f"spread {_fmt(m['spread'], sign=False):>8}  "
-            f"paired {_fmt(m.get('paired_std'), sign=False):>8}  {verdict}"
+            f"  {m['baseline']:<14} {m['margin']:>10}  spread {m['± seeds']:>8}  "
+            f"paired {m['± paired']:>8}  {m['verdict']}"
         )
     lines.append(f"{CHECK}: {'passed' if summary[CHECK] else 'failed'}")
     return lines
@@ -481,9 +464,3 @@ def _readable(value: float | None) -> float:
     """Rounded to 4 significant digits, NaN when missing: a float the Plots tab can chart."""
     rounded = None if value is None else round_for_reading(float(value))
     return math.nan if rounded is None else rounded
-
-
-def _fmt(value: float | None, sign: bool = True) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:+.4f}" if sign else f"{value:.4f}"

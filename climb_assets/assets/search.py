@@ -192,6 +192,7 @@ def run_iteration(
     """Run the round in core on this partition's inputs, write its artifacts atomically and
     report it; the checkpoints of its proxies are removed once the artifacts are written."""
     from climb_assets.core.search.bootstrap import ProxiesFailed, run_round
+    from climb_assets.core.shared.plots import objective_by_iteration
 
     key = context.partition_key
     iteration = iteration_number(key)
@@ -239,6 +240,11 @@ def run_iteration(
             "predictor_spread": _rounded(summary["predictor_spread"]),
             SUPER_CLUSTERS_ID: clusters_id,
             "candidates": table(with_names(scored.drop("iteration"), names), 64),
+            # Drawn here because the Plots tab's Partitions mode stays empty for these
+            # partitions (see the docs' UI notes): the rounds so far, one click away.
+            "score_by_iteration": plot(
+                objective_by_iteration(runs_so_far(history, scored)), "objective by iteration"
+            ),
             "seed_repeats": table(repeats),
             "execution_backend": settings.execution.backend,
             "proxies_trained": len(result.trained),
@@ -250,6 +256,12 @@ def run_iteration(
             ),
         }
     )
+
+
+def runs_so_far(history: pl.DataFrame | None, scored: pl.DataFrame) -> pl.DataFrame:
+    """The `iteration` and `score` of the earlier rounds' runs and this round's."""
+    frames = [f.select("iteration", "score") for f in (history, scored) if f is not None]
+    return pl.concat(frames, how="vertical_relaxed")
 
 
 def checked_super_clusters(

@@ -62,15 +62,23 @@ def discover_shards(root: Path, patterns: list[str]) -> dict[str, str]:
 
 def skipped_files(root: Path, patterns: list[str]) -> list[str]:
     """Files under `root` that are not shards: no pattern names them, or they are links to
-    nothing (marked '(broken link)'). Hidden files are a writer's business and not listed."""
+    nothing (marked '(broken link)'), and folders named like a shard that hold none (marked
+    '(a folder)': a shard replaced by a folder, say). Hidden files are a writer's business and
+    not listed."""
     root = Path(root)
     if not root.is_dir():
         return []
     shards = discover_shards(root, patterns)
+    named_like_shards = {path for pattern in patterns for path in root.glob(pattern)}
     skipped = []
     for path in sorted(root.rglob("*")):
         key = shard_key_for(path, root)
-        if key in shards or _hidden(path, root) or path.is_dir():
+        if key in shards or _hidden(path, root):
+            continue
+        if path.is_dir():
+            # A Spark-style `data.parquet/` folder of part files holds shards: not listed.
+            if path in named_like_shards and not any(s.startswith(f"{key}/") for s in shards):
+                skipped.append(f"{key} (a folder)")
             continue
         skipped.append(f"{key} (broken link)" if not path.exists() else key)
     return skipped
@@ -83,7 +91,7 @@ def skipped_files_message(root: Path, patterns: list[str], shown: int = 20) -> s
         return None
     more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
     return (
-        f"{len(skipped)} file(s) under {root} are not read as shards (no pattern of "
+        f"{len(skipped)} path(s) under {root} are not read as shards (no pattern of "
         f"corpus.patterns {patterns} names them): {', '.join(skipped[:shown])}{more}"
     )
 

@@ -83,6 +83,12 @@ def run_round(
     constraint budget of the caps (see `build_constraints`). Raises ProxiesFailed when some
     proxies failed, ExecutionError when the configured execution cannot run."""
     label = label or f"iteration {iteration}"
+    if len(token_counts) < 2:  # every candidate would be the same mixture
+        raise ValueError(
+            f"{len(token_counts)} super-cluster(s) to mix: the search needs at least 2; lower "
+            f"clustering.merge_distance ({settings.clustering.merge_distance}) or set "
+            "clustering.target_super_clusters, then rematerialize super_clusters"
+        )
     plan = plan_iteration(
         iteration,
         history,

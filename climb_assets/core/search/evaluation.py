@@ -159,18 +159,84 @@ def optimal_beats_baselines(found: Sequence[Margin]) -> bool:
 
 
 def mean_std_table(summary: dict[str, Any]) -> pl.DataFrame:
-    """One row per mixture: n and 'mean ± std' of the objective and of each target's metric."""
+    """One row per mixture ('best_single (= optimal)' when two are the same mixture): n and
+    'mean ± std' of the objective and of each target's metric."""
     rows = []
     for name in summary["order"]:
         entry = summary["mixtures"][name]
-        row = {"mixture": name, "same_as": entry["same_as"] or "", "n": entry["n"]}
+        label = f"{name} (= {entry['same_as']})" if entry["same_as"] else name
+        row = {"mixture": label, "n": entry["n"]}
         for metric in ["objective", *summary["headline_metrics"]]:
             row[metric] = _pm(entry[f"{metric}_mean"], entry[f"{metric}_std"])
         rows.append(row)
     return pl.DataFrame(rows)
 
 
-def _pm(mean: float | None, std: float | None) -> str:
+def mixture_weights_table(summary: dict[str, Any], shown: float = 0.0005) -> pl.DataFrame:
+    """One row per mixture, its weights as 'super-cluster: weight' text, largest first, those
+    under `shown` left out: two columns however many super-clusters (the text wraps)."""
+    rows = []
+    for name in summary["order"]:
+        weights = summary["mixtures"][name]["weights"]
+        ranked = sorted(enumerate(weights), key=lambda item: (-item[1], item[0]))
+        text = ", ".join(f"{i}: {w:.3f}" for i, w in ranked if w >= shown)
+        rows.append({"mixture": name.replace("_", " "), "super-cluster: weight": text})
+    return pl.DataFrame(rows)
+
+
+SHORT_METRIC = {"bits_per_byte": "bpb", "accuracy": "acc", "accuracy_norm": "acc_norm"}
+
+
+def compact_mean_std_table(summary: dict[str, Any]) -> pl.DataFrame:
+    """`mean_std_table` narrow enough for the UI's metadata column: the objective as
+    'mean ± std' to 3 decimals, each target's metric as its mean ('text bpb'), no n."""
+    rows = []
+    for label, name in zip(mean_std_table(summary)["mixture"], summary["order"], strict=True):
+        entry = summary["mixtures"][name]
+        mean, std = entry["objective_mean"], entry["objective_std"]
+        row = {"mixture": label.replace("_", " "), "objective": _pm(mean, std, digits=3)}
+        for metric in summary["headline_metrics"]:
+            target, _, kind = metric.rpartition("/")
+            value = entry[f"{metric}_mean"]
+            row[f"{target} {SHORT_METRIC.get(kind, kind)}"] = (
+                "n/a" if value is None else f"{value:.3f}"
+            )
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def verdict(margin: dict[str, Any]) -> str:
+    """A margin's outcome in words: 'beaten', 'NOT beaten' or 'same as optimal'."""
+    if margin["same_as_optimal"]:
+        return "same as optimal"
+    return "beaten" if margin["beaten"] else "NOT beaten"
+
+
+def margins_table(margins: list[dict[str, Any]]) -> pl.DataFrame:
+    """The optimal's margin over each baseline, five short columns (signed margin, the larger
+    seed std, the paired std, verdict) that fit beside the UI's metadata keys."""
+    return pl.DataFrame(
+        [
+            {
+                "baseline": m["baseline"],
+                "margin": _signed(m["margin"]),
+                "± seeds": _signed(m["spread"], sign=False),
+                "± paired": _signed(m.get("paired_std"), sign=False),
+                "verdict": verdict(m),
+            }
+            for m in margins
+        ],
+        schema=dict.fromkeys(["baseline", "margin", "± seeds", "± paired", "verdict"], pl.String),
+    )
+
+
+def _signed(value: float | None, sign: bool = True) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value:+.4f}" if sign else f"{value:.4f}"
+
+
+def _pm(mean: float | None, std: float | None, digits: int = 4) -> str:
     if mean is None:
         return "n/a"
-    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f} ± n/a"
+    return f"{mean:.{digits}f} ± {'n/a' if std is None else f'{std:.{digits}f}'}"

@@ -119,9 +119,15 @@ def histogram(
 ) -> bytes:
     """Histogram of `values` (non-finite values dropped)."""
     data = np.asarray(values, dtype=np.float64)
+    data = data[np.isfinite(data)]
+    span = None
+    if data.size and np.ptp(data) <= 1e-9 * max(1.0, float(np.abs(data).max())):
+        # Equal values up to rounding (0.9 and 0.9000000000000001): numpy cannot cut so
+        # narrow a range into bins, so draw them in one bar of a unit-wide range.
+        span = (float(data.min()) - 0.5, float(data.max()) + 0.5)
     png: list[bytes] = []
     with _axes(title, png) as ax:
-        ax.hist(data[np.isfinite(data)], bins=bins, color="tab:blue")
+        ax.hist(data, bins=bins, range=span, color="tab:blue")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("count")
     return png[0]

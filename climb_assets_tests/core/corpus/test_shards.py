@@ -76,8 +76,18 @@ def test_symlinks_are_shards_under_their_own_name_and_broken_ones_are_skipped(
     assert list(discover_shards(corpus, ["*.jsonl"])) == ["link.jsonl"]
     assert skipped_files(corpus, ["*.jsonl"]) == ["dead.jsonl (broken link)", "readme.md"]
     message = skipped_files_message(corpus, ["*.jsonl"], shown=1)
-    assert message is not None and "2 file(s)" in message and message.endswith("and 1 more")
+    assert message is not None and "2 path(s)" in message and message.endswith("and 1 more")
     assert skipped_files_message(corpus, ["*.jsonl", "*.md", "dead.jsonl"]) is not None
+
+
+def test_a_folder_named_like_a_shard_is_named_unless_it_holds_shards(tmp_path: Path) -> None:
+    (tmp_path / "b.jsonl").mkdir()  # a shard replaced by a folder
+    (tmp_path / "b.jsonl" / "notes.txt").write_text("x")
+    (tmp_path / "data.parquet").mkdir()  # a Spark-style folder of part files
+    (tmp_path / "data.parquet" / "part-0.parquet").write_bytes(b"PAR1")
+    patterns = ["**/*.jsonl", "**/*.parquet"]
+    assert list(discover_shards(tmp_path, patterns)) == ["data.parquet/part-0.parquet"]
+    assert skipped_files(tmp_path, patterns) == ["b.jsonl (a folder)", "b.jsonl/notes.txt"]
 
 
 def test_hashing_stops_at_the_time_budget_and_resumes(tmp_path: Path) -> None:

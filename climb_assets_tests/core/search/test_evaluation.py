@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import numpy as np
 import polars as pl
@@ -13,8 +14,12 @@ from climb_assets.core.search.evaluation import (
     OPTIMAL,
     Stat,
     baseline_mixtures,
+    compact_mean_std_table,
     evaluation_seeds,
     margins,
+    margins_table,
+    mean_std_table,
+    mixture_weights_table,
     optimal_beats_baselines,
     paired_stds,
     same_as,
@@ -143,3 +148,37 @@ def test_check_passes_only_beyond_the_larger_spread() -> None:
     assert not optimal_beats_baselines(one_seed)  # no spread known: nothing is proven
     worse = margins({OPTIMAL: Stat(3, 0.0, 0.01), "uniform": Stat(3, 1.0, 0.01)})
     assert worse[0].margin == -1.0 and not optimal_beats_baselines(worse)
+
+
+def test_the_tables_shown_in_the_ui_are_short_and_say_the_verdict() -> None:
+    found = margins(
+        {OPTIMAL: Stat(3, 1.0, 0.1), "uniform": Stat(3, 0.5, 0.2), "twin": Stat(3, 1.0, 0.1)},
+        {"twin": OPTIMAL},
+        {"uniform": 0.05},
+    )
+    shown = margins_table([asdict(m) for m in found])
+    assert shown.columns == ["baseline", "margin", "± seeds", "± paired", "verdict"]
+    assert shown.row(0) == ("uniform", "+0.5000", "0.2000", "0.0500", "beaten")
+    assert shown.row(1) == ("twin", "+0.0000", "0.1000", "n/a", "same as optimal")
+    assert margins_table([]).columns == shown.columns  # no baselines: an empty table
+
+    text = {"text/bits_per_byte_mean": 0.81234, "text/bits_per_byte_std": 0.01}
+    first = {"same_as": None, "n": 3, "objective_mean": 1.0, "objective_std": 0.1, **text}
+    summary = {
+        "order": [OPTIMAL, "twin"],
+        "headline_metrics": ["text/bits_per_byte"],
+        "mixtures": {OPTIMAL: first, "twin": first | {"same_as": OPTIMAL, "objective_std": None}},
+    }
+    summary["mixtures"][OPTIMAL]["weights"] = [0.25, 0.75]
+    summary["mixtures"]["twin"]["weights"] = [0.0001, 0.9999]
+    weights = mixture_weights_table(summary)
+    assert weights.rows() == [(OPTIMAL, "1: 0.750, 0: 0.250"), ("twin", "1: 1.000")]
+    assert mean_std_table(summary).rows() == [
+        (OPTIMAL, 3, "1.0000 ± 0.1000", "0.8123 ± 0.0100"),
+        (f"twin (= {OPTIMAL})", 3, "1.0000 ± n/a", "0.8123 ± 0.0100"),
+    ]
+    assert compact_mean_std_table(summary).rows(named=True)[1] == {
+        "mixture": f"twin (= {OPTIMAL})",
+        "objective": "1.000 ± n/a",
+        "text bpb": "0.812",
+    }
