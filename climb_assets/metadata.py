@@ -109,6 +109,22 @@ def weight_name(column: str, names: Mapping[int, str]) -> str:
     return names.get(int(match.group(1)), column) if match else column
 
 
+RUN_COLUMNS = ("candidate_id", "iteration", "source", "objective", "predicted")
+
+
+def runs_table(runs: pl.DataFrame, max_rows: int) -> dg.MetadataValue:
+    """Proxy runs narrow enough for the asset page: id, round, source, objective, prediction
+    and the mixture as one 'super-cluster: weight' text that wraps. Every score column stays
+    in the runs' Parquet files (`climb sql`, view proxy_runs)."""
+    from climb_assets.core.search.evaluation import WEIGHTS_TEXT
+    from climb_assets.core.search.mixtures import weights_text
+
+    weights = sorted((c for c in runs.columns if _WEIGHT_COLUMN.match(c)), key=lambda c: int(c[2:]))
+    texts = [weights_text(row) for row in runs.select(weights).rows()]
+    shown = runs.select(c for c in RUN_COLUMNS if c in runs.columns)
+    return table(shown.with_columns(pl.Series(WEIGHTS_TEXT, texts, pl.String)), max_rows)
+
+
 def with_names(df: pl.DataFrame, names: Mapping[int, str]) -> pl.DataFrame:
     """Weight columns `w_<i>` renamed to super-cluster names."""
     return df.rename({c: weight_name(c, names) for c in df.columns})

@@ -30,6 +30,7 @@ from climb_assets.metadata import (
     fine_cluster_label,
     iteration_numbers,
     per_iteration,
+    runs_table,
     super_cluster_examples,
     table,
 )
@@ -105,6 +106,28 @@ def test_table_rounds_cuts_and_says_na() -> None:
     assert [r["x"] for r in rows] == [1.235, "n/a", "n/a"]
     assert len(rows[0]["terms"]) <= 60 and rows[0]["terms"].endswith("…")
     assert all(len(c.name) <= 24 for c in shown.schema.columns)
+
+
+def test_runs_are_narrow_whatever_the_number_of_super_clusters() -> None:
+    weights = {f"w_{i}": [0.0] * 2 for i in range(12)}
+    weights["w_10"] = [0.8, 0.0001]
+    weights["w_2"] = [0.2, 0.9999]
+    runs = pl.DataFrame(
+        {"candidate_id": [0, 1], "source": ["vertex", "dirichlet"], **weights}
+        | {
+            "objective": [-2.31234, -2.4],
+            "text/bits_per_byte": [4.7, 4.8],
+            "predicted": [None, -2.3],
+        }
+    )
+    shown = runs_table(runs, 64)
+    assert [c.name for c in shown.schema.columns] == [
+        "candidate_id", "source", "objective", "predicted", "super-cluster: weight",
+    ]  # fmt: skip
+    rows = _records(shown)
+    assert rows[0]["super-cluster: weight"] == "10: 0.800, 2: 0.200"  # by number, largest first
+    assert rows[1]["super-cluster: weight"] == "2: 1.000"  # a weight under 0.0005 left out
+    assert rows[0]["objective"] == -2.312 and rows[0]["predicted"] == "n/a"
 
 
 def test_per_iteration_shows_missing_as_na() -> None:

@@ -43,6 +43,7 @@ from climb_assets.metadata import (
     per_iteration,
     plot,
     report_link,
+    runs_table,
     super_cluster_names_of,
     table,
     weight_name,
@@ -229,7 +230,6 @@ def run_iteration(
         result.fitted.predictor.save(tmp / PREDICTOR_DIR)
         write_json(summary, tmp / SUMMARY_FILE)
     shutil.rmtree(layout.iteration_work(key), ignore_errors=True)
-    names = super_cluster_names_of(layout.super_clusters)
     return dg.MaterializeResult(
         metadata={
             "proxies": scored.height,
@@ -239,7 +239,7 @@ def run_iteration(
             "seed_noise": _or_na(summary["seed_noise"]),
             "predictor_spread": _rounded(summary["predictor_spread"]),
             SUPER_CLUSTERS_ID: clusters_id,
-            "candidates": table(with_names(scored.drop("iteration"), names), 64),
+            "candidates": runs_table(scored.drop("iteration"), 64),
             # Drawn here because the Plots tab's Partitions mode stays empty for these
             # partitions (see the docs' UI notes): the rounds so far, one click away.
             "score_by_iteration": plot(
@@ -541,7 +541,7 @@ def optimal_mixture(
             "dagster/row_count": mixture.height,
             "cv_spearman_per_iteration": per_iteration(spearman, "predictor cv spearman"),
             "noise_per_iteration": table(_noise_table(summaries)),
-            "all_candidates": table(with_names(history, names), 100),
+            "all_candidates": runs_table(history, 100),
             "score_by_iteration": plot(
                 objective_by_iteration(history),
                 "objective by iteration",

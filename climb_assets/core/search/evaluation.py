@@ -23,6 +23,7 @@ from climb_assets.core.search.mixtures import (
     regmix_prior,
     sample_dirichlet,
     token_count_array,
+    weights_text,
 )
 from climb_assets.core.search.strategy import iteration_seed
 
@@ -172,15 +173,16 @@ def mean_std_table(summary: dict[str, Any]) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+WEIGHTS_TEXT = "super-cluster: weight"
+
+
 def mixture_weights_table(summary: dict[str, Any], shown: float = 0.0005) -> pl.DataFrame:
     """One row per mixture, its weights as 'super-cluster: weight' text, largest first, those
     under `shown` left out: two columns however many super-clusters (the text wraps)."""
     rows = []
     for name in summary["order"]:
-        weights = summary["mixtures"][name]["weights"]
-        ranked = sorted(enumerate(weights), key=lambda item: (-item[1], item[0]))
-        text = ", ".join(f"{i}: {w:.3f}" for i, w in ranked if w >= shown)
-        rows.append({"mixture": name.replace("_", " "), "super-cluster: weight": text})
+        text = weights_text(summary["mixtures"][name]["weights"], shown)
+        rows.append({"mixture": name.replace("_", " "), WEIGHTS_TEXT: text})
     return pl.DataFrame(rows)
 
 

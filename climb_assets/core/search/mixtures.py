@@ -551,3 +551,10 @@ def _normalized(values: np.ndarray) -> np.ndarray:
 
 def _stack(rows: list[np.ndarray], k: int) -> np.ndarray:
     return np.vstack(rows) if rows else np.empty((0, k))
+
+
+def weights_text(weights: Sequence[float], shown: float = 0.0005) -> str:
+    """A mixture as '2: 0.844, 0: 0.088': weight by super-cluster number, largest first, those
+    under `shown` left out. Wraps where a table has a column per super-cluster cannot."""
+    ranked = sorted(enumerate(weights), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{i}: {w:.3f}" for i, w in ranked if w >= shown)
