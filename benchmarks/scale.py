@@ -7,10 +7,10 @@
 
 For each size N a synthetic corpus is written once (and reused) under
 `<workdir>/n<N>/corpus/` as JSONL shards of --shard-docs documents, then every stage is
-materialized through Dagster (`climb_assets.runner.launch`, the same call `climb run` makes) into
-`<workdir>/n<N>/outputs/`, with a persistent Dagster instance in `<workdir>/n<N>/dagster_home/`
-whose `corpus_shards` partitions are the shard files. Stages run in order, each in a fresh
-subprocess (`scale.py _stage NAME ...`), so its memory is its own:
+materialized through Dagster (`climb_assets.cli.runner.launch`, the same call `climb run`
+makes) into `<workdir>/n<N>/outputs/`, with a persistent Dagster instance in
+`<workdir>/n<N>/dagster_home/` whose `corpus_shards` partitions are the shard files. Stages
+run in order, each in a fresh subprocess (`scale.py _stage NAME ...`), so its memory is its own:
 
     corpus_documents (one run per shard), shard_embeddings (one run per shard), document_index,
     centroids, cluster_assignments, cluster_profiles, super_clusters, proxy_pool,
@@ -443,9 +443,9 @@ def run_stage(stage: str, args: argparse.Namespace) -> dict[str, Any]:
 
     import dagster as dg
 
+    from climb_assets.cli.runner import launch
     from climb_assets.definitions import build_definitions
-    from climb_assets.runner import launch
-    from climb_assets.shard_state import register_shards
+    from climb_assets.defs.shard_state import register_shards
     from climb_assets.store import Layout
 
     settings = make_settings(size_dir, args)

@@ -119,7 +119,7 @@ def start_run(domain: str, config: Path, evaluate_only: bool) -> subprocess.Pope
     (home / "dagster.yaml").write_text(instance)
     env = dict(os.environ, CLIMB_CONFIG=str(config), DAGSTER_HOME=str(home), HF_HUB_OFFLINE="1")
     log = (config.parent / "run.log").open("a")
-    command = [sys.executable, "-m", "climb_assets.cli", "run", "--evaluate"]
+    command = [sys.executable, "-m", "climb_assets.cli.main", "run", "--evaluate"]
     if evaluate_only:  # the search is done: only (re)train the evaluation models, no instance
         command = [sys.executable, __file__, "--evaluate-config", str(config)]
     print(f"{domain}: {' '.join(command[1:])} (log {config.parent / 'run.log'})")
@@ -156,7 +156,7 @@ def weight_by_domain(weights: list[float], majority: dict[int, tuple[str, float]
 
 def evaluate(config: Path) -> None:
     """The mixture_evaluation asset's computation on a finished search, outside Dagster."""
-    from climb_assets.assets.evaluation import run_evaluation
+    from climb_assets.defs.assets.evaluation import run_evaluation
     from climb_assets.settings import load_settings
     from climb_assets.store import Layout
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import dagster as dg
 
-from climb_assets.assets import clustering, corpus, dataset, evaluation, search
-from climb_assets.automation import (
+from climb_assets.defs.assets import clustering, corpus, dataset, evaluation, search
+from climb_assets.defs.automation import (
     build_corpus_shard_sensor,
     climb_automation,
     scheduled_search_sensors,
     with_schedule,
 )
-from climb_assets.graph import scheduled_assets, shard_assets
-from climb_assets.resources import ClimbSettings
+from climb_assets.defs.graph import dataset_upstream, scheduled_assets, shard_assets
+from climb_assets.defs.resources import ClimbSettings
 from climb_assets.settings import Settings, load_settings
 
 
@@ -28,11 +28,13 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         *dg.load_assets_from_modules([corpus, clustering]),
         search.proxy_pool,
         *search.build_search_assets(settings),
-        dataset.climbmix_dataset,
+        dataset.build_climbmix_dataset(),
         evaluation.mixture_evaluation,
     ]
     resources = {"climb": climb}
     graph = dg.Definitions(assets=assets, resources=resources)
+    # The card records its upstream runs: which assets those are, the graph says.
+    assets[-2] = dataset.build_climbmix_dataset(dataset_upstream(graph))
     scheduled, shards = scheduled_assets(graph), shard_assets(graph)
     return dg.Definitions(
         assets=with_schedule(assets, settings, scheduled),

@@ -302,17 +302,30 @@ def corpus_token_counts(layout: Layout, settings: Settings) -> dict[int, int]:
     return counts
 
 
+class MissingArtifact(FileNotFoundError):
+    """An artifact a step needs is not there; the message names what to materialize. (The
+    Dagster room turns it into a one-line Failure: the store imports no Dagster.)"""
+
+
+def iteration_key(iteration: int) -> str:
+    """1-based iteration number -> its folder and partition key, e.g. 2 -> 'iter-002'."""
+    return f"iter-{iteration:03d}"
+
+
+def iteration_number(key: str) -> int:
+    """Partition key -> 1-based iteration number, e.g. 'iter-002' -> 2."""
+    if not key.startswith("iter-") or not key[5:].isdigit():
+        raise ValueError(f"{key!r} is not an iteration key like 'iter-001'")
+    return int(key[5:])
+
+
 def iteration_runs(layout: Layout, before: int) -> pl.DataFrame | None:
     """Proxy runs of iterations 1..before-1, or None for the first iteration."""
-    import dagster as dg  # here, not at the top: core imports the store without Dagster
-
-    from climb_assets.partitions import iteration_key
-
     frames = []
     for i in range(1, before):
         path = layout.runs(iteration_key(i))
         if not path.exists():
-            raise dg.Failure(
+            raise MissingArtifact(
                 f"{iteration_key(before)} needs every earlier iteration; {iteration_key(i)} is "
                 f"not materialized. Materialize bootstrap_iteration {iteration_key(i)} first "
                 "(or backfill all iterations in order)."
@@ -323,12 +336,10 @@ def iteration_runs(layout: Layout, before: int) -> pl.DataFrame | None:
 
 
 def read_runs(layout: Layout, key: str) -> pl.DataFrame:
-    """One iteration's proxy runs; a Dagster failure naming what to run when missing."""
+    """One iteration's proxy runs; MissingArtifact naming what to run when missing."""
     path = layout.runs(key)
     if not path.exists():
-        import dagster as dg  # here, not at the top: core imports the store without Dagster
-
-        raise dg.Failure(f"{path} is missing: materialize bootstrap_iteration {key} first")
+        raise MissingArtifact(f"{path} is missing: materialize bootstrap_iteration {key} first")
     return pl.read_parquet(path)
 
 
@@ -338,8 +349,6 @@ def read_summary(layout: Layout, key: str) -> dict:
 
 def seed_repeats(layout: Layout, iterations: int) -> pl.DataFrame | None:
     """Every iteration's candidates re-run with a second seed (None when no iteration has any)."""
-    from climb_assets.partitions import iteration_key
-
     tables = [
         pl.read_parquet(path)
         for i in range(1, iterations + 1)

@@ -478,9 +478,9 @@ def search_by_backfill(dev: DagsterDev) -> str:
     launches); returns the backfill's final status."""
     import dagster as dg
 
+    from climb_assets.cli.runner import run_pipeline
     from climb_assets.definitions import build_definitions
-    from climb_assets.graph import stages
-    from climb_assets.runner import run_pipeline
+    from climb_assets.defs.graph import stages
 
     defs = build_definitions(dev.settings)
     upstream = tuple(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from climb_assets.definitions import build_definitions
-from climb_assets.graph import scheduled_assets
+from climb_assets.defs.graph import scheduled_assets
 from climb_assets.settings import Settings, SettingsError, load_settings
 
 

@@ -140,7 +140,7 @@ def test_asset_page_shows_the_centroid_plot(
 
 def super_cluster_names(dev: DagsterDev) -> list[str]:
     """How the UI names super-clusters: '3: lord, god, thee'."""
-    from climb_assets.metadata import super_cluster_names_of
+    from climb_assets.defs.metadata import super_cluster_names_of
 
     return list(super_cluster_names_of(Layout(dev.settings.output_dir).super_clusters).values())
 
@@ -207,7 +207,7 @@ def test_climb_report_serve_opens_in_the_browser(page, live_dagster: DagsterDev)
     """What `climb report --serve` serves: the whole HTML page over http://."""
     import threading
 
-    from climb_assets.serve import report_server
+    from climb_assets.cli.serve import report_server
 
     report = Layout(live_dagster.settings.output_dir).report
     server = report_server(report, port=0)

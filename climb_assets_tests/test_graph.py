@@ -5,9 +5,9 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from climb_assets import graph
 from climb_assets.definitions import build_definitions
-from climb_assets.graph import Stage
+from climb_assets.defs import graph
+from climb_assets.defs.graph import Stage
 from climb_assets.settings import Settings
 
 # `climb run`'s stages as they were listed by hand before they were derived: the same grouping
@@ -83,10 +83,10 @@ def test_the_lists_are_derived_from_the_graph(defs: dg.Definitions) -> None:
 
 
 def test_the_dataset_card_records_the_derived_upstream() -> None:
-    from climb_assets.assets.dataset import upstream_runs
+    from climb_assets.defs.assets.dataset import upstream_runs
 
     with dg.instance_for_test() as instance:
-        runs = upstream_runs(instance, Settings())
+        runs = upstream_runs(instance, DATASET_UPSTREAM)
     assert tuple(runs) == DATASET_UPSTREAM
     assert set(runs.values()) == {"never materialized"}
 

@@ -11,9 +11,9 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from climb_assets.cli.runner import run_pipeline
 from climb_assets.definitions import build_definitions
-from climb_assets.graph import Stage
-from climb_assets.runner import run_pipeline
+from climb_assets.defs.graph import Stage
 from climb_assets.settings import Settings
 from climb_assets.store import Layout
 from climb_assets_tests.conftest import small_settings, write_jsonl

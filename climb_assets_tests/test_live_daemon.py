@@ -18,9 +18,9 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from climb_assets.cli.runner import run_pipeline
 from climb_assets.definitions import build_definitions
-from climb_assets.graph import stages
-from climb_assets.runner import run_pipeline
+from climb_assets.defs.graph import stages
 from climb_assets.store import Layout
 from climb_assets_tests.conftest import small_settings
 from climb_assets_tests.live import (
@@ -53,7 +53,7 @@ IDLE_LIMIT_S = 100
 SENSOR_TAG = "dagster/sensor_name"
 
 SHARDED = {"corpus_documents", "shard_embeddings"}
-# parent -> child, as declared in climb_assets/assets/corpus.py and clustering.py.
+# parent -> child, as declared in climb_assets/defs/assets/corpus.py and clustering.py.
 EDGES = (
     ("corpus_documents", "shard_embeddings"),
     ("corpus_documents", "document_index"),

@@ -21,8 +21,8 @@ import polars as pl
 import pytest
 import yaml
 
-from climb_assets.cli import main
-from climb_assets.failures import one_line_failures, step_failure
+from climb_assets.cli.main import main
+from climb_assets.defs.failures import one_line_failures, step_failure
 from climb_assets_tests.conftest import PROJECT, small_settings, write_jsonl
 
 ROWS = [{"id": f"d{i}", "text": f"The river number {i} runs to the sea."} for i in range(20)]
@@ -115,7 +115,7 @@ def test_the_ui_gets_the_cause_as_a_one_line_failure(
 def test_debug_shows_the_failed_steps_traceback(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from climb_assets.runner import StepFailed
+    from climb_assets.cli.runner import StepFailed
 
     with pytest.raises(StepFailed):
         climb_run(project, truncated_gzip, capsys, "--debug")
@@ -155,7 +155,7 @@ def test_a_corpus_path_that_is_a_file_is_one_line(
 def test_a_text_field_absent_from_the_first_record_is_named_at_start(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from climb_assets.preflight import text_field_warnings
+    from climb_assets.cli.preflight import text_field_warnings
 
     plain(project)
     settings = small_settings(project, project / "out")
@@ -204,7 +204,7 @@ def test_a_corpus_that_cannot_be_searched_is_one_line(
 def test_any_step_failure_is_one_line_and_a_failure_in_the_ui(tmp_path: Path) -> None:
     """What an asset raises (a full disk here) reaches Dagster as a one-line Failure, and
     `climb` names the step, the cause and the log."""
-    from climb_assets.runner import StepFailed, check_success
+    from climb_assets.cli.runner import StepFailed, check_success
 
     @dg.asset
     @one_line_failures
@@ -236,7 +236,7 @@ def test_a_signal_during_a_step_prints_one_line(
     env = {k: v for k, v in os.environ.items() if k != "CLIMB_CONFIG"}
     env |= {"PYTHONPATH": str(PROJECT), "PYTHONUNBUFFERED": "1", "DAGSTER_HOME": str(tmp_path)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "climb_assets.cli", "--config", str(config), "run"],
+        [sys.executable, "-m", "climb_assets.cli.main", "--config", str(config), "run"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -12,10 +12,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from climb_assets.automation import SCHEDULED_TAG
+from climb_assets.cli.runner import run_pipeline
 from climb_assets.definitions import build_definitions
-from climb_assets.graph import Stage, stages
-from climb_assets.runner import run_pipeline
+from climb_assets.defs.automation import SCHEDULED_TAG
+from climb_assets.defs.graph import Stage, stages
 from climb_assets.store import Layout
 from climb_assets_tests.conftest import small_settings, with_tiny_evaluation
 
@@ -156,8 +156,8 @@ def test_plan_covers_every_asset_once() -> None:
 
 
 def test_any_dataset_row_traces_back_to_its_source_line(pipeline) -> None:
+    from climb_assets.cli.lineage import trace
     from climb_assets.core.corpus.documents import normalize_text
-    from climb_assets.lineage import trace
 
     settings, layout, _, _ = pipeline
     rows = pl.read_parquet(layout.dataset_shards())
@@ -169,7 +169,7 @@ def test_any_dataset_row_traces_back_to_its_source_line(pipeline) -> None:
 
 
 def test_trace_of_an_unknown_document_is_a_clear_error(pipeline) -> None:
-    from climb_assets.lineage import trace
+    from climb_assets.cli.lineage import trace
 
     settings, _, _, _ = pipeline
     with pytest.raises(LookupError, match="not in the dataset"):
@@ -179,7 +179,7 @@ def test_trace_of_an_unknown_document_is_a_clear_error(pipeline) -> None:
 def test_duckdb_catalog_views_every_table(pipeline) -> None:
     import duckdb
 
-    from climb_assets.catalog import VIEWS, write_catalog
+    from climb_assets.cli.catalog import VIEWS, write_catalog
 
     _, layout, _, _ = pipeline
     assert set(write_catalog(layout)) == set(VIEWS)
@@ -249,7 +249,12 @@ def test_an_interrupted_iteration_resumes_from_its_finished_proxies(
     }
     row |= {"candidate_id": first["candidate_id"], "objective": 123.0}
     write_json(
-        {"run_key": proxy_run_key(fresh, other), "weights": weights, "row": row, "curve": []},
+        {
+            "run_key": proxy_run_key(fresh, other.proxy_pool),
+            "weights": weights,
+            "row": row,
+            "curve": [],
+        },
         other.iteration_work("iter-001") / f"candidate-{first['candidate_id']}.json",
     )
     job = build_definitions(fresh).resolve_implicit_global_asset_job_def()
@@ -269,11 +274,11 @@ def test_an_interrupted_iteration_resumes_from_its_finished_proxies(
 def test_mixture_evaluation_at_equal_tokens_with_common_seeds(pipeline) -> None:
     import torch
 
-    from climb_assets.assets.evaluation import evaluation_mixtures, evaluation_proxy
     from climb_assets.core.search.evaluation import BASELINES, evaluation_seeds
     from climb_assets.core.search.proxy_pool import ProxyPool
     from climb_assets.core.search.scoring import train_and_score
     from climb_assets.core.search.targets import load_target, objective
+    from climb_assets.defs.assets.evaluation import evaluation_mixtures, evaluation_proxy
 
     settings, layout, instance, _ = pipeline
     runs = pl.read_parquet(layout.evaluation / "runs.parquet")
@@ -320,7 +325,8 @@ def test_climb_evaluate_resumes_and_prints_the_table(
 
     import yaml
 
-    from climb_assets import cli, runner
+    from climb_assets.cli import main as cli
+    from climb_assets.cli import runner
 
     settings, layout, instance, _ = pipeline
     config = tmp_path / "settings.yaml"
@@ -346,7 +352,7 @@ def test_climb_evaluate_resumes_and_prints_the_table(
 def test_optimal_mixture_reports_caps_noise_and_the_best_observed_run(pipeline) -> None:
     import json
 
-    from climb_assets.run_plan import describe_result
+    from climb_assets.cli.run_plan import describe_result
 
     settings, layout, _, _ = pipeline
     result = json.loads(layout.optimal_mixture.read_text())
@@ -435,8 +441,8 @@ def test_the_scheduled_search_reruns_after_a_corpus_change_at_its_tick(pipeline)
 
 
 def test_a_shard_registered_but_not_processed_names_what_to_run_first(pipeline) -> None:
-    from climb_assets.partitions import CORPUS_SHARDS
-    from climb_assets.runner import launch
+    from climb_assets.cli.runner import launch
+    from climb_assets.defs.partitions import CORPUS_SHARDS
 
     settings, _, instance, _ = pipeline
     defs = build_definitions(settings)
@@ -493,7 +499,7 @@ def test_results_are_readable_on_the_asset_pages(pipeline) -> None:
 
 
 def test_climb_report_writes_one_self_contained_page(pipeline, tmp_path: Path, capsys) -> None:
-    from climb_assets.cli import main
+    from climb_assets.cli.main import main
     from climb_assets_tests.live import write_settings_yaml
 
     settings, layout, _, _ = pipeline
@@ -547,7 +553,7 @@ def test_corpus_wide_stages_streamed_in_tiny_batches_give_the_same_results(
 
 
 def test_climb_run_says_how_long_the_shards_will_take_here(pipeline) -> None:
-    from climb_assets.preflight import describe_shard_work
+    from climb_assets.cli.preflight import describe_shard_work
 
     settings, _, _, _ = pipeline
     line = describe_shard_work(settings, ["a.jsonl", "b.jsonl.gz", "c.parquet"])
@@ -562,7 +568,7 @@ def test_long_steps_log_their_progress_and_the_evaluation_its_estimate(pipeline)
     """Each iteration, the final race and the evaluation count their models in the step log
     (what the UI shows and `climb`'s console renders), and the evaluation says beforehand how
     many models it trains and for about how long, from the proxies' measured speed."""
-    from climb_assets.progress import ProgressLine
+    from climb_assets.core.shared.progress import ProgressLine
 
     _, _, instance, run_ids = pipeline
     said = [e.user_message for run_id in run_ids for e in instance.all_logs(run_id)]

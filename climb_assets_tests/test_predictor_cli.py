@@ -10,14 +10,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from climb_assets.core.search.predictor import Predictor
-from climb_assets.predictor_cli import (
+from climb_assets.cli.predictor import (
     DEFAULT_MIN_WEIGHT,
     DEFAULT_REGION_RADIUS,
     DEFAULT_TRUST_RADIUS,
     MAX_LISTED_COLUMNS,
     main,
 )
+from climb_assets.core.search.predictor import Predictor
 from climb_assets.settings import SearchSettings
 
 TARGET = np.array([0.4, 0.3, 0.1, 0.1, 0.1])
@@ -220,7 +220,7 @@ def test_too_few_rows_is_an_error(
 
 
 def test_module_entry_point_documents_every_option() -> None:
-    command = [sys.executable, "-m", "climb_assets.predictor_cli", "predictor", "propose", "--help"]
+    command = [sys.executable, "-m", "climb_assets.cli.predictor", "predictor", "propose", "--help"]
     done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
     for option in (
         "--weights",
@@ -234,7 +234,7 @@ def test_module_entry_point_documents_every_option() -> None:
 
 
 def test_module_entry_point_documents_the_new_options() -> None:
-    command = [sys.executable, "-m", "climb_assets.predictor_cli", "predictor", "fit", "--help"]
+    command = [sys.executable, "-m", "climb_assets.cli.predictor", "predictor", "fit", "--help"]
     done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
     for option in ("--scores", "--key", "--weight-columns", "--renormalize", "--tolerance"):
         assert option in done.stdout

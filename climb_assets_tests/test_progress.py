@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from climb_assets.progress import (
+from climb_assets.core.shared.progress import (
     ConsoleProgress,
     Progress,
     ProgressLine,
@@ -99,7 +99,7 @@ def test_climb_console_shows_progress_at_warning_level_and_the_file_gets_all(
 ) -> None:
     """Through `launch`, as `climb run` executes a step: progress reaches the console though it
     shows only warnings, and the log file and the run's event log (the UI) have it too."""
-    from climb_assets.runner import launch
+    from climb_assets.cli.runner import launch
 
     defs = dg.Definitions(assets=[long_step])
     log = tmp_path / "climb.log"
@@ -146,7 +146,7 @@ def test_an_evaluation_width_that_does_not_fit_its_heads_is_one_line(tmp_path: P
 
 
 def _with_proxy_runs(layout: Layout, speeds: list[list[float]]) -> None:
-    from climb_assets.partitions import iteration_key
+    from climb_assets.store import iteration_key
 
     for number, iteration in enumerate(speeds, 1):
         path = layout.runs(iteration_key(number))
@@ -156,7 +156,7 @@ def _with_proxy_runs(layout: Layout, speeds: list[list[float]]) -> None:
 
 
 def test_the_estimate_before_the_evaluation(tmp_path: Path) -> None:
-    from climb_assets.assets.evaluation import _cost_per_token, estimate_line, evaluation_proxy
+    from climb_assets.defs.assets.evaluation import _cost_per_token, estimate_line, evaluation_proxy
 
     settings = Settings.model_validate(
         {

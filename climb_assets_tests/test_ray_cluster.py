@@ -221,7 +221,7 @@ def _read_events(path: Path) -> list[dict]:
 def test_a_node_removed_mid_iteration_retries_only_its_proxy_elsewhere(
     ray_cluster, local_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import climb_assets.assets.search as search
+    import climb_assets.defs.assets.search as search
 
     settings, layout = on_ray(local_run, tmp_path / "ray")
     events = tmp_path / "events.jsonl"

@@ -16,11 +16,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from climb_assets.cli.runner import run_pipeline
 from climb_assets.core.search.proxy_jobs import ProxyJob, ProxyTrainer
 from climb_assets.definitions import build_definitions
-from climb_assets.runner import run_pipeline
+from climb_assets.defs.shard_state import register_shards
 from climb_assets.settings import ExecutionSettings, Settings
-from climb_assets.shard_state import register_shards
 from climb_assets.store import ASSIGNMENTS, Layout
 from climb_assets_tests.conftest import small_settings
 
@@ -197,7 +197,7 @@ class KillsItsWorkerOnce(ProxyTrainer):
 def test_a_worker_lost_mid_iteration_is_retried_and_nothing_finished_retrains(
     local_ray, local_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import climb_assets.assets.search as search
+    import climb_assets.defs.assets.search as search
 
     settings, local = local_run
     layout = upstream_copy(local, tmp_path / "ray")
@@ -413,8 +413,8 @@ def test_ingest_on_ray_writes_the_local_files_and_records_the_node(
 def test_a_shard_file_a_ray_node_cannot_see_fails_naming_file_and_node(
     local_ray, tmp_path: Path
 ) -> None:
-    from climb_assets.assets.corpus import ShardIngest, ingest_shard_on_ray
-    from climb_assets.shard_state import map_shards
+    from climb_assets.defs.assets.corpus import ShardIngest, ingest_shard_on_ray
+    from climb_assets.defs.shard_state import map_shards
 
     settings = small_settings(tmp_path, tmp_path / "out")
     on_ray = settings.model_copy(update={"execution": RAY_ONE_THREAD})

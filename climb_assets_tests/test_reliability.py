@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from climb_assets.core.shared.run_owner import Owner, ProjectBusyError, project_lock
-from climb_assets.run_guard import owner_tags, pool_holders, recover_dead_runs
+from climb_assets.defs.run_guard import owner_tags, pool_holders, recover_dead_runs
 from climb_assets.settings import Settings
 from climb_assets.store import Layout
 from climb_assets_tests.conftest import PROJECT, small_settings
@@ -113,7 +113,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _climb(*args: str, cwd: Path, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "climb_assets.cli", *args],
+        [sys.executable, "-m", "climb_assets.cli.main", *args],
         cwd=cwd,
         env=_env(**env),
         stdout=subprocess.PIPE,
@@ -255,7 +255,7 @@ def sql_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def climb_sql(config: Path, query: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    from climb_assets.cli import main
+    from climb_assets.cli.main import main
 
     code = main(["--config", str(config), "sql", query])
     captured = capsys.readouterr()
@@ -307,7 +307,7 @@ def test_the_sql_connection_itself_reads_only_the_output(sql_project: Path) -> N
     """Behind the statement check, DuckDB refuses by itself what a SELECT could still do."""
     import duckdb
 
-    from climb_assets.catalog import connect
+    from climb_assets.cli.catalog import connect
 
     out = Layout(sql_project.parent / "out")
     con, views = connect(out)
@@ -340,7 +340,7 @@ def test_the_sql_connection_itself_reads_only_the_output(sql_project: Path) -> N
 def test_every_cli_error_is_one_line(
     sql_project: Path, argv: list[str], says: str, capsys: pytest.CaptureFixture
 ) -> None:
-    from climb_assets.cli import main
+    from climb_assets.cli.main import main
 
     root = sql_project.parent
     (root / "bad.yaml").write_text("seed: [1, 2\nclustering: {}\n")
@@ -355,14 +355,14 @@ def test_every_cli_error_is_one_line(
 def test_debug_shows_the_traceback(sql_project: Path) -> None:
     import duckdb
 
-    from climb_assets.cli import main
+    from climb_assets.cli.main import main
 
     with pytest.raises(duckdb.ParserException):
         main(["--debug", "--config", str(sql_project), "sql", "SELEC 1"])
 
 
 def test_sql_views_skip_what_a_killed_write_left_behind(tmp_path: Path) -> None:
-    from climb_assets.catalog import connect
+    from climb_assets.cli.catalog import connect
 
     hidden = tmp_path / ".out"  # a dot in the output folder's own path is fine
     layout = Layout(hidden)

@@ -8,11 +8,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from climb_assets.cli.runner import run_pipeline
 from climb_assets.definitions import build_definitions
-from climb_assets.graph import stages
-from climb_assets.partitions import CORPUS_SHARDS
-from climb_assets.resources import ClimbSettings
-from climb_assets.runner import run_pipeline
+from climb_assets.defs.graph import stages
+from climb_assets.defs.partitions import CORPUS_SHARDS
+from climb_assets.defs.resources import ClimbSettings
 from climb_assets.settings import Settings
 from climb_assets_tests.conftest import write_jsonl
 
@@ -127,7 +127,7 @@ def test_missing_corpus_folder_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_the_sensor_and_climb_run_register_the_same_shards(corpus: Path) -> None:
-    from climb_assets.shard_state import register_shards, registered
+    from climb_assets.defs.shard_state import register_shards, registered
 
     settings = settings_for(corpus)
     with dg.instance_for_test() as by_sensor, dg.instance_for_test() as by_run:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from climb_assets.cli import main
-from climb_assets.run_plan import describe_run
+from climb_assets.cli.main import main
+from climb_assets.cli.run_plan import describe_run
 from climb_assets.settings import ConfigWarning, Settings, SettingsError, load_settings
 
 
@@ -79,12 +79,12 @@ def test_missing_config_file_is_an_error(tmp_path: Path, capsys, monkeypatch) ->
 
 
 def test_settings_doc_documents_every_setting() -> None:
-    from climb_assets.settings_doc import SETTINGS_DOC, generated_block, settings_reference
+    from climb_assets.cli.settings_doc import SETTINGS_DOC, generated_block, settings_reference
 
     shown = generated_block(SETTINGS_DOC.read_text())
     assert shown == settings_reference(), (
         "docs/settings.md's settings table is stale; regenerate it with "
-        "`python -m climb_assets.settings_doc --write`"
+        "`python -m climb_assets.cli.settings_doc --write`"
     )
 
 
@@ -167,7 +167,7 @@ def test_config_show_refuses_invalid_settings(tmp_path: Path, capsys, monkeypatc
 
 
 def test_settings_reference_shows_ranges() -> None:
-    from climb_assets.settings_doc import settings_reference
+    from climb_assets.cli.settings_doc import settings_reference
 
     rows = {row.split("|")[1].strip(" `"): row for row in settings_reference().splitlines()[2:]}
     assert "Range: >= 1." in rows["clustering.k"]
@@ -176,8 +176,8 @@ def test_settings_reference_shows_ranges() -> None:
 
 
 def test_a_malformed_target_fails_the_run_before_any_work(tmp_path: Path) -> None:
+    from climb_assets.cli.preflight import check_targets
     from climb_assets.core.search.targets import TargetFileError
-    from climb_assets.preflight import check_targets
 
     bad = tmp_path / "t.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": \n')
@@ -206,10 +206,10 @@ def test_one_config_named_three_ways_shares_one_memory(
 
     import dagster as dg
 
+    from climb_assets.cli.runner import run_pipeline, shard_is_current
     from climb_assets.definitions import build_definitions
-    from climb_assets.graph import Stage
-    from climb_assets.runner import run_pipeline, shard_is_current
-    from climb_assets.shard_state import shard_input_fingerprint
+    from climb_assets.defs.graph import Stage
+    from climb_assets.defs.shard_state import shard_input_fingerprint
     from climb_assets_tests.conftest import small_settings, write_jsonl
 
     project = tmp_path / "project"
@@ -255,7 +255,7 @@ def test_a_config_file_that_is_a_directory_is_one_line(
 
 
 def test_files_with_a_utf8_bom_just_work(tmp_path: Path) -> None:
-    from climb_assets.preflight import check_targets
+    from climb_assets.cli.preflight import check_targets
 
     target = tmp_path / "t.jsonl"
     target.write_bytes(b'\xef\xbb\xbf{"text": "hello world"}\n')

@@ -16,7 +16,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from climb_assets.cli import main
+from climb_assets.cli.main import main
 from climb_assets.core.shared.identity import (
     SEARCH_ID,
     SUPER_CLUSTERS_ID,
@@ -166,7 +166,7 @@ def test_a_search_without_an_identity_is_warned_about_not_refused(pipeline, tmp_
 def test_climb_report_marks_a_stale_search_and_shows_no_mixed_names(
     stale, tmp_path: Path, capsys
 ) -> None:
-    from climb_assets.metadata import super_cluster_names_of
+    from climb_assets.defs.metadata import super_cluster_names_of
 
     settings, layout, recorded, current = stale
     assert main(["--config", config_of(settings, tmp_path), "report"]) == 0
@@ -229,7 +229,7 @@ def test_climb_trace_refuses_when_a_line_was_inserted_above(moved_corpus, tmp_pa
 
 
 def test_trace_refuses_a_record_whose_text_was_edited(moved_corpus) -> None:
-    from climb_assets.lineage import SourceChanged, trace
+    from climb_assets.cli.lineage import SourceChanged, trace
 
     settings, row = moved_corpus
     shard = settings.corpus.path / "a.jsonl"

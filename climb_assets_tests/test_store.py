@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from climb_assets.catalog import VIEWS
+from climb_assets.cli.catalog import VIEWS
 from climb_assets.store import POOL_MANIFEST, Layout, seed_repeats, table_globs
 
 # What the output folder held before the store owned the names: a rename would orphan old runs.
@@ -65,7 +65,7 @@ def test_asset_modules_import_no_other_asset_module() -> None:
     from disk, never from another stage's module (lazy imports inside functions count too)."""
     import ast
 
-    import climb_assets.assets as assets
+    import climb_assets.defs.assets as assets
 
     for path in sorted(Path(assets.__file__).parent.glob("*.py")):
         imported = []
@@ -74,4 +74,4 @@ def test_asset_modules_import_no_other_asset_module() -> None:
                 imported += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Import):
                 imported += [a.name for a in node.names]
-        assert not [m for m in imported if m.startswith("climb_assets.assets")], path.name
+        assert not [m for m in imported if m.startswith("climb_assets.defs.assets")], path.name

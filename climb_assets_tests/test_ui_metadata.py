@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from climb_assets.cli.serve import report_server
 from climb_assets.core.dataset.card import card_for_ui, render_card
 from climb_assets.core.shared.plots import (
     _rotation,
@@ -26,7 +27,7 @@ from climb_assets.core.shared.plots import (
 )
 from climb_assets.core.shared.report import Section
 from climb_assets.core.shared.report_markdown import render_markdown
-from climb_assets.metadata import (
+from climb_assets.defs.metadata import (
     fine_cluster_label,
     iteration_numbers,
     per_iteration,
@@ -34,7 +35,6 @@ from climb_assets.metadata import (
     super_cluster_examples,
     table,
 )
-from climb_assets.serve import report_server
 
 
 def _image(png: bytes) -> np.ndarray:

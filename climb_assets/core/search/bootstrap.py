@@ -32,7 +32,7 @@ from climb_assets.core.search.strategy import (
     seed_noise,
 )
 from climb_assets.core.shared.execution import TasksFailed, map_proxy_tasks
-from climb_assets.progress import Progress
+from climb_assets.core.shared.progress import Progress
 from climb_assets.settings import Settings
 
 Log = Callable[[str], None]
@@ -210,7 +210,7 @@ def _train_pending(
     trainer: ProxyTrainer, pending: list[ProxyJob], settings: Settings, log: Log, label: str
 ) -> dict[ProxyJob, dict]:
     """Train the unfinished proxies on the configured backend; each checkpoints itself. Besides
-    a line per proxy, `log` gets the count and time left (`climb_assets.progress`)."""
+    a line per proxy, `log` gets the count and time left (`climb_assets.core.shared.progress`)."""
     progress = Progress(label, "proxy", len(pending))
     if pending:
         log(progress.line(0))

@@ -21,7 +21,6 @@ import polars as pl
 from climb_assets.core.shared.atomic import write_json
 from climb_assets.core.shared.execution import worker_identity
 from climb_assets.settings import ProxySettings, Settings, TargetSettings
-from climb_assets.store import Layout
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -164,14 +163,15 @@ def canonical_run_row(row: dict) -> dict:
     return first | {k: row[k] for k in sorted(row) if k not in first}
 
 
-def proxy_run_key(settings: Settings, layout: Layout) -> str:
-    """Everything besides the weights that decides a proxy's scores."""
+def proxy_run_key(settings: Settings, pool_dir: Path) -> str:
+    """Everything besides the weights that decides a proxy's scores (the pool: by its
+    manifest)."""
     parts = [
         PROXY_PROTOCOL,
         settings.proxy.model_dump_json(),
         json.dumps([t.model_dump(mode="json") for t in settings.targets], sort_keys=True),
         str(settings.seed),
-        (layout.proxy_pool / "manifest.json").read_text(),
+        (pool_dir / "manifest.json").read_text(),
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 

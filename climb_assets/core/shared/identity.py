@@ -17,11 +17,21 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 
-from climb_assets.store import Layout
+
+class Layout(Protocol):
+    """Where the super-clusters and the search result lie (the store's Layout has both; core
+    does not import the store)."""
+
+    @property
+    def super_clusters(self) -> Path: ...
+
+    @property
+    def optimal_mixture(self) -> Path: ...
+
 
 SUPER_CLUSTERS_ID = "super_clusters_id"
 SEARCH_ID = "search_id"

@@ -12,7 +12,7 @@ from climb_assets.core.search.bootstrap import ProxiesFailed, RoundResult, run_r
 from climb_assets.core.search.proxy_jobs import CURVE_SCHEMA, ProxyJob, ProxyTrainer
 from climb_assets.core.search.strategy import REPEAT_SCHEMA
 from climb_assets.core.shared.execution import available_cpus
-from climb_assets.progress import ProgressLine
+from climb_assets.core.shared.progress import ProgressLine
 from climb_assets_tests.core.search.tiny_search import BUDGET_TOKENS, SETTINGS, TOKEN_COUNTS
 
 
@@ -98,7 +98,7 @@ def test_the_log_callback_hears_every_proxy(two_rounds: tuple) -> None:
     trained = len(first.trained) + len(second.trained)
     done = [line for line in said if " done (" in line]
     assert len(done) == trained
-    # Besides, a count per proxy and one as each round starts (`climb_assets.progress`).
+    # Besides, a count per proxy and one as each round starts (`climb_assets.core.shared.progress`).
     counts = [ProgressLine.parse(line) for line in said if line not in done]
     assert len(counts) == len(said) - trained == trained + 2
     first_count = len(first.trained)

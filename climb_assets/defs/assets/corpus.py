@@ -8,18 +8,18 @@ import dagster as dg
 import polars as pl
 
 from climb_assets.core.shared.atomic import write_parquet
-from climb_assets.failures import one_line_failures
-from climb_assets.metadata import counts, parquet_schema, plot, table
-from climb_assets.partitions import CORPUS_SHARDS
-from climb_assets.resources import ClimbSettings
-from climb_assets.settings import CorpusSettings, Settings
-from climb_assets.shard_state import (
+from climb_assets.defs.failures import one_line_failures
+from climb_assets.defs.metadata import counts, parquet_schema, plot, table
+from climb_assets.defs.partitions import CORPUS_SHARDS
+from climb_assets.defs.resources import ClimbSettings
+from climb_assets.defs.shard_state import (
     INPUT_FINGERPRINT,
     SHARD_CODE_VERSION,
     map_shards,
     registered,
     shard_input_fingerprint,
 )
+from climb_assets.settings import CorpusSettings, Settings
 from climb_assets.store import Layout
 
 if TYPE_CHECKING:

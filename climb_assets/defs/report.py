@@ -30,17 +30,26 @@ from climb_assets.core.shared.identity import (
     search_id,
 )
 from climb_assets.core.shared.report import Section, render_report
-from climb_assets.partitions import iteration_key
-from climb_assets.store import Layout
+from climb_assets.store import Layout, iteration_key
 
 TOP_CANDIDATES = 10
+REPORT_TITLE = "CLIMB search report"
+LOSS_SECTION = "Proxy loss curves"
 
 
-def write_report(layout: Layout) -> Path:
-    """Write `layout.report` from what the output folder holds now; returns its path."""
+@dataclass(frozen=True)
+class WrittenReport:
+    path: Path
+    subtitle: str
+    sections: list[Section]
+
+
+def write_report(layout: Layout) -> WrittenReport:
+    """Write `layout.report` from what the output folder holds now (`climb report`, and the
+    assets whose results it shows, each once it has written them)."""
     subtitle, sections = report_sections(layout)
-    write_text(render_report("CLIMB search report", subtitle, sections), layout.report)
-    return layout.report
+    write_text(render_report(REPORT_TITLE, subtitle, sections), layout.report)
+    return WrittenReport(layout.report, subtitle, sections)
 
 
 def report_sections(layout: Layout) -> tuple[str, list[Section]]:
@@ -230,7 +239,7 @@ def trace_section(layout: Layout, optimal: dict, names: dict[int, str]) -> Secti
 def loss_section(layout: Layout, iterations: int) -> Section:
     from climb_assets.core.shared.plots import loss_curves
 
-    section = Section("Proxy loss curves")
+    section = Section(LOSS_SECTION)
     for i in range(1, iterations + 1):
         path = layout.loss_curves(iteration_key(i))
         if not path.exists():

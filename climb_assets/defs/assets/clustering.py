@@ -12,10 +12,10 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from climb_assets.automation import eager_after
 from climb_assets.core.shared.atomic import write_npy, write_parquet
-from climb_assets.failures import one_line_failures
-from climb_assets.metadata import (
+from climb_assets.defs.automation import eager_after
+from climb_assets.defs.failures import one_line_failures
+from climb_assets.defs.metadata import (
     fine_cluster_label,
     named,
     plot,
@@ -24,10 +24,9 @@ from climb_assets.metadata import (
     table,
     table_metadata,
 )
-from climb_assets.partitions import CORPUS_SHARDS
-from climb_assets.resources import ClimbSettings
-from climb_assets.settings import EmbeddingSettings, Settings
-from climb_assets.shard_state import (
+from climb_assets.defs.partitions import CORPUS_SHARDS
+from climb_assets.defs.resources import ClimbSettings
+from climb_assets.defs.shard_state import (
     INPUT_FINGERPRINT,
     SHARD_CODE_VERSION,
     map_shards,
@@ -35,6 +34,7 @@ from climb_assets.shard_state import (
     require_shard_files,
     shard_input_fingerprint,
 )
+from climb_assets.settings import EmbeddingSettings, Settings
 from climb_assets.store import (
     READ_PER_SHARD,
     Layout,

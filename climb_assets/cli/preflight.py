@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from climb_assets.failures import one_line
+from climb_assets.defs.failures import one_line
 from climb_assets.settings import Settings
 
 
@@ -191,9 +191,9 @@ def describe_shard_work(settings: Settings, shards: list[str], sample: int = 256
 
 
 def _ingest_sample(texts: list[str], settings: Settings) -> None:
-    from climb_assets.assets.corpus import token_counter_for
     from climb_assets.core.corpus.documents import normalize_text
     from climb_assets.core.corpus.quality import quality_signals
+    from climb_assets.defs.assets.corpus import token_counter_for
 
     normalized = [normalize_text(text) for text in texts]
     token_counter_for(settings.embedding.model)(normalized)
@@ -203,8 +203,8 @@ def _ingest_sample(texts: list[str], settings: Settings) -> None:
 def _embedding_rate(texts: list[str], settings: Settings) -> float:
     import time
 
-    from climb_assets.assets.clustering import shared_encoder
     from climb_assets.core.clustering.embedding import encode
+    from climb_assets.defs.assets.clustering import shared_encoder
 
     model = shared_encoder(settings.embedding)  # loaded before the clock: the steps reuse it
     encode(model, texts[:4], settings.embedding.batch_size)  # the first call warms kernels up

@@ -12,10 +12,10 @@ import dagster as dg
 import polars as pl
 
 from climb_assets.core.clustering.naming import round_for_reading
-from climb_assets.store import Layout
 
 if TYPE_CHECKING:
     from climb_assets.core.shared.report import Section
+    from climb_assets.defs.report import WrittenReport
 
 _WEIGHT_COLUMN = re.compile(r"^w_(\d+)$")
 
@@ -131,27 +131,19 @@ def with_names(df: pl.DataFrame, names: Mapping[int, str]) -> pl.DataFrame:
 
 
 SERVE_COMMAND = "climb report --serve"
-REPORT_TITLE = "CLIMB search report"
-LOSS_SECTION = "Proxy loss curves"
 
 
-def report_link(layout: Layout) -> dict[str, dg.MetadataValue]:
-    """Write the HTML report of the latest search, embed it in the metadata as markdown (one
-    click on the asset page: '[Show Markdown]'), and name the command that serves the HTML page.
+def report_metadata(report: WrittenReport) -> dict[str, dg.MetadataValue]:
+    """The report written by `write_report`, embedded as markdown (one click on the asset page:
+    '[Show Markdown]'), and the command that serves its HTML page.
 
     Not a link to the file: a browser refuses file:// links from the UI's http:// page, and a
     server would have to be running when the link is clicked.
     """
-    from climb_assets.core.shared.atomic import write_text
-    from climb_assets.core.shared.report import render_report
-    from climb_assets.report import report_sections
-
-    subtitle, sections = report_sections(layout)
-    write_text(render_report(REPORT_TITLE, subtitle, sections), layout.report)
     return {
-        "report": dg.MetadataValue.md(report_markdown(subtitle, sections)),
+        "report": dg.MetadataValue.md(report_markdown(report.subtitle, report.sections)),
         "report_page": dg.MetadataValue.text(
-            f"{SERVE_COMMAND}  (serves {layout.report.name} on a local http:// address it prints)"
+            f"{SERVE_COMMAND}  (serves {report.path.name} on a local http:// address it prints)"
         ),
     }
 
@@ -160,6 +152,7 @@ def report_markdown(subtitle: str, sections: Sequence[Section]) -> str:
     """The report as markdown for the UI: every section but the per-iteration loss curves
     (each iteration's proxy_scores shows its own)."""
     from climb_assets.core.shared.report_markdown import render_markdown
+    from climb_assets.defs.report import LOSS_SECTION, REPORT_TITLE
 
     kept = [s for s in sections if s.title != LOSS_SECTION]
     note = f"Loss curves: on each proxy_scores partition, and on the page of `{SERVE_COMMAND}`."

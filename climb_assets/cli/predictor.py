@@ -1,6 +1,6 @@
 """`climb predictor`: the mixture -> score predictor on any table of past training runs.
 
-Usable without Dagster or the rest of the pipeline: `python -m climb_assets.predictor_cli
+Usable without Dagster or the rest of the pipeline: `python -m climb_assets.cli.predictor
 predictor ACTION ...` works too.
 """
 

@@ -9,10 +9,10 @@ import json
 
 import dagster as dg
 
-from climb_assets.graph import SCHEDULE_ENTRY
-from climb_assets.resources import ClimbSettings
+from climb_assets.defs.graph import SCHEDULE_ENTRY
+from climb_assets.defs.resources import ClimbSettings
+from climb_assets.defs.shard_state import shard_is_current, shard_registration
 from climb_assets.settings import Settings
-from climb_assets.shard_state import shard_is_current, shard_registration
 
 # Hashing stops after this long in one tick (the daemon times a sensor out at 60 s); the
 # shards left are hashed in the next ticks.
@@ -70,7 +70,7 @@ def corpus_shard_tick(
     context: dg.SensorEvaluationContext, settings: Settings, shard_assets: tuple[str, ...]
 ) -> dg.SensorResult:
     from climb_assets.core.corpus.shards import content_of, fingerprint_shards
-    from climb_assets.shard_state import shard_input_fingerprint
+    from climb_assets.defs.shard_state import shard_input_fingerprint
 
     # The cursor only caches content hashes by file stat, so unchanged files are not re-read;
     # what is processed is read from the instance.

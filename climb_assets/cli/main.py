@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from climb_assets.failures import MAX_ERROR_CHARS, USER_ERRORS, error_line
+from climb_assets.defs.failures import MAX_ERROR_CHARS, USER_ERRORS, error_line
 from climb_assets.settings import CONFIG_ENV_VAR, config_file, load_settings
 
 if TYPE_CHECKING:
@@ -32,10 +32,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_locked(args: argparse.Namespace, settings: Settings, layout: Layout) -> None:
-    from climb_assets.catalog import write_catalog
+    from climb_assets.cli.catalog import write_catalog
+    from climb_assets.cli.run_plan import describe_result, describe_run
+    from climb_assets.cli.runner import project_instance, run_pipeline
     from climb_assets.definitions import build_definitions
-    from climb_assets.run_plan import describe_result, describe_run
-    from climb_assets.runner import project_instance, run_pipeline
 
     for line in describe_run(settings):
         print(line)
@@ -62,12 +62,12 @@ def _run_locked(args: argparse.Namespace, settings: Settings, layout: Layout) ->
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from climb_assets.assets.evaluation import missing_upstream
+    from climb_assets.cli.runner import check_success, launch, log_file, project_instance
     from climb_assets.core.shared.identity import search_identity
     from climb_assets.core.shared.run_owner import project_lock
     from climb_assets.definitions import build_definitions
-    from climb_assets.run_guard import recover_dead_runs
-    from climb_assets.runner import check_success, launch, log_file, project_instance
+    from climb_assets.defs.assets.evaluation import missing_upstream
+    from climb_assets.defs.run_guard import recover_dead_runs
     from climb_assets.store import Layout
 
     settings = load_settings()
@@ -100,7 +100,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _print_evaluation(layout: Layout) -> None:
     import json
 
-    from climb_assets.assets.evaluation import report_lines
+    from climb_assets.defs.assets.evaluation import report_lines
 
     summary = json.loads(layout.evaluation_summary.read_text())
     for line in report_lines(summary):
@@ -111,7 +111,7 @@ def _print_evaluation(layout: Layout) -> None:
 def _cmd_trace(args: argparse.Namespace) -> int:
     import json
 
-    from climb_assets.lineage import trace
+    from climb_assets.cli.lineage import trace
 
     found = trace(args.doc_id, load_settings())
     if args.json:
@@ -128,7 +128,7 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
-    from climb_assets.catalog import connect, write_catalog
+    from climb_assets.cli.catalog import connect, write_catalog
     from climb_assets.core.shared.read_only_sql import check_read_only
     from climb_assets.store import Layout
 
@@ -145,11 +145,11 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from climb_assets.report import report_warnings, write_report
+    from climb_assets.defs.report import report_warnings, write_report
     from climb_assets.store import Layout
 
     layout = Layout(load_settings().output_dir)
-    path = write_report(layout).resolve()
+    path = write_report(layout).path.resolve()
     for line in report_warnings(layout):  # also at the top of the page
         print(f"climb: warning: {line}", file=sys.stderr)
     print(path)
@@ -159,7 +159,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if not webbrowser.open(path.as_uri()):
             print("climb: no browser found; open the file above", file=sys.stderr)
     if args.serve:
-        from climb_assets.serve import serve_report
+        from climb_assets.cli.serve import serve_report
 
         serve_report(path, args.host, args.port)
     return 0
@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--port", type=int, default=8765, help="port to serve on; 0: any free")
     report.set_defaults(func=_cmd_report)
 
-    from climb_assets.predictor_cli import add_parser as add_predictor_parser
+    from climb_assets.cli.predictor import add_parser as add_predictor_parser
 
     add_predictor_parser(sub).set_defaults(func=lambda args: args.handler(args))
 

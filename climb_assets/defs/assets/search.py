@@ -35,29 +35,25 @@ from climb_assets.core.shared.identity import (
     read_optimal,
     search_id,
 )
-from climb_assets.failures import one_line_failures
-from climb_assets.graph import PUBLISHES_TAG
-from climb_assets.metadata import (
+from climb_assets.defs.failures import one_line_failures
+from climb_assets.defs.graph import PUBLISHES_TAG
+from climb_assets.defs.metadata import (
     iteration_numbers,
     named,
     per_iteration,
     plot,
-    report_link,
+    report_metadata,
     runs_table,
     super_cluster_names_of,
     table,
     weight_name,
     with_names,
 )
-from climb_assets.partitions import (
-    PREVIOUS_ITERATION,
-    iteration_key,
-    iteration_number,
-    iterations_partitions,
-)
-from climb_assets.resources import ClimbSettings
+from climb_assets.defs.partitions import PREVIOUS_ITERATION, iterations_partitions
+from climb_assets.defs.report import write_report
+from climb_assets.defs.resources import ClimbSettings
+from climb_assets.defs.shard_state import map_shards, registered, require_shard_files
 from climb_assets.settings import Settings
-from climb_assets.shard_state import map_shards, registered, require_shard_files
 from climb_assets.store import (
     CURVES_FILE,
     PREDICTOR_DIR,
@@ -67,6 +63,8 @@ from climb_assets.store import (
     SUMMARY_FILE,
     Layout,
     corpus_token_counts,
+    iteration_key,
+    iteration_number,
     iteration_runs,
     kept_document_batches,
     read_runs,
@@ -205,7 +203,7 @@ def run_iteration(
         with_absolute_target_paths(settings),
         layout.proxy_pool.resolve(),
         layout.iteration_work(key).resolve(),
-        proxy_run_key(settings, layout),
+        proxy_run_key(settings, layout.proxy_pool),
     )
     try:
         result = run_round(
@@ -512,6 +510,7 @@ def optimal_mixture(
     spearman = {f"iter-{s['iteration']:03d}": s["cv_spearman"] for s in summaries}
     on_simplex = bool(np.all(weights >= 0) and abs(weights.sum() - 1) < 1e-6)
     names = super_cluster_names_of(supers)
+    page = write_report(layout)  # the HTML page now shows this result too
     return dg.MaterializeResult(
         metadata={
             "predicted_objective": _rounded(result["predicted_objective"]),
@@ -546,7 +545,7 @@ def optimal_mixture(
                 objective_by_iteration(history),
                 "objective by iteration",
             ),
-            **report_link(layout),
+            **report_metadata(page),
         },
         check_results=[dg.AssetCheckResult(check_name="weights_on_simplex", passed=on_simplex)],
     )
@@ -579,7 +578,7 @@ def final_race(
         with_absolute_target_paths(settings),
         layout.proxy_pool.resolve(),
         layout.final_race_work.resolve(),
-        proxy_run_key(settings, layout),
+        proxy_run_key(settings, layout.proxy_pool),
     )
     try:
         race = run_race(

@@ -10,22 +10,12 @@ from __future__ import annotations
 
 import dagster as dg
 
+from climb_assets.store import iteration_key
+
 CORPUS_SHARDS = dg.DynamicPartitionsDefinition(name="corpus_shards")
 
 ITERATION_FORMAT = "iter-%j"
 MAX_ITERATIONS = 365  # one per day of the (non-leap) year 1900
-
-
-def iteration_key(iteration: int) -> str:
-    """1-based iteration number -> partition key, e.g. 2 -> 'iter-002'."""
-    return f"iter-{iteration:03d}"
-
-
-def iteration_number(key: str) -> int:
-    """Partition key -> 1-based iteration number, e.g. 'iter-002' -> 2."""
-    if not key.startswith("iter-") or not key[5:].isdigit():
-        raise ValueError(f"{key!r} is not an iteration key like 'iter-001'")
-    return int(key[5:])
 
 
 def iterations_partitions(count: int) -> dg.TimeWindowPartitionsDefinition:

@@ -21,18 +21,18 @@ from pathlib import Path
 
 import dagster as dg
 
-from climb_assets.core.shared.run_owner import Owner
-from climb_assets.graph import Stage, stages
-from climb_assets.preflight import (
+from climb_assets.cli.preflight import (
     check_corpus_fits,
     describe_shard_work,
     preflight,
     text_field_warnings,
 )
-from climb_assets.progress import ConsoleProgress, is_for_display
-from climb_assets.run_guard import owner_tags, recover_dead_runs, wait_for_pools
+from climb_assets.core.shared.progress import ConsoleProgress, is_for_display
+from climb_assets.core.shared.run_owner import Owner
+from climb_assets.defs.graph import Stage, stages
+from climb_assets.defs.run_guard import owner_tags, recover_dead_runs, wait_for_pools
+from climb_assets.defs.shard_state import register_shards
 from climb_assets.settings import Settings
-from climb_assets.shard_state import register_shards
 
 
 def project_instance() -> dg.DagsterInstance:
@@ -68,8 +68,8 @@ def shard_is_current(
 ) -> bool:
     """True when every asset of a per-shard stage was last materialized (by `climb run`, the UI
     or the daemon) from the same file, settings and code, and its output files still exist."""
-    from climb_assets.shard_state import shard_input_fingerprint
-    from climb_assets.shard_state import shard_is_current as current
+    from climb_assets.defs.shard_state import shard_input_fingerprint
+    from climb_assets.defs.shard_state import shard_is_current as current
 
     expected = shard_input_fingerprint(settings, shard)
     return current(instance, settings, shard, expected, stage.assets)
@@ -79,7 +79,7 @@ def partition_keys(stage: Stage, shards: list[str], settings: Settings) -> list[
     if stage.axis == "shards":
         return list(shards)
     if stage.axis == "iterations":
-        from climb_assets.partitions import iteration_key
+        from climb_assets.store import iteration_key
 
         return [iteration_key(i) for i in range(1, settings.iterations + 1)]
     return [None]
@@ -152,8 +152,8 @@ def launch(
     `climb` can tell if it died), once the concurrency pools its steps use have a free slot.
 
     The console shows Dagster's records from `log_level` up, less the errors (a failure's stack)
-    unless `debug`, and the steps' progress lines (`climb_assets.progress`) at any level; `log`
-    gets every record. The instance's event log keeps everything."""
+    unless `debug`, and the steps' progress lines (`climb_assets.core.shared.progress`) at any
+    level; `log` gets every record. The instance's event log keeps everything."""
     graph = defs.resolve_asset_graph()
     pools = {p for a in assets for p in graph.get(dg.AssetKey(a)).pools or ()}
     wait_for_pools(instance, pools, echo)
@@ -190,7 +190,7 @@ def was_interrupted(result: dg.ExecuteInProcessResult) -> bool:
 
 def check_success(result: dg.ExecuteInProcessResult, log: Path | None, key: str | None) -> None:
     """Raise StepFailed naming the failed step, its cause and where the full log is."""
-    from climb_assets.failures import failure_traceback, step_failure
+    from climb_assets.defs.failures import failure_traceback, step_failure
 
     if result.success:
         return

@@ -16,7 +16,7 @@ from typing import TypeVar
 import dagster as dg
 
 from climb_assets.core.corpus.shards import discover_shards
-from climb_assets.partitions import CORPUS_SHARDS
+from climb_assets.defs.partitions import CORPUS_SHARDS
 from climb_assets.settings import Settings
 from climb_assets.store import Layout
 

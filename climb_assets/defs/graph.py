@@ -13,7 +13,7 @@ from typing import Literal
 
 import dagster as dg
 
-from climb_assets.partitions import CORPUS_SHARDS, ITERATION_FORMAT
+from climb_assets.defs.partitions import CORPUS_SHARDS, ITERATION_FORMAT
 
 # On assets `climb run` materializes only when asked (`--evaluate`): they train larger models.
 OPTIONAL_TAG = "climb/optional"

@@ -20,16 +20,16 @@ from climb_assets.core.search.proxy_jobs import EvaluationJob, EvaluationTrainer
 from climb_assets.core.shared.atomic import atomic_dir, write_json, write_parquet
 from climb_assets.core.shared.execution import TasksFailed, map_proxy_tasks
 from climb_assets.core.shared.identity import StaleInput, search_identity
-from climb_assets.failures import one_line_failures
-from climb_assets.graph import OPTIONAL_TAG
-from climb_assets.metadata import (
+from climb_assets.core.shared.progress import Progress, format_left, notice
+from climb_assets.defs.failures import one_line_failures
+from climb_assets.defs.graph import OPTIONAL_TAG
+from climb_assets.defs.metadata import (
     plot,
-    report_link,
+    report_metadata,
     table,
 )
-from climb_assets.partitions import iteration_key
-from climb_assets.progress import Progress, format_left, notice
-from climb_assets.resources import ClimbSettings
+from climb_assets.defs.report import write_report
+from climb_assets.defs.resources import ClimbSettings
 from climb_assets.settings import ProxySettings, Settings
 from climb_assets.store import (
     CURVES_FILE,
@@ -37,6 +37,7 @@ from climb_assets.store import (
     SUMMARY_FILE,
     Layout,
     corpus_token_counts,
+    iteration_key,
     iteration_runs,
 )
 
@@ -131,6 +132,7 @@ def mixture_evaluation(
         check_metadata[f"margin_{m['baseline']}"] = _readable(m["margin"])
         check_metadata[f"spread_{m['baseline']}"] = _readable(m["spread"])
         check_metadata[f"paired_spread_{m['baseline']}"] = _readable(m.get("paired_std"))
+    page = write_report(layout)  # the HTML page now shows this result too
     return dg.MaterializeResult(
         metadata={
             "objective_direction": "higher is better",
@@ -143,7 +145,7 @@ def mixture_evaluation(
             "mixtures": table(mixture_weights_table(summary)),
             **({} if chart is None else {"margins_chart": plot(chart, "margins over baselines")}),
             "path": dg.MetadataValue.path(str(layout.evaluation)),
-            **report_link(layout),
+            **report_metadata(page),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -252,7 +254,7 @@ def _train_evaluation(
 ) -> list[dict]:
     """Train the unfinished evaluation models, as many at once as the proxies' backend allows
     (local worker processes or Ray); each checkpoints itself as it finishes. Besides a line per
-    model, `log` gets the count and time left (`climb_assets.progress`)."""
+    model, `log` gets the count and time left (`climb_assets.core.shared.progress`)."""
     progress = Progress("mixture_evaluation", "model", len(pending))
     if pending:
         log(progress.line(0))
