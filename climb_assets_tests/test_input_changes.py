@@ -123,7 +123,7 @@ def test_files_that_are_not_shards_are_named_once(awkward_corpus) -> None:
     _, instance, _ = awkward_corpus
     skipped = latest_metadata(instance, "document_index")["skipped_files"]
     assert (
-        "2 file(s)" in skipped and "notes.txt" in skipped and "gone.jsonl (broken link)" in skipped
+        "2 path(s)" in skipped and "notes.txt" in skipped and "gone.jsonl (broken link)" in skipped
     )
 
 
