@@ -28,7 +28,7 @@ from climb_assets.cli.preflight import (
     text_field_warnings,
 )
 from climb_assets.core.shared.progress import ConsoleProgress, is_for_display
-from climb_assets.core.shared.run_owner import Owner
+from climb_assets.core.shared.run_owner import Owner, interrupt_witness
 from climb_assets.defs.graph import Stage, stages
 from climb_assets.defs.run_guard import owner_tags, recover_dead_runs, wait_for_pools
 from climb_assets.defs.shard_state import register_shards
@@ -164,19 +164,22 @@ def launch(
         loggers["file"] = climb_file_logger
         config["file"] = {"config": {"path": str(log)}}
     job = defs.resolve_implicit_global_asset_job_def().with_logger_defs(loggers)
-    try:
-        result = job.execute_in_process(
-            instance=instance,
-            partition_key=partition_key,
-            asset_selection=[dg.AssetKey(a) for a in assets],
-            run_config={"loggers": config},
-            tags=owner_tags(Owner.current()),
-            raise_on_error=False,
-        )
-    finally:
-        display.close()  # a step that failed midway leaves its bar: take it off the screen
-    if was_interrupted(result):  # Dagster turns Ctrl-C/SIGTERM into a failed run
-        raise KeyboardInterrupt(f"run {result.run_id} interrupted")
+    with interrupt_witness() as interrupted:
+        try:
+            result = job.execute_in_process(
+                instance=instance,
+                partition_key=partition_key,
+                asset_selection=[dg.AssetKey(a) for a in assets],
+                run_config={"loggers": config},
+                tags=owner_tags(Owner.current()),
+                raise_on_error=False,
+            )
+        finally:
+            display.close()  # a step that failed midway leaves its bar: take it off the screen
+        # Dagster turns Ctrl-C/SIGTERM into a failed run, but may finish the run instead when
+        # the signal lands between its checkpoints: stop after it all the same.
+        if was_interrupted(result) or interrupted():
+            raise KeyboardInterrupt(f"run {result.run_id} interrupted")
     return result
 
 

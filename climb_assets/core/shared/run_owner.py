@@ -17,7 +17,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,3 +115,34 @@ def sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def interrupt_witness() -> Iterator[Callable[[], bool]]:
+    """Yield a check that says whether SIGINT or SIGTERM arrived since the last check, whatever
+    Python handler was installed then.
+
+    Dagster swaps the handlers during a run, and an interrupt landing between its checkpoints
+    (after a step's compute, say) can be dropped when the run ends; the interpreter's wakeup fd
+    still receives the signal's number. Outside the main thread the check says False."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def arrived() -> bool:
+        try:
+            numbers = os.read(read_end, 1024)
+        except BlockingIOError:
+            return False
+        return any(n in (signal.SIGINT, signal.SIGTERM) for n in numbers)
+
+    try:
+        yield arrived
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(read_end)
+        os.close(write_end)
