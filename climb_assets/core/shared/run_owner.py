@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -122,9 +123,10 @@ def interrupt_witness() -> Iterator[Callable[[], bool]]:
     """Yield a check that says whether SIGINT or SIGTERM arrived since the last check, whatever
     Python handler was installed then.
 
-    Dagster swaps the handlers during a run, and an interrupt landing between its checkpoints
-    (after a step's compute, say) can be dropped when the run ends; the interpreter's wakeup fd
-    still receives the signal's number. Outside the main thread the check says False."""
+    A handler that raises (Dagster's, during a run) can raise inside a garbage collector's
+    callback, where Python prints "Exception ignored in ..." and drops it; the interpreter's
+    wakeup fd still receives the signal's number. Inside the block such dropped interrupts are
+    not printed: the check reports them. Outside the main thread the check says False."""
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
         return
@@ -132,6 +134,14 @@ def interrupt_witness() -> Iterator[Callable[[], bool]]:
     os.set_blocking(read_end, False)
     os.set_blocking(write_end, False)
     previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    previous_hook = sys.unraisablehook
+
+    def quiet_interrupts(unraisable: sys.UnraisableHookArgs) -> None:
+        if not isinstance(unraisable.exc_value, Exception | None):  # an interrupt, dropped
+            return
+        previous_hook(unraisable)
+
+    sys.unraisablehook = quiet_interrupts
 
     def arrived() -> bool:
         try:
@@ -143,6 +153,7 @@ def interrupt_witness() -> Iterator[Callable[[], bool]]:
     try:
         yield arrived
     finally:
+        sys.unraisablehook = previous_hook
         signal.set_wakeup_fd(previous)
         os.close(read_end)
         os.close(write_end)
