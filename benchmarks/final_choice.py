@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 from climb_assets.core.search.mixtures import constraint_budget
-from climb_assets.core.search.strategy import optimal_mixture
+from climb_assets.core.search.strategy import choose_optimal_mixture
 from climb_assets.settings import load_settings
 from climb_assets.store import Layout, corpus_token_counts, iteration_runs
 
@@ -36,7 +36,7 @@ def main() -> int:
         counts = corpus_token_counts(layout, settings)
         for floor in args.floors:
             search = settings.search.model_copy(update={"final_min_weight": floor})
-            best = optimal_mixture(
+            best = choose_optimal_mixture(
                 history, counts, search, constraint_budget(settings), settings.seed,
                 maximize=True, predictor_settings=settings.predictor,
             )  # fmt: skip

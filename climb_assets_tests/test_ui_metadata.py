@@ -25,7 +25,7 @@ from climb_assets.core.shared.plots import (
     scatter_2d,
     wrap_label,
 )
-from climb_assets.core.shared.report import Section
+from climb_assets.core.shared.report_html import Section
 from climb_assets.core.shared.report_markdown import render_markdown
 from climb_assets.defs.metadata import (
     fine_cluster_label,

@@ -14,7 +14,7 @@ import polars as pl
 from climb_assets.core.clustering.naming import round_for_reading
 
 if TYPE_CHECKING:
-    from climb_assets.core.shared.report import Section
+    from climb_assets.core.shared.report_html import Section
     from climb_assets.defs.report import WrittenReport
 
 _WEIGHT_COLUMN = re.compile(r"^w_(\d+)$")

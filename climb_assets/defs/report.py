@@ -29,7 +29,7 @@ from climb_assets.core.shared.identity import (
     read_optimal,
     search_id,
 )
-from climb_assets.core.shared.report import Section, render_report
+from climb_assets.core.shared.report_html import Section, render_report
 from climb_assets.store import Layout, iteration_key
 
 TOP_CANDIDATES = 10

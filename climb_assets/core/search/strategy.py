@@ -387,7 +387,7 @@ def _fit(
     return IterationPredictor(predictor=predictor, cv_spearman=cv, n_rows=len(scores))
 
 
-def optimal_mixture(
+def choose_optimal_mixture(
     history: pl.DataFrame,
     token_counts: TokenCounts,
     settings: SearchSettings,

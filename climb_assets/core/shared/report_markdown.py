@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from climb_assets.core.shared.report import Section, number
+from climb_assets.core.shared.report_html import Section, number
 
 CELL_CHARS = 60
 QUOTE_CHARS = 200

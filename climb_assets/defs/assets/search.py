@@ -439,7 +439,7 @@ def optimal_mixture(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
     from climb_assets.core.search.mixtures import build_constraints
-    from climb_assets.core.search.strategy import optimal_mixture as choose_optimal
+    from climb_assets.core.search.strategy import choose_optimal_mixture as choose_optimal
     from climb_assets.core.shared.plots import objective_by_iteration
 
     settings, layout = climb.resolve()

@@ -21,8 +21,8 @@ from climb_assets.core.search.strategy import (
     REPEAT_SCHEMA,
     IterationPlan,
     OptimalMixture,
+    choose_optimal_mixture,
     fit_iteration_predictor,
-    optimal_mixture,
     plan_iteration,
     proxy_seed,
     seed_noise,
@@ -107,7 +107,7 @@ def run_rounds(
                 else pl.concat([history, rounds[-1].runs], how="diagonal")
             )
     assert history is not None
-    optimal = optimal_mixture(history, counts, search, BUDGET_TOKENS, seed)
+    optimal = choose_optimal_mixture(history, counts, search, BUDGET_TOKENS, seed)
     return Search(rounds, optimal)
 
 
@@ -246,7 +246,7 @@ def test_minimizing_looks_for_low_scores() -> None:
         runs = runs.with_columns(pl.Series("score", distance, dtype=pl.Float64))
         history = runs if history is None else pl.concat([history, runs])
     assert history is not None
-    best = optimal_mixture(history, counts, SETTINGS, BUDGET_TOKENS, seed=1, maximize=False)
+    best = choose_optimal_mixture(history, counts, SETTINGS, BUDGET_TOKENS, seed=1, maximize=False)
     assert best.best_observed_score == history["score"].min()
     first, last = (history.filter(pl.col("iteration") == i)["score"].mean() for i in (1, 3))
     assert last < first
