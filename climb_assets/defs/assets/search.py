@@ -439,6 +439,7 @@ def optimal_mixture(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
     from climb_assets.core.search.mixtures import build_constraints
+    from climb_assets.core.search.result import chosen_weights, optimal_mixture_record
     from climb_assets.core.search.strategy import choose_optimal_mixture as choose_optimal
     from climb_assets.core.shared.plots import objective_by_iteration
 
@@ -462,7 +463,7 @@ def optimal_mixture(
     constraints = build_constraints(token_counts, settings.search, constraint_budget(settings))
     caps = constraints.upper
     race = final_race(context, settings, layout, best, history, constraints)
-    weights = best.weights if race is None else race.winner.weights
+    weights = chosen_weights(best, race)
     mixture = supers.select("super_cluster", "token_share", "top_terms").with_columns(
         pl.Series("weight", weights[: supers.height]),
         pl.Series("cap", caps[: supers.height]),
@@ -470,40 +471,16 @@ def optimal_mixture(
         pl.Series("best_observed_weight", best.best_observed_weights[: supers.height]),
     )
     choice = best.choice
-    predicted, spread = best.predicted, best.predicted_spread
-    if race is not None:  # the same predictor's view of the race's winner
-        predicted = float(best.predictor.predictor.predict(weights[None])[0])
-        spread = float(best.predictor.predictor.predict_spread(weights[None])[0])
-    result = {
-        "weights": {str(i): float(w) for i, w in enumerate(weights)},
-        "predicted_objective": predicted,
-        "predicted_spread": spread,
-        "choice_method": choice_method(choice.method, race),
-        "predicted_choice": {str(i): float(w) for i, w in enumerate(best.weights)},
-        "predicted_choice_method": choice.method,
-        "predicted_choice_objective": best.predicted,
-        "final_race": None if race is None else race.standings().to_dicts(),
-        "region_size": choice.region_size,
-        "objective_direction": "higher is better",
-        "best_observed_objective": best.best_observed_score,
-        "best_observed_predicted": choice.best_observed_predicted,
-        "best_observed_weights": {
-            str(i): float(w) for i, w in enumerate(best.best_observed_weights)
-        },
-        "caps": {str(i): float(c) for i, c in enumerate(caps)},
-        "final_cv_spearman": None
-        if np.isnan(best.predictor.cv_spearman)
-        else best.predictor.cv_spearman,
-        "seed_noise": pooled_seed_noise(layout, settings.iterations),
-        "pool_size": best.pool_size,
-        "top_k": settings.search.final_top_k,
-        "min_weight": settings.search.final_min_weight,
-        # where the predictor's best lay against the runs' trust region (None: region off)
-        "trust_region": choice.trust and choice.trust.to_json([str(i) for i in range(len(caps))]),
-        "iterations": summaries,
-        "targets": [t.model_dump(mode="json") for t in settings.targets],
-        SUPER_CLUSTERS_ID: clusters_id,  # consumers check their super-clusters against it
-    }
+    result = optimal_mixture_record(
+        best,
+        race,
+        caps,
+        settings,
+        summaries,
+        pooled_seed_noise(layout, settings.iterations),
+        clusters_id,
+    )
+    spread = result["predicted_spread"]
     write_json(result, layout.optimal_mixture)
     identity = search_id(read_optimal(layout))  # of what consumers will read back
     shutil.rmtree(layout.final_race_work, ignore_errors=True)  # decided and written
@@ -594,13 +571,6 @@ def final_race(
         raise dg.Failure(str(err)) from err
     context.log.info(f"final race: {race.winner.name} wins\n{race.standings()}")
     return race
-
-
-def choice_method(predicted_method: str, race: "RaceResult | None") -> str:
-    """How the optimal mixture was chosen: by the race, or the predictor's way without one."""
-    if race is None:
-        return predicted_method
-    return f"race winner: {race.winner.name}"
 
 
 def race_metadata(race: "RaceResult | None") -> dict:

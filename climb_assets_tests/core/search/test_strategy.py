@@ -193,6 +193,24 @@ def test_optimal_mixture_is_feasible_and_reported(searched: tuple) -> None:
     assert trust.chosen.inside
 
 
+def test_the_result_record_says_what_was_chosen_and_on_what(searched: tuple) -> None:
+    from climb_assets.core.search.result import optimal_mixture_record
+    from climb_assets.core.shared.identity import SUPER_CLUSTERS_ID
+
+    result, counts, _ = searched
+    optimal = result.optimal
+    caps = build_constraints(counts, SETTINGS, BUDGET_TOKENS).upper
+    record = optimal_mixture_record(
+        optimal, None, caps, Settings(search=SETTINGS), [{"iteration": 1}], 0.01, "abc"
+    )
+    assert record["weights"] == {str(i): float(w) for i, w in enumerate(optimal.weights)}
+    assert record["weights"] == record["predicted_choice"]  # no race: the predictor's choice
+    assert record["choice_method"] == record["predicted_choice_method"] == optimal.choice.method
+    assert record["predicted_objective"] == optimal.predicted and record["final_race"] is None
+    assert record[SUPER_CLUSTERS_ID] == "abc" and record["seed_noise"] == 0.01
+    assert len(record["caps"]) == len(counts) and record["trust_region"]["chosen"]["inside"]
+
+
 def test_iteration_one_trains_every_group_at_its_cap() -> None:
     counts, _ = _problem(4)
     constraints = build_constraints(counts, SETTINGS, BUDGET_TOKENS)
