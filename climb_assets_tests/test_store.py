@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from climb_assets.cli.catalog import VIEWS
 from climb_assets.store import POOL_MANIFEST, Layout, seed_repeats, table_globs
@@ -75,3 +76,13 @@ def test_asset_modules_import_no_other_asset_module() -> None:
             elif isinstance(node, ast.Import):
                 imported += [a.name for a in node.names]
         assert not [m for m in imported if m.startswith("climb_assets.defs.assets")], path.name
+
+
+def test_a_missing_iteration_is_a_plain_error_naming_what_to_materialize(tmp_path: Path) -> None:
+    from climb_assets.store import MissingArtifact, iteration_runs, read_runs
+
+    layout = Layout(tmp_path)
+    with pytest.raises(MissingArtifact, match="Materialize bootstrap_iteration iter-001 first"):
+        iteration_runs(layout, 2)
+    with pytest.raises(FileNotFoundError, match="materialize bootstrap_iteration iter-003"):
+        read_runs(layout, "iter-003")

@@ -36,6 +36,7 @@ from climb_assets.store import (
     RUNS_FILE,
     SUMMARY_FILE,
     Layout,
+    MissingArtifact,
     corpus_token_counts,
     iteration_key,
     iteration_runs,
@@ -306,7 +307,7 @@ def proxy_tokens_per_second(settings: Settings, layout: Layout) -> float | None:
     """The median training speed of the search's proxies, None when none was recorded."""
     try:
         runs = iteration_runs(layout, settings.iterations + 1)
-    except dg.Failure:  # an iteration missing: the evaluation itself says so
+    except MissingArtifact:  # an iteration missing: the evaluation itself says so
         return None
     if runs is None or "train_tokens_per_second" not in runs.columns:
         return None
