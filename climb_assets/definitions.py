@@ -28,13 +28,14 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         *dg.load_assets_from_modules([corpus, clustering]),
         search.proxy_pool,
         *search.build_search_assets(settings),
-        dataset.build_climbmix_dataset(),
+        placeholder := dataset.build_climbmix_dataset(),
         evaluation.mixture_evaluation,
     ]
     resources = {"climb": climb}
     graph = dg.Definitions(assets=assets, resources=resources)
     # The card records its upstream runs: which assets those are, the graph says.
-    assets[-2] = dataset.build_climbmix_dataset(dataset_upstream(graph))
+    at = next(i for i, asset in enumerate(assets) if asset is placeholder)
+    assets[at] = dataset.build_climbmix_dataset(dataset_upstream(graph))
     scheduled, shards = scheduled_assets(graph), shard_assets(graph)
     return dg.Definitions(
         assets=with_schedule(assets, settings, scheduled),
