@@ -116,8 +116,7 @@ def runs_table(runs: pl.DataFrame, max_rows: int) -> dg.MetadataValue:
     """Proxy runs narrow enough for the asset page: id, round, source, objective, prediction
     and the mixture as one 'super-cluster: weight' text that wraps. Every score column stays
     in the runs' Parquet files (`climb sql`, view proxy_runs)."""
-    from climb_assets.core.search.evaluation import WEIGHTS_TEXT
-    from climb_assets.core.search.mixtures import weights_text
+    from climb_assets.core.search.mixtures import WEIGHTS_TEXT, weights_text
 
     weights = sorted((c for c in runs.columns if _WEIGHT_COLUMN.match(c)), key=lambda c: int(c[2:]))
     texts = [weights_text(row) for row in runs.select(weights).rows()]

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from climb_assets.core.search.mixtures import (
+    WEIGHTS_TEXT,
     MixtureConstraints,
     best_single_mixture,
     enforce_constraints,
@@ -165,15 +166,11 @@ def mean_std_table(summary: dict[str, Any]) -> pl.DataFrame:
     rows = []
     for name in summary["order"]:
         entry = summary["mixtures"][name]
-        label = f"{name} (= {entry['same_as']})" if entry["same_as"] else name
-        row = {"mixture": label, "n": entry["n"]}
+        row = {"mixture": _label(name, entry), "n": entry["n"]}
         for metric in ["objective", *summary["headline_metrics"]]:
             row[metric] = _pm(entry[f"{metric}_mean"], entry[f"{metric}_std"])
         rows.append(row)
     return pl.DataFrame(rows)
-
-
-WEIGHTS_TEXT = "super-cluster: weight"
 
 
 def mixture_weights_table(summary: dict[str, Any], shown: float = 0.0005) -> pl.DataFrame:
@@ -193,10 +190,11 @@ def compact_mean_std_table(summary: dict[str, Any]) -> pl.DataFrame:
     """`mean_std_table` narrow enough for the UI's metadata column: the objective as
     'mean ± std' to 3 decimals, each target's metric as its mean ('text bpb'), no n."""
     rows = []
-    for label, name in zip(mean_std_table(summary)["mixture"], summary["order"], strict=True):
+    for name in summary["order"]:
         entry = summary["mixtures"][name]
         mean, std = entry["objective_mean"], entry["objective_std"]
-        row = {"mixture": label.replace("_", " "), "objective": _pm(mean, std, digits=3)}
+        label = _label(name, entry).replace("_", " ")
+        row = {"mixture": label, "objective": _pm(mean, std, digits=3)}
         for metric in summary["headline_metrics"]:
             target, _, kind = metric.rpartition("/")
             value = entry[f"{metric}_mean"]
@@ -230,6 +228,11 @@ def margins_table(margins: list[dict[str, Any]]) -> pl.DataFrame:
         ],
         schema=dict.fromkeys(["baseline", "margin", "± seeds", "± paired", "verdict"], pl.String),
     )
+
+
+def _label(name: str, entry: dict[str, Any]) -> str:
+    """'best_single (= optimal)' when two mixtures are the same."""
+    return f"{name} (= {entry['same_as']})" if entry["same_as"] else name
 
 
 def _signed(value: float | None, sign: bool = True) -> str:

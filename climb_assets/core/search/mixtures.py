@@ -553,6 +553,9 @@ def _stack(rows: list[np.ndarray], k: int) -> np.ndarray:
     return np.vstack(rows) if rows else np.empty((0, k))
 
 
+WEIGHTS_TEXT = "super-cluster: weight"  # the header of a column of `weights_text`
+
+
 def weights_text(weights: Sequence[float], shown: float = 0.0005) -> str:
     """A mixture as '2: 0.844, 0: 0.088': weight by super-cluster number, largest first, those
     under `shown` left out. Wraps where a table has a column per super-cluster cannot."""
