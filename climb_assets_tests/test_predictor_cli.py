@@ -14,10 +14,10 @@ from climb_assets.cli.predictor import (
     DEFAULT_MIN_WEIGHT,
     DEFAULT_REGION_RADIUS,
     DEFAULT_TRUST_RADIUS,
-    MAX_LISTED_COLUMNS,
     main,
 )
 from climb_assets.core.search.predictor import Predictor
+from climb_assets.core.search.run_table import MAX_LISTED_COLUMNS
 from climb_assets.settings import SearchSettings
 
 TARGET = np.array([0.4, 0.3, 0.1, 0.1, 0.1])

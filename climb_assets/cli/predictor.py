@@ -1,27 +1,33 @@
 """`climb predictor`: the mixture -> score predictor on any table of past training runs.
 
 Usable without Dagster or the rest of the pipeline: `python -m climb_assets.cli.predictor
-predictor ACTION ...` works too.
+predictor ACTION ...` works too. The runs are read by core/search/run_table.py and the proposal
+made by core/search/proposal.py; this module is the command line.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
-import fnmatch
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import polars as pl
-
-from climb_assets.core.shared.atomic import atomic_path, write_parquet
+from climb_assets.core.search.run_table import (
+    DEFAULT_TOLERANCE,
+    PARQUET_SUFFIXES,
+    TABLE_SUFFIXES,
+    RunTable,
+    RunTableSource,
+    load_run_table,
+    reading_info,
+    score_mixtures,
+    write_table,
+)
 
 if TYPE_CHECKING:
-    from climb_assets.core.search.mixtures import MixtureConstraints
+    from climb_assets.core.search.predictor import Predictor
     from climb_assets.settings import PredictorSettings
 
 DESCRIPTION = """\
@@ -64,23 +70,14 @@ actions:
            observed run
 """
 
-TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
-PARQUET_SUFFIXES = {".parquet", ".pq"}
 # `fit --out` names a directory; these suffixes mean the user expected a single file.
 FILE_SUFFIXES = {*TABLE_SUFFIXES, *PARQUET_SUFFIXES, ".json", ".txt", ".pkl", ".pickle"}
 FILE_SUFFIXES |= {".joblib", ".lgb", ".model", ".bin"}
-DEFAULT_WEIGHTS = "w_*"
-DEFAULT_SCORE = "score"
-DEFAULT_TOLERANCE = 1e-3
 # The search's defaults (search.final_region_radius, search.final_min_weight,
 # search.final_trust_radius).
 DEFAULT_REGION_RADIUS = 0.3
 DEFAULT_MIN_WEIGHT = 0.01
 DEFAULT_TRUST_RADIUS = 2.0
-# Columns named in an error about a column that is not there: a table may have dozens.
-MAX_LISTED_COLUMNS = 6
-# difflib similarity of a suggested column: 0.6 (its default) offers 'mix_books' for 'mix_cod'.
-NEAR_MATCH = 0.7
 
 
 class PredictorCliError(ValueError):
@@ -326,279 +323,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-@dataclass
-class RunTable:
-    """The parsed runs: weights (n, k), objective (n,), and the names they came from."""
-
-    source: str  # the table, or "WEIGHTS + SCORES" for two joined files
-    weight_columns: list[str]
-    weights: np.ndarray
-    score_columns: list[str]
-    score_weights: list[float]
-    objective: np.ndarray
-    keys: list[str] | None = None  # run ids of the --key column, in row order
-
-
-def read_table(path: Path) -> pl.DataFrame:
-    """A CSV/TSV or Parquet file as a DataFrame, chosen by extension."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in TABLE_SUFFIXES:
-            return pl.read_csv(path, separator=TABLE_SUFFIXES[suffix], infer_schema_length=None)
-        if suffix in PARQUET_SUFFIXES:
-            return pl.read_parquet(path)
-    except pl.exceptions.PolarsError as err:
-        raise PredictorCliError(f"{path}: not a readable table: {_reason(err)}") from None
-    raise PredictorCliError(f"{path}: unknown table type {suffix!r}; use .csv, .tsv or .parquet")
-
-
-def _reason(err: Exception) -> str:
-    """Polars' cause in one line (its CSV errors wrap it in several lines of advice)."""
-    text = str(err)
-    if "Original error: ```" in text:
-        text = text.split("Original error: ```", 1)[1].split("```", 1)[0]
-    return " ".join(text.split())[:200]
-
-
-def resolve_weight_columns(spec: str, available: list[str], option: str = "--weights") -> list[str]:
-    """Column names from comma-separated names/globs, in table order for globs, no repeats."""
-    chosen: list[str] = []
-    for token in (part.strip() for part in spec.split(",")):
-        if not token:
-            continue
-        if any(char in token for char in "*?["):
-            matches = fnmatch.filter(available, token)
-        else:
-            matches = [token] if token in available else []
-        if not matches and any(char in token for char in "*?["):
-            raise PredictorCliError(
-                f"{option} {token!r} matches no column; {_near_or_listed(token, available)}"
-            )
-        if not matches:
-            raise PredictorCliError(f"{option}: {no_column(token, available)}")
-        chosen.extend(name for name in matches if name not in chosen)
-    if len(chosen) < 2:
-        raise PredictorCliError(f"{option} selects {chosen}: a mixture needs at least 2 columns")
-    return chosen
-
-
-def no_column(name: str, available: list[str]) -> str:
-    """ "no column 'losss'; did you mean 'loss'?", or a few of the columns there are."""
-    return f"no column {name!r}; {_near_or_listed(name, available)}"
-
-
-def _near_or_listed(name: str, available: list[str]) -> str:
-    """ "did you mean 'loss'?" for near matches, else the first few columns."""
-    close = difflib.get_close_matches(name, available, n=3, cutoff=NEAR_MATCH)
-    if close:
-        return f"did you mean {' or '.join(map(repr, close))}?"
-    shown = ", ".join(map(repr, available[:MAX_LISTED_COLUMNS]))
-    more = len(available) - MAX_LISTED_COLUMNS
-    return f"the columns are {shown}" + (f" and {more} more" if more > 0 else "")
-
-
-def _is_table_file(value: str | Path | None) -> bool:
-    return value is not None and Path(value).suffix.lower() in {
-        *TABLE_SUFFIXES,
-        *PARQUET_SUFFIXES,
-    }
-
-
-def load_run_table(args: argparse.Namespace) -> RunTable:
-    """Read TABLE (or the joined --weights/--scores files) into validated weights and one
-    objective per row."""
-    score_columns = args.score or [DEFAULT_SCORE]
-    score_weights = _score_weights(score_columns, args.score_weight)
-    if args.table is None and args.weights_file is None and _is_table_file(args.weights):
-        print(
-            f"note: --weights {args.weights} as a file is deprecated; use --weights-file",
-            file=sys.stderr,
-        )
-        args.weights_file, args.weights = Path(args.weights), None
-    if args.weights is not None and args.weight_columns is not None:
-        raise PredictorCliError("--weights and --weight-columns both name columns: give one")
-    if args.table is None:
-        return _load_joined(args, score_columns, score_weights)
-    if args.weights_file is not None or args.scores is not None or args.key is not None:
-        raise PredictorCliError(
-            "give either TABLE or --weights-file FILE --scores FILE --key COL, not both"
-        )
-    if _is_table_file(args.weights):
-        raise PredictorCliError(
-            f"--weights {args.weights} is a file, but --weights names columns; for two files "
-            "drop TABLE and give --weights-file FILE --scores FILE --key COL"
-        )
-    df = read_table(args.table)
-    option, spec = _weight_spec(args)
-    columns = resolve_weight_columns(spec or DEFAULT_WEIGHTS, df.columns, option)
-    weights = _validated_weights(df, columns, args.tolerance, args.table, args.renormalize)
-    objective = _objective(df, score_columns, score_weights, args.table)
-    return RunTable(str(args.table), columns, weights, score_columns, score_weights, objective)
-
-
-def _weight_spec(args: argparse.Namespace) -> tuple[str, str | None]:
-    """(option named in errors, its comma-separated names/globs or None)."""
-    if args.weight_columns is not None:
-        return "--weight-columns", args.weight_columns
-    return "--weights", args.weights
-
-
-def _two_file_problem(args: argparse.Namespace) -> str | None:
-    """What two-file mode still lacks, in words; None when nothing."""
-    given = [args.weights_file is not None, args.scores is not None, args.key is not None]
-    if not any(given):
-        return "give TABLE (a CSV/Parquet of runs), or --weights-file FILE --scores FILE --key COL"
-    lacking = [
-        f"{option} {meta}"
-        for option, meta, present in zip(
-            ("--weights-file", "--scores", "--key"), ("FILE", "FILE", "COL"), given, strict=True
-        )
-        if not present
-    ]
-    if not lacking:
-        return None
-    why = " (the run id column both files share)" if not given[2] else ""
-    return f"two files (no TABLE) also need {' and '.join(lacking)}{why}"
-
-
-def _load_joined(
-    args: argparse.Namespace, score_columns: list[str], score_weights: list[float]
-) -> RunTable:
-    """Weights from one file, scores from another, inner-joined on --key."""
-    problem = _two_file_problem(args)
-    if problem is not None:
-        raise PredictorCliError(problem)
-    weights_path, key = Path(args.weights_file), args.key
-    weights_df, scores_df = read_table(weights_path), read_table(args.scores)
-    for path, df in ((weights_path, weights_df), (args.scores, scores_df)):
-        _check_key(df, key, path)
-    others = [name for name in weights_df.columns if name != key]
-    option, spec = _weight_spec(args)
-    columns = (
-        resolve_weight_columns(spec, others, option)
-        if spec
-        else resolve_weight_columns(",".join(others), others, f"{weights_path}'s columns")
-    )
-    weights = _validated_weights(
-        weights_df, columns, args.tolerance, weights_path, args.renormalize
-    )
-    objective = _objective(scores_df, score_columns, score_weights, args.scores)
-    left = pl.DataFrame({key: _key_strings(weights_df[key]), "_w": np.arange(len(weights))})
-    right = pl.DataFrame({key: _key_strings(scores_df[key]), "_s": np.arange(len(objective))})
-    joined = left.join(right, on=key, how="inner", maintain_order="left")
-    if joined.height == 0:
-        raise PredictorCliError(
-            f"no {key!r} value is in both {weights_path} and {args.scores}: nothing to join"
-        )
-    unmatched = (left.height - joined.height, right.height - joined.height)
-    if any(unmatched):
-        print(
-            f"note: {unmatched[0]} run(s) of {weights_path} have no score and {unmatched[1]} "
-            f"of {args.scores} no weights; they are left out",
-            file=sys.stderr,
-        )
-    return RunTable(
-        f"{weights_path} + {args.scores}",
-        columns,
-        weights[joined["_w"].to_numpy()],
-        score_columns,
-        score_weights,
-        objective[joined["_s"].to_numpy()],
-        keys=joined[key].to_list(),
+def run_table_source(args: argparse.Namespace) -> RunTableSource:
+    """Where the runs are, from the options of the same names (--weights, --key, ...)."""
+    return RunTableSource(
+        **{field.name: getattr(args, field.name) for field in fields(RunTableSource)}
     )
 
 
-def _check_key(df: pl.DataFrame, key: str, path: Path) -> None:
-    if key not in df.columns:
-        raise PredictorCliError(f"{path}: --key: {no_column(key, df.columns)}")
-    if df[key].null_count():
-        raise PredictorCliError(f"{path}: --key column {key!r} has empty values")
-    duplicated = df.filter(pl.col(key).is_duplicated())[key]
-    if len(duplicated):
-        raise PredictorCliError(
-            f"{path}: --key {key!r} value {duplicated[0]!r} appears more than once; run ids "
-            "must be unique"
-        )
-
-
-def _key_strings(column: pl.Series) -> pl.Series:
-    """Keys compared as text, so 7 in one file matches "7" in the other."""
-    return column.cast(pl.Utf8)
-
-
-def _validated_weights(
-    df: pl.DataFrame, columns: list[str], tolerance: float, path: Path, renormalize: bool
-) -> np.ndarray:
-    from climb_assets.core.search.mixtures import validate_mixture_table
-
-    missing = [name for name in columns if name not in df.columns]
-    if missing:
-        raise PredictorCliError(f"{path}: missing weight column(s) {missing}")
-    try:  # cells first (numeric, finite, non-negative); the sums are checked below
-        weights = validate_mixture_table(df, columns, atol=np.inf)
-    except ValueError as err:
-        raise PredictorCliError(f"{path}: {err}") from err
-    totals = weights.sum(axis=1)
-    if renormalize:
-        empty = np.flatnonzero(totals <= 0)
-        if empty.size:
-            raise PredictorCliError(
-                f"{path}: row {empty[0] + 1}: weights {columns} are all 0, nothing to "
-                f"renormalize; {empty.size} row(s) affected"
-            )
-    else:
-        bad = np.flatnonzero(np.abs(totals - 1) > tolerance)
-        if bad.size:
-            raise PredictorCliError(
-                f"{path}: row {bad[0] + 1}: weights {columns} sum to {totals[bad[0]]:.8g}, not 1 "
-                f"(--tolerance {tolerance:g}); {bad.size} row(s) affected. Pass --renormalize to "
-                "divide each row by its sum (percentages, rows summing to 100 or 0.98), or "
-                "raise --tolerance"
-            )
-    return weights / totals[:, None]
-
-
-def _score_weights(score_columns: list[str], given: list[float] | None) -> list[float]:
-    if given is None:
-        return [1.0] * len(score_columns)
-    if len(given) != len(score_columns):
-        raise PredictorCliError(
-            f"{len(given)} --score-weight for {len(score_columns)} --score: give one per score"
-        )
-    return list(given)
-
-
-def _objective(
-    df: pl.DataFrame, columns: list[str], weights: list[float], path: Path
-) -> np.ndarray:
-    for name in columns:
-        if name not in df.columns:
-            raise PredictorCliError(f"{path}: --score: {no_column(name, df.columns)}")
-    total = np.zeros(df.height)
-    for name, weight in zip(columns, weights, strict=True):
-        if not df.schema[name].is_numeric():
-            raise PredictorCliError(
-                f"{path}: score column {name!r} is {df.schema[name]}, not numeric"
-            )
-        values = df[name].cast(pl.Float64).fill_null(float("nan")).to_numpy()
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            raise PredictorCliError(
-                f"{path}: row {bad[0] + 1}, column {name!r}: score is missing or not finite "
-                f"({bad.size} row(s) affected); drop or fix those runs"
-            )
-        total += weight * values
-    return total
-
-
-def _require_rows(table: RunTable, needed: int, action: str) -> None:
-    if len(table.objective) < needed:
-        raise PredictorCliError(
-            f"{table.source} has {len(table.objective)} row(s); `{action}` needs at least {needed}"
-        )
+def _load(source: RunTableSource) -> RunTable:
+    return load_run_table(source, lambda line: print(f"note: {line}", file=sys.stderr))
 
 
 def _require_direction(args: argparse.Namespace) -> bool:
@@ -616,8 +349,8 @@ def _run_cv(args: argparse.Namespace) -> None:
             "used automatically when rows are fewer than --folds)"
         )
     settings = predictor_settings(args)
-    table = load_run_table(args)
-    _require_rows(table, MIN_CV_ROWS, "cv")
+    table = _load(run_table_source(args))
+    table.require_rows(MIN_CV_ROWS, "cv")
     rho = cross_validated_spearman(
         table.weights, table.objective, args.folds, args.seed, settings=settings
     )
@@ -648,8 +381,9 @@ def _run_fit(args: argparse.Namespace) -> None:
     maximize = _require_direction(args)
     _check_model_dir(args.out)
     settings = predictor_settings(args)
-    table = load_run_table(args)
-    _require_rows(table, MIN_FIT_ROWS, "fit")
+    source = run_table_source(args)
+    table = _load(source)
+    table.require_rows(MIN_FIT_ROWS, "fit")
     predictor = fit_predictor(
         table.weights,
         table.objective,
@@ -658,17 +392,16 @@ def _run_fit(args: argparse.Namespace) -> None:
         table.weight_columns,
         settings=settings,
     )
-    predictor.info |= {
-        "source_table": table.source,
-        "score_columns": table.score_columns,
-        "score_weights": table.score_weights,
-        "tolerance": args.tolerance,  # `predict` reads mixtures as `fit` read the runs
-        "renormalize": args.renormalize,
-    }
+    # `predict` reads mixtures as `fit` read the runs
+    predictor.info |= reading_info(table, source)
     predictor.save(args.out)
+    _print_fit(predictor, table, args.out)
+
+
+def _print_fit(predictor: Predictor, table: RunTable, out: Path) -> None:
     info = predictor.info
     print(
-        f"saved predictor to {args.out} ({len(table.objective)} rows, {info['members']} "
+        f"saved predictor to {out} ({len(table.objective)} rows, {info['members']} "
         f"models x {info['rounds']} rounds, rounds by {info['round_selection']}); "
         "`climb predictor cv` reports its cross-validated Spearman"
     )
@@ -678,49 +411,17 @@ def _run_predict(args: argparse.Namespace) -> None:
     from climb_assets.core.search.predictor import Predictor
 
     predictor = Predictor.load(args.model)
-    df = read_table(args.mixtures)
-    columns = predictor.weight_columns
-    missing = [name for name in columns if name not in df.columns]
-    if missing:
-        raise PredictorCliError(
-            f"{args.mixtures}: missing weight column(s) {missing}; the model in {args.model} "
-            f"scores mixtures of {columns}"
-        )
-    tolerance = args.tolerance
-    if tolerance is None:
-        tolerance = float(predictor.info.get("tolerance", DEFAULT_TOLERANCE))
-    renormalize = args.renormalize
-    if renormalize is None:
-        renormalize = bool(predictor.info.get("renormalize", False))
-    weights = _validated_weights(df, columns, tolerance, args.mixtures, renormalize)
-    result = df.with_columns(  # the weights as scored: summing to 1 exactly
-        *(pl.Series(name, weights[:, j]) for j, name in enumerate(columns)),
-        pl.Series("predicted", predictor.predict(weights)),
-        pl.Series("predicted_spread", predictor.predict_spread(weights)),
-    )
+    result = score_mixtures(predictor, args.mixtures, args.model, args.tolerance, args.renormalize)
     if args.out is None:
         sys.stdout.write(result.write_csv())
     else:
         write_table(result, args.out)
 
 
-def write_table(df: pl.DataFrame, path: Path) -> None:
-    """Write CSV/TSV or Parquet by extension, atomically."""
-    suffix = Path(path).suffix.lower()
-    if suffix in PARQUET_SUFFIXES:
-        write_parquet(df, path)
-    elif suffix in TABLE_SUFFIXES:
-        with atomic_path(path) as tmp:
-            df.write_csv(tmp, separator=TABLE_SUFFIXES[suffix])
-    else:
-        raise PredictorCliError(
-            f"--out {path}: unknown table type {suffix!r}; use .csv or .parquet"
-        )
-
-
 def _run_propose(args: argparse.Namespace) -> None:
-    from climb_assets.core.search.predictor import MIN_FIT_ROWS, choose_final, fit_predictor
-    from climb_assets.core.search.strategy import final_trust_region
+    from climb_assets.core.search.predictor import MIN_FIT_ROWS
+    from climb_assets.core.search.proposal import propose
+    from climb_assets.settings import SearchSettings
 
     maximize = _require_direction(args)
     if args.pool_size < 1 or args.top_k < 1:
@@ -733,80 +434,18 @@ def _run_propose(args: argparse.Namespace) -> None:
         raise PredictorCliError(f"--min-weight {args.min_weight}: a weight in [0, 1) is needed")
     if args.trust_radius < 0:
         raise PredictorCliError(f"--trust-radius {args.trust_radius}: must be non-negative")
+    search = SearchSettings(
+        candidate_pool_size=args.pool_size,
+        final_top_k=args.top_k,
+        final_region_radius=args.region_radius,
+        final_min_weight=args.min_weight,
+        final_trust_radius=args.trust_radius,
+    )
     settings = predictor_settings(args)
-    table = load_run_table(args)
-    _require_rows(table, MIN_FIT_ROWS, "propose")
-    predictor = fit_predictor(
-        table.weights,
-        table.objective,
-        args.seed,
-        maximize,
-        table.weight_columns,
-        settings=settings,
-    )
-    constraints = proposal_constraints(table.weights)
-    pool = proposal_pool(table.weights, args.pool_size, args.seed)
-    choice = choose_final(
-        predictor,
-        pool,
-        table.weights,
-        table.objective,
-        args.top_k,
-        maximize,
-        constraints,
-        args.region_radius,
-        min_weight=args.min_weight,
-        trust=final_trust_region(table.weights, args.trust_radius, not args.allow_outside),
-    )
-    best_row = int(np.argmax(table.objective) if maximize else np.argmin(table.objective))
-    observed: dict[str, Any] = {
-        "row": best_row + 1,
-        "objective": choice.best_observed_score,
-        "predicted": choice.best_observed_predicted,
-        "weights": dict(
-            zip(table.weight_columns, choice.best_observed_weights.tolist(), strict=True)
-        ),
-    }
-    if table.keys is not None:
-        observed["key"] = table.keys[best_row]
-    result = {
-        "direction": "maximize" if maximize else "minimize",
-        "predicted": choice.predicted,
-        "predicted_spread": float(predictor.predict_spread(choice.mixture[None])[0]),
-        "method": choice.method,
-        "weights": dict(zip(table.weight_columns, choice.mixture.tolist(), strict=True)),
-        "top_k": len(choice.top_indices),
-        "region_size": choice.region_size,
-        "min_weight": args.min_weight,
-        "kept_slivers": choice.kept_slivers,
-        "pool_size": len(pool) + len(table.weights),
-        "best_observed": observed,
-        "trust_region": None
-        if choice.trust is None
-        else choice.trust.to_json(table.weight_columns),
-    }
+    table = _load(run_table_source(args))
+    table.require_rows(MIN_FIT_ROWS, "propose")
+    result = propose(table, maximize, search, settings, args.seed, not args.allow_outside)
     _print_proposal(result, args.format)
-
-
-def proposal_constraints(weights: np.ndarray) -> MixtureConstraints:
-    """The table's mean mixture as prior; groups the table never uses stay at 0 (the predictor
-    knows nothing about them)."""
-    from climb_assets.core.search.mixtures import MixtureConstraints
-
-    used = (weights > 0).any(axis=0).astype(float)
-    prior = weights.mean(axis=0)
-    return MixtureConstraints(prior=prior / prior.sum(), upper=used, min_weight=0.0)
-
-
-def proposal_pool(weights: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Half RegMix draws around the table's mean mixture, half perturbations of its rows."""
-    from climb_assets.core.search.mixtures import sample_around, sample_dirichlet, unique_rows
-
-    constraints = proposal_constraints(weights)
-    rng = np.random.default_rng(seed)
-    fresh = sample_dirichlet(constraints, size // 2, rng)
-    around = sample_around(weights, size - size // 2, constraints, rng)
-    return unique_rows(np.vstack([fresh, around]))
 
 
 def _print_proposal(result: dict[str, Any], output_format: str) -> None:
