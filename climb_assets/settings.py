@@ -686,7 +686,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-_BOUNDS = {
+# pydantic's range errors: (the symbol said, the bound's name in the error's context)
+BOUNDS = {
     "greater_than_equal": (">=", "ge"),
     "greater_than": (">", "gt"),
     "less_than_equal": ("<=", "le"),
@@ -706,8 +707,8 @@ def _describe_error(error: Any) -> str:
     if error["type"] == "climb_field":
         loc.append(ctx["field"])
         message = ctx["message"]
-    elif error["type"] in _BOUNDS:
-        symbol, name = _BOUNDS[error["type"]]
+    elif error["type"] in BOUNDS:
+        symbol, name = BOUNDS[error["type"]]
         message = f"must be {symbol} {ctx[name]:g}, got {error['input']!r}"
     elif error["type"] == "too_short":
         message = f"must have at least {ctx.get('min_length', 1)} item(s)"

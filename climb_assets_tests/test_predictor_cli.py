@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -10,15 +11,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from climb_assets.cli.predictor import (
-    DEFAULT_MIN_WEIGHT,
-    DEFAULT_REGION_RADIUS,
-    DEFAULT_TRUST_RADIUS,
-    main,
-)
+from climb_assets.cli.main import build_parser, main
+from climb_assets.cli.options import OptionError, settings_from_args
 from climb_assets.core.search.predictor import Predictor
 from climb_assets.core.search.run_table import MAX_LISTED_COLUMNS
-from climb_assets.settings import SearchSettings
+from climb_assets.settings import PredictorSettings, SearchSettings
 
 TARGET = np.array([0.4, 0.3, 0.1, 0.1, 0.1])
 COLUMNS = ["mix_web", "mix_code", "mix_books", "mix_news", "mix_wiki"]
@@ -42,6 +39,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _cli(*argv: str | Path) -> int:
     return main(["predictor", *map(str, argv)])
+
+
+def _fails(capsys: pytest.CaptureFixture[str], action: str, *argv: str | Path) -> str:
+    """The error of `climb predictor ACTION ARGV`: it exits 2 and its last line on stderr (notes
+    may come before) is 'climb predictor ACTION: error: ...'; the part after the prefix is
+    returned."""
+    assert _cli(action, *argv) == 2
+    *notes, line = capsys.readouterr().err.splitlines()
+    assert all(note.startswith("note: ") for note in notes), notes
+    prefix = f"climb predictor {action}: error: "
+    assert line.startswith(prefix), line
+    return line.removeprefix(prefix)
 
 
 def _with_rows_changed(runs: Path, tmp_path: Path, **changes: object) -> Path:
@@ -139,15 +148,77 @@ def test_propose_min_weight_zeroes_slivers(
         proposed[floor] = np.array(list(result["weights"].values()))
     assert (proposed["0"] > 0).sum() > (proposed["0.05"] > 0).sum()
     assert ((proposed["0.05"] == 0) | (proposed["0.05"] >= 0.05)).all()
-    assert _cli(*argv, "--min-weight", "1") == 2
-    assert "--min-weight 1.0: a weight in [0, 1) is needed" in capsys.readouterr().err
+    error = _fails(capsys, *argv, "--min-weight", "1")
+    assert error == "--min-weight 1.0: must be < 1"
 
 
-def test_cli_defaults_follow_the_search_settings() -> None:
-    search = SearchSettings()
-    assert search.final_min_weight == DEFAULT_MIN_WEIGHT
-    assert search.final_region_radius == DEFAULT_REGION_RADIUS
-    assert search.final_trust_radius == DEFAULT_TRUST_RADIUS
+def test_cli_defaults_follow_the_settings() -> None:
+    search, predictor = SearchSettings(), PredictorSettings()
+    propose = build_parser().parse_args(["predictor", "propose", "t.csv"])
+    assert (propose.top_k, propose.pool_size) == (search.final_top_k, search.candidate_pool_size)
+    assert propose.min_weight == search.final_min_weight
+    assert propose.region_radius == search.final_region_radius
+    assert propose.trust_radius == search.final_trust_radius
+    assert (propose.rounds, propose.max_rounds) == (predictor.rounds, predictor.max_rounds)
+    assert (propose.num_leaves, propose.ensemble_size) == (
+        predictor.num_leaves,
+        predictor.ensemble_size,
+    )
+    assert propose.learning_rate == predictor.learning_rate
+    assert propose.smooth_base == predictor.smooth_base
+    assert build_parser().parse_args(["predictor", "cv", "t.csv"]).folds == search.cv_folds
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--num-leaves", "1"], "--num-leaves 1: must be >= 2"),
+        (["--learning-rate", "0"], "--learning-rate 0.0: must be > 0"),
+        (["--rounds", "0"], "--rounds 0: must be >= 1"),
+        (["--max-rounds", "0"], "--max-rounds 0: must be >= 1"),
+        (["--pool-size", "0"], "--pool-size 0: must be >= 1"),
+        (["--top-k", "0"], "--top-k 0: must be >= 1"),
+        (["--region-radius", "1.5"], "--region-radius 1.5: must be <= 1"),
+        (["--trust-radius", "-1"], "--trust-radius -1.0: must be >= 0"),
+        (
+            ["--top-k", "0", "--min-weight", "-0.1"],
+            "--top-k 0: must be >= 1; --min-weight -0.1: must be >= 0",
+        ),
+    ],
+)
+def test_options_are_checked_by_the_settings_models(
+    runs: Path, options: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["propose", runs, "--weights", "mix_*", "--score", "loss", "--minimize", *options]
+    assert _fails(capsys, *argv) == message
+
+
+def test_settings_from_args_names_each_refused_option() -> None:
+    options = {
+        "num_leaves": "--num-leaves",
+        "learning_rate": "--learning-rate",
+        "smooth_base": "--no-smooth-base",
+    }
+    args = argparse.Namespace(num_leaves=4, learning_rate=0.2, smooth_base=False)
+    settings = settings_from_args(PredictorSettings, args, options)
+    assert (settings.num_leaves, settings.learning_rate, settings.smooth_base) == (4, 0.2, False)
+    bad = argparse.Namespace(num_leaves=1, learning_rate=0.0, smooth_base=True)
+    with pytest.raises(OptionError) as error:
+        settings_from_args(PredictorSettings, bad, options, {"--num-leaves": "a tree splits"})
+    assert str(error.value) == (
+        "--learning-rate 0.0: must be > 0; --num-leaves 1: must be >= 2 (a tree splits)"
+    )
+    design = argparse.Namespace(design="grid")
+    with pytest.raises(OptionError) as error:  # not a range: pydantic's own words
+        settings_from_args(SearchSettings, design, {"initial_design": "--design"})
+    assert str(error.value) == "--design grid: must be 'cover' or 'regmix'"
+
+
+def test_usage_errors_stay_argparse_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predictor", "fit", "t.csv", "--minimize"])
+    assert exit_info.value.code == 2
+    assert "the following arguments are required: --out" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -191,8 +262,7 @@ def test_cli_defaults_follow_the_search_settings() -> None:
 def test_bad_arguments_are_explained(
     runs: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _cli(*(arg.format(runs=runs) for arg in argv)) == 2
-    assert re.search(message, capsys.readouterr().err)
+    assert re.search(message, _fails(capsys, *(arg.format(runs=runs) for arg in argv)))
 
 
 @pytest.mark.parametrize(
@@ -207,16 +277,18 @@ def test_bad_rows_are_named(
     runs: Path, tmp_path: Path, changes: dict, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = _with_rows_changed(runs, tmp_path, **changes)
-    assert _cli("cv", path, "--weights", "mix_*", "--score", "accuracy") == 2
-    assert re.search(message, capsys.readouterr().err)
+    assert re.search(
+        message, _fails(capsys, "cv", path, "--weights", "mix_*", "--score", "accuracy")
+    )
 
 
 def test_too_few_rows_is_an_error(
     runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pl.read_csv(runs).head(3).write_parquet(tmp_path / "three.parquet")
-    assert _cli("cv", tmp_path / "three.parquet", "--weights", "mix_*", "--score", "loss") == 2
-    assert "has 3 row(s); `cv` needs at least 4" in capsys.readouterr().err
+    assert "has 3 row(s); `cv` needs at least 4" in _fails(
+        capsys, "cv", tmp_path / "three.parquet", "--weights", "mix_*", "--score", "loss"
+    )
 
 
 def test_module_entry_point_documents_every_option() -> None:
@@ -304,18 +376,19 @@ def test_two_file_problems_are_explained(
 ) -> None:
     weights, scores = _split_files(runs, tmp_path)
     argv = ["--weights-file", weights, "--scores", scores, "--score", "loss", *extra]
-    assert _cli("cv", *argv) == 2
-    assert re.search(message, capsys.readouterr().err)
+    assert re.search(message, _fails(capsys, "cv", *argv))
 
 
 def test_missing_table_or_files_say_what_is_needed(
     runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _cli("cv", "--score", "loss") == 2
-    assert "give TABLE (a CSV/Parquet of runs), or --weights-file FILE" in capsys.readouterr().err
+    assert "give TABLE (a CSV/Parquet of runs), or --weights-file FILE" in _fails(
+        capsys, "cv", "--score", "loss"
+    )
     weights, _ = _split_files(runs, tmp_path)
-    assert _cli("cv", "--weights-file", weights, "--key", "run_id") == 2
-    assert "also need --scores FILE" in capsys.readouterr().err
+    assert "also need --scores FILE" in _fails(
+        capsys, "cv", "--weights-file", weights, "--key", "run_id"
+    )
 
 
 def test_duplicate_keys_and_a_file_given_with_table_are_errors(
@@ -325,12 +398,15 @@ def test_duplicate_keys_and_a_file_given_with_table_are_errors(
     doubled = tmp_path / "doubled.csv"
     pl.concat([pl.read_csv(weights), pl.read_csv(weights).head(1)]).write_csv(doubled)
     argv = ["--scores", scores, "--key", "run_id", "--score", "loss"]
-    assert _cli("cv", "--weights-file", doubled, *argv) == 2
-    assert "'run_id' value 0 appears more than once" in capsys.readouterr().err
-    assert _cli("cv", runs, "--weights", weights, "--score", "loss") == 2
-    assert "is a file, but --weights names columns" in capsys.readouterr().err
-    assert _cli("cv", runs, "--weights-file", weights, "--score", "loss") == 2
-    assert "either TABLE or --weights-file" in capsys.readouterr().err
+    assert "'run_id' value 0 appears more than once" in _fails(
+        capsys, "cv", "--weights-file", doubled, *argv
+    )
+    assert "is a file, but --weights names columns" in _fails(
+        capsys, "cv", runs, "--weights", weights, "--score", "loss"
+    )
+    assert "either TABLE or --weights-file" in _fails(
+        capsys, "cv", runs, "--weights-file", weights, "--score", "loss"
+    )
 
 
 def test_renormalize_accepts_percentages(
@@ -339,8 +415,7 @@ def test_renormalize_accepts_percentages(
     percent = tmp_path / "percent.csv"
     pl.read_csv(runs).with_columns(pl.col(COLUMNS) * 100).write_csv(percent)
     argv = ["--weights", "mix_*", "--score", "accuracy", "--format", "json"]
-    assert _cli("cv", percent, *argv) == 2
-    error = capsys.readouterr().err
+    error = _fails(capsys, "cv", percent, *argv)
     assert "sum to 100" in error and "--tolerance" in error and "--renormalize" in error
     assert _cli("cv", percent, *argv, "--renormalize") == 0
     renormalized = json.loads(capsys.readouterr().out)
@@ -349,26 +424,26 @@ def test_renormalize_accepts_percentages(
     zero = _with_rows_changed(runs, tmp_path, mix_web=(0, 0.0))
     table = pl.read_csv(zero).with_columns([pl.lit(0.0).alias(c) for c in COLUMNS[1:]])
     table.head(1).vstack(pl.read_csv(runs).tail(10)).write_csv(tmp_path / "zero.csv")
-    assert _cli("cv", tmp_path / "zero.csv", *argv, "--renormalize") == 2
-    assert "row 1: weights" in capsys.readouterr().err
+    assert "row 1: weights" in _fails(capsys, "cv", tmp_path / "zero.csv", *argv, "--renormalize")
 
 
 def test_fit_out_must_be_a_directory(
     runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["fit", runs, "--weights", "mix_*", "--score", "loss", "--minimize", "--out"]
-    assert _cli(*argv, tmp_path / "m.csv") == 2
-    assert "looks like a file name" in capsys.readouterr().err
+    assert "looks like a file name" in _fails(capsys, *argv, tmp_path / "m.csv")
     assert not (tmp_path / "m.csv").exists()
     (tmp_path / "plain").write_text("not a model")
-    assert _cli(*argv, tmp_path / "plain") == 2
-    assert "is an existing file" in capsys.readouterr().err
+    assert "is an existing file" in _fails(capsys, *argv, tmp_path / "plain")
     assert (tmp_path / "plain").read_text() == "not a model"
 
 
 def test_one_fold_is_an_error(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _cli("cv", runs, "--weights", "mix_*", "--score", "loss", "--folds", "1") == 2
-    assert "needs at least 2 folds" in capsys.readouterr().err
+    error = _fails(capsys, "cv", runs, "--weights", "mix_*", "--score", "loss", "--folds", "1")
+    assert error == (
+        "--folds 1: must be >= 2 (leave-one-out is used automatically when rows are fewer "
+        "than --folds)"
+    )
 
 
 def test_fit_does_not_cross_validate(
@@ -402,8 +477,8 @@ def test_model_options_reach_the_predictor(
     assert _cli(*argv, "--no-smooth-base", "--out", tmp_path / "trees") == 0
     trees = Predictor.load(tmp_path / "trees")
     assert trees.info["smooth_base"] is False and trees.smooth is None
-    assert _cli(*argv, "--ensemble-size", "0", "--out", tmp_path / "bad") == 2
-    assert "--ensemble-size 0: must be at least 1" in capsys.readouterr().err
+    error = _fails(capsys, *argv, "--ensemble-size", "0", "--out", tmp_path / "bad")
+    assert error == "--ensemble-size 0: must be >= 1"
 
 
 def test_propose_shows_the_best_observed_runs_prediction(
@@ -428,8 +503,7 @@ def test_a_wrong_column_among_many_lists_only_a_few(
 ) -> None:
     wide = pl.read_csv(runs).with_columns([pl.lit(0.0).alias(f"extra_{i}") for i in range(24)])
     wide.write_csv(tmp_path / "wide.csv")
-    assert _cli("cv", tmp_path / "wide.csv", "--weights", "mix_*", "--score", "zzz") == 2
-    error = capsys.readouterr().err
+    error = _fails(capsys, "cv", tmp_path / "wide.csv", "--weights", "mix_*", "--score", "zzz")
     assert "no column 'zzz'; the columns are 'mix_web'" in error
     assert error.count("'") == 2 * (MAX_LISTED_COLUMNS + 1)  # 'zzz' and six columns
     assert f"and {wide.width - MAX_LISTED_COLUMNS} more" in error
@@ -443,8 +517,7 @@ def test_predict_names_the_missing_weight_columns(
     assert _cli(*argv, "--out", model) == 0
     pl.read_csv(runs).drop("mix_news", "mix_wiki").write_csv(tmp_path / "partial.csv")
     capsys.readouterr()
-    assert _cli("predict", "--model", model, "--mixtures", tmp_path / "partial.csv") == 2
-    error = capsys.readouterr().err
+    error = _fails(capsys, "predict", "--model", model, "--mixtures", tmp_path / "partial.csv")
     assert "missing weight column(s) ['mix_news', 'mix_wiki']" in error
     assert "unknown" not in error
 
@@ -474,8 +547,7 @@ def test_predict_reuses_the_tolerance_and_renormalize_of_fit(
     assert _cli("predict", "--model", tmp_path / "loose", "--mixtures", short) == 0
     capsys.readouterr()
     strict = ["predict", "--model", tmp_path / "loose", "--mixtures", short, "--tolerance", "1e-3"]
-    assert _cli(*strict) == 2
-    assert "--tolerance 0.001" in capsys.readouterr().err
+    assert "--tolerance 0.001" in _fails(capsys, *strict)
     # Percentages: --renormalize at fit is remembered too; --no-renormalize overrides it.
     percent = tmp_path / "percent.csv"
     pl.read_csv(runs).with_columns(pl.col(COLUMNS) * 100).write_csv(percent)
@@ -484,8 +556,7 @@ def test_predict_reuses_the_tolerance_and_renormalize_of_fit(
     assert _cli("predict", "--model", tmp_path / "percent", "--mixtures", percent) == 0
     capsys.readouterr()
     off = ["predict", "--model", tmp_path / "percent", "--mixtures", percent, "--no-renormalize"]
-    assert _cli(*off) == 2
-    assert "sum to 100" in capsys.readouterr().err
+    assert "sum to 100" in _fails(capsys, *off)
 
 
 def test_predict_renormalize_writes_the_weights_it_scored(runs: Path, tmp_path: Path) -> None:

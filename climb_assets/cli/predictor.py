@@ -1,8 +1,9 @@
 """`climb predictor`: the mixture -> score predictor on any table of past training runs.
 
-Usable without Dagster or the rest of the pipeline: `python -m climb_assets.cli.predictor
-predictor ACTION ...` works too. The runs are read by core/search/run_table.py and the proposal
-made by core/search/proposal.py; this module is the command line.
+The command line only: the runs are read by core/search/run_table.py, the proposal is made by
+core/search/proposal.py, and the options are checked by the settings' models (PredictorSettings,
+SearchSettings). Usable without Dagster or the rest of the pipeline:
+`python -m climb_assets.cli.predictor predictor ACTION ...` works too.
 """
 
 from __future__ import annotations
@@ -10,12 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from climb_assets.cli.predictor_options import (
+    add_folds,
+    add_output_format,
+    add_predict_options,
+    add_propose_options,
+    cv_folds,
+    predictor_settings,
+    proposal_settings,
+    run_table_source,
+    table_options,
+)
 from climb_assets.core.search.run_table import (
-    DEFAULT_TOLERANCE,
     PARQUET_SUFFIXES,
     TABLE_SUFFIXES,
     RunTable,
@@ -28,7 +38,6 @@ from climb_assets.core.search.run_table import (
 
 if TYPE_CHECKING:
     from climb_assets.core.search.predictor import Predictor
-    from climb_assets.settings import PredictorSettings
 
 DESCRIPTION = """\
 Fit, cross-validate and use CLIMB's LightGBM predictor on a table of past runs.
@@ -73,11 +82,6 @@ actions:
 # `fit --out` names a directory; these suffixes mean the user expected a single file.
 FILE_SUFFIXES = {*TABLE_SUFFIXES, *PARQUET_SUFFIXES, ".json", ".txt", ".pkl", ".pickle"}
 FILE_SUFFIXES |= {".joblib", ".lgb", ".model", ".bin"}
-# The search's defaults (search.final_region_radius, search.final_min_weight,
-# search.final_trust_radius).
-DEFAULT_REGION_RADIUS = 0.3
-DEFAULT_MIN_WEIGHT = 0.01
-DEFAULT_TRUST_RADIUS = 2.0
 
 
 class PredictorCliError(ValueError):
@@ -93,223 +97,24 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="predictor_action", required=True, metavar="ACTION")
-    table = _table_options()
+    table = table_options()
     cv = actions.add_parser("cv", parents=[table], help="cross-validated Spearman correlation")
-    cv.add_argument("--folds", type=int, default=5, help="folds, at least 2 (default 5)")
-    _add_output_format(cv)
+    add_folds(cv)
+    add_output_format(cv)
     fit = actions.add_parser("fit", parents=[table], help="fit on all rows and save the model")
     fit.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="model directory (not a file)"
     )
     propose = actions.add_parser("propose", parents=[table], help="best mixture by prediction")
-    propose.add_argument("--top-k", type=int, default=16, help="mixtures averaged (default 16)")
-    propose.add_argument(
-        "--pool-size", type=int, default=20_000, help="mixtures scored (default 20000)"
-    )
-    propose.add_argument(
-        "--region-radius",
-        type=float,
-        default=DEFAULT_REGION_RADIUS,
-        help="average only top-k mixtures within this total-variation distance of the best "
-        f"predicted one (default {DEFAULT_REGION_RADIUS})",
-    )
-    propose.add_argument(
-        "--min-weight",
-        type=float,
-        default=DEFAULT_MIN_WEIGHT,
-        help="zero the proposal's weights below this and re-normalize, unless the predictor "
-        "scores the mixture higher with them (as the search does; the output says when they "
-        f"are kept); 0 keeps every sliver the average leaves (default {DEFAULT_MIN_WEIGHT})",
-    )
-    propose.add_argument(
-        "--trust-radius",
-        type=float,
-        default=DEFAULT_TRUST_RADIUS,
-        metavar="MULT",
-        help="choose only mixtures within MULT x the runs' median nearest-neighbour "
-        "total-variation distance of some run, each weight within the runs' range +- half "
-        f"that; 0 turns the trust region off (default {DEFAULT_TRUST_RADIUS})",
-    )
-    propose.add_argument(
-        "--allow-outside",
-        action="store_true",
-        help="choose among every candidate; only report a choice outside the trust region",
-    )
-    _add_output_format(propose)
-    _add_predict_parser(actions)
+    add_propose_options(propose)
+    add_output_format(propose)
+    add_predict_options(actions.add_parser("predict", help="score mixtures with a saved model"))
     parser.set_defaults(handler=run)
     return parser
 
 
-def _table_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "table",
-        type=Path,
-        nargs="?",
-        metavar="TABLE",
-        help="CSV or Parquet of past runs (or give --weights-file FILE --scores FILE --key COL)",
-    )
-    common.add_argument(
-        "--weights",
-        metavar="SPEC",
-        help="weight columns of TABLE or of --weights-file: comma-separated names or globs "
-        "(default 'w_*'; for --weights-file every column but --key)",
-    )
-    common.add_argument("--weight-columns", metavar="SPEC", help="the same as --weights")
-    common.add_argument(
-        "--weights-file",
-        type=Path,
-        metavar="FILE",
-        help="CSV/Parquet of weights, joined to --scores on --key (instead of TABLE)",
-    )
-    common.add_argument(
-        "--scores", type=Path, metavar="FILE", help="CSV/Parquet of scores, joined on --key"
-    )
-    common.add_argument("--key", metavar="COL", help="run id column shared by the two files")
-    common.add_argument(
-        "--score",
-        action="append",
-        metavar="COL",
-        help="score column; repeat for a weighted objective (default 'score')",
-    )
-    common.add_argument(
-        "--score-weight",
-        action="append",
-        type=float,
-        metavar="W",
-        help="weight of the matching --score (default 1)",
-    )
-    direction = common.add_mutually_exclusive_group()
-    direction.add_argument(
-        "--maximize", dest="maximize", action="store_true", default=None, help="higher is better"
-    )
-    direction.add_argument(
-        "--minimize", dest="maximize", action="store_false", default=None, help="lower is better"
-    )
-    common.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    _add_model_options(common)
-    _add_tolerance(common)
-    return common
-
-
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    from climb_assets.settings import PredictorSettings
-
-    defaults = PredictorSettings()
-    group = parser.add_argument_group("predictor (PredictorSettings)")
-    group.add_argument(
-        "--rounds",
-        type=int,
-        default=defaults.rounds,
-        help="boosting rounds per model (default: chosen by cross-validation)",
-    )
-    group.add_argument(
-        "--max-rounds",
-        type=int,
-        default=defaults.max_rounds,
-        help=f"cap on cross-validated rounds (default {defaults.max_rounds})",
-    )
-    group.add_argument(
-        "--learning-rate",
-        type=float,
-        default=defaults.learning_rate,
-        help=f"LightGBM learning rate (default {defaults.learning_rate})",
-    )
-    group.add_argument(
-        "--num-leaves",
-        type=int,
-        default=defaults.num_leaves,
-        help=f"leaves per tree (default {defaults.num_leaves})",
-    )
-    group.add_argument(
-        "--ensemble-size",
-        type=int,
-        default=defaults.ensemble_size,
-        help=f"models bagged on bootstrap resamples (default {defaults.ensemble_size})",
-    )
-    group.add_argument(
-        "--no-smooth-base",
-        dest="smooth_base",
-        action="store_false",
-        help="trees only: no ridge regression on the weights and their squares under them",
-    )
-
-
-def predictor_settings(args: argparse.Namespace) -> PredictorSettings:
-    """PredictorSettings from the command line, each bad value named by its option."""
-    from climb_assets.settings import PredictorSettings
-
-    checks = [
-        ("--rounds", args.rounds, args.rounds is None or args.rounds >= 1, "at least 1"),
-        ("--max-rounds", args.max_rounds, args.max_rounds >= 1, "at least 1"),
-        ("--learning-rate", args.learning_rate, args.learning_rate > 0, "positive"),
-        ("--num-leaves", args.num_leaves, args.num_leaves >= 2, "at least 2"),
-        ("--ensemble-size", args.ensemble_size, args.ensemble_size >= 1, "at least 1"),
-    ]
-    for option, value, ok, rule in checks:
-        if not ok:
-            raise PredictorCliError(f"{option} {value}: must be {rule}")
-    return PredictorSettings(
-        rounds=args.rounds,
-        max_rounds=args.max_rounds,
-        learning_rate=args.learning_rate,
-        num_leaves=args.num_leaves,
-        ensemble_size=args.ensemble_size,
-        smooth_base=args.smooth_base,
-    )
-
-
-def _add_predict_parser(actions: Any) -> None:
-    predict = actions.add_parser("predict", help="score mixtures with a saved model")
-    predict.add_argument("--model", type=Path, required=True, metavar="DIR", help="from `fit`")
-    predict.add_argument(
-        "--mixtures",
-        type=Path,
-        required=True,
-        metavar="FILE",
-        help="CSV/Parquet holding the model's weight columns",
-    )
-    predict.add_argument(
-        "--out",
-        type=Path,
-        metavar="FILE",
-        help="write the table with 'predicted' and 'predicted_spread' columns here (CSV or "
-        "Parquet by extension); default: CSV on stdout",
-    )
-    predict.add_argument(
-        "--tolerance",
-        type=float,
-        default=None,
-        help="allowed |sum(weights) - 1| per row before it is an error (default: the one "
-        f"used at fit, else {DEFAULT_TOLERANCE:g})",
-    )
-    predict.add_argument(
-        "--renormalize",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="divide each weight row by its sum; the output holds the weights as scored "
-        "(default: as at fit)",
-    )
-
-
-def _add_tolerance(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=DEFAULT_TOLERANCE,
-        help=f"allowed |sum(weights) - 1| per row before it is an error (default "
-        f"{DEFAULT_TOLERANCE:g}; `fit` saves it for `predict`)",
-    )
-    parser.add_argument(
-        "--renormalize",
-        action="store_true",
-        help="divide each weight row by its sum (percentages, rows summing to 100 or 0.98)",
-    )
-
-
-def _add_output_format(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=["table", "json"], default="table", help="output")
+def _load(source: RunTableSource) -> RunTable:
+    return load_run_table(source, lambda line: print(f"note: {line}", file=sys.stderr))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -323,17 +128,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_table_source(args: argparse.Namespace) -> RunTableSource:
-    """Where the runs are, from the options of the same names (--weights, --key, ...)."""
-    return RunTableSource(
-        **{field.name: getattr(args, field.name) for field in fields(RunTableSource)}
-    )
-
-
-def _load(source: RunTableSource) -> RunTable:
-    return load_run_table(source, lambda line: print(f"note: {line}", file=sys.stderr))
-
-
 def _require_direction(args: argparse.Namespace) -> bool:
     if args.maximize is None:
         raise PredictorCliError("say which way the objective goes: --maximize or --minimize")
@@ -343,18 +137,14 @@ def _require_direction(args: argparse.Namespace) -> bool:
 def _run_cv(args: argparse.Namespace) -> None:
     from climb_assets.core.search.predictor import MIN_CV_ROWS, cross_validated_spearman
 
-    if args.folds < 2:
-        raise PredictorCliError(
-            f"--folds {args.folds}: cross-validation needs at least 2 folds (leave-one-out is "
-            "used automatically when rows are fewer than --folds)"
-        )
+    folds = cv_folds(args)
     settings = predictor_settings(args)
     table = _load(run_table_source(args))
     table.require_rows(MIN_CV_ROWS, "cv")
     rho = cross_validated_spearman(
-        table.weights, table.objective, args.folds, args.seed, settings=settings
+        table.weights, table.objective, folds, args.seed, settings=settings
     )
-    folds = min(args.folds, len(table.objective))
+    folds = min(folds, len(table.objective))
     result = {"spearman": rho, "folds": folds, "rows": len(table.objective)}
     if args.format == "json":
         print(json.dumps(result))
@@ -421,26 +211,9 @@ def _run_predict(args: argparse.Namespace) -> None:
 def _run_propose(args: argparse.Namespace) -> None:
     from climb_assets.core.search.predictor import MIN_FIT_ROWS
     from climb_assets.core.search.proposal import propose
-    from climb_assets.settings import SearchSettings
 
     maximize = _require_direction(args)
-    if args.pool_size < 1 or args.top_k < 1:
-        raise PredictorCliError("--pool-size and --top-k must be at least 1")
-    if not 0 <= args.region_radius <= 1:
-        raise PredictorCliError(
-            f"--region-radius {args.region_radius}: a total-variation distance is in [0, 1]"
-        )
-    if not 0 <= args.min_weight < 1:
-        raise PredictorCliError(f"--min-weight {args.min_weight}: a weight in [0, 1) is needed")
-    if args.trust_radius < 0:
-        raise PredictorCliError(f"--trust-radius {args.trust_radius}: must be non-negative")
-    search = SearchSettings(
-        candidate_pool_size=args.pool_size,
-        final_top_k=args.top_k,
-        final_region_radius=args.region_radius,
-        final_min_weight=args.min_weight,
-        final_trust_radius=args.trust_radius,
-    )
+    search = proposal_settings(args)
     settings = predictor_settings(args)
     table = _load(run_table_source(args))
     table.require_rows(MIN_FIT_ROWS, "propose")
