@@ -42,13 +42,13 @@ def _cli(*argv: str | Path) -> int:
 
 
 def _fails(capsys: pytest.CaptureFixture[str], action: str, *argv: str | Path) -> str:
-    """The error of `climb predictor ACTION ARGV`: it exits 2 and its last line on stderr (notes
-    may come before) is 'climb predictor ACTION: error: ...'; the part after the prefix is
-    returned."""
-    assert _cli(action, *argv) == 2
+    """The error of `climb predictor ACTION ARGV`: it exits 1 and its last line on stderr (notes
+    may come before) is 'climb: error: predictor ACTION: ...', as for every climb command; the
+    part after the prefix is returned."""
+    assert _cli(action, *argv) == 1
     *notes, line = capsys.readouterr().err.splitlines()
     assert all(note.startswith("note: ") for note in notes), notes
-    prefix = f"climb predictor {action}: error: "
+    prefix = f"climb: error: predictor {action}: "
     assert line.startswith(prefix), line
     return line.removeprefix(prefix)
 

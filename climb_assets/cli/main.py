@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from climb_assets.cli.predictor import add_parser as add_predictor_parser
 
-    add_predictor_parser(sub).set_defaults(func=lambda args: args.handler(args))
+    add_predictor_parser(sub)  # sets its own func
 
     config = sub.add_parser("config", help="inspect settings")
     config_sub = config.add_subparsers(dest="config_command", required=True)

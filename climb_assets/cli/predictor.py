@@ -2,8 +2,7 @@
 
 The command line only: the runs are read by core/search/run_table.py, the proposal is made by
 core/search/proposal.py, and the options are checked by the settings' models (PredictorSettings,
-SearchSettings). Usable without Dagster or the rest of the pipeline:
-`python -m climb_assets.cli.predictor predictor ACTION ...` works too.
+SearchSettings). Usable without the rest of the pipeline: no settings file, no outputs.
 """
 
 from __future__ import annotations
@@ -85,11 +84,11 @@ FILE_SUFFIXES |= {".joblib", ".lgb", ".model", ".bin"}
 
 
 class PredictorCliError(ValueError):
-    """A problem with the user's input, reported without a traceback."""
+    """A problem with the user's input, reported by `climb` as one line without a traceback."""
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `predictor` on an argparse subparsers object; dispatch with `args.handler(args)`."""
+    """Register `predictor` on `climb`'s subparsers; `climb` dispatches with `args.func(args)`."""
     parser = subparsers.add_parser(
         "predictor",
         help="fit / cross-validate / apply the mixture predictor on a table of past runs",
@@ -109,7 +108,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_propose_options(propose)
     add_output_format(propose)
     add_predict_options(actions.add_parser("predict", help="score mixtures with a saved model"))
-    parser.set_defaults(handler=run)
+    parser.set_defaults(func=run)
     return parser
 
 
@@ -118,13 +117,13 @@ def _load(source: RunTableSource) -> RunTable:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run one `climb predictor` action; user errors print one line on stderr and return 2."""
+    """Run one `climb predictor` action; a user error reaches `climb` as one line led by
+    'predictor ACTION:', which `climb` prints as `climb: error: ...` and exits 1 on."""
     handlers = {"cv": _run_cv, "fit": _run_fit, "predict": _run_predict, "propose": _run_propose}
     try:
         handlers[args.predictor_action](args)
     except (ValueError, FileNotFoundError) as err:
-        print(f"climb predictor {args.predictor_action}: error: {err}", file=sys.stderr)
-        return 2
+        raise PredictorCliError(f"predictor {args.predictor_action}: {err}") from err
     return 0
 
 
@@ -254,12 +253,7 @@ def _print_proposal(result: dict[str, Any], output_format: str) -> None:
         print(f"  {name:<{width}}  {weight:.6f}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="climb")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.handler(args)
+if __name__ == "__main__":  # `python -m climb_assets.cli.predictor predictor ...`: as `climb`
+    from climb_assets.cli.main import main
 
-
-if __name__ == "__main__":
     sys.exit(main())
