@@ -156,12 +156,15 @@ def weight_by_domain(weights: list[float], majority: dict[int, tuple[str, float]
 
 def evaluate(config: Path) -> None:
     """The mixture_evaluation asset's computation on a finished search, outside Dagster."""
-    from climb_assets.defs.assets.evaluation import run_evaluation
+    from climb_assets.core.shared.identity import search_identity
+    from climb_assets.defs.assets.evaluation import evaluate as evaluate_search
     from climb_assets.settings import load_settings
     from climb_assets.store import Layout
 
     settings = load_settings(config)
-    run_evaluation(settings, Layout(settings.output_dir), lambda line: print(line, flush=True))
+    layout = Layout(settings.output_dir)
+    identity = search_identity(layout, "search_quality", print)
+    evaluate_search(settings, layout, identity, lambda line: print(line, flush=True))
 
 
 def report(domain: str, run_dir: Path) -> list[dict]:
