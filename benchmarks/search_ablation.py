@@ -34,7 +34,7 @@ import polars as pl
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_quality import ROOT, split_corpus  # noqa: E402
+from search_quality import ROOT, slug, split_corpus  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "search_ablation"
 REFERENCES = ("natural", "best_single")
@@ -54,7 +54,10 @@ def write_config(dest: Path, targets: dict[str, Path], args: argparse.Namespace)
     config = {
         "output_dir": str(dest / "outputs"),
         "corpus": {"path": str(dest / "corpus")},
-        "targets": [{"name": t, "kind": "text", "path": str(p)} for t, p in targets.items()][:1],
+        "targets": [
+            {"name": slug(spec), "kind": "text", "path": str(path)}
+            for spec, path in list(targets.items())[:1]
+        ],
         "evaluation": evaluation,
     }
     if args.threads:
@@ -280,7 +283,8 @@ def main() -> None:
     print(f"stages up to proxy_pool: {time.perf_counter() - started:.0f} s", flush=True)
     chosen = sorted({"iterative", *args.designs})
     rows = []
-    for target, path in targets.items():
+    for spec, path in targets.items():
+        target = slug(spec)
         (dest / target).mkdir(exist_ok=True)
         designs = run_designs(config, target, path, chosen)
         rows += evaluate(config, target, path, designs)

@@ -66,9 +66,7 @@ def equal_budget_designs(search: SearchSettings) -> list[Design]:
     return [
         Design("iterative", search, "search"),
         Design("one-shot", one_shot.model_copy(update={"initial_design": "regmix"}), "search"),
-        Design(
-            "one-shot (cover)", one_shot.model_copy(update={"initial_design": "cover"}), "search"
-        ),
+        Design("one-shot-cover", one_shot.model_copy(update={"initial_design": "cover"}), "search"),
         Design(
             "best-of-random",
             search.model_copy(update={**random, "initial_design": "regmix"}),
