@@ -4,6 +4,7 @@ never seen? Targets made of held-out sample documents of one domain or several.
     .venv/bin/python benchmarks/search_quality.py                      # pydocs, shakespeare, kjv
     .venv/bin/python benchmarks/search_quality.py --domains news film --jobs 1
     .venv/bin/python benchmarks/search_quality.py --domains pydocs+kjv+shakespeare
+    .venv/bin/python benchmarks/search_quality.py --domains 'pydocs*3+kjv' news+wiki
 
 The bundled sample's document ids start with their source (news-, pydocs-, kjv-, ...). For each
 domain, `--held-out` of its documents are taken out of the corpus (the same documents for every
@@ -11,7 +12,8 @@ target of one call, so its runs share one corpus; naming other domains changes t
 with it the clusters) and become that domain's text target. A target
 `a+b+c` is the union of those domains' held-out documents: one target that needs several
 domains, where the best single super-cluster within the caps is far from the optimum (with
-one-domain targets and pure super-clusters it is near it). Each target
+one-domain targets and pure super-clusters it is near it); `a*3+b` weights the domains
+unequally (three times as many of a's documents as of b's). Each target
 then gets its own `climb run --evaluate` with default settings except the corpus and targets
 (each run in its own output folder and Dagster home under benchmarks/results/search_quality/),
 and the script prints, per target, the evaluation table (objective = minus the target's bits per
@@ -55,8 +57,34 @@ def sample_documents() -> pl.DataFrame:
 
 
 def parts(spec: str) -> list[str]:
-    """The domains a target spec names: `pydocs` or `pydocs+kjv`."""
-    return spec.split("+")
+    """The domains a target spec names: `pydocs`, `pydocs+kjv` or `pydocs*3+kjv`."""
+    return list(shares(spec))
+
+
+def shares(spec: str) -> dict[str, float]:
+    """Each domain of a spec with its weight: `pydocs*3+kjv` gives pydocs three times kjv's
+    held-out documents (the largest weight gets all `--held-out` of its domain's)."""
+    found = {}
+    for part in spec.split("+"):
+        domain, _, weight = part.partition("*")
+        found[domain] = float(weight or 1)
+        if found[domain] <= 0:
+            raise SystemExit(f"target {spec!r}: weight {weight!r} of {domain} must be positive")
+    return found
+
+
+def slug(spec: str) -> str:
+    """A spec as a file and target name: '*' would make a path a glob pattern."""
+    return spec.replace("*", "x")
+
+
+def target_documents(spec: str, chosen: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """A spec's held-out documents: the first share of each domain's, by its weight."""
+    weights = shares(spec)
+    top = max(weights.values())
+    return pl.concat(
+        [chosen[d].head(max(1, round(chosen[d].height * w / top))) for d, w in weights.items()]
+    )
 
 
 def split_corpus(specs: list[str], held_out: int, seed: int, dest: Path) -> dict[str, Path]:
@@ -73,8 +101,8 @@ def split_corpus(specs: list[str], held_out: int, seed: int, dest: Path) -> dict
     (dest / "targets").mkdir(parents=True, exist_ok=True)
     targets: dict[str, Path] = {}
     for spec in specs:
-        targets[spec] = dest / "targets" / f"{spec}.jsonl"
-        pl.concat([chosen[d] for d in parts(spec)]).select("text").write_ndjson(targets[spec])
+        targets[spec] = dest / "targets" / f"{slug(spec)}.jsonl"
+        target_documents(spec, chosen).select("text").write_ndjson(targets[spec])
     taken = pl.concat([frame["id"] for frame in chosen.values()])
     kept = docs.filter(~pl.col("id").is_in(taken.implode()))
     (dest / "corpus").mkdir(parents=True, exist_ok=True)
@@ -88,12 +116,12 @@ def split_corpus(specs: list[str], held_out: int, seed: int, dest: Path) -> dict
 
 
 def write_config(domain: str, target: Path, dest: Path, args: argparse.Namespace) -> Path:
-    run_dir = dest / domain
+    run_dir = dest / slug(domain)
     run_dir.mkdir(parents=True, exist_ok=True)
     config: dict = {
         "output_dir": str(run_dir / "outputs"),
         "corpus": {"path": str(dest / "corpus")},
-        "targets": [{"name": domain, "kind": "text", "path": str(target)}],
+        "targets": [{"name": slug(domain), "kind": "text", "path": str(target)}],
         "evaluation": {"seeds": args.eval_seeds},
     }
     if args.eval_tokens:
@@ -156,12 +184,15 @@ def weight_by_domain(weights: list[float], majority: dict[int, tuple[str, float]
 
 def evaluate(config: Path) -> None:
     """The mixture_evaluation asset's computation on a finished search, outside Dagster."""
-    from climb_assets.defs.assets.evaluation import run_evaluation
+    from climb_assets.core.shared.identity import search_identity
+    from climb_assets.defs.assets.evaluation import evaluate as evaluate_search
     from climb_assets.settings import load_settings
     from climb_assets.store import Layout
 
     settings = load_settings(config)
-    run_evaluation(settings, Layout(settings.output_dir), lambda line: print(line, flush=True))
+    layout = Layout(settings.output_dir)
+    identity = search_identity(layout, "search_quality", print)
+    evaluate_search(settings, layout, identity, lambda line: print(line, flush=True))
 
 
 def report(domain: str, run_dir: Path) -> list[dict]:
@@ -229,7 +260,8 @@ def main() -> None:
         "--domains",
         nargs="+",
         default=["pydocs", "shakespeare", "kjv"],
-        help="one target per entry; a+b is one target of both domains' held-out documents",
+        help="one target per entry; a+b is one target of both domains' held-out documents, "
+        "a*3+b weights a three times b",
     )
     parser.add_argument("--held-out", type=int, default=40, help="target documents per domain")
     parser.add_argument("--seed", type=int, default=0, help="which documents are held out")
@@ -253,7 +285,7 @@ def main() -> None:
     dest = RESULTS
     if not args.report_only:
         if args.evaluate_only:
-            targets = {d: dest / "targets" / f"{d}.jsonl" for d in args.domains}
+            targets = {d: dest / "targets" / f"{slug(d)}.jsonl" for d in args.domains}
         else:
             targets = split_corpus(args.domains, args.held_out, args.seed, dest)
         configs = {d: write_config(d, targets[d], dest, args) for d in args.domains}
@@ -273,7 +305,7 @@ def main() -> None:
                     )
     rows = []
     for domain in args.domains:
-        rows += report(domain, dest / domain)
+        rows += report(domain, dest / slug(domain))
     print("\n" + markdown(rows))
 
 

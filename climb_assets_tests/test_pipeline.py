@@ -16,7 +16,7 @@ from climb_assets.cli.runner import run_pipeline
 from climb_assets.definitions import build_definitions
 from climb_assets.defs.automation import SCHEDULED_TAG
 from climb_assets.defs.graph import Stage, stages
-from climb_assets.store import Layout
+from climb_assets.store import Layout, iteration_runs
 from climb_assets_tests.conftest import small_settings, with_tiny_evaluation
 
 
@@ -275,10 +275,11 @@ def test_mixture_evaluation_at_equal_tokens_with_common_seeds(pipeline) -> None:
     import torch
 
     from climb_assets.core.search.evaluation import BASELINES, evaluation_seeds
+    from climb_assets.core.search.evaluation_run import evaluation_mixtures, evaluation_proxy
     from climb_assets.core.search.proxy_pool import ProxyPool
     from climb_assets.core.search.scoring import train_and_score
     from climb_assets.core.search.targets import load_target, objective
-    from climb_assets.defs.assets.evaluation import evaluation_mixtures, evaluation_proxy
+    from climb_assets.defs.assets.evaluation import evaluation_inputs
 
     settings, layout, instance, _ = pipeline
     runs = pl.read_parquet(layout.evaluation / "runs.parquet")
@@ -302,7 +303,7 @@ def test_mixture_evaluation_at_equal_tokens_with_common_seeds(pipeline) -> None:
     pool = ProxyPool.open(layout.proxy_pool)
     search = [load_target(t) for t in settings.targets]
     extra = [load_target(t) for t in settings.evaluation.targets]
-    optimal = evaluation_mixtures(settings, layout)["optimal"]
+    optimal = evaluation_mixtures(settings, evaluation_inputs(settings, layout))["optimal"]
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.proxy.cpu_threads)  # as in the worker that trained it
     try:
@@ -588,3 +589,63 @@ def test_long_steps_log_their_progress_and_the_evaluation_its_estimate(pipeline)
         r"5,000 tokens each, about \w+ \(proxies trained at [\d,]+ tok/s",
         estimate[0],
     ), estimate
+
+
+def test_search_designs_spend_the_same_proxies_and_iterative_is_the_product(
+    pipeline, tmp_path: Path
+) -> None:
+    from climb_assets.core.search.ablation import equal_budget_designs, proxy_budget, run_design
+    from climb_assets.core.search.mixtures import constraint_budget
+    from climb_assets.core.search.proxy_jobs import (
+        ProxyTrainer,
+        proxy_run_key,
+        with_absolute_target_paths,
+    )
+    from climb_assets.store import corpus_token_counts
+
+    settings, layout, _, _ = pipeline
+    designs = equal_budget_designs(settings.search)
+    assert [d.name for d in designs] == [
+        "iterative",
+        "one-shot",
+        "one-shot-cover",
+        "best-of-random",
+    ]
+    budget = proxy_budget(settings.search)
+    assert budget == 7 + 2 * 2 + 3 * 2  # rounds 4 + 3, 2 seed repeats each, race 3 x 2 seeds
+    assert {proxy_budget(d.search) for d in designs} == {budget}
+    assert designs[1].search.proxies_per_iteration == [budget - 2 - 6]
+    assert designs[1].search.initial_design == "regmix"
+    assert designs[3].search.final_race_seeds == 0
+    trainer_settings = with_absolute_target_paths(settings)
+    results = {}
+    for design in designs:
+        trainer = ProxyTrainer(
+            trainer_settings,
+            layout.proxy_pool.resolve(),
+            tmp_path / design.name,
+            proxy_run_key(trainer_settings, layout.proxy_pool),
+        )
+        results[design.name] = run_design(
+            design,
+            settings,
+            corpus_token_counts(layout, settings),
+            constraint_budget(settings),
+            trainer,
+            log=lambda _: None,
+        )
+        assert len(list((tmp_path / design.name).glob("*.json"))) == results[design.name].proxies
+    # Finalists equal to another are raced once, so a design may spend less, never more.
+    assert all(r.proxies <= budget for r in results.values())
+    assert results["best-of-random"].proxies == budget
+    assert results["one-shot"].history.height == budget - 8
+    # The iterative design is the product's search: same runs, same chosen mixture.
+    optimal = json.loads(layout.optimal_mixture.read_text())
+    chosen = [optimal["weights"][k] for k in sorted(optimal["weights"], key=int)]
+    assert results["iterative"].weights.tolist() == pytest.approx(chosen, abs=1e-12)
+    product_runs = iteration_runs(layout, settings.iterations + 1)
+    assert product_runs is not None
+    assert results["iterative"].history["score"].to_list() == product_runs["score"].to_list()
+    best = results["best-of-random"]
+    columns = [f"w_{i}" for i in range(len(best.weights))]
+    assert best.weights.tolist() == list(best.history.sort("score").select(columns).row(-1))

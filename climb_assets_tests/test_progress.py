@@ -17,7 +17,7 @@ from climb_assets.core.shared.progress import (
     notice,
 )
 from climb_assets.settings import Settings, SettingsError, load_settings
-from climb_assets.store import Layout
+from climb_assets.store import Layout, iteration_runs
 
 
 class FakeClock:
@@ -156,7 +156,12 @@ def _with_proxy_runs(layout: Layout, speeds: list[list[float]]) -> None:
 
 
 def test_the_estimate_before_the_evaluation(tmp_path: Path) -> None:
-    from climb_assets.defs.assets.evaluation import _cost_per_token, estimate_line, evaluation_proxy
+    from climb_assets.core.search.evaluation_run import (
+        cost_per_token,
+        estimate_line,
+        evaluation_proxy,
+        proxy_tokens_per_second,
+    )
 
     settings = Settings.model_validate(
         {
@@ -165,17 +170,19 @@ def test_the_estimate_before_the_evaluation(tmp_path: Path) -> None:
             "execution": {"local_workers": 2},
         }
     )
-    layout = Layout(tmp_path)
-    assert estimate_line(settings, layout, 18, 6, 3) == (
+    assert estimate_line(settings, 18, 6, 3, None) == (
         "mixture_evaluation: 18 model(s) to train (of 6 distinct mixtures x 3 seed(s)), "
         "200,000 tokens each, time unknown (no proxy training speed recorded)"
     )
-    _with_proxy_runs(layout, [[9_000.0, 10_000.0, 30_000.0], [8_000.0, 11_000.0]])  # median 10k
-    ratio = _cost_per_token(evaluation_proxy(settings)) / _cost_per_token(settings.proxy)
-    seconds = 9 * 200_000 * ratio / 10_000  # 18 models, 2 at once
-    assert estimate_line(settings, layout, 18, 6, 3) == (
+    layout = Layout(tmp_path)
+    _with_proxy_runs(layout, [[9_000.0, 10_000.0, 30_000.0], [8_000.0, None]])  # median 9.5k
+    speed = proxy_tokens_per_second(iteration_runs(layout, 3))
+    assert speed == 9_500.0  # every iteration's runs, the missing speed left out
+    ratio = cost_per_token(evaluation_proxy(settings)) / cost_per_token(settings.proxy)
+    seconds = 9 * 200_000 * ratio / speed  # 18 models, 2 at once
+    assert estimate_line(settings, 18, 6, 3, speed) == (
         "mixture_evaluation: 18 model(s) to train (of 6 distinct mixtures x 3 seed(s)), "
-        f"200,000 tokens each, about {format_left(seconds)} (proxies trained at 10,000 tok/s; "
+        f"200,000 tokens each, about {format_left(seconds)} (proxies trained at 9,500 tok/s; "
         f"an evaluation model costs {ratio:.1f}x a proxy per token; 2 at once)"
     )
     assert 1.5 < ratio < 3  # the sample's evaluation model: wider and one block deeper

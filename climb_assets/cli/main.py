@@ -100,7 +100,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _print_evaluation(layout: Layout) -> None:
     import json
 
-    from climb_assets.defs.assets.evaluation import report_lines
+    from climb_assets.core.search.evaluation_run import report_lines
 
     summary = json.loads(layout.evaluation_summary.read_text())
     for line in report_lines(summary):

@@ -2,7 +2,7 @@
 as a larger model at equal tokens on the same seeds (common random numbers), so differences come
 from the mixtures, not from initialisation or data order.
 
-Pure functions only; the asset (climb_assets/defs/assets/evaluation.py) trains and writes.
+Pure functions only; `evaluation_run` trains the models, the asset writes what it returns.
 """
 
 from __future__ import annotations
