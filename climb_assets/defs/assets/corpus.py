@@ -69,7 +69,7 @@ def ingest_shard(job: ShardIngest) -> "ShardSummary":
 def ingest_shard_on_ray(job: ShardIngest) -> tuple["ShardSummary", dict[str, Any]]:
     """`ingest_shard` as a Ray task, and where it ran; a shard file the node cannot see fails
     naming the file and the node."""
-    from climb_assets.core.corpus.documents import require_visible
+    from climb_assets.core.corpus.shard_readers import require_visible
     from climb_assets.core.shared.execution import worker_identity
 
     where = worker_identity()
