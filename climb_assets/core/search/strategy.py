@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from climb_assets.core.search.final_choice import FinalChoice, choose_final, rank_pool
 from climb_assets.core.search.mixtures import (
     MixtureConstraints,
     best_single_order,
@@ -49,12 +50,9 @@ from climb_assets.core.search.mixtures import (
 from climb_assets.core.search.predictor import (
     MIN_CV_ROWS,
     MIN_FIT_ROWS,
-    FinalChoice,
     Predictor,
-    choose_final,
     cross_validated_spearman,
     fit_predictor,
-    rank_pool,
 )
 from climb_assets.core.search.trust_region import TrustRegion
 from climb_assets.settings import PredictorSettings, SearchSettings
