@@ -159,7 +159,7 @@ def test_ingest_runs_on_the_worker_nodes_and_matches_the_local_files(
 def test_the_output_folder_probe_reads_on_every_node_and_leaves_nothing(
     ray_cluster, tmp_path: Path
 ) -> None:
-    from climb_assets.core.shared.execution import check_shared_folder
+    from climb_assets.core.shared.ray_backend import check_shared_folder
 
     assert len([n for n in ray.nodes() if n["Alive"]]) == WORKER_NODES + 1
     check_shared_folder(tmp_path, RAY_ONE_THREAD)

@@ -124,7 +124,7 @@ def test_corpus_wide_stages_on_ray_write_the_local_files(
 ) -> None:
     """cluster_assignments, cluster_profiles and proxy_pool as one Ray task per shard write the
     very bytes the local backend wrote."""
-    import climb_assets.core.shared.execution as execution
+    import climb_assets.core.shared.ray_backend as ray_backend
 
     settings, local = local_run
     shutil.copytree(local.root, tmp_path / "ray")
@@ -134,13 +134,13 @@ def test_corpus_wide_stages_on_ray_write_the_local_files(
     shutil.rmtree(layout.proxy_pool)
     on_ray = settings.model_copy(update={"output_dir": layout.root, "execution": RAY_ONE_THREAD})
     mapped: list[int] = []
-    on_cluster = execution._map_ray
+    on_cluster = ray_backend.map_ray
 
     def counted(fn: Callable, items: Sequence, *args: object) -> list:
         mapped.append(len(items))
         return on_cluster(fn, items, *args)
 
-    monkeypatch.setattr(execution, "_map_ray", counted)
+    monkeypatch.setattr(ray_backend, "map_ray", counted)
     stages = ("cluster_assignments", "cluster_profiles", "proxy_pool")
     job = build_definitions(on_ray).resolve_implicit_global_asset_job_def()
     with dg.instance_for_test() as instance:
@@ -308,7 +308,7 @@ def test_more_gpus_than_the_cluster_has_fail_at_once_naming_the_setting(local_ra
 def test_the_output_folder_probe_passes_on_a_shared_folder_and_leaves_nothing(
     local_ray, tmp_path: Path
 ) -> None:
-    from climb_assets.core.shared.execution import check_shared_folder
+    from climb_assets.core.shared.ray_backend import check_shared_folder
 
     check_shared_folder(tmp_path, RAY_ONE_THREAD)
     assert list(tmp_path.iterdir()) == []

@@ -428,7 +428,8 @@ def encode_chunks_on_ray(
 
     With chunks of the local encoder's own chunk size, every text meets the same neighbours in
     the same length-sorted batches as in `encode`, so the vectors match it."""
-    from climb_assets.core.shared.execution import TaskResources, map_on_actors
+    from climb_assets.core.shared.execution import TaskResources
+    from climb_assets.core.shared.ray_backend import map_on_actors
 
     resources = TaskResources(
         execution.cpus_per_embed_worker,
