@@ -402,7 +402,7 @@ def cluster_profiles(
 )
 @one_line_failures
 def super_clusters(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
-    from climb_assets.core.clustering.clusters import prune_and_merge, super_cluster_summary
+    from climb_assets.core.clustering.super_clusters import prune_and_merge, super_cluster_summary
     from climb_assets.core.shared.plots import pca_2d, scatter_2d
 
     settings, layout = climb.resolve()
