@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from climb_assets.core.clustering.embedding import encode, load_encoder, model_location
+from climb_assets.core.clustering.embedding import encode
+from climb_assets.core.clustering.encoder import load_encoder, model_location
 from climb_assets.core.clustering.kmeans import assign, fit_kmeans, sample_for_fit
 from climb_assets.core.clustering.super_clusters import LINKAGES, Linkage, prune_and_merge
 from climb_assets.core.corpus.documents import documents_frame, wordpiece_token_counter

@@ -120,7 +120,8 @@ def test_an_iteration_spreads_over_the_nodes_and_matches_the_local_scores(
 def test_embedding_workers_sit_on_different_nodes_and_match_the_local_encoder(
     ray_cluster, local_run
 ) -> None:
-    from climb_assets.core.clustering.embedding import encode, encode_on_ray, load_encoder
+    from climb_assets.core.clustering.embedding import encode, encode_on_ray
+    from climb_assets.core.clustering.encoder import load_encoder
 
     settings, local = local_run
     texts = pl.read_parquet(local.documents("a.jsonl"))["text"].to_list()[:90]

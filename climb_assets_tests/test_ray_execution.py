@@ -238,12 +238,8 @@ def test_a_worker_lost_mid_iteration_is_retried_and_nothing_finished_retrains(
 def test_embeddings_on_ray_actors_match_the_local_encoder(
     local_ray, local_run, tmp_path: Path
 ) -> None:
-    from climb_assets.core.clustering.embedding import (
-        encode,
-        encode_file_on_ray,
-        encode_on_ray,
-        load_encoder,
-    )
+    from climb_assets.core.clustering.embedding import encode, encode_file_on_ray, encode_on_ray
+    from climb_assets.core.clustering.encoder import load_encoder
 
     settings, local = local_run
     texts = pl.read_parquet(local.documents("a.jsonl"))["text"].to_list()[:90]
@@ -278,7 +274,8 @@ def test_openvino_embeddings_on_ray_match_the_local_openvino_encoder(
     pytest.importorskip("openvino")
     import torch
 
-    from climb_assets.core.clustering.embedding import encode_file, encode_file_on_ray, load_encoder
+    from climb_assets.core.clustering.embedding import encode_file, encode_file_on_ray
+    from climb_assets.core.clustering.encoder import load_encoder
 
     settings, local = local_run
     embedding = settings.embedding.model_copy(update={"backend": "openvino", "batch_size": 8})

@@ -52,7 +52,7 @@ EMBEDDINGS_FINITE_UNIT_NORM = "finite_unit_norm"
 @lru_cache(maxsize=2)
 def _encoder(settings_json: str):  # noqa: ANN202 - a SentenceTransformer
     """One encoder per process and setting: `climb run` embeds every shard in one process."""
-    from climb_assets.core.clustering.embedding import load_encoder
+    from climb_assets.core.clustering.encoder import load_encoder
 
     return load_encoder(EmbeddingSettings.model_validate_json(settings_json))
 
@@ -125,8 +125,8 @@ def _embed(documents: Path, path: Path, settings: Settings) -> dict:
         document_count,
         encode_file,
         encode_file_on_ray,
-        encoder_info,
     )
+    from climb_assets.core.clustering.encoder import encoder_info
     from climb_assets.core.shared.execution import ExecutionError, TasksFailed
 
     execution = settings.execution

@@ -39,7 +39,7 @@ corpus_shard_files = dg.AssetSpec(
 
 def token_counter_for(settings_model: str):  # noqa: ANN201 - returns the core's callable
     """Counts tokens with the encoder's own tokenizer, so 'tokens' means one thing corpus-wide."""
-    from climb_assets.core.clustering.embedding import model_location
+    from climb_assets.core.clustering.encoder import model_location
     from climb_assets.core.corpus.documents import wordpiece_token_counter
 
     return wordpiece_token_counter(Path(model_location(settings_model)))
