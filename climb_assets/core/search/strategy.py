@@ -32,20 +32,22 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from climb_assets.core.search.designs import (
+    corner_mixtures,
+    cover_design,
+    swapped_orders,
+    vertex_mixtures,
+)
 from climb_assets.core.search.final_choice import FinalChoice, choose_final, rank_pool
 from climb_assets.core.search.mixtures import (
     MixtureConstraints,
     best_single_order,
     build_constraints,
-    corner_mixtures,
-    cover_design,
     sample_around,
     sample_dirichlet,
     sample_initial,
-    swapped_orders,
     unique_rows,
     validate_mixture_table,
-    vertex_mixtures,
 )
 from climb_assets.core.search.predictor import (
     MIN_CV_ROWS,
