@@ -6,7 +6,7 @@ partitions of each other cannot be backfilled. So one self-dependent
 asset, `bootstrap_iteration`, runs a whole CLIMB round (propose, train proxies, score, fit the
 predictor) and depends on its previous partition; backfilling it runs the rounds in order. The
 round's three artifacts are then published as their own partitioned assets, with checks
-(`iteration_views.py`); `optimal_mixture` races its finalists through `defs/final_race.py`.
+(`defs/iteration_views.py`); `optimal_mixture` races its finalists through `defs/final_race.py`.
 """
 
 import shutil
@@ -36,9 +36,9 @@ from climb_assets.core.shared.identity import (
     read_optimal,
     search_id,
 )
-from climb_assets.defs.assets.iteration_views import build_publishing_assets
 from climb_assets.defs.failures import one_line_failures
 from climb_assets.defs.final_race import final_race, noise_table, pooled_seed_noise, race_metadata
+from climb_assets.defs.iteration_views import build_publishing_assets
 from climb_assets.defs.metadata import (
     iteration_numbers,
     named,
