@@ -69,7 +69,7 @@ def sample_texts() -> pl.DataFrame:
 
 
 def build_sample_pool(root: Path, settings: Settings) -> Path:
-    from climb_assets.core.search.proxy_pool import build_pool
+    from climb_assets.core.search.pool_writer import build_pool
     from climb_assets.core.search.tokenizer import train_bpe
 
     docs = sample_texts()

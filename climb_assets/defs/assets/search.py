@@ -73,7 +73,7 @@ from climb_assets.store import (
 )
 
 if TYPE_CHECKING:
-    from climb_assets.core.search.proxy_pool import DocBatch
+    from climb_assets.core.search.pool_writer import DocBatch
 
 
 @dg.asset(
@@ -88,7 +88,7 @@ if TYPE_CHECKING:
 )
 @one_line_failures
 def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
-    from climb_assets.core.search.proxy_pool import keep_fractions, write_pool_in_parts
+    from climb_assets.core.search.pool_writer import keep_fractions, write_pool_in_parts
     from climb_assets.core.search.tokenizer import train_bpe
 
     settings, layout = climb.resolve()
@@ -140,7 +140,7 @@ def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Ma
 
 def pool_batches(layout: Layout, shard: str, batch_docs: int) -> Iterator["DocBatch"]:
     """One shard's part of the pool's stream: its documents of kept super-clusters."""
-    from climb_assets.core.search.proxy_pool import DocBatch
+    from climb_assets.core.search.pool_writer import DocBatch
 
     columns = ["doc_id", "text"]
     for frame in kept_document_batches(
