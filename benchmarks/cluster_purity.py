@@ -10,7 +10,7 @@ embedded with the project's encoder (cached to benchmarks/results/cluster_purity
 key hashing texts and embedding settings, so reruns skip encoding), and clustered with the
 project's faiss K-means fitted like the `centroids` asset (per-shard documents, seeded sample).
 Documents are then deduplicated across shards as `document_index` does, and clusters pruned and
-merged by `core.clustering.clusters.prune_and_merge` with the ClusteringSettings pruning
+merged by `core.clustering.super_clusters.prune_and_merge` with the ClusteringSettings pruning
 defaults (--no-prune: every cluster is kept).
 
 Printed per linkage and merge_distance (rows only where the super-cluster count changes) and
