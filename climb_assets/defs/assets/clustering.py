@@ -221,6 +221,29 @@ def cluster_assignments(
     )
 
 
+def _profile_shards(
+    layout: Layout, settings: Settings, shards: list[str]
+) -> tuple[pl.DataFrame, int, int]:
+    """Every shard profiled on its own (`profile_shard`) and the partials merged: the profiles,
+    the documents counted and, of those, the ones without a cluster."""
+    from climb_assets.core.clustering.clusters import ProfilePartial
+
+    k = int(np.load(layout.centroids).shape[0])
+    # Shards in the order the stream reads them: merged in that order, floats sum the same way
+    # on every backend.
+    fractions = term_fractions(layout, shards, settings)
+    profile = partial(profile_shard, layout, settings, k, fractions)
+    shutil.rmtree(layout.profiles_work, ignore_errors=True)  # a crashed run's partials
+    parts = map_shards(profile, sorted(shards), settings, layout, "cluster_profiles")
+    accumulator = profile_accumulator(settings, k, fractions)
+    for part in parts:  # one shard's partial in memory at a time
+        accumulator.merge(ProfilePartial.load(part.folder))
+    shutil.rmtree(layout.profiles_work, ignore_errors=True)
+    documents = sum(part.documents for part in parts)
+    unassigned = sum(part.unassigned for part in parts)
+    return accumulator.result(), documents, unassigned
+
+
 @dg.asset(
     deps=[cluster_assignments, "document_index", centroids],
     automation_condition=eager_after("cluster_assignments"),
@@ -242,27 +265,13 @@ def cluster_assignments(
 def cluster_profiles(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
-    from climb_assets.core.clustering.clusters import ProfilePartial
     from climb_assets.core.shared.plots import bar_chart, histogram
 
     settings, layout = climb.resolve()
     shards = registered(context.instance)
     require_shard_files(layout, shards, "cluster_profiles", *READ_PER_SHARD)
     layout = Layout(layout.root.resolve())  # a Ray worker's working directory is another
-    k = int(np.load(layout.centroids).shape[0])
-    # Shards in the order the stream reads them: merged in that order, floats sum the same way
-    # on every backend.
-    fractions = term_fractions(layout, shards, settings)
-    profile = partial(profile_shard, layout, settings, k, fractions)
-    shutil.rmtree(layout.profiles_work, ignore_errors=True)  # a crashed run's partials
-    parts = map_shards(profile, sorted(shards), settings, layout, "cluster_profiles")
-    accumulator = profile_accumulator(settings, k, fractions)
-    for part in parts:  # one shard's partial in memory at a time
-        accumulator.merge(ProfilePartial.load(part.folder))
-    shutil.rmtree(layout.profiles_work, ignore_errors=True)
-    documents = sum(part.documents for part in parts)
-    unassigned = sum(part.unassigned for part in parts)
-    profiles = accumulator.result()
+    profiles, documents, unassigned = _profile_shards(layout, settings, shards)
     write_parquet(profiles, layout.cluster_profiles)
     by_size = profiles.sort("n_docs", descending=True)
     return dg.MaterializeResult(
