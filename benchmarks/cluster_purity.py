@@ -10,7 +10,7 @@ embedded with the project's encoder (cached to benchmarks/results/cluster_purity
 key hashing texts and embedding settings, so reruns skip encoding), and clustered with the
 project's faiss K-means fitted like the `centroids` asset (per-shard documents, seeded sample).
 Documents are then deduplicated across shards as `document_index` does, and clusters pruned and
-merged by `core.clustering.clusters.prune_and_merge` with the ClusteringSettings pruning
+merged by `core.clustering.super_clusters.prune_and_merge` with the ClusteringSettings pruning
 defaults (--no-prune: every cluster is kept).
 
 Printed per linkage and merge_distance (rows only where the super-cluster count changes) and
@@ -37,9 +37,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from climb_assets.core.clustering.clusters import LINKAGES, Linkage, prune_and_merge
-from climb_assets.core.clustering.embedding import encode, load_encoder, model_location
+from climb_assets.core.clustering.embedding import encode
+from climb_assets.core.clustering.encoder import load_encoder, model_location
 from climb_assets.core.clustering.kmeans import assign, fit_kmeans, sample_for_fit
+from climb_assets.core.clustering.super_clusters import LINKAGES, Linkage, prune_and_merge
 from climb_assets.core.corpus.documents import documents_frame, wordpiece_token_counter
 from climb_assets.settings import ClusteringSettings, CorpusSettings, EmbeddingSettings
 

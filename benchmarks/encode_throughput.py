@@ -25,12 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from climb_assets.core.clustering.embedding import (
-    encode,
-    encoder_info,
-    load_encoder,
-    model_location,
-)
+from climb_assets.core.clustering.embedding import encode
+from climb_assets.core.clustering.encoder import encoder_info, load_encoder, model_location
 from climb_assets.core.shared.precision import resolve_device
 from climb_assets.settings import CorpusSettings, EmbeddingSettings
 

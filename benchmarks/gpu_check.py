@@ -67,7 +67,8 @@ def sample_texts(n: int) -> list[str]:
 def check_encoder(docs: int) -> None:
     import torch
 
-    from climb_assets.core.clustering.embedding import encode, load_encoder
+    from climb_assets.core.clustering.embedding import encode
+    from climb_assets.core.clustering.encoder import load_encoder
     from climb_assets.settings import EmbeddingSettings
 
     say("\n1. encoder")

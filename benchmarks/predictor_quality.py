@@ -39,12 +39,13 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
+from climb_assets.core.search.final_choice import best_mixture, choose_final
 from climb_assets.core.search.mixtures import (
     MixtureConstraints,
     build_constraints,
     sample_dirichlet,
 )
-from climb_assets.core.search.predictor import best_mixture, choose_final, fit_predictor, spearman
+from climb_assets.core.search.predictor import fit_predictor, spearman
 from climb_assets.core.shared.atomic import write_parquet
 from climb_assets.settings import PredictorSettings, Settings, load_settings
 

@@ -13,10 +13,10 @@ from typing import TypeVar
 
 import numpy as np
 
+from climb_assets.core.search.final_choice import best_mixture
 from climb_assets.core.search.mixtures import MixtureConstraints, sample_around, sample_dirichlet
 from climb_assets.core.search.predictor import (
     PREDICT_THREADS,
-    best_mixture,
     cross_validated_spearman,
     fit_predictor,
 )

@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, models, pre_tokenizers
 
+from climb_assets.core.search.pool_writer import build_pool
 from climb_assets.core.search.proxy_model import ModelConfig, ProxyLM, flops_per_token
-from climb_assets.core.search.proxy_pool import ProxyPool, build_pool
+from climb_assets.core.search.proxy_pool import ProxyPool
 from climb_assets.core.search.proxy_training import train_proxy
 from climb_assets.core.search.tokenizer import EOS_TOKEN
 from climb_assets.settings import ProxySettings

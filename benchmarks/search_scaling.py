@@ -69,7 +69,7 @@ def sample_texts() -> pl.DataFrame:
 
 
 def build_sample_pool(root: Path, settings: Settings) -> Path:
-    from climb_assets.core.search.proxy_pool import build_pool
+    from climb_assets.core.search.pool_writer import build_pool
     from climb_assets.core.search.tokenizer import train_bpe
 
     docs = sample_texts()
@@ -156,7 +156,8 @@ def compare_iteration(settings: Settings, pool: Path, proxies: int, workers: int
 def compare_embedding(settings: Settings, docs: int, max_workers: int) -> None:
     import ray
 
-    from climb_assets.core.clustering.embedding import encode, encode_on_ray, load_encoder
+    from climb_assets.core.clustering.embedding import encode, encode_on_ray
+    from climb_assets.core.clustering.encoder import load_encoder
     from climb_assets.core.shared.execution import set_torch_threads
 
     texts = sample_texts()["text"].to_list()[:docs]

@@ -14,7 +14,8 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from climb_assets.core.dataset.build import SHARD_GLOB, check_corpus_supply
+from climb_assets.core.dataset.build import check_corpus_supply
+from climb_assets.core.dataset.writer import SHARD_GLOB
 from climb_assets.settings import Settings
 
 # Per-shard folders: one file per registered shard, named by `shard_file_stem`.
@@ -28,7 +29,7 @@ CURVES_FILE = "loss_curves.parquet"
 REPEATS_FILE = "seed_repeats.parquet"  # candidates re-run with a second seed: the noise floor
 PREDICTOR_DIR = "predictor"
 SUMMARY_FILE = "summary.json"
-DATASET_SHARDS = SHARD_GLOB  # the final dataset's files, as core.dataset.build writes them
+DATASET_SHARDS = SHARD_GLOB  # the final dataset's files, as core.dataset.writer writes them
 DATASET_CARD = "README.md"
 POOL_MANIFEST = "manifest.json"  # core.search.proxy_pool.MANIFEST; not imported, that loads torch
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from climb_assets.core.shared.execution import ExecutionError, TaskResources, ensure_ray, map_tasks
+from climb_assets.core.shared.execution import ExecutionError, TaskResources, map_tasks
+from climb_assets.core.shared.ray_backend import ensure_ray
 from climb_assets.settings import (
     AutomationSettings,
     ExecutionSettings,

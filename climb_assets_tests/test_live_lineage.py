@@ -13,7 +13,8 @@ from climb_assets_tests.live import PROJECT, DagsterDev, name
 
 pytestmark = pytest.mark.slow
 
-# Each asset's direct upstream assets, as declared in climb_assets/defs/assets/*.py.
+# Each asset's direct upstream assets, as declared in climb_assets/defs/assets/*.py (the
+# round's published views in climb_assets/defs/iteration_views.py).
 EXPECTED_DEPS: dict[str, set[str]] = {
     "corpus_shard_files": set(),
     "corpus_documents": {"corpus_shard_files"},

@@ -120,7 +120,8 @@ def test_an_iteration_spreads_over_the_nodes_and_matches_the_local_scores(
 def test_embedding_workers_sit_on_different_nodes_and_match_the_local_encoder(
     ray_cluster, local_run
 ) -> None:
-    from climb_assets.core.clustering.embedding import encode, encode_on_ray, load_encoder
+    from climb_assets.core.clustering.embedding import encode, encode_on_ray
+    from climb_assets.core.clustering.encoder import load_encoder
 
     settings, local = local_run
     texts = pl.read_parquet(local.documents("a.jsonl"))["text"].to_list()[:90]
@@ -159,7 +160,7 @@ def test_ingest_runs_on_the_worker_nodes_and_matches_the_local_files(
 def test_the_output_folder_probe_reads_on_every_node_and_leaves_nothing(
     ray_cluster, tmp_path: Path
 ) -> None:
-    from climb_assets.core.shared.execution import check_shared_folder
+    from climb_assets.core.shared.ray_backend import check_shared_folder
 
     assert len([n for n in ray.nodes() if n["Alive"]]) == WORKER_NODES + 1
     check_shared_folder(tmp_path, RAY_ONE_THREAD)

@@ -124,7 +124,7 @@ def test_corpus_wide_stages_on_ray_write_the_local_files(
 ) -> None:
     """cluster_assignments, cluster_profiles and proxy_pool as one Ray task per shard write the
     very bytes the local backend wrote."""
-    import climb_assets.core.shared.execution as execution
+    import climb_assets.core.shared.ray_backend as ray_backend
 
     settings, local = local_run
     shutil.copytree(local.root, tmp_path / "ray")
@@ -134,13 +134,13 @@ def test_corpus_wide_stages_on_ray_write_the_local_files(
     shutil.rmtree(layout.proxy_pool)
     on_ray = settings.model_copy(update={"output_dir": layout.root, "execution": RAY_ONE_THREAD})
     mapped: list[int] = []
-    on_cluster = execution._map_ray
+    on_cluster = ray_backend.map_ray
 
     def counted(fn: Callable, items: Sequence, *args: object) -> list:
         mapped.append(len(items))
         return on_cluster(fn, items, *args)
 
-    monkeypatch.setattr(execution, "_map_ray", counted)
+    monkeypatch.setattr(ray_backend, "map_ray", counted)
     stages = ("cluster_assignments", "cluster_profiles", "proxy_pool")
     job = build_definitions(on_ray).resolve_implicit_global_asset_job_def()
     with dg.instance_for_test() as instance:
@@ -238,12 +238,8 @@ def test_a_worker_lost_mid_iteration_is_retried_and_nothing_finished_retrains(
 def test_embeddings_on_ray_actors_match_the_local_encoder(
     local_ray, local_run, tmp_path: Path
 ) -> None:
-    from climb_assets.core.clustering.embedding import (
-        encode,
-        encode_file_on_ray,
-        encode_on_ray,
-        load_encoder,
-    )
+    from climb_assets.core.clustering.embedding import encode, encode_file_on_ray, encode_on_ray
+    from climb_assets.core.clustering.encoder import load_encoder
 
     settings, local = local_run
     texts = pl.read_parquet(local.documents("a.jsonl"))["text"].to_list()[:90]
@@ -278,7 +274,8 @@ def test_openvino_embeddings_on_ray_match_the_local_openvino_encoder(
     pytest.importorskip("openvino")
     import torch
 
-    from climb_assets.core.clustering.embedding import encode_file, encode_file_on_ray, load_encoder
+    from climb_assets.core.clustering.embedding import encode_file, encode_file_on_ray
+    from climb_assets.core.clustering.encoder import load_encoder
 
     settings, local = local_run
     embedding = settings.embedding.model_copy(update={"backend": "openvino", "batch_size": 8})
@@ -308,7 +305,7 @@ def test_more_gpus_than_the_cluster_has_fail_at_once_naming_the_setting(local_ra
 def test_the_output_folder_probe_passes_on_a_shared_folder_and_leaves_nothing(
     local_ray, tmp_path: Path
 ) -> None:
-    from climb_assets.core.shared.execution import check_shared_folder
+    from climb_assets.core.shared.ray_backend import check_shared_folder
 
     check_shared_folder(tmp_path, RAY_ONE_THREAD)
     assert list(tmp_path.iterdir()) == []

@@ -16,8 +16,10 @@ from typing import Any
 
 import polars as pl
 
-# _id_string: the rule ingest derives ids by, so a trace compares like with like
-from climb_assets.core.corpus.documents import _id_string, normalize_text
+from climb_assets.core.corpus.documents import normalize_text
+
+# id_string: the rule ingest derives ids by, so a trace compares like with like
+from climb_assets.core.corpus.shard_readers import id_string
 from climb_assets.settings import CorpusSettings, Settings
 from climb_assets.store import Layout
 
@@ -95,7 +97,7 @@ def check_source(
     id_value = record.get(corpus.id_field)
     if path.suffix == ".parquet" and corpus.id_field == corpus.text_field:
         id_value = None  # ingest derives the ids of such a shard
-    found_id = _id_string(id_value, traced["shard"], row)
+    found_id = id_string(id_value, traced["shard"], row)
     found_text = record.get(corpus.text_field)
     if isinstance(found_text, bytes):  # a binary Parquet text column, decoded as ingest does
         found_text = found_text.decode("utf-8", "replace")

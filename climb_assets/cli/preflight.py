@@ -97,7 +97,7 @@ def text_field_warnings(settings: Settings, shards: list[str]) -> list[str]:
 def check_encoder(settings: Settings) -> None:
     """The encoder must load offline and on the device asked for: say so now, not minutes into
     the embedding step."""
-    from climb_assets.core.clustering.embedding import PACKAGED_MODEL
+    from climb_assets.core.clustering.encoder import PACKAGED_MODEL
     from climb_assets.core.shared.precision import resolve_device
 
     model = settings.embedding.model
@@ -217,7 +217,7 @@ def embedding_dimension(settings: Settings) -> int:
     """The encoder's width from its config.json, without loading it; 768 when unknown."""
     import json
 
-    from climb_assets.core.clustering.embedding import model_location
+    from climb_assets.core.clustering.encoder import model_location
 
     try:
         config = Path(model_location(settings.embedding.model)) / "config.json"

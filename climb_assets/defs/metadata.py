@@ -256,3 +256,14 @@ def iteration_numbers(
 def _readable(value: float) -> float:
     rounded = round_for_reading(value)
     return math.nan if rounded is None else rounded
+
+
+def or_na(value: float | None) -> float | str:
+    """`rounded`, or "n/a" for None (a value not computed)."""
+    return "n/a" if value is None else rounded(value)
+
+
+def rounded(value: float) -> float:
+    """Rounded for reading; a float still, so the Plots tab charts it across materializations."""
+    rounded = round_for_reading(float(value))
+    return float("nan") if rounded is None else rounded

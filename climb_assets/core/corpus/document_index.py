@@ -20,7 +20,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from climb_assets.core.corpus.documents import REJECT_SCHEMA, ShardReadError, raw_records
+from climb_assets.core.corpus.documents import REJECT_SCHEMA
+from climb_assets.core.corpus.shard_readers import ShardReadError, raw_records
 from climb_assets.core.corpus.shards import missing_shard_files_message
 from climb_assets.core.shared.atomic import atomic_path
 from climb_assets.settings import CorpusSettings

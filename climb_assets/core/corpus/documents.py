@@ -1,54 +1,41 @@
-"""Read one corpus shard file into clean documents (with quality signals) and rejects, streamed
-to two Parquet files.
+"""Turn one corpus shard file into clean documents (with quality signals) and rejects, streamed
+to two Parquet files; `core.corpus.shard_readers` reads the file's records.
 
-Formats: `.jsonl`, `.jsonl.gz`, `.jsonl.zst` (one JSON object per line) and `.parquet`. Every
-input record ends up either as a document or as a reject row, so
-`rows_read == documents + rejected`. Blank JSONL lines are not records: they are
-skipped without a trace (a trailing newline at the end of a file is common and harmless).
-
-`row` numbers a record within its shard: the 1-based line number for JSONL (blank lines counted,
-so it matches what an editor shows) and the 0-based row index for Parquet (what polars, pyarrow
-and DuckDB show). A record without an id gets `"<shard key>:<row>"`, unique across the corpus
-(a bare row number would collide between shards).
+Every input record ends up either as a document or as a reject row, so
+`rows_read == documents + rejected`.
 
 Ids are unique within a shard: a record whose text repeats an earlier one is a `duplicate`
 (whatever its id), and one that reuses an earlier record's id with a different text is a
 `duplicate_id`; the first record wins in both cases.
 
-`raw` in a reject keeps the original bytes: the JSONL line without its line terminator, or the
-Parquet text cell (null when the cell is null).
+`raw` in a reject keeps the original bytes of the record (see `core.corpus.shard_readers`).
 
 Ingest streams, since one shard may be many gigabytes: records are read, and documents and
 rejects appended to their files, one batch of `batch_docs` at a time (a row group each). Memory
 holds that batch plus a hash and an id per document for within-shard deduplication, never the
 shard's text; what the asset reports comes back as a `ShardSummary` of counts.
 
-A shard that cannot be read at all raises `ShardReadError`, never half a result: a truncated
-gzip or zstd stream fails the whole shard even though its first lines could be decoded. Both
-files are written under temporary names and renamed into place only once the whole shard was
-read, so a failure leaves the previous files as they were.
+A shard that cannot be read at all raises `ShardReadError`, never half a result. Both files are
+written under temporary names and renamed into place only once the whole shard was read, so a
+failure leaves the previous files as they were.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import re
 import unicodedata
-import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
-import zstandard
 
 from climb_assets.core.corpus.quality import quality_schema, quality_signals
+from climb_assets.core.corpus.shard_readers import Record, derived_id, read_records
 from climb_assets.core.shared.atomic import atomic_path
 from climb_assets.settings import CorpusSettings
 
@@ -81,19 +68,12 @@ _BASE_DOCUMENT_SCHEMA: dict[str, pl.DataType] = {
     "n_words": pl.Int64(),
     "n_tokens": pl.Int64(),
 }
-SHARD_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet")
 PREVIEW_ROWS = 5
 PREVIEW_COLUMNS = ("doc_id", "row", "n_tokens", "quality_score", "text")
 
-_READ_CHUNK_BYTES = 1 << 20
 _REJECT_FLUSH_BYTES = 64 << 20  # raw bytes of pending rejects that trigger a write
 _NO_STATISTICS = frozenset({"text", "raw"})  # columns written without min/max statistics
-_UTF8_BOM = b"\xef\xbb\xbf"
 _BLANK_LINE_RUN = re.compile(r"\n{4,}")  # newlines enclosing three or more blank lines
-
-
-class ShardReadError(Exception):
-    """The shard file as a whole cannot be read; the message names the file and the cause."""
 
 
 @dataclass(frozen=True)
@@ -142,226 +122,6 @@ def normalize_text(text: str) -> str:
 def content_hash(text: str) -> str:
     """Hex BLAKE2b-128 of the UTF-8 text (32 characters); use on normalized text."""
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
-
-
-# --- records: what a reader extracts from one line or row ---------------------------------------
-
-
-@dataclass(frozen=True)
-class _Record:
-    row: int
-    raw: bytes | None
-    doc_id: str | None
-    text: str | None = None  # set when the reader found a text string
-    reason: str | None = None  # else the reject reason ...
-    detail: str = ""  # ... and what exactly was wrong
-
-
-def derived_id(shard: str, row: int) -> str:
-    """The id of a record that has none: its shard key and row, unique across the corpus."""
-    return f"{shard}:{row}"
-
-
-def _id_string(value: Any, shard: str, row: int) -> str:
-    """Ids may be strings, numbers or anything JSON; absent, null or "" become derived_id."""
-    if value is None or value == "":
-        return derived_id(shard, row)
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    # a JSON "\ud800" escape decodes to a lone surrogate that UTF-8 (and Arrow) cannot store
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    return names.get(type(value), "a number")
-
-
-def _text_record(row: int, raw: bytes | None, doc_id: str, value: Any, field: str) -> _Record:
-    if isinstance(value, str):
-        return _Record(row, raw, doc_id, text=value)
-    detail = f"field '{field}' is {_json_type(value)}, not a string"
-    return _Record(row, raw, doc_id, reason="missing_text", detail=detail)
-
-
-def _json_record(row: int, raw: bytes, corpus: CorpusSettings, shard: str) -> _Record:
-    try:
-        line = raw.removeprefix(_UTF8_BOM).decode("utf-8") if row == 1 else raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        detail = f"invalid UTF-8 at byte {err.start}: {err.reason}"
-        return _Record(row, raw, None, reason="invalid_utf8", detail=detail)
-    try:
-        value = json.loads(line)
-    except (json.JSONDecodeError, RecursionError) as err:
-        detail = f"invalid JSON: {err}"
-        return _Record(row, raw, None, reason="unparseable", detail=detail)
-    if not isinstance(value, dict):
-        detail = f"expected a JSON object, got {_json_type(value)}"
-        return _Record(row, raw, None, reason="unparseable", detail=detail)
-    doc_id = _id_string(value.get(corpus.id_field), shard, row)
-    if corpus.text_field not in value:
-        detail = f"no field '{corpus.text_field}' (fields: {', '.join(map(str, value))})"
-        return _Record(row, raw, doc_id, reason="missing_text", detail=detail)
-    return _text_record(row, raw, doc_id, value[corpus.text_field], corpus.text_field)
-
-
-# --- readers --------------------------------------------------------------------------------------
-
-
-def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
-    while chunk := stream.read(_READ_CHUNK_BYTES):
-        yield chunk
-
-
-def _zstd_chunks(stream: IO[bytes]) -> Iterator[bytes]:
-    """Decompressed chunks of a (multi-frame) zstd stream; raises EOFError if it is truncated.
-
-    zstandard's stream_reader ends quietly at a truncated frame, which would keep half a shard.
-    """
-    decompressor = zstandard.ZstdDecompressor()
-    frame = decompressor.decompressobj()
-    inside_frame = False
-    for data in _chunks(stream):
-        while data:
-            if out := frame.decompress(data):
-                yield out
-            inside_frame = True
-            data = b""
-            if frame.eof:  # a frame ended; what follows starts a new one
-                data, frame, inside_frame = frame.unused_data, decompressor.decompressobj(), False
-    if inside_frame:
-        raise EOFError("zstd stream ended in the middle of a frame")
-
-
-def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Lines without their terminator ("\\n" or "\\r\\n"); pieces are joined once per line."""
-    pending: list[bytes] = []
-    for chunk in chunks:
-        parts = chunk.split(b"\n")
-        if len(parts) == 1:
-            pending.append(chunk)
-            continue
-        pending.append(parts[0])
-        yield b"".join(pending).removesuffix(b"\r")
-        for part in parts[1:-1]:
-            yield part.removesuffix(b"\r")
-        pending = [parts[-1]]
-    if last := b"".join(pending).removesuffix(b"\r"):
-        yield last
-
-
-def _jsonl_records(
-    chunks: Iterable[bytes], corpus: CorpusSettings, shard: str
-) -> Iterator[_Record]:
-    for row, raw in enumerate(_lines(chunks), start=1):
-        if raw.strip():
-            yield _json_record(row, raw, corpus, shard)
-
-
-def _file_jsonl_records(
-    path: Path, corpus: CorpusSettings, suffix: str, shard: str
-) -> Iterator[_Record]:
-    with open(path, "rb") as file:
-        if suffix == ".jsonl.gz":
-            with gzip.GzipFile(fileobj=file) as stream:
-                yield from _jsonl_records(_chunks(stream), corpus, shard)
-        elif suffix == ".jsonl.zst":
-            yield from _jsonl_records(_zstd_chunks(file), corpus, shard)
-        else:
-            yield from _jsonl_records(_chunks(file), corpus, shard)
-
-
-def _check_text_column(path: Path, schema: pa.Schema, field: str) -> None:
-    if field not in schema.names:
-        columns = ", ".join(schema.names)
-        raise ShardReadError(
-            f"{path}: parquet shard has no text column '{field}' (columns: {columns})"
-        )
-    kind = schema.field(field).type
-    text_like = (
-        pa.types.is_string(kind)
-        or pa.types.is_large_string(kind)
-        or pa.types.is_string_view(kind)
-        or pa.types.is_binary(kind)
-        or pa.types.is_large_binary(kind)
-        or pa.types.is_binary_view(kind)
-    )
-    if not text_like:
-        raise ShardReadError(f"{path}: column '{field}' has type {kind}, expected string or binary")
-
-
-def _parquet_records(
-    path: Path, corpus: CorpusSettings, batch_rows: int, shard: str
-) -> Iterator[_Record]:
-    """Rows in batches of `batch_rows`; text is read as bytes so bad UTF-8 rejects one row only."""
-    with pq.ParquetFile(path) as file:
-        schema = file.schema_arrow
-        _check_text_column(path, schema, corpus.text_field)
-        has_id = corpus.id_field in schema.names and corpus.id_field != corpus.text_field
-        columns = [corpus.text_field] + ([corpus.id_field] if has_id else [])
-        row = 0
-        for batch in file.iter_batches(batch_size=batch_rows, columns=columns):
-            cells = batch.column(corpus.text_field).cast(pa.large_binary()).to_pylist()
-            ids = batch.column(corpus.id_field).to_pylist() if has_id else [None] * len(cells)
-            for raw, id_value in zip(cells, ids, strict=True):
-                doc_id = _id_string(id_value, shard, row)
-                yield _parquet_record(row, raw, doc_id, corpus.text_field)
-                row += 1
-
-
-def _parquet_record(row: int, raw: bytes | None, doc_id: str, field: str) -> _Record:
-    if raw is None:
-        return _text_record(row, raw, doc_id, None, field)
-    try:
-        return _Record(row, raw, doc_id, text=raw.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        detail = f"invalid UTF-8 at byte {err.start}: {err.reason}"
-        return _Record(row, raw, doc_id, reason="invalid_utf8", detail=detail)
-
-
-_READ_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError, pa.ArrowException)
-_FORMAT_NAMES = {
-    ".jsonl": "JSONL file",
-    ".jsonl.gz": "gzip-compressed JSONL",
-    ".jsonl.zst": "zstd-compressed JSONL",
-    ".parquet": "parquet file",
-}
-
-
-def _shard_suffix(path: Path) -> str:
-    name = path.name.lower()
-    for suffix in sorted(SHARD_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return suffix
-    raise ShardReadError(
-        f"{path}: unknown shard format; expected a name ending in {', '.join(SHARD_SUFFIXES)}"
-    )
-
-
-def _read_records(
-    path: Path, corpus: CorpusSettings, batch_rows: int, shard: str
-) -> Iterator[_Record]:
-    """Records in file order; any failure to read the file becomes a ShardReadError."""
-    suffix = _shard_suffix(path)
-    if not path.is_file():
-        raise ShardReadError(f"{path}: shard file does not exist")
-    if suffix == ".parquet":
-        records = _parquet_records(path, corpus, batch_rows, shard)
-    else:
-        records = _file_jsonl_records(path, corpus, suffix, shard)
-    try:
-        while True:
-            try:
-                record = next(records)
-            except StopIteration:
-                return
-            except _READ_ERRORS as err:
-                kind = _FORMAT_NAMES[suffix]
-                raise ShardReadError(f"{path}: cannot read {kind}: {err}") from err
-            yield record
-    finally:
-        records.close()  # closes the file now, also when the caller stops early
 
 
 # --- building the tables ------------------------------------------------------------------------
@@ -428,7 +188,7 @@ class _ShardBuilder:
         self.tally = _Tally()
         self.rows_read = 0
 
-    def add(self, record: _Record) -> None:
+    def add(self, record: Record) -> None:
         self.rows_read += 1
         if record.text is None:
             self._reject(record, record.reason or "unparseable", record.detail)
@@ -465,7 +225,7 @@ class _ShardBuilder:
             return "over_long", f"{len(text)} characters after normalization > {self.max_chars}"
         return None
 
-    def _reject(self, record: _Record, reason: str, detail: str) -> None:
+    def _reject(self, record: Record, reason: str, detail: str) -> None:
         self.rejects_by_reason[reason] += 1
         self.pending_rejects.append(
             {
@@ -566,33 +326,9 @@ def process_shard(
         _parquet_writer(rejects_tmp, REJECT_SCHEMA) as rejects,
     ):
         builder = _ShardBuilder(shard_key, corpus, count_tokens, batch_docs, (documents, rejects))
-        for record in _read_records(Path(path), corpus, batch_docs, shard_key):
+        for record in read_records(Path(path), corpus, batch_docs, shard_key):
             builder.add(record)
         return builder.finish()
-
-
-def require_visible(path: Path, where: str) -> None:
-    """Fail naming the file and `where` (a Ray node) when the shard file is not there: a corpus
-    folder that is not mounted on every node, told plainly rather than as a reader's error."""
-    if not path.is_file():
-        raise ShardReadError(
-            f"{path}: shard file not found on {where}; every Ray node needs the corpus folder "
-            "at the same path (NFS, a shared volume)"
-        )
-
-
-def raw_records(
-    path: Path, shard_key: str, corpus: CorpusSettings, rows: set[int]
-) -> dict[int, bytes | None]:
-    """The original bytes of some records of a shard (see `raw` in the module docstring), read
-    again from the file: rejects found after processing keep their record too."""
-    found: dict[int, bytes | None] = {}
-    for record in _read_records(Path(path), corpus, 4096, shard_key):
-        if record.row in rows:
-            found[record.row] = record.raw
-            if len(found) == len(rows):  # the rest of the file is not needed
-                break
-    return found
 
 
 def shard_warning(summary: ShardSummary) -> str | None:

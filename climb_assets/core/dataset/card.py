@@ -12,7 +12,8 @@ from typing import Any
 import polars as pl
 import yaml
 
-from climb_assets.core.dataset.build import SHARD_GLOB, SamplingReport
+from climb_assets.core.dataset.build import SamplingReport
+from climb_assets.core.dataset.writer import SHARD_GLOB
 
 DEFAULT_TITLE = "ClimbMix-style dataset"
 DEFAULT_LICENSE_NOTE = (

@@ -12,10 +12,9 @@ Constraints (`MixtureConstraints`):
 - RegMix's cap: weight_i <= prior_i * max_weight_multiplier;
 - weights below min_weight are zeroed (a group too small to matter is left out).
 
-Iteration 1's `cover_design` adds what prior-shaped draws never reach: each group at its cap
-(`vertex_mixtures`) and mixtures on 2-3 groups (`sparse_mixtures`). Later iterations add the
-feasible set's vertices (`corner_mixtures`: groups filled to their caps in a ranked order),
-where a score that keeps rising with a group's weight has its best mixture.
+`core.search.designs` adds the candidates prior-shaped draws never reach (each group at its
+cap, mixtures on 2-3 groups, the feasible set's vertices); `greedy_fill` here fills groups to
+their caps in a ranked order, as the best single super-cluster (`best_single_mixture`) does.
 
 Initial draws are *rejected* when they break a cap (keeps RegMix's Dirichlet shape); only if too
 few draws survive are rejected draws *projected* onto the constraints to top up. Samples around
@@ -40,10 +39,10 @@ CONCENTRATION_STRENGTHS = np.logspace(np.log10(0.1), np.log10(5.0), 15)
 # Mixtures equal after rounding to this many decimals are the same mixture (dedup, "seen" sets).
 DEDUP_DECIMALS = 4
 # Rejection sampling: a batch is the number still wanted / estimated acceptance x this margin;
-# after _MAX_BATCHES batches, rejected draws are projected to top up.
+# after MAX_BATCHES batches, rejected draws are projected to top up.
 _BATCH_MARGIN = 1.2
 _MIN_ACCEPTANCE = 0.02
-_MAX_BATCHES = 20
+MAX_BATCHES = 20
 _MAX_BATCH = 200_000
 _PROJECTION_TOLERANCE = 1e-9
 _BISECTION_STEPS = 64  # halves a width-2 interval below float64 resolution
@@ -190,74 +189,6 @@ def sample_initial(
     return sample_dirichlet(constraints, n, seed, exclude=exclude)
 
 
-# Iteration 1's cover design: vertices first, then this share of the rest as sparse mixtures.
-COVER_SPARSE_SHARE = 0.5
-COVER_SPARSE_SUPPORT = (2, 3)
-
-
-def vertex_mixtures(constraints: MixtureConstraints) -> np.ndarray:
-    """One mixture per usable group: that group at its cap, the rest spread by the prior.
-
-    A small, pure group is never drawn at high weight around the prior; its vertex is the only
-    way the predictor learns what it is worth. Rows are in group order.
-    """
-    rows = []
-    for group in np.flatnonzero((constraints.upper > 0) & (constraints.prior > 0)):
-        rest = np.where(np.arange(constraints.k) == group, 0.0, constraints.prior)
-        cap = constraints.upper[group]
-        row = rest / rest.sum() * (1 - cap) if rest.sum() > 0 else rest
-        row[group] = cap
-        rows.append(row)
-    return enforce_constraints(_stack(rows, constraints.k), constraints)
-
-
-def sparse_mixtures(
-    constraints: MixtureConstraints, n: int, seed: Seed, exclude: np.ndarray | None = None
-) -> np.ndarray:
-    """Up to `n` distinct mixtures on 2-3 random groups (flat Dirichlet), projected on the caps:
-    the simplex's edges and faces, which prior-shaped draws almost never reach."""
-    rng = np.random.default_rng(seed)
-    active = np.flatnonzero((constraints.upper > 0) & (constraints.prior > 0))
-    seen = set(mixture_keys(exclude)) if exclude is not None else set()
-    accepted: list[np.ndarray] = []
-    low, high = COVER_SPARSE_SUPPORT
-    for _ in range(_MAX_BATCHES):
-        wanted = n - len(accepted)
-        if wanted <= 0 or len(active) < 2:
-            break
-        batch = np.zeros((wanted + 8, constraints.k))
-        for row in batch:
-            size = int(rng.integers(low, min(high, len(active)) + 1))
-            support = rng.choice(active, size, replace=False)
-            row[support] = rng.dirichlet(np.ones(size))
-        accepted.extend(_take_new(enforce_constraints(batch, constraints), seen, wanted))
-    return _stack(accepted, constraints.k)
-
-
-def cover_design(
-    constraints: MixtureConstraints, n: int, seed: Seed, exclude: np.ndarray | None = None
-) -> tuple[np.ndarray, list[str]]:
-    """Iteration 1 candidates that cover the simplex, and their kind per row.
-
-    Every group's vertex (a seeded subset when n is smaller than the number of groups), then
-    sparse mixtures, then RegMix Dirichlet draws of 15 concentrations around the prior.
-    """
-    rng = np.random.default_rng(seed)
-    seen = set(mixture_keys(exclude)) if exclude is not None else set()
-    vertices = vertex_mixtures(constraints)
-    if len(vertices) > n:
-        vertices = vertices[np.sort(rng.choice(len(vertices), n, replace=False))]
-    vertices = _stack(_take_new(vertices, seen, n), constraints.k)
-    n_sparse = round((n - len(vertices)) * COVER_SPARSE_SHARE)
-    blocked = _combine(exclude, vertices)
-    sparse = sparse_mixtures(constraints, n_sparse, rng, exclude=blocked)
-    blocked = _combine(blocked, sparse)
-    draws = sample_dirichlet(constraints, n - len(vertices) - len(sparse), rng, exclude=blocked)
-    weights = np.vstack([vertices, sparse, draws])
-    kinds = ["vertex"] * len(vertices) + ["sparse"] * len(sparse) + ["dirichlet"] * len(draws)
-    return weights, kinds
-
-
 def greedy_fill(order: Sequence[int], upper: np.ndarray) -> np.ndarray:
     """Weights that fill groups in `order`, each up to its cap, until the total is 1."""
     upper = np.asarray(upper, dtype=float)
@@ -301,36 +232,6 @@ def best_single_mixture(
     return greedy_fill(order, constraints.upper)
 
 
-def corner_mixtures(constraints: MixtureConstraints, orders: Iterable[Sequence[int]]) -> np.ndarray:
-    """Distinct vertices of the feasible set: groups filled to their caps in each given order
-    (groups an order leaves out follow by descending prior)."""
-    by_prior = sorted(range(constraints.k), key=lambda g: (-constraints.prior[g], g))
-    rows = []
-    for order in orders:
-        head = [int(g) for g in order]
-        full = head + [g for g in by_prior if g not in set(head)]
-        rows.append(greedy_fill(full, constraints.upper))
-    return unique_rows(enforce_constraints(_stack(rows, constraints.k), constraints))
-
-
-def swapped_orders(order: Sequence[int], depth: int) -> list[list[int]]:
-    """`order`, then each variant with one pair among its first `depth` positions swapped:
-    the vertices next to the corner `order` fills."""
-    order = list(order)
-    variants = [order]
-    for i in range(min(depth, len(order))):
-        for j in range(i + 1, min(depth, len(order))):
-            swapped = order.copy()
-            swapped[i], swapped[j] = swapped[j], swapped[i]
-            variants.append(swapped)
-    return variants
-
-
-def _combine(first: np.ndarray | None, second: np.ndarray | None) -> np.ndarray | None:
-    parts = [part for part in (first, second) if part is not None and len(part)]
-    return np.vstack(parts) if parts else None
-
-
 def sample_dirichlet(
     constraints: MixtureConstraints, n: int, seed: Seed, exclude: np.ndarray | None = None
 ) -> np.ndarray:
@@ -340,13 +241,13 @@ def sample_dirichlet(
     accepted: list[np.ndarray] = []
     rejected: list[np.ndarray] = []
     acceptance = 1.0  # share of a batch that was kept, re-estimated after every batch
-    for _ in range(_MAX_BATCHES):
+    for _ in range(MAX_BATCHES):
         wanted = n - len(accepted)
         size = min(int(wanted * _BATCH_MARGIN / max(acceptance, _MIN_ACCEPTANCE)), _MAX_BATCH) + 16
         batch = _dirichlet_batch(constraints, size, rng)
         batch = zero_small_weights(batch, constraints.min_weight)
         ok = constraints.feasible(batch)
-        taken = _take_new(batch[ok], seen, wanted)
+        taken = take_new(batch[ok], seen, wanted)
         accepted.extend(taken)
         if sum(map(len, rejected)) < 2 * n:  # enough to top up from; bounds memory
             rejected.append(batch[~ok][: 2 * n])
@@ -355,8 +256,8 @@ def sample_dirichlet(
         acceptance = len(taken) / len(batch)
     if len(accepted) < n:  # caps too tight for rejection alone: project what was rejected
         projected = enforce_constraints(np.concatenate(rejected), constraints)
-        accepted.extend(_take_new(projected, seen, n - len(accepted)))
-    return _stack(accepted, constraints.k)
+        accepted.extend(take_new(projected, seen, n - len(accepted)))
+    return stack_rows(accepted, constraints.k)
 
 
 def _dirichlet_batch(
@@ -396,14 +297,14 @@ def sample_around(
     rng = np.random.default_rng(seed)
     seen = set(mixture_keys(exclude)) if exclude is not None else set()
     accepted: list[np.ndarray] = []
-    for _ in range(_MAX_BATCHES):
+    for _ in range(MAX_BATCHES):
         # Perturbations rarely collide, so a batch a little over n usually suffices.
         wanted = n - len(accepted)
         batch = _perturb(centers, int(wanted * _BATCH_MARGIN) + 16, constraints, concentration, rng)
-        accepted.extend(_take_new(enforce_constraints(batch, constraints), seen, wanted))
+        accepted.extend(take_new(enforce_constraints(batch, constraints), seen, wanted))
         if len(accepted) >= n:
             break
-    return _stack(accepted, constraints.k)
+    return stack_rows(accepted, constraints.k)
 
 
 def _perturb(
@@ -492,10 +393,10 @@ def mixture_keys(weights: np.ndarray, decimals: int = DEDUP_DECIMALS) -> list[by
 def unique_rows(weights: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
     """Rows in first-seen order with duplicates (and rows of `exclude`) removed."""
     seen = set(mixture_keys(exclude)) if exclude is not None else set()
-    return _stack(_take_new(weights, seen, len(weights)), np.atleast_2d(weights).shape[1])
+    return stack_rows(take_new(weights, seen, len(weights)), np.atleast_2d(weights).shape[1])
 
 
-def _take_new(rows: np.ndarray, seen: set[bytes], limit: int) -> list[np.ndarray]:
+def take_new(rows: np.ndarray, seen: set[bytes], limit: int) -> list[np.ndarray]:
     """Up to `limit` rows whose keys are not in `seen` (adds their keys to it)."""
     taken: list[np.ndarray] = []
     for row, key in zip(rows, mixture_keys(rows), strict=True):
@@ -549,7 +450,7 @@ def _normalized(values: np.ndarray) -> np.ndarray:
     return values / values.sum(axis=-1, keepdims=True)
 
 
-def _stack(rows: list[np.ndarray], k: int) -> np.ndarray:
+def stack_rows(rows: list[np.ndarray], k: int) -> np.ndarray:
     return np.vstack(rows) if rows else np.empty((0, k))
 
 

@@ -20,22 +20,25 @@ handful of proxies a small run trains, all recorded in `Predictor.info`:
   super-cluster at its cap cannot move them: a tree-only predictor is flat from the last split
   (say 0.6) to the cap (0.85). The smooth term carries the trend there (data mixing laws: the
   loss moves smoothly with a domain's weight, with diminishing returns, which the square
-  term bends), and the trees add the interactions it misses.
+  term bends), and the trees add the interactions it misses (`core.search.smooth_base`).
+
+Choosing a mixture with the fitted predictor is `core.search.final_choice`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 
-from climb_assets.core.search.mixtures import MixtureConstraints, enforce_constraints
-from climb_assets.core.search.trust_region import TrustRegion, TrustReport
+# Re-exported: cli/predictor.py imports choose_final from here.
+from climb_assets.core.search.final_choice import choose_final as choose_final
+from climb_assets.core.search.smooth_base import RidgeChoice, SmoothBase, choose_ridge, fit_ridge
 from climb_assets.core.shared.atomic import write_json, write_text
 from climb_assets.settings import PredictorSettings
 
@@ -57,96 +60,10 @@ PREDICT_THREADS = max(1, min(4, os.cpu_count() or 1))
 META_FILE = "predictor.json"
 LEGACY_MODEL_FILE = "model.txt"  # single-booster saves from before the ensemble
 FORMAT_VERSION = 3  # 3: smooth (ridge) base per member
-# Ridge penalties tried for the smooth base (weights are in [0, 1], the target standardized).
-RIDGE_PENALTIES = np.logspace(-3, 2, 11)
 
 
 def member_file(index: int) -> str:
     return f"model-{index:03d}.txt"
-
-
-def smooth_features(weights: np.ndarray, degree: int) -> np.ndarray:
-    """Each weight (degree 1), and its square (degree 2): enough for a score that rises with
-    diminishing returns toward a cap, or peaks inside the simplex, per super-cluster."""
-    return np.hstack([weights**power for power in range(1, degree + 1)])
-
-
-@dataclass(frozen=True)
-class SmoothBase:
-    """Standardized score ~ intercept + smooth_features(weights, degree) @ coef (ridge); no
-    terms at all (degree 0) when no ridge fit beat the plain mean in leave-one-out error."""
-
-    intercept: float
-    coef: np.ndarray  # (degree * k,): k linear, then k squared terms
-    degree: int
-
-    @classmethod
-    def zero(cls) -> SmoothBase:
-        return cls(0.0, np.zeros(0), 0)
-
-    def predict(self, weights: np.ndarray) -> np.ndarray:
-        if self.degree == 0:
-            return np.full(len(weights), self.intercept)
-        return self.intercept + smooth_features(weights, self.degree) @ self.coef
-
-    def contributions(self, weights: np.ndarray) -> np.ndarray:
-        """(n, k): each group's part of the prediction (all its terms), centred."""
-        k = weights.shape[1]
-        parts = np.zeros_like(weights)
-        for power in range(1, self.degree + 1):
-            parts += weights**power * self.coef[(power - 1) * k : power * k]
-        return parts - parts.mean(axis=0)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"intercept": self.intercept, "coef": self.coef.tolist(), "degree": self.degree}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SmoothBase:
-        return cls(float(data["intercept"]), np.asarray(data["coef"], float), int(data["degree"]))
-
-
-@dataclass(frozen=True)
-class RidgeChoice:
-    degree: int  # 0: no smooth base
-    penalty: float | None
-    loo_rmse: float  # leave-one-out RMSE in standardized units (the mean alone: about 1)
-
-
-def fit_ridge(weights: np.ndarray, target: np.ndarray, choice: RidgeChoice) -> SmoothBase:
-    """Ridge regression on `smooth_features`, with an unpenalized intercept (columns centred)."""
-    if choice.degree == 0 or choice.penalty is None:
-        return SmoothBase(float(target.mean()), np.zeros(0), 0)
-    features = smooth_features(weights, choice.degree)
-    x_mean, y_mean = features.mean(axis=0), float(target.mean())
-    x = features - x_mean
-    gram = x.T @ x + choice.penalty * np.eye(x.shape[1])
-    coef = np.linalg.solve(gram, x.T @ (target - y_mean))
-    return SmoothBase(y_mean - float(x_mean @ coef), coef, choice.degree)
-
-
-def choose_ridge(weights: np.ndarray, target: np.ndarray) -> RidgeChoice:
-    """The simplest ridge fit within one standard error of the least exact leave-one-out error
-    (residual_i / (1 - H_ii), H the hat matrix of the centred design plus intercept): lowest
-    degree first (0: the mean alone, no base), then the largest penalty. With few rows the
-    squares, and small penalties, overfit, and their argmax lands far from every run."""
-    n = len(target)
-    centred = (target - target.mean()) * n / (n - 1)  # exact leave-one-out residuals of the mean
-    fits = [(0, None, centred**2)]
-    for degree in (1, 2):
-        features = smooth_features(weights, degree)
-        x = features - features.mean(axis=0)
-        for penalty in RIDGE_PENALTIES:
-            inverse = np.linalg.inv(x.T @ x + penalty * np.eye(x.shape[1]))
-            hat = x @ inverse @ x.T + 1.0 / n
-            leverage = np.clip(1.0 - np.diag(hat), 1e-9, None)
-            fits.append((degree, float(penalty), ((target - hat @ target) / leverage) ** 2))
-    best = min(fits, key=lambda fit: fit[2].mean())
-    bar = best[2].mean() + best[2].std() / np.sqrt(n)
-    simplest = min(
-        (fit for fit in fits if fit[2].mean() <= bar),
-        key=lambda fit: (fit[0], -(fit[1] or 0.0)),
-    )
-    return RidgeChoice(simplest[0], simplest[1], float(np.sqrt(simplest[2].mean())))
 
 
 @dataclass
@@ -430,183 +347,3 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
     _, inverse, counts = np.unique(np.asarray(values), return_inverse=True, return_counts=True)
     first_rank = np.cumsum(counts) - counts
     return (first_rank + (counts - 1) / 2)[inverse.reshape(-1)]
-
-
-def rank_pool(
-    predictor: Predictor, pool: np.ndarray, maximize: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """(order best first, predictions) of a pool of mixtures."""
-    _check_direction(predictor, maximize)
-    predicted = predictor.predict(pool)
-    order = np.argsort(-predicted if maximize else predicted, kind="stable")
-    return order, predicted
-
-
-class BestMixture(NamedTuple):
-    mixture: np.ndarray  # (k,)
-    predicted: float  # predictor's score of `mixture` itself
-    top_indices: np.ndarray  # rows of the pool that were averaged, best first
-
-
-def best_mixture(
-    predictor: Predictor,
-    pool: np.ndarray,
-    top_k: int,
-    maximize: bool,
-    constraints: MixtureConstraints | None = None,
-) -> BestMixture:
-    """RegMix's plain pick: the mean of the top-k predicted mixtures of `pool`, re-projected.
-
-    Kept for comparisons; `choose_final` is the search's final choice (no blending of separate
-    regions, never worse than the best observed run).
-    """
-    if len(pool) == 0:
-        raise ValueError("the candidate pool is empty")
-    order, _ = rank_pool(predictor, pool, maximize)
-    top = order[: max(1, top_k)]
-    mixture = _project(np.asarray(pool, dtype=float)[top].mean(axis=0), constraints)
-    return BestMixture(mixture, float(predictor.predict(mixture)[0]), top)
-
-
-@dataclass
-class FinalChoice:
-    mixture: np.ndarray  # (k,)
-    predicted: float  # predictor's score of `mixture`
-    method: str  # "region mean", "best predicted" or "best observed"
-    region_size: int  # top-k mixtures averaged
-    best_observed_weights: np.ndarray  # (k,) the run with the best real score
-    best_observed_score: float
-    best_observed_predicted: float  # same predictor's score of the best observed run
-    top_indices: np.ndarray  # rows of [pool; observed] in the top-k, best first
-    kept_slivers: bool = False  # weights under min_weight kept: predicted better with them
-    trust: TrustReport | None = None  # the trust region applied, and what lay outside it
-
-
-def choose_final(
-    predictor: Predictor,
-    pool: np.ndarray,
-    observed_weights: np.ndarray,
-    observed_scores: np.ndarray,
-    top_k: int,
-    maximize: bool,
-    constraints: MixtureConstraints | None = None,
-    region_radius: float = 0.3,
-    *,
-    min_weight: float = 0.0,
-    compare_to_pool: bool = False,
-    trust: TrustRegion | None = None,
-) -> FinalChoice:
-    """The final mixture: mean of the top-k predicted of the pool plus the observed runs, taken
-    only within total-variation distance `region_radius` of the best predicted one.
-
-    Averaging smooths the predictor's noise, but the mean of two separate good regions can lie
-    in a bad valley between them, hence the radius. Averaging also leaves dust: every group
-    some top-k member touched gets a sliver, so weights below `min_weight` are zeroed and the
-    rest re-projected onto the caps (skipped where the caps would then not reach 1), unless the
-    predictor scores the mean with its slivers higher. The mean is kept unless it is predicted
-    worse than the best observed run, which is then returned: the choice is never predicted
-    worse than what was already seen.
-
-    `compare_to_pool=True` also falls back to the best predicted candidate when it beats the
-    mean. Off by default: the top pool member's prediction is the maximum of many noisy
-    predictions, so the mean nearly always loses to it, and in benchmarks/predictor_quality.py
-    that fallback chose worse mixtures than the mean.
-
-    `trust` (a region around `observed_weights`): when it is enforced, candidates outside are
-    left out, and a mean that falls outside gives way to the best predicted candidate inside;
-    either way `FinalChoice.trust` reports where the best predicted candidate of the whole pool
-    lay.
-    """
-    _check_direction(predictor, maximize)
-    observed = np.atleast_2d(np.asarray(observed_weights, dtype=float))
-    observed_scores = np.asarray(observed_scores, dtype=float).reshape(-1)
-    if len(observed) == 0 or len(observed) != len(observed_scores):
-        raise ValueError(
-            f"{len(observed)} observed mixtures and {len(observed_scores)} scores: need the "
-            "same non-zero number"
-        )
-    pool = np.asarray(pool, dtype=float).reshape(-1, observed.shape[1])
-    candidates = np.vstack([pool, observed])
-    order, predicted = rank_pool(predictor, candidates, maximize)
-    overall_best = int(order[0])
-    inside = None if trust is None else trust.inside(candidates)
-    if inside is not None and trust is not None and trust.enforce:
-        order = order[inside[order]]  # observed runs are inside: never empty
-    top = order[: max(1, top_k)]
-    best = int(top[0])
-    distance = 0.5 * np.abs(candidates[top] - candidates[best]).sum(axis=1)
-    region = top[distance <= region_radius]
-    mixture, mixture_predicted, kept_slivers = _sparse_or_dense(
-        predictor, candidates[region].mean(axis=0), constraints, min_weight, maximize
-    )
-    method = "region mean"
-    if trust is not None and trust.enforce and not trust.inside(mixture)[0]:
-        mixture, mixture_predicted = candidates[best].copy(), float(predicted[best])
-        method, kept_slivers = "best predicted", False
-    observed_best = int(np.argmax(observed_scores) if maximize else np.argmin(observed_scores))
-    observed_best_row = len(pool) + observed_best
-    rival = best if compare_to_pool else observed_best_row
-    gap = mixture_predicted - predicted[rival]
-    if gap < 0 if maximize else gap > 0:
-        mixture, mixture_predicted = candidates[rival].copy(), float(predicted[rival])
-        method = "best observed" if rival == observed_best_row else "best predicted"
-        kept_slivers = False
-    report = None
-    if trust is not None and inside is not None:
-        report = TrustReport(
-            multiple=trust.multiple,
-            spacing=trust.spacing,
-            radius=trust.radius,
-            enforced=trust.enforce,
-            excluded=int((~inside).sum()) if trust.enforce else 0,
-            best_predicted=candidates[overall_best].copy(),
-            best_predicted_score=float(predicted[overall_best]),
-            best=trust.excursion(candidates[overall_best]),
-            chosen=trust.excursion(mixture),
-        )
-    return FinalChoice(
-        mixture=mixture,
-        predicted=mixture_predicted,
-        method=method,
-        region_size=len(region),
-        best_observed_weights=observed[observed_best].copy(),
-        best_observed_score=float(observed_scores[observed_best]),
-        best_observed_predicted=float(predicted[observed_best_row]),
-        top_indices=top,
-        kept_slivers=kept_slivers,
-        trust=report,
-    )
-
-
-def _sparse_or_dense(
-    predictor: Predictor,
-    mean: np.ndarray,
-    constraints: MixtureConstraints | None,
-    min_weight: float,
-    maximize: bool,
-) -> tuple[np.ndarray, float, bool]:
-    """The mean without its slivers, unless the predictor scores the mean with them higher
-    (then the third item is True: slivers kept)."""
-    options = [_project(mean, constraints, min_weight), _project(mean, constraints)]
-    scores = predictor.predict(np.stack(options))
-    better_dense = bool(scores[1] > scores[0] if maximize else scores[1] < scores[0])
-    kept = better_dense and not np.array_equal(options[0], options[1])
-    return options[int(better_dense)], float(scores[int(better_dense)]), kept
-
-
-def _project(
-    mean: np.ndarray, constraints: MixtureConstraints | None, min_weight: float = 0.0
-) -> np.ndarray:
-    """The mean of feasible mixtures already meets the caps; projecting again zeroes weights
-    below the larger of `min_weight` and the constraints' own (whole simplex when
-    `constraints` is None)."""
-    if constraints is None:
-        constraints = MixtureConstraints.unconstrained(len(mean))
-    floor = max(min_weight, constraints.min_weight)
-    return enforce_constraints(mean[None], replace(constraints, min_weight=floor))[0]
-
-
-def _check_direction(predictor: Predictor, maximize: bool) -> None:
-    if predictor.maximize != maximize:
-        wanted, fitted = ("maximize" if m else "minimize" for m in (maximize, predictor.maximize))
-        raise ValueError(f"asked to {wanted} but the predictor was fitted to {fitted} its score")

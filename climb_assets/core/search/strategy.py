@@ -32,29 +32,29 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from climb_assets.core.search.designs import (
+    corner_mixtures,
+    cover_design,
+    swapped_orders,
+    vertex_mixtures,
+)
+from climb_assets.core.search.final_choice import FinalChoice, choose_final, rank_pool
 from climb_assets.core.search.mixtures import (
     MixtureConstraints,
     best_single_order,
     build_constraints,
-    corner_mixtures,
-    cover_design,
     sample_around,
     sample_dirichlet,
     sample_initial,
-    swapped_orders,
     unique_rows,
     validate_mixture_table,
-    vertex_mixtures,
 )
 from climb_assets.core.search.predictor import (
     MIN_CV_ROWS,
     MIN_FIT_ROWS,
-    FinalChoice,
     Predictor,
-    choose_final,
     cross_validated_spearman,
     fit_predictor,
-    rank_pool,
 )
 from climb_assets.core.search.trust_region import TrustRegion
 from climb_assets.settings import PredictorSettings, SearchSettings
@@ -242,32 +242,50 @@ def _plan_later_iteration(
     corners = forced_corners(
         fitted.predictor, constraints, past_weights, past_scores, maximize, budget, settings
     )
+    explore_seed = iteration_seed(seed, iteration, _EXPLORE_STREAM)
+    weights, source = _exploit_and_explore(
+        pool[order], corners, past_weights, budget, constraints, settings, explore_seed
+    )
+    predicted = fitted.predictor.predict(weights) if len(weights) else np.empty(0)
+    spread = fitted.predictor.predict_spread(weights) if len(weights) else np.empty(0)
+    repeats = repeat_indices(len(weights), settings.seed_repeats, iteration)
+    return IterationPlan(iteration, weights, source, predicted, fitted, repeats, spread)
+
+
+def _exploit_and_explore(
+    ranked: np.ndarray,
+    corners: np.ndarray,
+    past_weights: np.ndarray,
+    budget: int,
+    constraints: MixtureConstraints,
+    settings: SearchSettings,
+    explore_seed: int,
+) -> tuple[np.ndarray, list[str]]:
+    """A later round's candidates and their source: the forced corners, the predicted top of the
+    `ranked` pool (best first) for `exploit_fraction` of the budget, and draws around its
+    `top_k_for_sampling` best for the rest; never a mixture already evaluated."""
     budget_left = budget - len(corners)
-    exploit = unique_rows(pool[order], exclude=np.vstack([past_weights, corners]))
+    exploit = unique_rows(ranked, exclude=np.vstack([past_weights, corners]))
     n_exploit = min(budget_left, round(settings.exploit_fraction * budget), len(exploit))
     exploit = exploit[:n_exploit]
     explore = sample_around(
-        pool[order[: settings.top_k_for_sampling]],
+        ranked[: settings.top_k_for_sampling],
         budget_left - n_exploit,
         constraints,
-        iteration_seed(seed, iteration, _EXPLORE_STREAM),
+        explore_seed,
         exclude=np.vstack([past_weights, corners, exploit]),
     )
     # Tiny feasible sets can run out of new perturbations: fill from the predicted ranking.
     chosen = np.vstack([corners, exploit, explore])
-    filler = unique_rows(pool[order[n_exploit:]], exclude=np.vstack([past_weights, chosen]))
+    filler = unique_rows(ranked[n_exploit:], exclude=np.vstack([past_weights, chosen]))
     filler = filler[: budget - len(chosen)]
-    weights = np.vstack([chosen, filler])
     source = (
         ["corner"] * len(corners)
         + ["exploit"] * len(exploit)
         + ["explore"] * len(explore)
         + ["exploit"] * len(filler)
     )
-    predicted = fitted.predictor.predict(weights) if len(weights) else np.empty(0)
-    spread = fitted.predictor.predict_spread(weights) if len(weights) else np.empty(0)
-    repeats = repeat_indices(len(weights), settings.seed_repeats, iteration)
-    return IterationPlan(iteration, weights, source, predicted, fitted, repeats, spread)
+    return np.vstack([chosen, filler]), source
 
 
 def candidate_pool(

@@ -1,12 +1,11 @@
 """Clustering stage: embeddings (per shard) -> centroids -> assignments (per shard) ->
-cluster profiles -> super-clusters (pruned and merged)."""
+cluster profiles -> super-clusters (pruned and merged). The per-shard work the corpus-wide
+assets map over shards is in `defs/clustering_tasks.py`."""
 
 import shutil
 import time
-from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
@@ -14,6 +13,12 @@ import polars as pl
 
 from climb_assets.core.shared.atomic import write_npy, write_parquet
 from climb_assets.defs.automation import eager_after
+from climb_assets.defs.clustering_tasks import (
+    assign_and_write,
+    profile_accumulator,
+    profile_shard,
+    term_fractions,
+)
 from climb_assets.defs.failures import one_line_failures
 from climb_assets.defs.metadata import (
     fine_cluster_label,
@@ -38,13 +43,8 @@ from climb_assets.settings import EmbeddingSettings, Settings
 from climb_assets.store import (
     READ_PER_SHARD,
     Layout,
-    kept_document_batches,
     load_embeddings,
-    shard_file_stem,
 )
-
-if TYPE_CHECKING:
-    from climb_assets.core.clustering.clusters import ProfileAccumulator
 
 EMBEDDINGS_FINITE_UNIT_NORM = "finite_unit_norm"
 
@@ -52,7 +52,7 @@ EMBEDDINGS_FINITE_UNIT_NORM = "finite_unit_norm"
 @lru_cache(maxsize=2)
 def _encoder(settings_json: str):  # noqa: ANN202 - a SentenceTransformer
     """One encoder per process and setting: `climb run` embeds every shard in one process."""
-    from climb_assets.core.clustering.embedding import load_encoder
+    from climb_assets.core.clustering.encoder import load_encoder
 
     return load_encoder(EmbeddingSettings.model_validate_json(settings_json))
 
@@ -125,8 +125,8 @@ def _embed(documents: Path, path: Path, settings: Settings) -> dict:
         document_count,
         encode_file,
         encode_file_on_ray,
-        encoder_info,
     )
+    from climb_assets.core.clustering.encoder import encoder_info
     from climb_assets.core.shared.execution import ExecutionError, TasksFailed
 
     execution = settings.execution
@@ -188,41 +188,6 @@ def centroids(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Mat
     )
 
 
-def assign_shard(
-    layout: Layout, shard: str, fitted: np.ndarray, settings: Settings
-) -> pl.DataFrame:
-    """Nearest centroid and Euclidean distance of every document of one shard."""
-    from climb_assets.core.clustering.kmeans import assign
-
-    vectors = load_embeddings(layout, [shard])[0]
-    docs = pl.read_parquet(layout.documents(shard), columns=["doc_id", "row"])
-    if docs.height != vectors.shape[0]:
-        raise ValueError(
-            f"{shard}: {docs.height} documents but {vectors.shape[0]} embeddings; "
-            "re-materialize shard_embeddings for this shard"
-        )
-    labels, distances = assign(
-        vectors, fitted, settings.clustering.assign_chunk_size, settings.clustering.use_gpu
-    )
-    return docs.with_columns(
-        pl.lit(shard).alias("shard"),
-        pl.Series("cluster", labels, dtype=pl.Int32),
-        pl.Series("distance", distances, dtype=pl.Float32),
-    ).select("shard", "row", "doc_id", "cluster", "distance")
-
-
-def assign_and_write(layout: Layout, settings: Settings, shard: str) -> dict:
-    """One shard's task: its assignments written, and its row of the step's summary."""
-    assigned = assign_shard(layout, shard, np.load(layout.centroids), settings)
-    write_parquet(assigned, layout.assignments(shard))
-    return {
-        "shard": shard,
-        "documents": assigned.height,
-        "clusters_used": assigned["cluster"].n_unique(),
-        "mean_distance": float(assigned["distance"].mean()) if assigned.height else None,
-    }
-
-
 @dg.asset(
     deps=[shard_embeddings, centroids],
     automation_condition=eager_after("centroids"),
@@ -256,53 +221,27 @@ def cluster_assignments(
     )
 
 
-@dataclass(frozen=True)
-class ShardProfile:
-    """One shard's share of the cluster profiles (a `ProfilePartial` saved under `folder`), and
-    of the documents counted."""
+def _profile_shards(
+    layout: Layout, settings: Settings, shards: list[str]
+) -> tuple[pl.DataFrame, int, int]:
+    """Every shard profiled on its own (`profile_shard`) and the partials merged: the profiles,
+    the documents counted and, of those, the ones without a cluster."""
+    from climb_assets.core.clustering.clusters import ProfilePartial
 
-    folder: Path
-    documents: int  # kept by the index
-    unassigned: int  # of those, without a cluster (stale assignments)
-
-
-def _profile_accumulator(
-    settings: Settings, k: int, term_fractions: dict[int, float]
-) -> "ProfileAccumulator":
-    from climb_assets.core.clustering.clusters import ProfileAccumulator
-
-    return ProfileAccumulator(
-        k, settings.clustering.top_terms, seed=settings.seed, term_fractions=term_fractions
-    )
-
-
-def _term_fractions(layout: Layout, shards: list[str], settings: Settings) -> dict[int, float]:
-    """Per cluster, the share of its documents whose words are counted (from the assignments'
-    cluster sizes, no text read)."""
-    from climb_assets.core.clustering.clusters import term_sample_fractions
-
-    sizes = (
-        pl.scan_parquet([layout.assignments(s) for s in shards]).group_by("cluster").len().collect()
-    )
-    counts = dict(zip(sizes["cluster"].to_list(), sizes["len"].to_list(), strict=True))
-    return term_sample_fractions(counts, settings.clustering.term_sample_docs)
-
-
-def profile_shard(
-    layout: Layout, settings: Settings, k: int, term_fractions: dict[int, float], shard: str
-) -> ShardProfile:
-    """One shard's task: its kept documents folded into profiles, a batch at a time."""
-    accumulator = _profile_accumulator(settings, k, term_fractions)
-    columns = ["doc_id", "text", "n_tokens", "quality_score"]
-    documents = unassigned = 0
-    batch_docs = settings.execution.batch_docs
-    for batch in kept_document_batches(layout, [shard], columns, batch_docs):
-        documents += batch.height
-        unassigned += batch["cluster"].null_count()
-        accumulator.add(batch.filter(pl.col("cluster").is_not_null()))
-    folder = layout.profiles_work / shard_file_stem(shard)
-    accumulator.partial().save(folder)
-    return ShardProfile(folder, documents, unassigned)
+    k = int(np.load(layout.centroids).shape[0])
+    # Shards in the order the stream reads them: merged in that order, floats sum the same way
+    # on every backend.
+    fractions = term_fractions(layout, shards, settings)
+    profile = partial(profile_shard, layout, settings, k, fractions)
+    shutil.rmtree(layout.profiles_work, ignore_errors=True)  # a crashed run's partials
+    parts = map_shards(profile, sorted(shards), settings, layout, "cluster_profiles")
+    accumulator = profile_accumulator(settings, k, fractions)
+    for part in parts:  # one shard's partial in memory at a time
+        accumulator.merge(ProfilePartial.load(part.folder))
+    shutil.rmtree(layout.profiles_work, ignore_errors=True)
+    documents = sum(part.documents for part in parts)
+    unassigned = sum(part.unassigned for part in parts)
+    return accumulator.result(), documents, unassigned
 
 
 @dg.asset(
@@ -326,27 +265,13 @@ def profile_shard(
 def cluster_profiles(
     context: dg.AssetExecutionContext, climb: ClimbSettings
 ) -> dg.MaterializeResult:
-    from climb_assets.core.clustering.clusters import ProfilePartial
     from climb_assets.core.shared.plots import bar_chart, histogram
 
     settings, layout = climb.resolve()
     shards = registered(context.instance)
     require_shard_files(layout, shards, "cluster_profiles", *READ_PER_SHARD)
     layout = Layout(layout.root.resolve())  # a Ray worker's working directory is another
-    k = int(np.load(layout.centroids).shape[0])
-    # Shards in the order the stream reads them: merged in that order, floats sum the same way
-    # on every backend.
-    fractions = _term_fractions(layout, shards, settings)
-    profile = partial(profile_shard, layout, settings, k, fractions)
-    shutil.rmtree(layout.profiles_work, ignore_errors=True)  # a crashed run's partials
-    parts = map_shards(profile, sorted(shards), settings, layout, "cluster_profiles")
-    accumulator = _profile_accumulator(settings, k, fractions)
-    for part in parts:  # one shard's partial in memory at a time
-        accumulator.merge(ProfilePartial.load(part.folder))
-    shutil.rmtree(layout.profiles_work, ignore_errors=True)
-    documents = sum(part.documents for part in parts)
-    unassigned = sum(part.unassigned for part in parts)
-    profiles = accumulator.result()
+    profiles, documents, unassigned = _profile_shards(layout, settings, shards)
     write_parquet(profiles, layout.cluster_profiles)
     by_size = profiles.sort("n_docs", descending=True)
     return dg.MaterializeResult(
@@ -402,7 +327,7 @@ def cluster_profiles(
 )
 @one_line_failures
 def super_clusters(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
-    from climb_assets.core.clustering.clusters import prune_and_merge, super_cluster_summary
+    from climb_assets.core.clustering.super_clusters import prune_and_merge, super_cluster_summary
     from climb_assets.core.shared.plots import pca_2d, scatter_2d
 
     settings, layout = climb.resolve()

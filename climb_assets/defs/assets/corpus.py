@@ -39,7 +39,7 @@ corpus_shard_files = dg.AssetSpec(
 
 def token_counter_for(settings_model: str):  # noqa: ANN201 - returns the core's callable
     """Counts tokens with the encoder's own tokenizer, so 'tokens' means one thing corpus-wide."""
-    from climb_assets.core.clustering.embedding import model_location
+    from climb_assets.core.clustering.encoder import model_location
     from climb_assets.core.corpus.documents import wordpiece_token_counter
 
     return wordpiece_token_counter(Path(model_location(settings_model)))
@@ -69,7 +69,7 @@ def ingest_shard(job: ShardIngest) -> "ShardSummary":
 def ingest_shard_on_ray(job: ShardIngest) -> tuple["ShardSummary", dict[str, Any]]:
     """`ingest_shard` as a Ray task, and where it ran; a shard file the node cannot see fails
     naming the file and the node."""
-    from climb_assets.core.corpus.documents import require_visible
+    from climb_assets.core.corpus.shard_readers import require_visible
     from climb_assets.core.shared.execution import worker_identity
 
     where = worker_identity()

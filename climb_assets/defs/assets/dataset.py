@@ -133,13 +133,9 @@ def build_climbmix_dataset(upstream: tuple[str, ...] = ()) -> dg.AssetsDefinitio
     def climbmix_dataset(
         context: dg.AssetExecutionContext, climb: ClimbSettings
     ) -> dg.MaterializeResult:
-        from climb_assets.core.dataset.build import (
-            check_budget,
-            check_membership,
-            check_weights,
-            write_dataset,
-        )
         from climb_assets.core.dataset.card import card_for_ui, mixture_rows, render_card
+        from climb_assets.core.dataset.checks import check_budget, check_membership, check_weights
+        from climb_assets.core.dataset.writer import write_dataset
         from climb_assets.core.search.targets import metric_of
 
         settings, layout = climb.resolve()

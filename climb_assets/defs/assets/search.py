@@ -5,7 +5,8 @@ Dagster forbids cycles between asset keys, and a multi-asset whose outputs depen
 partitions of each other cannot be backfilled. So one self-dependent
 asset, `bootstrap_iteration`, runs a whole CLIMB round (propose, train proxies, score, fit the
 predictor) and depends on its previous partition; backfilling it runs the rounds in order. The
-round's three artifacts are then published as their own partitioned assets, with checks.
+round's three artifacts are then published as their own partitioned assets, with checks
+(`defs/iteration_views.py`); `optimal_mixture` races its finalists through `defs/final_race.py`.
 """
 
 import shutil
@@ -36,18 +37,19 @@ from climb_assets.core.shared.identity import (
     search_id,
 )
 from climb_assets.defs.failures import one_line_failures
-from climb_assets.defs.graph import PUBLISHES_TAG
+from climb_assets.defs.final_race import final_race, noise_table, pooled_seed_noise, race_metadata
+from climb_assets.defs.iteration_views import build_publishing_assets
 from climb_assets.defs.metadata import (
     iteration_numbers,
     named,
+    or_na,
     per_iteration,
     plot,
     report_metadata,
+    rounded,
     runs_table,
     super_cluster_names_of,
     table,
-    weight_name,
-    with_names,
 )
 from climb_assets.defs.partitions import PREVIOUS_ITERATION, iterations_partitions
 from climb_assets.defs.report import write_report
@@ -67,16 +69,11 @@ from climb_assets.store import (
     iteration_number,
     iteration_runs,
     kept_document_batches,
-    read_runs,
     read_summary,
-    seed_repeats,
 )
 
 if TYPE_CHECKING:
-    from climb_assets.core.search.final_race import RaceResult
-    from climb_assets.core.search.mixtures import MixtureConstraints
-    from climb_assets.core.search.proxy_pool import DocBatch
-    from climb_assets.core.search.strategy import OptimalMixture
+    from climb_assets.core.search.pool_writer import DocBatch
 
 
 @dg.asset(
@@ -91,7 +88,7 @@ if TYPE_CHECKING:
 )
 @one_line_failures
 def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.MaterializeResult:
-    from climb_assets.core.search.proxy_pool import keep_fractions, write_pool_in_parts
+    from climb_assets.core.search.pool_writer import keep_fractions, write_pool_in_parts
     from climb_assets.core.search.tokenizer import train_bpe
 
     settings, layout = climb.resolve()
@@ -143,7 +140,7 @@ def proxy_pool(context: dg.AssetExecutionContext, climb: ClimbSettings) -> dg.Ma
 
 def pool_batches(layout: Layout, shard: str, batch_docs: int) -> Iterator["DocBatch"]:
     """One shard's part of the pool's stream: its documents of kept super-clusters."""
-    from climb_assets.core.search.proxy_pool import DocBatch
+    from climb_assets.core.search.pool_writer import DocBatch
 
     columns = ["doc_id", "text"]
     for frame in kept_document_batches(
@@ -231,11 +228,11 @@ def run_iteration(
     return dg.MaterializeResult(
         metadata={
             "proxies": scored.height,
-            "best_objective": _rounded(summary["best_score"]),
+            "best_objective": rounded(summary["best_score"]),
             **iteration_numbers(iteration, scored["score"], history),
-            "cv_spearman": _or_na(summary["cv_spearman"]),
-            "seed_noise": _or_na(summary["seed_noise"]),
-            "predictor_spread": _rounded(summary["predictor_spread"]),
+            "cv_spearman": or_na(summary["cv_spearman"]),
+            "seed_noise": or_na(summary["seed_noise"]),
+            "predictor_spread": rounded(summary["predictor_spread"]),
             SUPER_CLUSTERS_ID: clusters_id,
             "candidates": runs_table(scored.drop("iteration"), 64),
             # Drawn here because the Plots tab's Partitions mode stays empty for these
@@ -278,137 +275,6 @@ def checked_super_clusters(
     if verdict.warning:
         context.log.warning(verdict.warning)
     return current
-
-
-def _or_na(value: float | None) -> float | str:
-    return "n/a" if value is None else _rounded(value)
-
-
-def _rounded(value: float) -> float:
-    """Rounded for reading; a float still, so the Plots tab charts it across materializations."""
-    rounded = round_for_reading(float(value))
-    return float("nan") if rounded is None else rounded
-
-
-def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> list:
-    """The round's candidates, proxy scores and predictor, each its own partitioned asset."""
-    common = {
-        "partitions_def": partitions,
-        "group_name": "search",
-        "code_version": "1",
-        "tags": {PUBLISHES_TAG: "bootstrap_iteration"},  # they show what the round computed
-    }
-
-    @dg.asset(
-        deps=["bootstrap_iteration"],
-        kinds={"parquet"},
-        check_specs=[
-            dg.AssetCheckSpec(
-                "weights_on_simplex",
-                asset="mixture_candidates",
-                description="Every candidate's weights are non-negative and sum to 1.",
-            )
-        ],
-        description="The mixtures proposed in this round (weights per super-cluster).",
-        **common,
-    )
-    @one_line_failures
-    def mixture_candidates(context: dg.AssetExecutionContext, climb: ClimbSettings):
-        _, layout = climb.resolve()
-        runs = read_runs(layout, context.partition_key)
-        weights = runs.select(pl.col("^w_\\d+$")).to_numpy()
-        on_simplex = bool(np.all(weights >= 0) and np.allclose(weights.sum(axis=1), 1, atol=1e-6))
-        return dg.MaterializeResult(
-            metadata={
-                "candidates": runs.height,
-                "by_source": dg.MetadataValue.json(dict(runs["source"].value_counts().iter_rows())),
-                "dagster/row_count": runs.height,
-                "table": table(
-                    with_names(
-                        runs.select("candidate_id", "source", pl.col("^w_\\d+$")),
-                        super_cluster_names_of(layout.super_clusters),
-                    ),
-                    64,
-                ),
-            },
-            check_results=[dg.AssetCheckResult(check_name="weights_on_simplex", passed=on_simplex)],
-        )
-
-    @dg.asset(
-        deps=[mixture_candidates],
-        kinds={"pytorch"},
-        check_specs=[
-            dg.AssetCheckSpec(
-                "scores_finite",
-                asset="proxy_scores",
-                description="Every proxy's metrics and objective are finite numbers.",
-            )
-        ],
-        description="Each proxy's target metrics and the combined objective (higher is better), "
-        "with its training loss curve.",
-        **common,
-    )
-    @one_line_failures
-    def proxy_scores(context: dg.AssetExecutionContext, climb: ClimbSettings):
-        from climb_assets.core.shared.plots import loss_curves
-
-        _, layout = climb.resolve()
-        key = context.partition_key
-        runs = read_runs(layout, key)
-        curves = pl.read_parquet(layout.loss_curves(key))
-        metric_columns = [c for c in runs.columns if "/" in c or c == "objective"]
-        chart = loss_curves(curves, key)
-        finite = bool(np.isfinite(runs.select(metric_columns).to_numpy()).all())
-        return dg.MaterializeResult(
-            metadata={
-                "objective_direction": "higher is better",
-                "best_objective": _rounded(runs["objective"].max()),
-                "mean_objective": _rounded(runs["objective"].mean()),
-                "dagster/row_count": runs.height,
-                "scores": table(runs.select("candidate_id", *metric_columns), 64),
-                **({} if chart is None else {"loss_curves": plot(chart, "proxy loss curves")}),
-            },
-            check_results=[dg.AssetCheckResult(check_name="scores_finite", passed=finite)],
-        )
-
-    @dg.asset(
-        deps=[proxy_scores],
-        kinds={"lightgbm"},
-        description="LightGBM regressor from mixture weights to the objective over a ridge base "
-        "on the weights and their squares, fitted on every proxy run up to this round; k-fold "
-        "Spearman and feature importances.",
-        **common,
-    )
-    @one_line_failures
-    def mixture_predictor(context: dg.AssetExecutionContext, climb: ClimbSettings):
-        from climb_assets.core.search.predictor import Predictor
-
-        _, layout = climb.resolve()
-        key = context.partition_key
-        directory = layout.predictor(key)
-        predictor = Predictor.load(directory)
-        summary = read_summary(layout, key)
-        names = super_cluster_names_of(layout.super_clusters)
-        gains = predictor.feature_importance()
-        importance = pl.DataFrame(
-            {
-                "super_cluster": [weight_name(feature, names) for feature in gains],
-                "gain": list(gains.values()),
-            }
-        ).sort("gain", descending=True)
-        return dg.MaterializeResult(
-            metadata={
-                "cv_spearman": _or_na(summary["cv_spearman"]),
-                "training_rows": summary["predictor_rows"],
-                # 0: trees alone; 1 or 2: a ridge base on the weights (and their squares).
-                "smooth_base_degree": predictor.info.get("smooth_degree", 0),
-                "smooth_base_loo_rmse": _or_na(predictor.info.get("ridge_loo_rmse")),
-                "feature_importance": table(importance),
-                "path": dg.MetadataValue.path(str(directory)),
-            }
-        )
-
-    return [mixture_candidates, proxy_scores, mixture_predictor]
 
 
 @dg.asset(
@@ -490,15 +356,15 @@ def optimal_mixture(
     page = write_report(layout)  # the HTML page now shows this result too
     return dg.MaterializeResult(
         metadata={
-            "predicted_objective": _rounded(result["predicted_objective"]),
-            "predicted_spread": _rounded(spread),
-            "best_observed_predicted": _rounded(choice.best_observed_predicted),
-            "best_observed_objective": _rounded(best.best_observed_score),
+            "predicted_objective": rounded(result["predicted_objective"]),
+            "predicted_spread": rounded(spread),
+            "best_observed_predicted": rounded(choice.best_observed_predicted),
+            "best_observed_objective": rounded(best.best_observed_score),
             "choice_method": f"{result['choice_method']}; the predictor's choice: "
             f"{choice.method} (region of {choice.region_size} of the top "
             f"{settings.search.final_top_k})",
             **race_metadata(race),
-            "seed_noise": _or_na(result["seed_noise"]),
+            "seed_noise": or_na(result["seed_noise"]),
             "objective_direction": "higher is better",
             SUPER_CLUSTERS_ID: clusters_id,
             SEARCH_ID: identity,
@@ -516,7 +382,7 @@ def optimal_mixture(
             ),
             "dagster/row_count": mixture.height,
             "cv_spearman_per_iteration": per_iteration(spearman, "predictor cv spearman"),
-            "noise_per_iteration": table(_noise_table(summaries)),
+            "noise_per_iteration": table(noise_table(summaries)),
             "all_candidates": runs_table(history, 100),
             "score_by_iteration": plot(
                 objective_by_iteration(history),
@@ -525,88 +391,4 @@ def optimal_mixture(
             **report_metadata(page),
         },
         check_results=[dg.AssetCheckResult(check_name="weights_on_simplex", passed=on_simplex)],
-    )
-
-
-def final_race(
-    context: dg.AssetExecutionContext,
-    settings: Settings,
-    layout: Layout,
-    best: "OptimalMixture",
-    history: pl.DataFrame,
-    constraints: "MixtureConstraints",
-) -> "RaceResult | None":
-    """Race the predictor's choice against the best observed run and the best single
-    super-cluster on fresh seeds (None when search.final_race_seeds is 0). Its proxies are
-    checkpointed under layout.final_race_work until the result is written."""
-    from climb_assets.core.search.bootstrap import ProxiesFailed
-    from climb_assets.core.search.final_race import finalists, run_race
-    from climb_assets.core.search.strategy import scored_runs
-
-    seeds = settings.search.final_race_seeds
-    if seeds == 0:
-        return None
-    entrants = finalists(
-        best.weights,
-        *scored_runs(history, constraints.k),
-        constraints,
-    )
-    trainer = ProxyTrainer(
-        with_absolute_target_paths(settings),
-        layout.proxy_pool.resolve(),
-        layout.final_race_work.resolve(),
-        proxy_run_key(settings, layout.proxy_pool),
-    )
-    try:
-        race = run_race(
-            entrants,
-            seeds,
-            int(history["candidate_id"].max()) + 1,
-            trainer,
-            settings,
-            log=context.log.info,
-            warn=context.log.warning,
-        )
-    except (ExecutionError, ProxiesFailed) as err:
-        raise dg.Failure(str(err)) from err
-    context.log.info(f"final race: {race.winner.name} wins\n{race.standings()}")
-    return race
-
-
-def race_metadata(race: "RaceResult | None") -> dict:
-    if race is None:
-        return {}
-    return {"final_race": table(race.standings()), "final_race_winner": race.winner.name}
-
-
-def pooled_seed_noise(layout: Layout, iterations: int) -> float | None:
-    """Seed noise over every iteration's repeated candidates (None when nothing was repeated)."""
-    from climb_assets.core.search.strategy import seed_noise
-
-    pairs = seed_repeats(layout, iterations)
-    if pairs is None or pairs.height == 0:
-        return None
-    return seed_noise(pairs["score"].to_numpy(), pairs["repeat_score"].to_numpy())
-
-
-def _noise_table(summaries: list[dict]) -> pl.DataFrame:
-    """Per iteration: score spread among candidates, seed noise, predictor spread, CV Spearman."""
-    return pl.DataFrame(
-        [
-            {
-                "iteration": s["iteration"],
-                "score_spread": s.get("score_spread"),
-                "seed_noise": s.get("seed_noise"),
-                "predictor_spread": s.get("predictor_spread"),
-                "cv_spearman": s.get("cv_spearman"),
-            }
-            for s in summaries
-        ],
-        schema={
-            "iteration": pl.Int64,
-            "score_spread": pl.Float64,
-            "seed_noise": pl.Float64,
-            "predictor_spread": pl.Float64,
-            "cv_spearman": pl.Float64,
-        },
     )

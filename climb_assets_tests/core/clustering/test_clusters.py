@@ -15,12 +15,14 @@ import pytest
 from climb_assets.core.clustering.clusters import (
     ProfileAccumulator,
     ProfilePartial,
-    agglomerate,
     cluster_profiles,
-    prune_and_merge,
-    super_cluster_summary,
     term_sample_fractions,
     top_terms_ctfidf,
+)
+from climb_assets.core.clustering.super_clusters import (
+    agglomerate,
+    prune_and_merge,
+    super_cluster_summary,
 )
 from climb_assets.core.shared.plots import (
     bar_chart,

@@ -16,14 +16,12 @@ import torch
 
 from climb_assets.core.clustering import embedding
 from climb_assets.core.clustering.embedding import (
-    EncoderError,
     embedding_health,
     encode,
     encode_file,
-    encoder_info,
-    load_encoder,
     text_chunks,
 )
+from climb_assets.core.clustering.encoder import EncoderError, encoder_info, load_encoder
 from climb_assets.settings import EmbeddingSettings
 
 CORPUS_SHARD = Path(__file__).resolve().parents[3] / "data" / "corpus" / "shard-000.jsonl"

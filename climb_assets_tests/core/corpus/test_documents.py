@@ -22,7 +22,6 @@ from climb_assets.core.corpus.documents import (
     PREVIEW_ROWS,
     REJECT_REASONS,
     REJECT_SCHEMA,
-    ShardReadError,
     ShardSummary,
     TokenCounter,
     content_hash,
@@ -33,6 +32,7 @@ from climb_assets.core.corpus.documents import (
     wordpiece_token_counter,
 )
 from climb_assets.core.corpus.quality import quality_signals
+from climb_assets.core.corpus.shard_readers import ShardReadError
 from climb_assets.settings import CorpusSettings
 
 CORPUS = CorpusSettings(max_chars=200)

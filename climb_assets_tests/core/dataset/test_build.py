@@ -12,20 +12,15 @@ import pytest
 import yaml
 
 from climb_assets.core.dataset.build import (
-    OUTPUT_COLUMNS,
     SAMPLED_COLUMNS,
-    SPILL_DIR,
-    TEXT_COLUMNS,
     DatasetError,
-    check_budget,
-    check_membership,
-    check_weights,
     sample_dataset,
     sample_super_clusters,
     spill_by_super_cluster,
-    write_dataset,
 )
 from climb_assets.core.dataset.card import CardError, mixture_rows, render_card
+from climb_assets.core.dataset.checks import check_budget, check_membership, check_weights
+from climb_assets.core.dataset.writer import OUTPUT_COLUMNS, SPILL_DIR, TEXT_COLUMNS, write_dataset
 
 WEIGHTS = {0: 0.4, 1: 0.3, 2: 0.2, 3: 0.1}
 

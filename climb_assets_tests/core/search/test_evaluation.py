@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from climb_assets.core.search.designs import vertex_mixtures
 from climb_assets.core.search.evaluation import (
     BASELINES,
     OPTIMAL,
@@ -31,7 +32,6 @@ from climb_assets.core.search.mixtures import (
     build_constraints,
     greedy_fill,
     sample_dirichlet,
-    vertex_mixtures,
 )
 from climb_assets.settings import SearchSettings
 

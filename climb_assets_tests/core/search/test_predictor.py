@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from climb_assets.core.search.final_choice import best_mixture, choose_final
 from climb_assets.core.search.mixtures import (
     MixtureConstraints,
     enforce_constraints,
@@ -16,8 +17,6 @@ from climb_assets.core.search.predictor import (
     FEW_ROWS_ROUNDS,
     META_FILE,
     Predictor,
-    best_mixture,
-    choose_final,
     cross_validated_spearman,
     fit_predictor,
     member_file,

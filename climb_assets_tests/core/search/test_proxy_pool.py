@@ -13,17 +13,16 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models
 
-from climb_assets.core.search.proxy_pool import (
+from climb_assets.core.search.pool_writer import (
     DocBatch,
     PartCounts,
     PoolPart,
-    ProxyPool,
     build_pool,
-    is_kept,
     keep_fractions,
     write_pool,
     write_pool_in_parts,
 )
+from climb_assets.core.search.proxy_pool import ProxyPool
 from climb_assets.core.search.tokenizer import (
     EOS_TOKEN,
     encode_many,
@@ -32,6 +31,7 @@ from climb_assets.core.search.tokenizer import (
     save_tokenizer,
     train_bpe,
 )
+from climb_assets.core.shared.sampling import is_kept
 
 # Disjoint alphabets, so every token id (but EOS) belongs to exactly one group.
 GROUP_TEXTS = {

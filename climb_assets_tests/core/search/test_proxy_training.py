@@ -4,7 +4,8 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from climb_assets.core.search.proxy_pool import ProxyPool, build_pool
+from climb_assets.core.search.pool_writer import build_pool
+from climb_assets.core.search.proxy_pool import ProxyPool
 from climb_assets.core.search.proxy_training import _lr_factor, train_proxy
 from climb_assets.core.search.tokenizer import train_bpe
 from climb_assets.core.shared.precision import cpu_has_native_bf16

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
+from climb_assets.core.search.pool_writer import build_pool
 from climb_assets.core.search.proxy_model import ModelConfig, ProxyLM
-from climb_assets.core.search.proxy_pool import ProxyPool, build_pool
+from climb_assets.core.search.proxy_pool import ProxyPool
 from climb_assets.core.search.proxy_training import train_proxy
 from climb_assets.core.search.targets import (
     EVAL_BATCH_SIZE,

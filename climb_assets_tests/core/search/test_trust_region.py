@@ -3,8 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from climb_assets.core.search.final_choice import choose_final
 from climb_assets.core.search.mixtures import MixtureConstraints, sample_dirichlet
-from climb_assets.core.search.predictor import choose_final, fit_predictor
+from climb_assets.core.search.predictor import fit_predictor
 from climb_assets.core.search.strategy import final_trust_region
 from climb_assets.core.search.trust_region import (
     MARGIN_SHARE,

@@ -3,7 +3,7 @@ super-clusters of distinct sentences, proxies that train in about a second."""
 
 from pathlib import Path
 
-from climb_assets.core.search.proxy_pool import build_pool
+from climb_assets.core.search.pool_writer import build_pool
 from climb_assets.core.search.tokenizer import train_bpe
 from climb_assets.settings import Settings
 from climb_assets_tests.conftest import SAMPLE_TARGETS

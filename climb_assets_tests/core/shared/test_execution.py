@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from climb_assets.core.search.proxy_pool import ProxyPool, build_pool
+from climb_assets.core.search.pool_writer import build_pool
+from climb_assets.core.search.proxy_pool import ProxyPool
 from climb_assets.core.search.proxy_training import train_proxy
 from climb_assets.core.search.tokenizer import train_bpe
 from climb_assets.core.shared.execution import (
