@@ -36,8 +36,6 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-# Re-exported: cli/predictor.py imports choose_final from here.
-from climb_assets.core.search.final_choice import choose_final as choose_final
 from climb_assets.core.search.smooth_base import RidgeChoice, SmoothBase, choose_ridge, fit_ridge
 from climb_assets.core.shared.atomic import write_json, write_text
 from climb_assets.settings import PredictorSettings

@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from climb_assets.core.search.final_choice import FinalChoice, choose_final
 from climb_assets.core.search.mixtures import (
     MixtureConstraints,
     sample_around,
     sample_dirichlet,
     unique_rows,
 )
-from climb_assets.core.search.predictor import FinalChoice, Predictor, choose_final, fit_predictor
+from climb_assets.core.search.predictor import Predictor, fit_predictor
 from climb_assets.core.search.run_table import RunTable
 from climb_assets.core.search.strategy import final_trust_region
 from climb_assets.settings import PredictorSettings, SearchSettings

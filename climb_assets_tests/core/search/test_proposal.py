@@ -4,7 +4,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from climb_assets.core.search.predictor import choose_final, fit_predictor
+from climb_assets.core.search.final_choice import choose_final
+from climb_assets.core.search.predictor import fit_predictor
 from climb_assets.core.search.proposal import (
     proposal_constraints,
     proposal_pool,
