@@ -348,8 +348,8 @@ def test_every_cli_error_is_one_line(
     (root / "broken.parquet").write_bytes(b"PAR1 not really")
     code = main([a.format(root=root) for a in argv])
     err = capsys.readouterr().err
-    assert code != 0 and err.count("\n") == 1 and says in err, err
-    assert err.startswith("climb") and "Traceback" not in err
+    assert code == 1 and err.count("\n") == 1 and says in err, err
+    assert err.startswith("climb: error: ") and "Traceback" not in err
 
 
 def test_debug_shows_the_traceback(sql_project: Path) -> None:

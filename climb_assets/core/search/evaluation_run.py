@@ -1,6 +1,9 @@
 """The evaluation, start to end: plan a model per (distinct mixture, seed), resume the finished
 ones from their checkpoints, train the rest, and assemble the runs, loss curves and summary.
 
+Imported by the Dagster definitions, which every step process loads: what pulls in LightGBM
+(`core.search.evaluation`, through the strategy) is imported where it is used.
+
 Like `bootstrap.run_round`, it reads nothing from the artifact store and writes nothing but the
 per-model checkpoints: the caller hands in what the search produced (`EvaluationInputs`) and
 writes the returned `Evaluation`, so the same run works under Dagster, in a script or a test.
@@ -19,7 +22,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from climb_assets.core.search import evaluation as ev
 from climb_assets.core.search.proxy_jobs import EvaluationJob, EvaluationTrainer, absolute_targets
 from climb_assets.core.shared.execution import TasksFailed, map_proxy_tasks
 from climb_assets.core.shared.progress import Progress, format_left
@@ -115,6 +117,8 @@ def train_mixtures(
     random numbers), each checkpointed under `work_dir` by its weights and seed: a finished
     one is read back, so a rerun trains only what is missing. `proxy_speed` (tokens/s of
     the search's proxies) makes `announce`'s time estimate."""
+    from climb_assets.core.search import evaluation as ev  # LightGBM, via the strategy
+
     same = ev.same_as(mixtures)
     seeds = ev.evaluation_seeds(settings.seed, settings.evaluation.seeds)
     trainer = _trainer(settings, pool_dir, pool_manifest)
@@ -273,6 +277,7 @@ def cost_per_token(model: ProxySettings) -> float:
 
 def evaluation_mixtures(settings: Settings, inputs: EvaluationInputs) -> dict[str, np.ndarray]:
     """The optimal mixture (as the search chose it) and the baselines, by name."""
+    from climb_assets.core.search import evaluation as ev  # LightGBM, via the strategy
     from climb_assets.core.search.mixtures import build_constraints
 
     history = inputs.history
@@ -317,6 +322,7 @@ def evaluation_summary(
     metrics: list[str],
 ) -> dict[str, Any]:
     """summary.json: the model and targets, mean ± std per mixture, the optimal's margins."""
+    from climb_assets.core.search import evaluation as ev  # LightGBM, via the strategy
     from climb_assets.core.search.targets import metric_of
 
     table = ev.summarize(runs, metrics)
@@ -355,6 +361,8 @@ def evaluation_summary(
 
 def report_lines(summary: dict[str, Any]) -> list[str]:
     """What `climb evaluate` prints: mean ± std per mixture, then the optimal's margins."""
+    from climb_assets.core.search import evaluation as ev  # LightGBM, via the strategy
+
     table = ev.mean_std_table(summary)
     widths = {c: max(len(c), *(len(str(v)) for v in table[c])) for c in table.columns}
     lines = [
