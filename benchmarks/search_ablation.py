@@ -178,6 +178,10 @@ def evaluate(config: Path, target: str, path: Path, designs: dict[str, dict]) ->
         **{name: np.asarray(d["weights"]) for name, d in designs.items() if name != "iterative"},
         **{name: reference[name] for name in REFERENCES},
     }
+    if "one-shot" in designs:  # what its predictor and race add over its best random draw
+        drawn = pl.DataFrame(designs["one-shot"]["history"])
+        best = drawn.sort("score").select(columns).row(-1)
+        mixtures[f"best of one-shot's {drawn.height} draws"] = np.asarray(best)
     trained = train_mixtures(
         settings,
         mixtures,
