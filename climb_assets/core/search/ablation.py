@@ -97,7 +97,9 @@ def run_design(
             iteration, history, token_counts, budget_tokens, settings, trainer, log, label=label
         )
         proxies += result.runs.height + result.repeats.height
-        history = result.runs if history is None else pl.concat([history, result.runs])
+        history = (
+            result.runs if history is None else pl.concat([history, result.runs], how="diagonal")
+        )
     assert history is not None  # proxies_per_iteration has at least one round
     best_seen = float(history["score"].max())  # type: ignore[arg-type]
     if design.pick == "best_observed":
