@@ -33,6 +33,8 @@ import numpy as np
 import polars as pl
 import yaml
 
+from climb_assets.settings import Settings
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_quality import ROOT, slug, split_corpus  # noqa: E402
 
@@ -93,6 +95,15 @@ def run_stages_to_pool(config: Path) -> None:
         run_pipeline(defs, settings, instance, plan=plan[: last + 1])
 
 
+def target_settings(config: Path, target: str, path: Path) -> Settings:
+    """The benchmark's settings with `target` (a text target at `path`) as the only target."""
+    from climb_assets.settings import TargetSettings, load_settings
+
+    settings = load_settings(config)
+    only = TargetSettings(name=target, kind="text", path=path)
+    return settings.model_copy(update={"targets": [only]})
+
+
 def run_designs(config: Path, target: str, path: Path, chosen: list[str]) -> dict[str, dict]:
     """Every design on one target; each result is kept in <target>/<design>.json."""
     from climb_assets.core.search.ablation import equal_budget_designs, run_design
@@ -102,13 +113,9 @@ def run_designs(config: Path, target: str, path: Path, chosen: list[str]) -> dic
         proxy_run_key,
         with_absolute_target_paths,
     )
-    from climb_assets.settings import TargetSettings, load_settings
     from climb_assets.store import Layout, corpus_token_counts
 
-    settings = load_settings(config)
-    settings = settings.model_copy(
-        update={"targets": [TargetSettings(name=target, kind="text", path=path)]}
-    )
+    settings = target_settings(config, target, path)
     layout = Layout(settings.output_dir)
     trainer_settings = with_absolute_target_paths(settings)
     found: dict[str, dict] = {}
@@ -152,13 +159,9 @@ def evaluate(config: Path, target: str, path: Path, designs: dict[str, dict]) ->
     from climb_assets.core.search import evaluation as ev
     from climb_assets.core.search.evaluation_run import train_mixtures
     from climb_assets.core.search.mixtures import build_constraints, constraint_budget
-    from climb_assets.settings import TargetSettings, load_settings
     from climb_assets.store import Layout, corpus_token_counts
 
-    settings = load_settings(config)
-    settings = settings.model_copy(
-        update={"targets": [TargetSettings(name=target, kind="text", path=path)]}
-    )
+    settings = target_settings(config, target, path)
     layout = Layout(settings.output_dir)
     counts = corpus_token_counts(layout, settings)
     history = pl.DataFrame(designs["iterative"]["history"])

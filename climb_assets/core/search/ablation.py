@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from climb_assets.core.search.proxy_jobs import ProxyTrainer
-from climb_assets.core.search.strategy import TokenCounts
+from climb_assets.core.search.strategy import TokenCounts, scored_runs
 from climb_assets.settings import SearchSettings, Settings
 
 Log = Callable[[str], None]
@@ -103,7 +103,8 @@ def run_design(
     assert history is not None  # proxies_per_iteration has at least one round
     best_seen = float(history["score"].max())  # type: ignore[arg-type]
     if design.pick == "best_observed":
-        weights = _weights(history)[int(np.argmax(history["score"].to_numpy()))]
+        weights, scores = scored_runs(history, len(token_counts))
+        weights = weights[int(np.argmax(scores))]
         return DesignResult(design.name, weights, "best observed run", proxies, best_seen, history)
     weights, how, raced = _search_choice(
         settings, history, token_counts, budget_tokens, trainer, log
@@ -125,7 +126,7 @@ def _search_choice(
     from climb_assets.core.search.final_race import finalists, run_race
     from climb_assets.core.search.mixtures import build_constraints
     from climb_assets.core.search.result import choice_method, chosen_weights
-    from climb_assets.core.search.strategy import choose_optimal_mixture, scored_runs
+    from climb_assets.core.search.strategy import choose_optimal_mixture
 
     search = settings.search
     best = choose_optimal_mixture(
@@ -144,8 +145,3 @@ def _search_choice(
     first_id = int(history["candidate_id"].max()) + 1  # type: ignore[arg-type]
     race = run_race(entrants, search.final_race_seeds, first_id, trainer, settings, log, log)
     return chosen_weights(best, race), choice_method(best.choice.method, race), race.runs.height
-
-
-def _weights(history: pl.DataFrame) -> np.ndarray:
-    columns = sorted((c for c in history.columns if c.startswith("w_")), key=lambda c: int(c[2:]))
-    return history.select(columns).to_numpy()
