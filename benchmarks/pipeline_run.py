@@ -3,9 +3,12 @@
     .venv/bin/python benchmarks/pipeline_run.py            # the sample as shipped
     .venv/bin/python benchmarks/pipeline_run.py --scale 2  # every document twice (the copy's
                                                           # sentences rotated so dedup keeps it)
+    .venv/bin/python benchmarks/pipeline_run.py --set search.rung_fraction=1 \
+        --set embedding.max_seq_length=256 --name before    # settings changed, dotted keys
 
 Each run uses a fresh output folder and a fresh Dagster home under benchmarks/results/ and
-prints the wall time, the peak resident memory of the process tree, and the stage timings.
+prints the wall time, the peak resident memory of the process tree, the stage timings, and the
+proxy tokens the search trained (rounds, seed repeats and final race; machine-independent).
 """
 
 from __future__ import annotations
@@ -52,11 +55,58 @@ def scaled_corpus(scale: int, dest: Path) -> Path:
     return dest
 
 
+def setting_override(text: str) -> tuple[list[str], object]:
+    """'search.rung_fraction=1' -> (['search', 'rung_fraction'], 1); values are JSON, else text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def apply_overrides(config: dict, overrides: list[tuple[list[str], object]]) -> dict:
+    for path, value in overrides:
+        section = config
+        for part in path[:-1]:
+            section = section.setdefault(part, {})
+        section[path[-1]] = value
+    return config
+
+
+def proxy_tokens(outputs: Path) -> dict[str, int]:
+    """Tokens the search's proxies trained, from the runs it wrote: each round's candidates
+    (a candidate stopped at its rung counts its rung's tokens), seed repeats, final race."""
+    bootstrap = outputs / "bootstrap"
+    found = {"rounds": 0, "repeats": 0, "race": 0}
+    for path in sorted(bootstrap.glob("iter-*/runs.parquet")):
+        runs = pl.read_parquet(path)
+        found["rounds"] += int(runs["proxy_tokens"].sum())
+        repeats = pl.read_parquet(path.with_name("repeats.parquet")).height
+        found["repeats"] += repeats * int(runs["proxy_tokens"].max())
+    race = outputs / "bootstrap" / "final_race.parquet"
+    if race.exists():
+        found["race"] = int(pl.read_parquet(race)["proxy_tokens"].sum())
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=1)
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        type=setting_override,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting, by dotted key (repeatable)",
+    )
+    parser.add_argument("--name", help="results folder name (default run-x<scale>)")
     args = parser.parse_args()
-    work = RESULTS / f"run-x{args.scale}"
+    work = RESULTS / (args.name or f"run-x{args.scale}")
     shutil.rmtree(work, ignore_errors=True)
     home = work / "dagster_home"
     home.mkdir(parents=True)
@@ -64,7 +114,7 @@ def main() -> int:
     config = {"output_dir": str(work / "outputs")}
     if args.scale > 1:
         config["corpus"] = {"path": str(scaled_corpus(args.scale, work / "corpus"))}
-    (work / "climb.yaml").write_text(json.dumps(config))
+    (work / "climb.yaml").write_text(json.dumps(apply_overrides(config, args.overrides)))
     env = {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
     proc = subprocess.run(
@@ -81,6 +131,13 @@ def main() -> int:
         f"scale x{args.scale}: exit {proc.returncode}, wall {wall:.1f} s, "
         f"peak RSS {peak_mib:.0f} MiB (largest single process)"
     )
+    if proc.returncode == 0:
+        tokens = proxy_tokens(work / "outputs")
+        print(
+            "proxy tokens trained: "
+            + ", ".join(f"{name} {count:,}" for name, count in tokens.items())
+            + f"; total {sum(tokens.values()):,}"
+        )
     return proc.returncode
 
 

@@ -277,6 +277,23 @@ class SearchSettings(_Section):
         description="Candidates per iteration trained again with another seed, to measure the "
         "seed noise shown beside the predictor's spread (not used to fit the predictor).",
     )
+    rung_fraction: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Successive halving: each round's candidates first train to this share of "
+        "proxy.tokens_per_proxy (on the full run's schedule) and are scored there; only the "
+        "best `rung_keep` of them train on to the full budget. A stopped candidate's objective "
+        "is estimated from its rung score (a line fitted on the runs that went on) and flagged "
+        "`estimated`; it is never ranked above a finished run of its round. 1 turns it off.",
+    )
+    rung_keep: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of a round's candidates that train on to the full budget after the "
+        "rung (at least 2); the seed repeats are chosen among them.",
+    )
     final_top_k: int = Field(
         16,
         ge=1,

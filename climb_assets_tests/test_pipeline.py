@@ -229,6 +229,7 @@ def test_an_interrupted_iteration_resumes_from_its_finished_proxies(
 ) -> None:
     import shutil
 
+    from climb_assets.core.search.halving import halving_plan
     from climb_assets.core.search.proxy_jobs import proxy_run_key
     from climb_assets.core.shared.atomic import write_json
 
@@ -248,15 +249,22 @@ def test_an_interrupted_iteration_resumes_from_its_finished_proxies(
         if "/" in k or k in ("train_tokens_per_second", "final_train_loss")
     }
     row |= {"candidate_id": first["candidate_id"], "objective": 123.0}
-    write_json(
-        {
-            "run_key": proxy_run_key(fresh, other.proxy_pool),
-            "weights": weights,
-            "row": row,
-            "curve": [],
-        },
-        other.iteration_work("iter-001") / f"candidate-{first['candidate_id']}.json",
+    # Both halves of successive halving: its rung (where 123 makes it go on) and the full run.
+    halving = halving_plan(
+        settings.search.proxies_per_iteration[0], settings.search, settings.proxy
     )
+    assert halving is not None
+    for suffix, stop_after in (("-rung", halving.stop_after), ("", None)):
+        write_json(
+            {
+                "run_key": proxy_run_key(fresh, other.proxy_pool),
+                "weights": weights,
+                "stop_after": stop_after,
+                "row": row,
+                "curve": [],
+            },
+            other.iteration_work("iter-001") / f"candidate-{first['candidate_id']}{suffix}.json",
+        )
     job = build_definitions(fresh).resolve_implicit_global_asset_job_def()
     with dg.instance_for_test() as instance:
         result = job.execute_in_process(
@@ -266,7 +274,8 @@ def test_an_interrupted_iteration_resumes_from_its_finished_proxies(
         )
     assert result.success
     runs = pl.read_parquet(other.runs("iter-001"))
-    assert runs.filter(pl.col("candidate_id") == first["candidate_id"])["objective"].item() == 123.0
+    resumed = runs.filter(pl.col("candidate_id") == first["candidate_id"]).row(0, named=True)
+    assert resumed["objective"] == resumed["rung_objective"] == 123.0
     assert (runs.filter(pl.col("candidate_id") != first["candidate_id"])["objective"] < 100).all()
     assert not other.iteration_work("iter-001").exists()
 
@@ -634,7 +643,9 @@ def test_search_designs_spend_the_same_proxies_and_iterative_is_the_product(
             trainer,
             log=lambda _: None,
         )
-        assert len(list((tmp_path / design.name).glob("*.json"))) == results[design.name].proxies
+        # A proxy is one training whether successive halving stopped it at its rung or not.
+        trained = {p.stem.removesuffix("-rung") for p in (tmp_path / design.name).glob("*.json")}
+        assert len(trained) == results[design.name].proxies
     # Finalists equal to another are raced once, so a design may spend less, never more.
     assert all(r.proxies <= budget for r in results.values())
     assert results["best-of-random"].proxies == budget

@@ -89,6 +89,9 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         runs = read_runs(layout, key)
         curves = pl.read_parquet(layout.loss_curves(key))
         metric_columns = [c for c in runs.columns if "/" in c or c == "objective"]
+        # Successive halving: a stopped candidate's metrics are its rung's, its objective an
+        # estimate.
+        halving = [c for c in ("proxy_tokens", "rung_objective", "estimated") if c in runs.columns]
         chart = loss_curves(curves, key)
         finite = bool(np.isfinite(runs.select(metric_columns).to_numpy()).all())
         return dg.MaterializeResult(
@@ -97,7 +100,7 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
                 "best_objective": rounded(runs["objective"].max()),
                 "mean_objective": rounded(runs["objective"].mean()),
                 "dagster/row_count": runs.height,
-                "scores": table(runs.select("candidate_id", *metric_columns), 64),
+                "scores": table(runs.select("candidate_id", *metric_columns, *halving), 64),
                 **({} if chart is None else {"loss_curves": plot(chart, "proxy loss curves")}),
             },
             check_results=[dg.AssetCheckResult(check_name="scores_finite", passed=finite)],

@@ -218,6 +218,7 @@ def trace_section(layout: Layout, optimal: dict, names: dict[int, str]) -> Secti
             "score spread": s.get("score_spread"),
             "seed noise": s.get("seed_noise"),
             "predictor cv spearman": s.get("cv_spearman"),
+            "stopped at rung": s.get("stopped_at_rung", 0),
         }
         for s in optimal["iterations"]
     ]

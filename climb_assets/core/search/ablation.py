@@ -4,7 +4,9 @@ random draws.
 
 Each design is the product's own search (`run_round`, `choose_optimal_mixture`, the final race)
 under other search settings, so a comparison measures what a user would get by changing
-`search.proxies_per_iteration`, not a re-implementation.
+`search.proxies_per_iteration`, not a re-implementation. Successive halving applies within each
+design's rounds as configured (`search.rung_fraction`); a proxy stopped at its rung still
+counts as one proxy of the budget.
 """
 
 from __future__ import annotations

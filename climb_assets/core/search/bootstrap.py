@@ -10,11 +10,19 @@ writes the result and turns it into metadata), in a script or in a test.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
+from climb_assets.core.search.halving import (
+    Halving,
+    estimate_full_objectives,
+    halving_plan,
+    kept_candidates,
+    repeats_among_kept,
+)
+from climb_assets.core.search.predictor import spearman
 from climb_assets.core.search.proxy_jobs import (
     CURVE_SCHEMA,
     ProxyJob,
@@ -101,23 +109,30 @@ def run_round(
     )
     candidates = plan.to_frame(0 if history is None else history.height)
     ids = candidates["candidate_id"].to_list()
-    jobs = [
+    firsts = [
         ProxyJob(cid, tuple(map(float, w)), 0) for cid, w in zip(ids, plan.weights, strict=True)
     ]
-    jobs += [ProxyJob(ids[i], tuple(map(float, plan.weights[i])), 1) for i in plan.repeats]
-    done, fresh = train_proxies(trainer, jobs, settings, log, warn or log, label)
-
-    rows = [canonical_run_row({**done[job]["row"], "repeat": job.repeat}) for job in jobs]
-    curves = [
-        {c: point[c] for c in CURVE_SCHEMA}
-        for job in jobs
-        if not job.repeat
-        for point in done[job]["curve"]
-    ]
-    first_runs = [row for row in rows if row["repeat"] == 0]
+    trained = _RoundProxies(trainer, settings, log, warn or log, label)
+    halving = halving_plan(len(firsts), settings.search, settings.proxy)
+    if halving is None:
+        repeat_at = [int(i) for i in plan.repeats]
+        done = trained.run(firsts + [_repeat(firsts[i]) for i in repeat_at])
+        first_done = [done[job] for job in firsts]
+        rung = None
+    else:
+        first_done, repeat_at, rung = _halve(trained, firsts, plan, halving, log, label)
+        done = trained.done
+    jobs = firsts + [_repeat(firsts[i]) for i in repeat_at]
+    rows = [canonical_run_row({**d["row"], "repeat": 0}) for d in first_done]
+    rows += [canonical_run_row({**done[job]["row"], "repeat": 1}) for job in jobs[len(firsts) :]]
+    curves = [{c: point[c] for c in CURVE_SCHEMA} for d in first_done for point in d["curve"]]
+    first_runs = rows[: len(firsts)]
     scored = candidates.join(
         pl.DataFrame(first_runs).drop("repeat"), on="candidate_id", maintain_order="left"
-    ).with_columns(pl.col("objective").alias("score"))
+    )
+    if rung is not None:
+        scored = _with_estimates(scored, *rung, history)
+    scored = scored.with_columns(pl.col("objective").alias("score"))
     repeats = repeat_table(rows, iteration)
     everything = scored if history is None else pl.concat([history, scored], how="diagonal")
     fitted = fit_iteration_predictor(
@@ -135,8 +150,102 @@ def run_round(
         repeats=repeats,
         fitted=fitted,
         summary=round_summary(iteration, plan, scored, repeats, fitted),
-        trained=list(fresh.values()),
+        trained=list(trained.fresh.values()),
     )
+
+
+def _repeat(job: ProxyJob) -> ProxyJob:
+    return ProxyJob(job.candidate_id, job.weights, 1)
+
+
+@dataclass
+class _RoundProxies:
+    """Trains a round's proxies in one or more batches, collecting every result (`done`) and
+    those this call trained (`fresh`)."""
+
+    trainer: ProxyTrainer
+    settings: Settings
+    log: Log
+    warn: Log
+    label: str
+    done: dict[ProxyJob, dict] = field(default_factory=dict)
+    fresh: dict[ProxyJob, dict] = field(default_factory=dict)
+
+    def run(self, jobs: list[ProxyJob], label: str | None = None) -> dict[ProxyJob, dict]:
+        done, fresh = train_proxies(
+            self.trainer, jobs, self.settings, self.log, self.warn, label or self.label
+        )
+        self.done.update(done)
+        self.fresh.update(fresh)
+        return done
+
+
+def _halve(
+    trained: _RoundProxies,
+    firsts: list[ProxyJob],
+    plan: IterationPlan,
+    halving: Halving,
+    log: Log,
+    label: str,
+) -> tuple[list[dict], list[int], tuple[np.ndarray, np.ndarray]]:
+    """Successive halving: every candidate to its rung, then the best `halving.keep` (and the
+    seed repeats, chosen among them) to the full budget. Returns each candidate's result (the
+    rung's for a stopped one), the repeated candidates, and the rung objectives with the mask
+    of stopped candidates."""
+    rung_jobs = [job.at_rung(halving.stop_after) for job in firsts]
+    at_rung = trained.run(rung_jobs, f"{label} (rungs)")
+    rung_objectives = np.array([at_rung[job]["row"]["objective"] for job in rung_jobs])
+    for job, value in zip(rung_jobs, rung_objectives, strict=True):
+        if not np.isfinite(value):
+            raise ValueError(
+                f"{label}: candidate {job.candidate_id} at its rung: score {value} is not finite"
+            )
+    kept = kept_candidates(rung_objectives, halving.keep)
+    repeat_at = repeats_among_kept(plan.repeats, kept, len(plan.repeats))
+    log(
+        f"{label}: {len(kept)} of {len(firsts)} candidates go on from their rung "
+        f"({halving.rung_tokens:,} tokens) to the full budget; the other "
+        f"{len(firsts) - len(kept)} keep an estimated objective"
+    )
+    stopped = np.ones(len(firsts), dtype=bool)
+    stopped[kept] = False
+    for index in np.flatnonzero(stopped):  # never resumed: free the disk
+        trained.trainer.rung_state(firsts[index], halving.stop_after).unlink(missing_ok=True)
+    # Seed repeats first: they train from scratch, the longest jobs go first.
+    full = trained.run([_repeat(firsts[i]) for i in repeat_at] + [firsts[i] for i in sorted(kept)])
+    results = [
+        at_rung[rung_jobs[index]] if stopped[index] else full[job]
+        for index, job in enumerate(firsts)
+    ]
+    return results, repeat_at, (rung_objectives, stopped)
+
+
+def _with_estimates(
+    scored: pl.DataFrame,
+    rung_objectives: np.ndarray,
+    stopped: np.ndarray,
+    history: pl.DataFrame | None,
+) -> pl.DataFrame:
+    """`scored` with `rung_objective` and `estimated`, the stopped candidates' objective
+    replaced by its full-budget estimate from the finished runs of this and earlier rounds."""
+    scored = scored.with_columns(
+        pl.Series("rung_objective", rung_objectives, dtype=pl.Float64),
+        pl.Series("estimated", stopped, dtype=pl.Boolean),
+    )
+    finished = scored.filter(~pl.col("estimated"))
+    if history is not None and {"rung_objective", "estimated"} <= set(history.columns):
+        earlier = history.filter(~pl.col("estimated") & pl.col("rung_objective").is_not_null())
+        finished = pl.concat([earlier, finished], how="diagonal")
+    worst_finished = float(scored.filter(~pl.col("estimated"))["objective"].min())
+    estimates = estimate_full_objectives(
+        rung_objectives[stopped],
+        finished["rung_objective"].to_numpy(),
+        finished["objective"].to_numpy(),
+        worst_finished,
+    )
+    objective = scored["objective"].to_numpy().copy()
+    objective[stopped] = estimates
+    return scored.with_columns(pl.Series("objective", objective, dtype=pl.Float64))
 
 
 def round_summary(
@@ -157,11 +266,26 @@ def round_summary(
         "predictor_rows": fitted.n_rows,
         "predictor_rounds": fitted.predictor.info.get("rounds"),
         "best_score": float(scored["score"].max()),
+        "stopped_at_rung": int(scored["estimated"].sum()) if "estimated" in scored.columns else 0,
+        "rung_spearman": rung_spearman(scored),
         "score_spread": float(scored["score"].std()) if scored.height > 1 else None,
         "seed_noise": None if np.isnan(noise) else noise,
         "predictor_spread": float(spread.mean()),
         "objective_direction": "higher is better",
     }
+
+
+def rung_spearman(scored: pl.DataFrame) -> float | None:
+    """How well the rung ranked the candidates that went on, by their full-budget objective
+    (Spearman; None without halving or with fewer than 3 of them). Only the kept ones have both,
+    so this understates the rung's ranking over the whole round."""
+    if "estimated" not in scored.columns:
+        return None
+    finished = scored.filter(~pl.col("estimated"))
+    if finished.height < 3:
+        return None
+    value = spearman(finished["rung_objective"].to_numpy(), finished["objective"].to_numpy())
+    return None if np.isnan(value) else float(value)
 
 
 def repeat_table(rows: list[dict], iteration: int) -> pl.DataFrame:

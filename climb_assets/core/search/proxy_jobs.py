@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 # How proxies are seeded and scored; part of the checkpoint key, so a change never resumes old
 # proxies. v2: multiple-choice targets scored by gold_loss score their gold choices alone.
-PROXY_PROTOCOL = "common-random-numbers-v1/objective-metrics-v2"
+# v3: rows carry proxy_tokens and checkpoints their stop_after (successive halving's rungs).
+PROXY_PROTOCOL = "common-random-numbers-v1/objective-metrics-v3"
 # Checkpoints store their keys sorted while fresh rows come in training order; one fixed order
 # for both, so a resumed iteration writes the same files as an uninterrupted one.
 RUN_ROW_FIRST = ("candidate_id", "repeat", "objective")
@@ -39,20 +40,28 @@ CURVE_SCHEMA = {"candidate_id": pl.Int64, "tokens": pl.Int64, "loss": pl.Float64
 
 @dataclass(frozen=True)
 class ProxyJob:
-    """Train candidate `candidate_id` on `weights`; repeat 1 is the re-run with a second seed."""
+    """Train candidate `candidate_id` on `weights`; repeat 1 is the re-run with a second seed.
+    With `stop_after` the proxy stops at that step (a rung of successive halving) and keeps its
+    training state, from which the same candidate's full job goes on."""
 
     candidate_id: int
     weights: tuple[float, ...]
     repeat: int
+    stop_after: int | None = None
 
     @property
     def name(self) -> str:
-        return f"candidate-{self.candidate_id}" + (f"-repeat-{self.repeat}" if self.repeat else "")
+        name = f"candidate-{self.candidate_id}"
+        name += f"-repeat-{self.repeat}" if self.repeat else ""
+        return name + ("-rung" if self.stop_after is not None else "")
 
     def describe(self) -> str:
         return f"candidate {self.candidate_id}" + (
             f", seed repeat {self.repeat}" if self.repeat else ""
         )
+
+    def at_rung(self, stop_after: int) -> ProxyJob:
+        return ProxyJob(self.candidate_id, self.weights, self.repeat, stop_after)
 
 
 @dataclass(frozen=True)
@@ -71,10 +80,21 @@ class ProxyTrainer:
     def attempts_log(self, job: ProxyJob) -> Path:
         return self.work_dir / f"{job.name}.attempts"
 
+    def rung_state(self, job: ProxyJob, stop_after: int) -> Path:
+        """Where the training state of `job` stopped after `stop_after` steps is kept: named by
+        everything it depends on, so no other run's state is ever resumed from."""
+        key = json.dumps([self.run_key, list(job.weights), job.repeat, stop_after])
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        return self.work_dir / f"candidate-{job.candidate_id}-rung-{digest}.pt"
+
     def finished(self, job: ProxyJob) -> dict | None:
-        return read_checkpoint(self.checkpoint(job), self.run_key, np.asarray(job.weights))
+        done = read_checkpoint(self.checkpoint(job), self.run_key, np.asarray(job.weights))
+        if done is not None and done.get("stop_after") != job.stop_after:
+            return None
+        return done
 
     def __call__(self, job: ProxyJob) -> dict:
+        from climb_assets.core.search.proxy_training import TrainingState
         from climb_assets.core.search.scoring import train_and_score
         from climb_assets.core.search.strategy import proxy_seed
 
@@ -82,6 +102,7 @@ class ProxyTrainer:
         pool, tokenizer, targets = _inputs(self.settings, self.pool_dir, self.run_key)
         started = time.perf_counter()
         weights = np.asarray(job.weights)
+        resumed_from = self._resumable(job)
         scored = train_and_score(
             self.settings.proxy,
             pool,
@@ -90,14 +111,20 @@ class ProxyTrainer:
             weights,
             proxy_seed(self.settings.seed, job.repeat),
             objective_only=True,
+            stop_after=job.stop_after,
+            resume=None if resumed_from is None else TrainingState.load(resumed_from),
         )
+        if scored.state is not None:  # saved before the checkpoint that points at it
+            scored.state.save(self.rung_state(job, scored.state.step))
         done = {
             "run_key": self.run_key,
             "weights": list(job.weights),
+            "stop_after": job.stop_after,
             "row": {
                 "candidate_id": job.candidate_id,
                 "repeat": job.repeat,
                 **scored.scores,
+                "proxy_tokens": scored.summary["tokens_seen"],
                 "train_tokens_per_second": scored.summary["tokens_per_second"],
                 "final_train_loss": scored.summary["final_loss"],
             },
@@ -109,7 +136,25 @@ class ProxyTrainer:
             "seconds": time.perf_counter() - started,
         }
         write_json(done, self.checkpoint(job))
+        if resumed_from is not None:  # the finished checkpoint replaces it
+            resumed_from.unlink(missing_ok=True)
         return done
+
+    def _resumable(self, job: ProxyJob) -> Path | None:
+        """The saved state this full job goes on from: its own rung's, when that rung finished."""
+        if job.stop_after is not None:
+            return None
+        rung = self.finished_rung(job)
+        if rung is None:
+            return None
+        state = self.rung_state(job, rung["stop_after"])
+        return state if state.exists() else None
+
+    def finished_rung(self, job: ProxyJob) -> dict | None:
+        """The checkpoint of the same candidate and seed stopped at its rung, if any."""
+        path = self.work_dir / f"{job.name}-rung.json"
+        done = read_checkpoint(path, self.run_key, np.asarray(job.weights))
+        return done if done is not None and done.get("stop_after") is not None else None
 
     def _record_attempt(self, job: ProxyJob) -> None:
         """One line per start, so the driver can tell that Ray retried a lost worker."""

@@ -98,8 +98,10 @@ class ProxyPool:
         seq_len: int,
         batch_size: int,
         seed: int,
+        skip: int = 0,
     ) -> Iterator[torch.Tensor]:
-        """Yield int64 tensors (batch_size, seq_len + 1) until >= n_tokens targets were served.
+        """Yield int64 tensors (batch_size, seq_len + 1) until >= n_tokens targets were served;
+        `skip` leaves out the first batches (a resumed proxy goes on where it stopped).
 
         Every sequence is drawn up front (group by weight, offset uniform over the group's valid
         starts), so the stream depends only on the arguments. Groups with weight 0 are never read.
@@ -115,7 +117,7 @@ class ProxyPool:
         seq_groups = rng.choice(groups, size=(n_batches, batch_size), p=p / p.sum())
         uniforms = rng.random((n_batches, batch_size))
         window = np.arange(seq_len + 1)
-        for batch_groups, batch_uniforms in zip(seq_groups, uniforms, strict=True):
+        for batch_groups, batch_uniforms in zip(seq_groups[skip:], uniforms[skip:], strict=True):
             yield torch.from_numpy(self._gather(batch_groups, batch_uniforms, window))
 
     def _gather(

@@ -8,10 +8,12 @@ processes so a proxy sees `tokens_per_proxy` tokens in total).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -29,8 +31,32 @@ LOG_POINTS = 100  # loss-curve points kept per run, whatever the number of steps
 
 
 @dataclass
+class TrainingState:
+    """A proxy stopped after `step` of its schedule's steps: everything `train_proxy` needs to
+    go on to the end as if it had never stopped (same weights, optimizer moments, data order
+    and loss curve)."""
+
+    step: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict
+    curve: list[tuple[int, float]]
+    wall_seconds: float
+
+    def save(self, path: Path) -> None:
+        """Written atomically: a crash never leaves a state a later run would resume from."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        torch.save(asdict(self), partial)
+        partial.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainingState:
+        return cls(**torch.load(path, map_location="cpu", weights_only=True))
+
+
+@dataclass
 class ProxyRun:
-    """A trained proxy and how its training went."""
+    """A trained proxy and how its training went; `state` is set when it stopped early."""
 
     model: ProxyLM
     config: ModelConfig
@@ -43,6 +69,7 @@ class ProxyRun:
     flops_per_token: float
     seed: int
     weights: dict[int, float] = field(default_factory=dict)
+    state: TrainingState | None = None
 
     @property
     def final_loss(self) -> float:
@@ -70,17 +97,27 @@ def train_proxy(
     settings: ProxySettings,
     seed: int,
     on_step: Callable[[int, int, float], None] | None = None,
+    stop_after: int | None = None,
+    resume: TrainingState | None = None,
 ) -> ProxyRun:
     """Train a fresh proxy on `weights` for settings.tokens_per_proxy tokens.
 
     AdamW, linear warmup then cosine decay to lr * min_lr_fraction, gradient clipping at 1.0.
     `on_step(step, tokens_seen, loss)` is called at each logged step (about LOG_POINTS per run).
+
+    `stop_after` (a step count, see `rung_step`) stops there, on the full run's schedule, and
+    returns the run with its `state`; `resume` goes on from such a state to the end. Stopped
+    then resumed, a proxy ends with the same weights as one trained straight through.
     """
     accelerator = _accelerator(settings.precision)
     precision: ProxyPrecision = "bf16" if accelerator.mixed_precision == "bf16" else "fp32"
     cfg = ModelConfig.from_settings(settings, pool.vocab_size)
     model = ProxyLM(cfg, seed=seed)  # same initial weights in every process
+    if resume is not None:
+        model.load_state_dict(resume.model)
     optimizer = _adamw(model, settings, accelerator.device)
+    if resume is not None:
+        optimizer.load_state_dict(resume.optimizer)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     tokens_per_step = settings.batch_size * settings.seq_len * accelerator.num_processes
@@ -91,14 +128,25 @@ def train_proxy(
         settings.seq_len,
         settings.batch_size,
         seed=seed * 1_000 + accelerator.process_index,
+        skip=0 if resume is None else resume.step,
     )
+    first = 0 if resume is None else resume.step
+    last = n_steps if stop_after is None else min(stop_after, n_steps)
     start = time.perf_counter()
     with flush_denormals():
-        curve = _train_loop(accelerator, model, optimizer, batches, n_steps, settings, on_step)
+        curve = _train_loop(
+            accelerator, model, optimizer, batches, (first, last, n_steps), settings, on_step
+        )
     wall = time.perf_counter() - start
+    if resume is not None:
+        curve, wall = resume.curve + curve, resume.wall_seconds + wall
 
-    model = accelerator.unwrap_model(model).eval()
-    tokens = n_steps * tokens_per_step
+    model = accelerator.unwrap_model(model)
+    state = None
+    if last < n_steps:
+        state = TrainingState(last, model.state_dict(), optimizer.state_dict(), curve, wall)
+    model = model.eval()
+    tokens = last * tokens_per_step
     return ProxyRun(
         model=model,
         config=cfg,
@@ -111,7 +159,17 @@ def train_proxy(
         flops_per_token=flops_per_token(cfg),
         seed=seed,
         weights=dict(pool.normalize(weights)),
+        state=state,
     )
+
+
+def rung_step(settings: ProxySettings, fraction: float, processes: int = 1) -> int:
+    """The step at which a proxy stopped at `fraction` of its tokens is compared: a multiple of
+    the loss curve's logging interval, so a stopped and resumed run logs the same curve."""
+    n_steps = math.ceil(settings.tokens_per_proxy / (settings.batch_size * settings.seq_len))
+    n_steps = math.ceil(n_steps / processes)
+    log_every = max(1, n_steps // LOG_POINTS)
+    return min(n_steps, max(log_every, round(fraction * n_steps / log_every) * log_every))
 
 
 def _train_loop(
@@ -119,17 +177,19 @@ def _train_loop(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     batches: Iterator[torch.Tensor],
-    n_steps: int,
+    steps: tuple[int, int, int],
     settings: ProxySettings,
     on_step: Callable[[int, int, float], None] | None,
 ) -> list[tuple[int, float]]:
-    """Returns (steps done, mean loss of the steps since the previous point) pairs."""
+    """Steps first+1..last of a schedule of n_steps (`steps`); returns (steps done, mean loss
+    of the steps since the previous point) pairs. `first` is a logged step (see `rung_step`)."""
+    first, last, n_steps = steps
     tokens_per_step = settings.batch_size * settings.seq_len * accelerator.num_processes
     log_every = max(1, n_steps // LOG_POINTS)
     window_loss = torch.zeros((), device=accelerator.device)
     curve: list[tuple[int, float]] = []
     model.train()
-    for step, batch in enumerate(batches, start=1):
+    for step, batch in enumerate(itertools.islice(batches, last - first), start=first + 1):
         for group in optimizer.param_groups:
             group["lr"] = settings.learning_rate * _lr_factor(step - 1, n_steps, settings)
         batch = batch.to(accelerator.device, non_blocking=True)
@@ -141,7 +201,7 @@ def _train_loop(
         optimizer.zero_grad(set_to_none=True)
         window_loss += loss.detach()  # no .item() here: it would sync the GPU every step
         if step % log_every == 0 or step == n_steps:
-            steps_in_window = step - (curve[-1][0] if curve else 0)
+            steps_in_window = step - (curve[-1][0] if curve else first)
             mean = accelerator.reduce(window_loss, reduction="mean").item() / steps_in_window
             curve.append((step, mean))
             window_loss.zero_()

@@ -179,17 +179,21 @@ def _colors(n: int) -> list[tuple[float, float, float, float]]:
 
 
 def line_chart(
-    xs: Sequence[float], series: Mapping[str, Sequence[float]], title: str, xlabel: str = ""
+    xs: Sequence[float] | Mapping[str, Sequence[float]],
+    series: Mapping[str, Sequence[float]],
+    title: str,
+    xlabel: str = "",
 ) -> bytes:
-    """One line per named series over the shared x values."""
+    """One line per named series over the shared x values, or over its own (`xs` by name)."""
     png: list[bytes] = []
     with _axes(title, png) as ax:
         for name, ys in series.items():
-            if len(ys) != len(xs):
+            own = xs[name] if isinstance(xs, Mapping) else xs
+            if len(ys) != len(own):
                 raise ValueError(
-                    f"line_chart: series {name!r} has {len(ys)} values for {len(xs)} x"
+                    f"line_chart: series {name!r} has {len(ys)} values for {len(own)} x"
                 )
-            ax.plot(xs, ys, marker="o", markersize=3, label=name)
+            ax.plot(own, ys, marker="o", markersize=3, label=name)
         ax.set_xlabel(xlabel)
         if series:
             ax.legend(fontsize="small")
@@ -239,14 +243,13 @@ def objective_by_iteration(runs: pl.DataFrame) -> bytes:
 
 
 def loss_curves(curves: pl.DataFrame, iteration: str) -> bytes | None:
-    """Each candidate's training loss over tokens (`candidate_id`, `tokens`, `loss` columns);
-    None when there are no curves."""
+    """Each candidate's training loss over tokens (`candidate_id`, `tokens`, `loss` columns; a
+    candidate stopped at its rung has a shorter curve); None when there are no curves."""
     by_candidate = curves.partition_by("candidate_id", as_dict=True, maintain_order=True)
     if not by_candidate:
         return None
-    first = next(iter(by_candidate.values()))
     return line_chart(
-        first["tokens"].to_list(),
+        {f"candidate {k[0]}": f["tokens"].to_list() for k, f in by_candidate.items()},
         {f"candidate {k[0]}": f["loss"].to_list() for k, f in by_candidate.items()},
         f"proxy training loss, {iteration}",
         "tokens",

@@ -233,6 +233,8 @@ def run_iteration(
             "cv_spearman": or_na(summary["cv_spearman"]),
             "seed_noise": or_na(summary["seed_noise"]),
             "predictor_spread": rounded(summary["predictor_spread"]),
+            "stopped_at_rung": summary["stopped_at_rung"],
+            "rung_spearman": or_na(summary["rung_spearman"]),
             SUPER_CLUSTERS_ID: clusters_id,
             "candidates": runs_table(scored.drop("iteration"), 64),
             # Drawn here because the Plots tab's Partitions mode stays empty for these

@@ -28,6 +28,7 @@ from climb_assets.core.shared.plots import (
     bar_chart,
     histogram,
     line_chart,
+    loss_curves,
     pca_2d,
     png_markdown,
     scatter_2d,
@@ -536,6 +537,13 @@ def test_charts_are_small_pngs() -> None:
         histogram(np.r_[np.random.default_rng(0).normal(size=100), np.nan], 10, "distances"),
         scatter_2d(xy, [0, 0, 1, 1, 2, 2, None, None, 3, 3, 4, 4], "centroids"),
         line_chart([1, 2, 3], {"a": [1.0, 2.0, 1.5], "b": [0.5, 0.4, 0.3]}, "loss"),
+        # A proxy stopped at its rung has a shorter loss curve than the ones that finished.
+        loss_curves(
+            pl.DataFrame(
+                {"candidate_id": [0, 0, 0, 1], "tokens": [10, 20, 30, 10], "loss": [3.0, 2, 1, 3]}
+            ),
+            "iter-001",
+        ),
     ]
     for png in pngs:
         assert png.startswith(PNG_MAGIC)
@@ -550,6 +558,8 @@ def test_plot_inputs_are_checked() -> None:
         scatter_2d(np.zeros((3, 2)), [0, 1], "bad")
     with pytest.raises(ValueError, match="series 'a'"):
         line_chart([1, 2], {"a": [1.0]}, "bad")
+    with pytest.raises(ValueError, match="series 'b'"):
+        line_chart({"a": [1], "b": [1, 2]}, {"a": [1.0], "b": [1.0]}, "bad")
 
 
 def test_pca_finds_the_main_axis() -> None:

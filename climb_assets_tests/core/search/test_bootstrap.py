@@ -18,12 +18,15 @@ from climb_assets_tests.core.search.tiny_search import BUDGET_TOKENS, SETTINGS, 
 
 @dataclass(frozen=True)
 class FailsFrom(ProxyTrainer):
-    """Fails every first-seed proxy from candidate `first_failing` on, as a round cut short."""
+    """Fails every proxy from candidate `first_failing` on, as a round cut short; with
+    `after_rung`, only their training past the rung (successive halving's second half)."""
 
     first_failing: int = 0
+    after_rung: bool = False
 
     def __call__(self, job: ProxyJob) -> dict:
-        if job.candidate_id >= self.first_failing:
+        past_rung = job.stop_after is None and job.repeat == 0
+        if job.candidate_id >= self.first_failing and (past_rung or not self.after_rung):
             raise RuntimeError("interrupted")
         return super().__call__(job)
 
@@ -88,7 +91,8 @@ def test_a_round_plans_trains_scores_and_fits(two_rounds: tuple) -> None:
     assert summary["iteration"] == 2 and summary["proxies"] == 4
     assert summary["best_score"] == second.runs["score"].max()
     assert summary["predictor_rows"] == 9 and summary["repeated"] == second.repeats.height
-    assert len(first.trained) == 5 + SETTINGS.search.seed_repeats
+    # Successive halving: 5 rungs, then the 3 best (ceil(0.5 * 5)) and 2 seed repeats in full.
+    assert len(first.trained) == 5 + 3 + SETTINGS.search.seed_repeats
     # The local backend's worker processes: one per CPU at proxy.cpu_threads (1) each.
     assert 1 <= len(first.workers) <= available_cpus()
 
@@ -98,20 +102,61 @@ def test_the_log_callback_hears_every_proxy(two_rounds: tuple) -> None:
     trained = len(first.trained) + len(second.trained)
     done = [line for line in said if " done (" in line]
     assert len(done) == trained
-    # Besides, a count per proxy and one as each round starts (`climb_assets.core.shared.progress`).
-    counts = [ProgressLine.parse(line) for line in said if line not in done]
-    assert len(counts) == len(said) - trained == trained + 2
-    first_count = len(first.trained)
+    halved = [line for line in said if " go on from their rung " in line]
+    assert halved[0] == (
+        "round 1: 3 of 5 candidates go on from their rung (512 tokens) to the full budget; "
+        "the other 2 keep an estimated objective"
+    )
+    assert len(halved) == 2
+    # Besides, a count per proxy and one as each of a round's two batches starts (the rungs,
+    # then the full budget; `climb_assets.core.shared.progress`).
+    counts = [ProgressLine.parse(line) for line in said if line not in done + halved]
+    assert len(counts) == len(said) - trained - 2 == trained + 4
     assert [(c.task, c.done, c.total) for c in counts[:2]] == [
-        ("round 1", 0, first_count),
-        ("round 1", 1, first_count),
+        ("round 1 (rungs)", 0, 5),
+        ("round 1 (rungs)", 1, 5),
     ]
     assert counts[0].left is None and counts[1].left is not None  # an estimate once one is done
+    assert ("round 1", 0, 3 + SETTINGS.search.seed_repeats) in [
+        (c.task, c.done, c.total) for c in counts
+    ]
     # Counted as they finish, whichever worker finishes first.
     assert [line.split(" done (")[1].split(" of ")[0] for line in done[:3]] == ["1", "2", "3"]
-    assert any(line.startswith("round 1 proxy candidate 0 done (") for line in done)
-    assert any(line.startswith("round 2 proxy candidate 5 done") for line in done)
+    assert any(line.startswith("round 1 (rungs) proxy candidate 0 done (") for line in done)
+    assert any(line.startswith("round 2 (rungs) proxy candidate 5 done") for line in done)
     assert any(", seed repeat 1 done" in line for line in done)
+
+
+def test_halving_stops_the_worst_candidates_at_their_rung(two_rounds: tuple) -> None:
+    """The best candidates at the rung go on; the others keep an estimate that never ranks them
+    above a finished run of their round, so the best observed run is always a finished one."""
+    for result, kept in zip(two_rounds[:2], (3, 2), strict=True):
+        runs = result.runs
+        assert runs["estimated"].sum() == runs.height - kept
+        finished, stopped = runs.filter(~pl.col("estimated")), runs.filter(pl.col("estimated"))
+        assert set(finished["proxy_tokens"]) == {2048} and set(stopped["proxy_tokens"]) == {512}
+        # The kept ones are the best at the rung.
+        assert finished["rung_objective"].min() >= stopped["rung_objective"].max()
+        assert stopped["objective"].max() < finished["objective"].min()
+        # The estimate keeps the rung's order.
+        order = stopped.sort("rung_objective")["objective"].to_list()
+        assert order == sorted(order)
+        assert not runs.row(int(runs["score"].arg_max()), named=True)["estimated"]
+        # Seed repeats pair two full-budget runs.
+        assert set(result.repeats["candidate_id"]) <= set(finished["candidate_id"])
+        assert result.summary["stopped_at_rung"] == runs.height - kept
+
+
+def test_without_halving_every_candidate_trains_to_the_end(pool_dir: Path, tmp_path: Path) -> None:
+    settings = SETTINGS.model_copy(
+        update={"search": SETTINGS.search.model_copy(update={"rung_fraction": 1.0})}
+    )
+    trainer = ProxyTrainer(settings, pool_dir, tmp_path, "tiny-run")
+    result = run_round(1, None, TOKEN_COUNTS, BUDGET_TOKENS, settings, trainer, log=print)
+    assert len(result.trained) == 5 + settings.search.seed_repeats
+    assert "estimated" not in result.runs.columns
+    assert set(result.runs["proxy_tokens"]) == {2048}
+    assert result.summary["stopped_at_rung"] == 0
 
 
 def test_an_interrupted_round_resumes_and_trains_only_the_rest(
@@ -120,16 +165,17 @@ def test_an_interrupted_round_resumes_and_trains_only_the_rest(
     clean, _, _ = two_rounds
     work = tmp_path / "work"
     said: list[str] = []
-    with pytest.raises(ProxiesFailed, match=r"round 1: proxies failed \(candidate 3, candidate 4"):
+    with pytest.raises(
+        ProxiesFailed, match=r"round 1 \(rungs\): proxies failed \(candidate 3, candidate 4"
+    ):
         _round(1, None, _trainer(pool_dir, work, FailsFrom, first_failing=3), said)
     written = {p.stem for p in work.glob("candidate-*.json")}
-    assert {"candidate-0", "candidate-1", "candidate-2"} <= written
-    assert not written & {"candidate-3", "candidate-4"}
+    assert written == {"candidate-0-rung", "candidate-1-rung", "candidate-2-rung"}
 
     said.clear()
     resumed = _round(1, None, _trainer(pool_dir, work), said)
-    retrained = [d["row"]["candidate_id"] for d in resumed.trained]
-    assert set(retrained) == {3, 4} and len(retrained) == len(clean.trained) - len(written)
+    retrained = [d["row"]["candidate_id"] for d in resumed.trained if d["stop_after"]]
+    assert set(retrained) == {3, 4} and len(resumed.trained) == len(clean.trained) - len(written)
     assert sum("resumed from" in line for line in said) == len(written)
     assert _measured(resumed.runs).equals(_measured(clean.runs))
     assert resumed.curves.equals(clean.curves)
@@ -139,3 +185,21 @@ def test_an_interrupted_round_resumes_and_trains_only_the_rest(
         resumed.fitted.predictor.predict(clean.plan.weights),
         clean.fitted.predictor.predict(clean.plan.weights),
     )
+
+
+def test_a_round_cut_short_past_its_rungs_resumes_the_kept_proxies_from_their_state(
+    pool_dir: Path, tmp_path: Path, two_rounds: tuple
+) -> None:
+    clean, _, _ = two_rounds
+    kept = clean.runs.filter(~pl.col("estimated"))["candidate_id"].to_list()
+    work = tmp_path / "work"
+    with pytest.raises(ProxiesFailed, match=r"round 1: proxies failed"):
+        _round(1, None, _trainer(pool_dir, work, FailsFrom, first_failing=0, after_rung=True))
+    # The kept candidates' states wait for them; the stopped ones' are gone.
+    states = sorted(p.name.split("-rung-")[0] for p in work.glob("*.pt"))
+    assert states == [f"candidate-{c}" for c in sorted(kept)]
+    resumed = _round(1, None, _trainer(pool_dir, work))
+    assert sorted(d["row"]["candidate_id"] for d in resumed.trained) == sorted(kept)
+    assert _measured(resumed.runs).equals(_measured(clean.runs))
+    assert resumed.curves.equals(clean.curves)
+    assert not list(work.glob("*.pt"))

@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -6,7 +7,12 @@ from tokenizers import Tokenizer
 
 from climb_assets.core.search.pool_writer import build_pool
 from climb_assets.core.search.proxy_pool import ProxyPool
-from climb_assets.core.search.proxy_training import _lr_factor, train_proxy
+from climb_assets.core.search.proxy_training import (
+    TrainingState,
+    _lr_factor,
+    rung_step,
+    train_proxy,
+)
 from climb_assets.core.search.tokenizer import train_bpe
 from climb_assets.core.shared.precision import cpu_has_native_bf16
 from climb_assets.settings import ProxySettings
@@ -67,6 +73,31 @@ def test_same_seed_same_loss_other_seed_differs(pool: ProxyPool) -> None:
     assert a.final_loss != c.final_loss
     for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
         assert torch.equal(pa, pb)
+
+
+def test_a_proxy_stopped_at_its_rung_and_resumed_ends_as_if_never_stopped(
+    pool: ProxyPool, tmp_path: Path
+) -> None:
+    """Successive halving stops proxies at a rung and resumes the kept ones, possibly in another
+    process: the state goes through a file, and the resumed run must match a straight one."""
+    settings = _settings(tokens_per_proxy=8_000)
+    straight = train_proxy(pool, {0: 0.6, 1: 0.4}, settings, seed=5)
+    assert straight.state is None
+    stop = rung_step(settings, 0.3)
+    n_steps = math.ceil(8_000 / (8 * 32))
+    assert 0 < stop < n_steps and stop % max(1, n_steps // 100) == 0
+    stopped = train_proxy(pool, {0: 0.6, 1: 0.4}, settings, seed=5, stop_after=stop)
+    assert stopped.state is not None and stopped.state.step == stop
+    assert stopped.tokens_seen == stop * 8 * 32
+    assert stopped.loss_curve == straight.loss_curve[: len(stopped.loss_curve)]
+    stopped.state.save(tmp_path / "rung.pt")
+    resumed = train_proxy(
+        pool, {0: 0.6, 1: 0.4}, settings, seed=5, resume=TrainingState.load(tmp_path / "rung.pt")
+    )
+    assert resumed.state is None and resumed.tokens_seen == straight.tokens_seen
+    assert resumed.loss_curve == straight.loss_curve
+    for a, b in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_mixture_changes_what_is_learned(pool: ProxyPool, tokenizer: Tokenizer) -> None:

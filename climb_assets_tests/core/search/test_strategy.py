@@ -50,6 +50,7 @@ class Scored(ProxyTrainer):
         done = {
             "run_key": self.run_key,
             "weights": list(job.weights),
+            "stop_after": job.stop_after,
             "row": row | {"train_tokens_per_second": 1.0, "final_train_loss": 1.0},
             "curve": [{"candidate_id": job.candidate_id, "tokens": 1, "loss": 1.0}],
             "worker": worker_identity(),
@@ -239,8 +240,14 @@ def test_seed_repeats_measure_the_noise() -> None:
     result = run_rounds(counts, noisy, settings, seed=0)
     assert result.repeats.height == 2 * settings.seed_repeats
     assert result.repeats["iteration"].to_list() == [1, 1, 2, 2]
-    # Later iterations repeat the predicted best, which are listed first.
-    assert result.repeats.filter(pl.col("iteration") == 2)["candidate_id"].to_list() == [8, 9]
+    # Later iterations repeat the predicted best (listed first: 8, 9) among those that went on
+    # past their rung (successive halving), then the best of those at the rung.
+    second = result.rounds[1].runs
+    went_on = second.filter(~pl.col("estimated"))
+    by_rung = went_on.sort("rung_objective", descending=True, maintain_order=True)
+    planned = [c for c in (8, 9) if c in went_on["candidate_id"]]
+    expected = (planned + [c for c in by_rung["candidate_id"] if c not in planned])[:2]
+    assert result.repeats.filter(pl.col("iteration") == 2)["candidate_id"].to_list() == expected
     assert 0.002 < result.seed_noise < 0.03  # sd 0.01 per run
     assert np.isnan(seed_noise(np.empty(0), np.empty(0)))
     assert seed_noise(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0
@@ -286,8 +293,11 @@ def test_errors_name_the_problem() -> None:
         plan_iteration(2, None, counts, SETTINGS, BUDGET_TOKENS, seed=0)
     with pytest.raises(ValueError, match=r"outside 1\.\.3"):
         plan_iteration(4, None, counts, SETTINGS, BUDGET_TOKENS, seed=0)
-    with pytest.raises(ValueError, match=r"candidate_id 0\): score nan is not finite"):
+    with pytest.raises(ValueError, match=r"candidate 0 at its rung: score nan is not finite"):
         run_rounds(counts, lambda w, r: float("nan"), SETTINGS, seed=0)
+    without_halving = SETTINGS.model_copy(update={"rung_fraction": 1.0})
+    with pytest.raises(ValueError, match=r"candidate_id 0\): score nan is not finite"):
+        run_rounds(counts, lambda w, r: float("nan"), without_halving, seed=0)
     history = pl.DataFrame({"w_0": [0.5, 0.5, 1.0], "w_1": [0.5, 0.5, 0.0], "score": [1, None, 2]})
     with pytest.raises(ValueError, match="history row 2: score"):
         fit_iteration_predictor(history, SETTINGS, seed=0)
