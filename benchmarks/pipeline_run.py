@@ -86,9 +86,12 @@ def proxy_tokens(outputs: Path) -> dict[str, int]:
         found["rounds"] += int(runs["proxy_tokens"].sum())
         repeats = pl.read_parquet(path.with_name("repeats.parquet")).height
         found["repeats"] += repeats * int(runs["proxy_tokens"].max())
-    race = outputs / "bootstrap" / "final_race.parquet"
-    if race.exists():
-        found["race"] = int(pl.read_parquet(race)["proxy_tokens"].sum())
+    optimal = json.loads((outputs / "optimal_mixture.json").read_text())
+    full = max(
+        int(pl.read_parquet(p)["proxy_tokens"].max()) for p in bootstrap.glob("iter-*/runs.parquet")
+    )
+    raced = [row for row in optimal["final_race"] or [] if row["raced_as"] == row["finalist"]]
+    found["race"] = sum(int(row["seeds"]) for row in raced) * full
     return found
 
 
