@@ -111,7 +111,8 @@ def test_an_iteration_spreads_over_the_nodes_and_matches_the_local_scores(
         result = materialize_iteration(settings, instance)
     assert result.success
     metadata = iteration_metadata(result)
-    assert metadata["proxies_trained"].value == 6  # 4 candidates + 2 seed repeats
+    # 4 candidates to their rung, the best 2 on to the end, 2 seed repeats.
+    assert metadata["proxies_trained"].value == 8
     nodes = metadata["nodes"].value
     assert len(nodes) == WORKER_NODES and set(nodes) == worker_node_ids(ray_cluster)
     assert scores(layout).equals(scores(local_run[1]))
@@ -275,7 +276,7 @@ def test_a_node_removed_mid_iteration_retries_only_its_proxy_elsewhere(
     starts = pl.DataFrame([e for e in seen if e["event"] == "start"])
     [stalled] = [e for e in seen if e.get("rank") == 0]
     counts = dict(starts["job"].value_counts().iter_rows())
-    assert len(counts) == 6
+    assert len(counts) == 4 + 2 + 2  # rungs, the 2 kept on to the end, 2 seed repeats
     # Only the stalled proxy started again; what had finished (checkpointed) never retrained.
     assert counts == {job: 2 if job == stalled["job"] else 1 for job in counts}
     retried = starts.filter(pl.col("job") == stalled["job"])["node"].to_list()

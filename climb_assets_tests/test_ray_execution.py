@@ -102,7 +102,8 @@ def test_ray_iteration_matches_local_and_uses_several_workers(
 
     metadata = iteration_metadata(result)
     assert metadata["execution_backend"].value == "ray"
-    assert metadata["proxies_trained"].value == 6  # 4 candidates + 2 seed repeats
+    # 4 candidates to their rung, the best 2 on to the end, 2 seed repeats.
+    assert metadata["proxies_trained"].value == 8
     workers = metadata["workers"].value
     assert len(workers) >= 2 and str(os.getpid()) not in {w.split(":")[1] for w in workers}
     assert scores(layout).equals(scores(local))
@@ -181,10 +182,13 @@ class KillsItsWorkerOnce(ProxyTrainer):
 
     def __call__(self, job: ProxyJob) -> dict:
         first_time = not any(
-            json.loads(line)["job"] == job.name for line in self._lines() if line.strip()
+            json.loads(line)["candidate"] == job.candidate_id
+            for line in self._lines()
+            if line.strip()
         )
         with self.starts.open("a") as log:
-            log.write(json.dumps({"job": job.name, "pid": os.getpid()}) + "\n")
+            entry = {"job": job.name, "candidate": job.candidate_id, "pid": os.getpid()}
+            log.write(json.dumps(entry) + "\n")
         if job.candidate_id == self.victim and not job.repeat and first_time:
             self._record_attempt(job)
             os._exit(1)
@@ -225,11 +229,11 @@ def test_a_worker_lost_mid_iteration_is_retried_and_nothing_finished_retrains(
     assert result.success
     logged = [json.loads(line) for line in starts.read_text().splitlines()]
     started = pl.DataFrame(logged)["job"].value_counts().sort("job")
-    victim_name = f"candidate-{victim}"
+    victim_name = f"candidate-{victim}-rung"  # its first job: successive halving's rung
     assert dict(started.iter_rows()) == {
         name: 2 if name == victim_name else 1 for name in started["job"]
     }
-    assert started.height == 6
+    assert started.height == 4 + 2 + 2  # rungs, the 2 kept on to the end, 2 seed repeats
     [warning] = warnings
     assert f"candidate {victim}:" in warning and "retried" in warning
     assert scores(layout).equals(scores(local))
