@@ -84,7 +84,7 @@ def proxy_tokens(outputs: Path) -> dict[str, int]:
     for path in sorted(bootstrap.glob("iter-*/runs.parquet")):
         runs = pl.read_parquet(path)
         found["rounds"] += int(runs["proxy_tokens"].sum())
-        repeats = pl.read_parquet(path.with_name("repeats.parquet")).height
+        repeats = pl.read_parquet(path.with_name("seed_repeats.parquet")).height
         found["repeats"] += repeats * int(runs["proxy_tokens"].max())
     optimal = json.loads((outputs / "optimal_mixture.json").read_text())
     full = max(
