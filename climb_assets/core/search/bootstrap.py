@@ -122,11 +122,11 @@ def run_round(
     else:
         first_done, repeat_at, rung = _halve(trained, firsts, plan, halving, log, label)
         done = trained.done
-    jobs = firsts + [_repeat(firsts[i]) for i in repeat_at]
-    rows = [canonical_run_row({**d["row"], "repeat": 0}) for d in first_done]
-    rows += [canonical_run_row({**done[job]["row"], "repeat": 1}) for job in jobs[len(firsts) :]]
+    first_runs = [canonical_run_row({**d["row"], "repeat": 0}) for d in first_done]
+    rows = first_runs + [
+        canonical_run_row({**done[_repeat(firsts[i])]["row"], "repeat": 1}) for i in repeat_at
+    ]
     curves = [{c: point[c] for c in CURVE_SCHEMA} for d in first_done for point in d["curve"]]
-    first_runs = rows[: len(firsts)]
     scored = candidates.join(
         pl.DataFrame(first_runs).drop("repeat"), on="candidate_id", maintain_order="left"
     )
@@ -233,10 +233,10 @@ def _with_estimates(
         pl.Series("estimated", stopped, dtype=pl.Boolean),
     )
     finished = scored.filter(~pl.col("estimated"))
+    worst_finished = float(finished["objective"].min())  # this round's: before adding earlier
     if history is not None and {"rung_objective", "estimated"} <= set(history.columns):
         earlier = history.filter(~pl.col("estimated") & pl.col("rung_objective").is_not_null())
         finished = pl.concat([earlier, finished], how="diagonal")
-    worst_finished = float(scored.filter(~pl.col("estimated"))["objective"].min())
     estimates = estimate_full_objectives(
         rung_objectives[stopped],
         finished["rung_objective"].to_numpy(),

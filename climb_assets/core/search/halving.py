@@ -39,12 +39,12 @@ def halving_plan(n_candidates: int, search: SearchSettings, proxy: ProxySettings
     few candidates, or a rung at the last step)."""
     if search.rung_fraction >= 1 or n_candidates < MIN_CANDIDATES:
         return None
-    from climb_assets.core.search.proxy_training import rung_step  # torch: only when training
+    # torch: imported only when a round trains
+    from climb_assets.core.search.proxy_training import rung_step, schedule_steps
 
     keep = max(2, math.ceil(search.rung_keep * n_candidates))
     stop = rung_step(proxy, search.rung_fraction)
-    n_steps = math.ceil(proxy.tokens_per_proxy / (proxy.batch_size * proxy.seq_len))
-    if keep >= n_candidates or stop >= n_steps:
+    if keep >= n_candidates or stop >= schedule_steps(proxy):
         return None
     return Halving(stop, stop * proxy.batch_size * proxy.seq_len, keep)
 

@@ -121,7 +121,7 @@ def train_proxy(
     model, optimizer = accelerator.prepare(model, optimizer)
 
     tokens_per_step = settings.batch_size * settings.seq_len * accelerator.num_processes
-    n_steps = math.ceil(settings.tokens_per_proxy / tokens_per_step)
+    n_steps = schedule_steps(settings, accelerator.num_processes)
     batches = pool.sample_batches(
         weights,
         n_steps * settings.batch_size * settings.seq_len,
@@ -163,11 +163,17 @@ def train_proxy(
     )
 
 
-def rung_step(settings: ProxySettings, fraction: float, processes: int = 1) -> int:
+def schedule_steps(settings: ProxySettings, processes: int = 1) -> int:
+    """Optimizer steps of a proxy's schedule (each of `processes` draws its own batch)."""
+    return math.ceil(
+        settings.tokens_per_proxy / (settings.batch_size * settings.seq_len * processes)
+    )
+
+
+def rung_step(settings: ProxySettings, fraction: float) -> int:
     """The step at which a proxy stopped at `fraction` of its tokens is compared: a multiple of
     the loss curve's logging interval, so a stopped and resumed run logs the same curve."""
-    n_steps = math.ceil(settings.tokens_per_proxy / (settings.batch_size * settings.seq_len))
-    n_steps = math.ceil(n_steps / processes)
+    n_steps = schedule_steps(settings)
     log_every = max(1, n_steps // LOG_POINTS)
     return min(n_steps, max(log_every, round(fraction * n_steps / log_every) * log_every))
 
