@@ -482,7 +482,9 @@ def evaluate_columns(
             print(f"| {name} | {n} | " + " | ".join(cells) + f" | {_lead(per_column, n)} |")
     print(
         "\nper n: columns where ours is level with or ahead of the best plain LightGBM; mean "
-        "Spearman over the columns; columns where ours' lowest subsample is under 0.5"
+        "Spearman over the columns; mean pick percentile (the true percentile of the held-out "
+        "run each model ranks first, 100 = the best); columns where ours' lowest subsample is "
+        "under 0.5"
     )
     for n in sizes:
         present = [r for r in results.values() if (n, models[0]) in r]
@@ -490,9 +492,14 @@ def evaluate_columns(
             continue
         level = sum(not _lead(r, n).endswith("behind") for r in present)
         means = {m: np.mean([np.mean(r[(n, m)]["spearman"]) for r in present]) for m in models}
+        picks = {m: np.mean([np.mean(r[(n, m)]["pick"]) for r in present]) for m in models}
         low = sum(min(r[(n, "ours")]["spearman"]) < 0.5 for r in present)
         text = ", ".join(f"{m} {value:.3f}" for m, value in means.items())
-        print(f"{n:>4}: level or ahead on {level} of {len(present)}; mean {text}; under 0.5: {low}")
+        pick_text = ", ".join(f"{m} {value:.1f}" for m, value in picks.items())
+        print(
+            f"{n:>4}: level or ahead on {level} of {len(present)}; mean {text}; pick "
+            f"{pick_text}; under 0.5: {low}"
+        )
 
 
 def _lead(per_column: dict, n: int) -> str:
