@@ -292,7 +292,7 @@ def default_lightgbm(weights: np.ndarray, scores: np.ndarray, seed: int, test: n
 
 
 def regmix_lightgbm(weights: np.ndarray, scores: np.ndarray, seed: int, test: np.ndarray):
-    """LightGBM as RegMix's regression fits it: 1000 rounds at learning rate 0.01, defaults
+    """Plain LightGBM trained longer, RegMix-style: 1000 rounds at learning rate 0.01, defaults
     otherwise (so, like the defaults, no split with fewer than 40 rows)."""
     model = lgb.LGBMRegressor(
         n_estimators=1000, learning_rate=0.01, random_state=seed, n_jobs=1, verbosity=-1
