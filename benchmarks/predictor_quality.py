@@ -39,6 +39,7 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,22 +331,40 @@ def evaluate(
             print(f"{n:>4}  skipped: fewer than {MIN_HELD_OUT} runs would be held out")
             continue
         for name, model in models.items():
-            rhos, picks, distinct, seconds = [], [], [], []
-            for repeat in range(repeats):
-                order = np.random.default_rng([seed, n, repeat]).permutation(len(scores))
-                train, test = order[:n], order[n:]
-                started = time.perf_counter()
-                predicted = model(weights[train], scores[train], repeat, weights[test])
-                seconds.append(time.perf_counter() - started)
-                rho = spearman(predicted, scores[test])
-                rhos.append(0.0 if np.isnan(rho) else rho)
-                picked = scores[test][int(np.argmax(predicted))]
-                picks.append(100 * (scores[test] <= picked).mean())
-                distinct.append(len(np.unique(predicted)) / len(test))
+            runs = subsample_runs(model, weights, scores, n, repeats, seed)
             print(
-                f"{n:>4}  {name:26} {_mean(rhos):>15} {_mean(picks):>15} "
-                f"{np.mean(distinct):8.2f} {np.mean(seconds):6.2f}"
+                f"{n:>4}  {name:26} {_mean(runs['spearman']):>15} {_mean(runs['pick']):>15} "
+                f"{np.mean(runs['distinct']):8.2f} {np.mean(runs['seconds']):6.2f}"
             )
+
+
+def subsample_runs(
+    model: Callable[..., np.ndarray],
+    weights: np.ndarray,
+    scores: np.ndarray,
+    n: int,
+    repeats: int,
+    seed: int,
+    maximize: bool = True,
+) -> dict[str, list[float]]:
+    """Fit `model` on n seeded random runs, `repeats` times, and score its ranking of the rest:
+    Spearman (a constant prediction counts as 0), the true percentile of the run it ranks
+    best, the share of distinct predictions and the fit time. The subsamples depend on seed,
+    n and repeat only, so every model and column sees the same ones."""
+    sign = 1.0 if maximize else -1.0
+    found: dict[str, list[float]] = {"spearman": [], "pick": [], "distinct": [], "seconds": []}
+    for repeat in range(repeats):
+        order = np.random.default_rng([seed, n, repeat]).permutation(len(scores))
+        train, test = order[:n], order[n:]
+        started = time.perf_counter()
+        predicted = model(weights[train], scores[train], repeat, weights[test])
+        found["seconds"].append(time.perf_counter() - started)
+        rho = spearman(predicted, scores[test])
+        found["spearman"].append(0.0 if np.isnan(rho) else rho)
+        better = sign * scores[test]
+        found["pick"].append(100 * float((better <= better[np.argmax(sign * predicted)]).mean()))
+        found["distinct"].append(len(np.unique(predicted)) / len(test))
+    return found
 
 
 def evaluate_final_choice(
@@ -424,27 +443,14 @@ def column_results(
     repeats: int,
     seed: int,
 ) -> dict[tuple[int, str], dict[str, list[float]]]:
-    """Per (n, model): the out-of-sample Spearman and pick percentile of every subsample. The
-    subsamples are the same for every model and every column."""
-    lower_is_better = column.endswith(LOWER_IS_BETTER)
-    sign = -1.0 if lower_is_better else 1.0
-    results: dict[tuple[int, str], dict[str, list[float]]] = {}
-    for n in sizes:
-        if len(scores) - n < MIN_HELD_OUT:
-            continue
-        for name, model in COLUMN_MODELS.items():
-            rhos, picks = [], []
-            for repeat in range(repeats):
-                order = np.random.default_rng([seed, n, repeat]).permutation(len(scores))
-                train, test = order[:n], order[n:]
-                predicted = model(weights[train], scores[train], repeat, weights[test])
-                rho = spearman(predicted, scores[test])
-                rhos.append(0.0 if np.isnan(rho) else rho)
-                better = sign * scores[test]
-                picked = better[int(np.argmax(sign * predicted))]
-                picks.append(100 * float((better <= picked).mean()))
-            results[(n, name)] = {"spearman": rhos, "pick": picks}
-    return results
+    """Per (n, model): `subsample_runs` of the column, in its direction."""
+    maximize = not column.endswith(LOWER_IS_BETTER)
+    return {
+        (n, name): subsample_runs(model, weights, scores, n, repeats, seed, maximize)
+        for n in sizes
+        if len(scores) - n >= MIN_HELD_OUT
+        for name, model in COLUMN_MODELS.items()
+    }
 
 
 def evaluate_columns(
