@@ -287,6 +287,15 @@ class SearchSettings(_Section):
         "is estimated from its rung score (a line fitted on the runs that went on) and flagged "
         "`estimated`; it is never ranked above a finished run of its round. 1 turns it off.",
     )
+    rung_target_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Share of each target a candidate is scored on at its rung: documents "
+        "(within proxy.eval_max_tokens) and multiple-choice examples spread evenly over it. The "
+        "rung only ranks a round's candidates against each other; a proxy that goes on is scored "
+        "on the whole target at the end. 1 scores rungs on the whole target.",
+    )
     rung_keep: float = Field(
         0.5,
         gt=0,

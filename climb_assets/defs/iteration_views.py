@@ -89,8 +89,8 @@ def build_publishing_assets(partitions: dg.TimeWindowPartitionsDefinition) -> li
         runs = read_runs(layout, key)
         curves = pl.read_parquet(layout.loss_curves(key))
         metric_columns = [c for c in runs.columns if "/" in c or c == "objective"]
-        # Successive halving: a stopped candidate's metrics are its rung's, its objective an
-        # estimate.
+        # Successive halving: a stopped candidate's metrics are its rung's (on a share of each
+        # target), its objective an estimate.
         halving = [c for c in ("proxy_tokens", "rung_objective", "estimated") if c in runs.columns]
         chart = loss_curves(curves, key)
         finite = bool(np.isfinite(runs.select(metric_columns).to_numpy()).all())

@@ -192,7 +192,7 @@ def _halve(
     seed repeats, chosen among them) to the full budget. Returns each candidate's result (the
     rung's for a stopped one), the repeated candidates, and the rung objectives with the mask
     of stopped candidates."""
-    rung_jobs = [job.at_rung(halving.stop_after) for job in firsts]
+    rung_jobs = [job.at_rung(halving.stop_after, halving.target_share) for job in firsts]
     at_rung = trained.run(rung_jobs, f"{label} (rungs)")
     rung_objectives = np.array([at_rung[job]["row"]["objective"] for job in rung_jobs])
     for job, value in zip(rung_jobs, rung_objectives, strict=True):

@@ -27,11 +27,13 @@ MIN_PAIRS_FOR_SLOPE = 3
 
 @dataclass(frozen=True)
 class Halving:
-    """Stop every candidate after `stop_after` steps (`rung_tokens` tokens); keep `keep`."""
+    """Stop every candidate after `stop_after` steps (`rung_tokens` tokens), score it on
+    `target_share` of each target; keep `keep`."""
 
     stop_after: int
     rung_tokens: int
     keep: int
+    target_share: float = 1.0
 
 
 def halving_plan(n_candidates: int, search: SearchSettings, proxy: ProxySettings) -> Halving | None:
@@ -46,7 +48,7 @@ def halving_plan(n_candidates: int, search: SearchSettings, proxy: ProxySettings
     stop = rung_step(proxy, search.rung_fraction)
     if keep >= n_candidates or stop >= schedule_steps(proxy):
         return None
-    return Halving(stop, stop * proxy.batch_size * proxy.seq_len, keep)
+    return Halving(stop, stop * proxy.batch_size * proxy.seq_len, keep, search.rung_target_share)
 
 
 def kept_candidates(rung_objectives: Sequence[float], keep: int) -> np.ndarray:

@@ -42,12 +42,14 @@ CURVE_SCHEMA = {"candidate_id": pl.Int64, "tokens": pl.Int64, "loss": pl.Float64
 class ProxyJob:
     """Train candidate `candidate_id` on `weights`; repeat 1 is the re-run with a second seed.
     With `stop_after` the proxy stops at that step (a rung of successive halving) and keeps its
-    training state, from which the same candidate's full job goes on."""
+    training state, from which the same candidate's full job goes on; it is scored on
+    `target_share` of each target (a rung only ranks a round's candidates)."""
 
     candidate_id: int
     weights: tuple[float, ...]
     repeat: int
     stop_after: int | None = None
+    target_share: float = 1.0
 
     @property
     def name(self) -> str:
@@ -60,8 +62,8 @@ class ProxyJob:
             f", seed repeat {self.repeat}" if self.repeat else ""
         )
 
-    def at_rung(self, stop_after: int) -> ProxyJob:
-        return ProxyJob(self.candidate_id, self.weights, self.repeat, stop_after)
+    def at_rung(self, stop_after: int, target_share: float = 1.0) -> ProxyJob:
+        return ProxyJob(self.candidate_id, self.weights, self.repeat, stop_after, target_share)
 
 
 @dataclass(frozen=True)
@@ -89,9 +91,10 @@ class ProxyTrainer:
 
     def finished(self, job: ProxyJob) -> dict | None:
         done = read_checkpoint(self.checkpoint(job), self.run_key, np.asarray(job.weights))
-        if done is not None and done.get("stop_after") != job.stop_after:
+        if done is None or done.get("stop_after") != job.stop_after:
             return None
-        return done
+        # A checkpoint without target_share predates it and scored the whole targets.
+        return done if done.get("target_share", 1.0) == job.target_share else None
 
     def __call__(self, job: ProxyJob) -> dict:
         from climb_assets.core.search.proxy_training import TrainingState
@@ -113,6 +116,7 @@ class ProxyTrainer:
             objective_only=True,
             stop_after=job.stop_after,
             resume=None if resumed_from is None else TrainingState.load(resumed_from),
+            target_share=job.target_share,
         )
         if scored.state is not None:  # saved before the checkpoint that points at it
             scored.state.save(self.rung_state(job, scored.state.step))
@@ -120,6 +124,7 @@ class ProxyTrainer:
             "run_key": self.run_key,
             "weights": list(job.weights),
             "stop_after": job.stop_after,
+            "target_share": job.target_share,
             "row": {
                 "candidate_id": job.candidate_id,
                 "repeat": job.repeat,

@@ -38,11 +38,13 @@ def train_and_score(
     objective_only: bool = False,
     stop_after: int | None = None,
     resume: TrainingState | None = None,
+    target_share: float = 1.0,
 ) -> ScoredRun:
     """Train a fresh model of `proxy`'s shape on `weights` (one per pool group, in group order)
     with `seed` for initialisation and data order, then score it on every target (only the
     metrics the objective needs with `objective_only`, as the search does). `stop_after` and
-    `resume` stop at a step and go on from there (see `train_proxy`)."""
+    `resume` stop at a step and go on from there (see `train_proxy`); `target_share` scores
+    only that share of each target (see `score_targets`)."""
     from climb_assets.core.search.proxy_training import train_proxy
     from climb_assets.core.search.targets import objective, score_targets
 
@@ -51,6 +53,6 @@ def train_and_score(
         raise ValueError(f"{len(weights)} weights for a pool of {len(groups)} groups")
     mixture = {group: float(w) for group, w in zip(groups, weights, strict=True)}
     run = train_proxy(pool, mixture, proxy, seed, stop_after=stop_after, resume=resume)
-    scores = score_targets(run.model, tokenizer, targets, proxy, objective_only)
+    scores = score_targets(run.model, tokenizer, targets, proxy, objective_only, target_share)
     scores["objective"] = objective(scores, targets)
     return ScoredRun(scores, run.loss_curve, run.summary(), run.state)

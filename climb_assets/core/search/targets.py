@@ -182,10 +182,13 @@ def score_targets(
     targets: Sequence[LoadedTarget],
     settings: ProxySettings,
     objective_only: bool = False,
+    share: float = 1.0,
 ) -> dict[str, float]:
     """Every metric of every target, keyed "<name>/<metric>", plus the counts behind them
     ("<name>/tokens" and "<name>/bytes" for text, "<name>/examples" for multiple choice).
     With `objective_only`, multiple-choice targets scored by `gold_loss` skip the other metrics.
+    With `share` < 1, only that share of each target is scored (`spread_share`): cheaper, for
+    ranking proxies against each other (successive halving's rungs), not for reporting.
 
     Scoring runs in fp32, in eval mode, whatever precision the proxy was trained in."""
     was_training = model.training
@@ -194,12 +197,11 @@ def score_targets(
     with flush_denormals():
         for target in targets:
             if target.settings.kind == "text":
-                metrics = score_text(model, tokenizer, target.texts, settings)
+                metrics = score_text(model, tokenizer, target.texts, settings, share)
             else:
                 gold_only = objective_only and metric_of(target.settings) == "gold_loss"
-                metrics = score_choices(
-                    model, tokenizer, target.examples, settings.seq_len, gold_only
-                )
+                examples = [target.examples[i] for i in spread_share(len(target.examples), share)]
+                metrics = score_choices(model, tokenizer, examples, settings.seq_len, gold_only)
             scores.update({f"{target.name}/{key}": value for key, value in metrics.items()})
     model.train(was_training)
     return scores
@@ -207,15 +209,23 @@ def score_targets(
 
 @torch.inference_mode()
 def score_text(
-    model: ProxyLM, tokenizer: Tokenizer, texts: Sequence[str], settings: ProxySettings
+    model: ProxyLM,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    settings: ProxySettings,
+    share: float = 1.0,
 ) -> dict[str, float]:
-    """Mean token loss and bits per byte over at most settings.eval_max_tokens document tokens.
+    """Mean token loss and bits per byte over at most settings.eval_max_tokens document tokens
+    (with `share` < 1, over that share of those documents, spread evenly over them).
 
     Each document is scored on its own, after an EOS token (as it would start in training), in
     non-overlapping windows of seq_len predicted tokens. Only document tokens are scored, so the
     bytes are exactly those of the scored documents (or of the kept prefix of the last one).
     """
-    documents, n_bytes = _text_documents(tokenizer, texts, settings.eval_max_tokens)
+    documents, doc_bytes = _text_documents(tokenizer, texts, settings.eval_max_tokens)
+    kept = spread_share(len(documents), share)
+    documents = [documents[i] for i in kept]
+    n_bytes = sum(doc_bytes[i] for i in kept)
     windows = [w for doc in documents for w in _windows(doc, settings.seq_len)]
     nll = -sum(_continuation_logprobs(model, [(w, len(w) - 1) for w in windows]))
     n_tokens = sum(len(doc) - 1 for doc in documents)
@@ -227,13 +237,24 @@ def score_text(
     }
 
 
+def spread_share(n: int, share: float) -> list[int]:
+    """Indices of `share` of n items (at least one), spread evenly from the first: a target
+    that lists its domains one after another keeps every domain in its share."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    kept = min(n, max(1, math.ceil(share * n)))
+    return [i * n // kept for i in range(kept)]
+
+
 def _text_documents(
     tokenizer: Tokenizer, texts: Sequence[str], max_tokens: int
-) -> tuple[list[list[int]], int]:
-    """[EOS, *ids] per document until max_tokens ids, and the UTF-8 bytes those ids spell."""
+) -> tuple[list[list[int]], list[int]]:
+    """[EOS, *ids] per document until max_tokens ids, and the UTF-8 bytes each one's ids
+    spell."""
     eos = eos_id(tokenizer)
     documents: list[list[int]] = []
-    n_bytes = budget = 0
+    doc_bytes: list[int] = []
+    budget = 0
     encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
     for text, encoding in zip(texts, encodings, strict=True):
         ids = encoding.ids
@@ -243,16 +264,16 @@ def _text_documents(
         if len(ids) > room:  # cut the last document; count only the bytes its kept tokens cover
             ids = ids[:room]
             end_char = encoding.offsets[room - 1][1]
-            n_bytes += len(text[:end_char].encode("utf-8"))
+            doc_bytes.append(len(text[:end_char].encode("utf-8")))
         else:
-            n_bytes += len(text.encode("utf-8"))
+            doc_bytes.append(len(text.encode("utf-8")))
         documents.append([eos, *ids])
         budget += len(ids)
         if budget >= max_tokens:
             break
     if not documents:
         raise ValueError("text target has no tokens to score (all documents empty?)")
-    return documents, n_bytes
+    return documents, doc_bytes
 
 
 def _windows(ids: list[int], seq_len: int) -> list[list[int]]:

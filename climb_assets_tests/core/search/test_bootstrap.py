@@ -135,6 +135,8 @@ def test_halving_stops_the_worst_candidates_at_their_rung(two_rounds: tuple) -> 
         assert runs["estimated"].sum() == runs.height - kept
         finished, stopped = runs.filter(~pl.col("estimated")), runs.filter(pl.col("estimated"))
         assert set(finished["proxy_tokens"]) == {2048} and set(stopped["proxy_tokens"]) == {512}
+        # Rungs score a share of the target (search.rung_target_share); the end scores it all.
+        assert stopped["text/tokens"].max() < finished["text/tokens"].min()
         # The kept ones are the best at the rung.
         assert finished["rung_objective"].min() >= stopped["rung_objective"].max()
         assert stopped["objective"].max() < finished["objective"].min()
@@ -145,6 +147,17 @@ def test_halving_stops_the_worst_candidates_at_their_rung(two_rounds: tuple) -> 
         # Seed repeats pair two full-budget runs.
         assert set(result.repeats["candidate_id"]) <= set(finished["candidate_id"])
         assert result.summary["stopped_at_rung"] == runs.height - kept
+
+
+def test_a_rung_checkpoint_scored_on_another_share_of_the_targets_is_not_reused(
+    pool_dir: Path, tmp_path: Path
+) -> None:
+    trainer = _trainer(pool_dir, tmp_path)
+    rung = ProxyJob(0, (0.5, 0.25, 0.25), 0).at_rung(2, target_share=0.25)
+    trainer(rung)
+    assert trainer.finished(rung) is not None
+    assert trainer.finished(rung.at_rung(2, target_share=1.0)) is None
+    assert trainer.finished(rung.at_rung(3, target_share=0.25)) is None
 
 
 def test_without_halving_every_candidate_trains_to_the_end(pool_dir: Path, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from climb_assets.core.search.targets import (
     objective,
     score_targets,
     score_text,
+    spread_share,
 )
 from climb_assets.core.search.tokenizer import eos_id, train_bpe
 from climb_assets.settings import ProxySettings, TargetSettings
@@ -180,6 +181,56 @@ def test_text_scores_match_a_hand_computation(random_model: ProxyLM, tokenizer: 
     assert scores["tokens"] == n_tokens and scores["bytes"] == 12 + 9
     assert scores["loss"] == pytest.approx(total_nll / n_tokens, rel=1e-5)
     assert scores["bits_per_byte"] == pytest.approx(total_nll / math.log(2) / 21, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("n", "share", "expected"),
+    [
+        (8, 1.0, list(range(8))),
+        (8, 0.25, [0, 4]),
+        (10, 0.25, [0, 3, 6]),  # 2.5 of 10, rounded up
+        (10, 0.5, [0, 2, 4, 6, 8]),
+        (3, 0.01, [0]),  # at least one
+        (0, 0.5, []),
+    ],
+)
+def test_a_share_is_spread_evenly_from_the_first(n: int, share: float, expected: list) -> None:
+    assert spread_share(n, share) == expected
+
+
+@pytest.mark.parametrize("share", [0.0, -0.5, 1.5])
+def test_a_share_outside_zero_to_one_is_refused(share: float) -> None:
+    with pytest.raises(ValueError, match="share must be in"):
+        spread_share(4, share)
+
+
+def test_a_share_of_a_target_scores_exactly_its_spread_documents_and_examples(
+    random_model: ProxyLM, tokenizer: Tokenizer
+) -> None:
+    """What a rung scores (search.rung_target_share): the same as scoring the chosen documents
+    and examples whole, so a share is a subset of the target, not a different measure."""
+    texts = [f"the cat {'sat ' * i}on the mat." for i in range(8)]
+    text = LoadedTarget(TargetSettings(name="t", kind="text", path=Path("t")), texts=tuple(texts))
+    examples = tuple(
+        ChoiceExample(f"the cat {'sat ' * i}on", (" mat.", " sky."), 0) for i in range(8)
+    )
+    mc = LoadedTarget(
+        TargetSettings(name="c", kind="multiple_choice", path=Path("c")), examples=examples
+    )
+    part = score_targets(random_model, tokenizer, [text, mc], SETTINGS, share=0.25)
+    by_hand = score_targets(
+        random_model,
+        tokenizer,
+        [
+            LoadedTarget(text.settings, texts=(texts[0], texts[4])),
+            LoadedTarget(mc.settings, examples=(examples[0], examples[4])),
+        ],
+        SETTINGS,
+    )
+    assert part == by_hand
+    whole = score_targets(random_model, tokenizer, [text, mc], SETTINGS)
+    assert part["c/examples"] == 2 and whole["c/examples"] == 8
+    assert part["t/tokens"] < whole["t/tokens"] and part["t/bytes"] < whole["t/bytes"]
 
 
 def test_text_longer_than_a_window_and_the_token_budget(
