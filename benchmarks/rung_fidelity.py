@@ -71,18 +71,28 @@ def rung_objectives(
 
 
 def report(rows: pl.DataFrame, steps: dict[float, int], shares: list[float], keep: int) -> None:
+    """Per rung and share: Spearman to the final objectives (and, with share 1 among the
+    shares, to the rung's score on the whole targets), the true best kept, regret."""
     final = rows["final"].to_numpy()
     truth = np.argsort(-final, kind="stable")
     print(f"{rows.height} candidates; kept at the rung: the best {keep}")
-    print(f"rung  step  share  spearman  true top-{keep} kept  true best's rank at rung  regret")
+    print(
+        f"rung  step  share  spearman  to share 1  true top-{keep} kept  "
+        "true best's rank at rung  regret"
+    )
     for fraction, step in steps.items():
         for share in shares:
             at_rung = rows[column(step, share)].to_numpy()
+            whole = (
+                f"{spearman(at_rung, rows[column(step, 1.0)].to_numpy()):>10.3f}"
+                if 1.0 in shares
+                else f"{'':>10}"
+            )
             kept = np.argsort(-at_rung, kind="stable")[:keep]
             rank = int(np.flatnonzero(np.argsort(-at_rung, kind="stable") == truth[0])[0]) + 1
             regret = float(final.max() - final[kept].max())
             print(
-                f"{fraction:<5} {step:>4}  {share:<5g}  {spearman(at_rung, final):>8.3f}  "
+                f"{fraction:<5} {step:>4}  {share:<5g}  {spearman(at_rung, final):>8.3f}  {whole}  "
                 f"{len(set(kept) & set(truth[:keep])):>9} of {keep}  {rank:>24}  {regret:.4f}"
             )
 

@@ -254,12 +254,14 @@ def test_an_interrupted_iteration_resumes_from_its_finished_proxies(
         settings.search.proxies_per_iteration[0], settings.search, settings.proxy
     )
     assert halving is not None
-    for suffix, stop_after in (("-rung", halving.stop_after), ("", None)):
+    rung, full = (halving.stop_after, halving.target_share), (None, 1.0)
+    for suffix, (stop_after, target_share) in (("-rung", rung), ("", full)):
         write_json(
             {
                 "run_key": proxy_run_key(fresh, other.proxy_pool),
                 "weights": weights,
                 "stop_after": stop_after,
+                "target_share": target_share,
                 "row": row,
                 "curve": [],
             },

@@ -204,8 +204,8 @@ def _halve(
     repeat_at = repeats_among_kept(plan.repeats, kept, len(plan.repeats))
     log(
         f"{label}: {len(kept)} of {len(firsts)} candidates go on from their rung "
-        f"({halving.rung_tokens:,} tokens) to the full budget; the other "
-        f"{len(firsts) - len(kept)} keep an estimated objective"
+        f"({halving.rung_tokens:,} tokens, scored on {halving.target_share:.0%} of each target) "
+        f"to the full budget; the other {len(firsts) - len(kept)} keep an estimated objective"
     )
     stopped = np.ones(len(firsts), dtype=bool)
     stopped[kept] = False

@@ -104,8 +104,8 @@ def test_the_log_callback_hears_every_proxy(two_rounds: tuple) -> None:
     assert len(done) == trained
     halved = [line for line in said if " go on from their rung " in line]
     assert halved[0] == (
-        "round 1: 3 of 5 candidates go on from their rung (512 tokens) to the full budget; "
-        "the other 2 keep an estimated objective"
+        "round 1: 3 of 5 candidates go on from their rung (512 tokens, scored on 25% of each "
+        "target) to the full budget; the other 2 keep an estimated objective"
     )
     assert len(halved) == 2
     # Besides, a count per proxy and one as each of a round's two batches starts (the rungs,
