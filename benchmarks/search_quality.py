@@ -5,6 +5,8 @@ never seen? Targets made of held-out sample documents of one domain or several.
     .venv/bin/python benchmarks/search_quality.py --domains news film --jobs 1
     .venv/bin/python benchmarks/search_quality.py --domains pydocs+kjv+shakespeare
     .venv/bin/python benchmarks/search_quality.py --domains 'pydocs*3+kjv' news+wiki
+    .venv/bin/python benchmarks/search_quality.py --set proxy.tokens_per_proxy=150000 \
+        --name fewer-tokens      # settings changed (dotted keys), results in their own folder
 
 The bundled sample's document ids start with their source (news-, pydocs-, kjv-, ...). For each
 domain, `--held-out` of its documents are taken out of the corpus (the same documents for every
@@ -36,6 +38,9 @@ import yaml
 
 from climb_assets.core.search.final_race import describe_standings
 from climb_assets.settings import Settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline_run import apply_overrides, setting_override  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "search_quality"
@@ -133,6 +138,7 @@ def write_config(domain: str, target: Path, dest: Path, args: argparse.Namespace
         config["search"] = {"proxies_per_iteration": args.proxies}
     if args.threads:
         config["proxy"] = {"cpu_threads": args.threads}
+    apply_overrides(config, args.set)
     path = run_dir / "climb.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -277,12 +283,23 @@ def main() -> None:
         "--evaluate-only", action="store_true", help="reuse finished searches, evaluate again"
     )
     parser.add_argument("--report-only", action="store_true", help="print finished runs")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=setting_override,
+        metavar="KEY=VALUE",
+        help="a setting for every run, dotted (search.seed_repeats=0); repeatable",
+    )
+    parser.add_argument(
+        "--name", default="", help="results under benchmarks/results/search_quality/NAME"
+    )
     parser.add_argument("--evaluate-config", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.evaluate_config:
         evaluate(args.evaluate_config)
         return
-    dest = RESULTS
+    dest = RESULTS / args.name if args.name else RESULTS
     if not args.report_only:
         if args.evaluate_only:
             targets = {d: dest / "targets" / f"{slug(d)}.jsonl" for d in args.domains}

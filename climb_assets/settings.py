@@ -272,10 +272,12 @@ class SearchSettings(_Section):
         "in the order of the best run each led, then those the predictor ranks highest.",
     )
     seed_repeats: int = Field(
-        2,
+        0,
         ge=0,
-        description="Candidates per iteration trained again with another seed, to measure the "
-        "seed noise shown beside the predictor's spread (not used to fit the predictor).",
+        description="Candidates per iteration trained again with another seed, to measure "
+        "each round's seed noise beside the predictor's spread (not used to fit the predictor). "
+        "Off by default: the final race measures the noise on fresh seeds at the full budget, "
+        "and proxies the search decides nothing with are not trained.",
     )
     rung_fraction: float = Field(
         0.3,

@@ -389,10 +389,14 @@ def test_optimal_mixture_reports_caps_noise_and_the_best_observed_run(pipeline) 
     if chosen is not None:
         assert chosen == weights
     repeats = sum(s["repeated"] for s in result["iterations"])
-    assert repeats == settings.search.seed_repeats * settings.iterations
-    assert result["seed_noise"] is not None and result["seed_noise"] >= 0
+    assert repeats == settings.search.seed_repeats * settings.iterations == 0  # off by default
+    # The noise shown is then the race's: its finalists' spread over the same fresh seeds.
+    stds = [row["std"] for row in race.values() if row["raced_as"] == row["finalist"]]
+    assert result["seed_noise"] == pytest.approx(np.sqrt(np.mean(np.square(stds))))
+    assert result["seed_noise_from"].startswith("final race: ")
     lines = describe_result(layout)
     assert "best observed run" in lines[0] and "final race on 2 fresh seeds" in lines[1]
+    assert re.search(r"seed noise \d\.\d{3} \(final race: \d+ proxies\)$", lines[0]), lines[0]
     assert "cap" in lines[2] and len(lines) == 3 + len(weights)
 
 
@@ -524,6 +528,8 @@ def test_climb_report_writes_one_self_contained_page(pipeline, tmp_path: Path, c
                     "Evaluation against the baselines", "Dataset"):  # fmt: skip
         assert f"<h2>{heading}</h2>" in page, heading
     assert page.count('src="data:image/png;base64,') >= 3
+    assert "Seed noise " in page and "(final race: " in page  # no seed repeats by default
+    assert "<th>seed noise</th>" not in page
     assert "http://" not in page and "https://" not in page and "<script" not in page
 
 
@@ -623,9 +629,9 @@ def test_search_designs_spend_the_same_proxies_and_iterative_is_the_product(
         "best-of-random",
     ]
     budget = proxy_budget(settings.search)
-    assert budget == 7 + 2 * 2 + 3 * 2  # rounds 4 + 3, 2 seed repeats each, race 3 x 2 seeds
+    assert budget == 7 + 3 * 2  # rounds 4 + 3, no seed repeats (the default), race 3 x 2 seeds
     assert {proxy_budget(d.search) for d in designs} == {budget}
-    assert designs[1].search.proxies_per_iteration == [budget - 2 - 6]
+    assert designs[1].search.proxies_per_iteration == [budget - 6]
     assert designs[1].search.initial_design == "regmix"
     assert designs[3].search.final_race_seeds == 0
     trainer_settings = with_absolute_target_paths(settings)
@@ -651,7 +657,7 @@ def test_search_designs_spend_the_same_proxies_and_iterative_is_the_product(
     # Finalists equal to another are raced once, so a design may spend less, never more.
     assert all(r.proxies <= budget for r in results.values())
     assert results["best-of-random"].proxies == budget
-    assert results["one-shot"].history.height == budget - 8
+    assert results["one-shot"].history.height == budget - 6  # the race spends the rest
     # The iterative design is the product's search: same runs, same chosen mixture.
     optimal = json.loads(layout.optimal_mixture.read_text())
     chosen = [optimal["weights"][k] for k in sorted(optimal["weights"], key=int)]

@@ -45,7 +45,11 @@ def local_run(slice_corpus: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("local")
     settings = small_settings(slice_corpus, out, iterations=[4])
     settings = settings.model_copy(
-        update={"proxy": settings.proxy.model_copy(update={"cpu_threads": 1})}
+        update={
+            "proxy": settings.proxy.model_copy(update={"cpu_threads": 1}),
+            # off by default; on here, so Ray's repeats are compared with the local ones
+            "search": settings.search.model_copy(update={"seed_repeats": 2}),
+        }
     )
     with dg.instance_for_test() as instance:
         run_pipeline(build_definitions(settings), settings, instance, echo=lambda _: None)

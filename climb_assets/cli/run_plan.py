@@ -37,7 +37,7 @@ def describe_result(layout: Layout) -> list[str]:
         f"{result['predicted_objective']:.4f}; best observed run "
         f"{result['best_observed_objective']:.4f}"
         f" (predicted {result.get('best_observed_predicted', float('nan')):.4f}); seed noise "
-        f"{_number(result.get('seed_noise'))}",
+        f"{_number(result.get('seed_noise'))}{_source(result.get('seed_noise_from'))}",
         "  super-cluster   weight      cap  best run",
     ]
     if result.get("final_race"):
@@ -47,6 +47,10 @@ def describe_result(layout: Layout) -> list[str]:
         at_cap = "  (at cap)" if cap is not None and weight >= cap - 1e-6 else ""
         lines.append(f"  {key:>13} {weight:8.3f} {_number(cap, 8)} {observed[key]:9.3f}{at_cap}")
     return lines
+
+
+def _source(measured_on: str | None) -> str:
+    return f" ({measured_on})" if measured_on else ""
 
 
 def _number(value: float | None, width: int = 0) -> str:

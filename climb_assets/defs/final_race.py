@@ -74,14 +74,21 @@ def race_metadata(race: "RaceResult | None") -> dict:
     return {"final_race": table(race.standings()), "final_race_winner": race.winner.name}
 
 
-def pooled_seed_noise(layout: Layout, iterations: int) -> float | None:
-    """Seed noise over every iteration's repeated candidates (None when nothing was repeated)."""
+def search_seed_noise(
+    race: "RaceResult | None", layout: Layout, iterations: int
+) -> tuple[float | None, str | None]:
+    """The seed noise shown beside the optimal mixture, and where it was measured: the final
+    race's fresh seeds at the full budget when it had two or more, else the rounds' seed
+    repeats; (None, None) without either."""
     from climb_assets.core.search.strategy import seed_noise
 
+    if race is not None and (noise := race.seed_noise()) is not None:
+        return noise, f"final race: {race.runs.height} proxies"
     pairs = seed_repeats(layout, iterations)
     if pairs is None or pairs.height == 0:
-        return None
-    return seed_noise(pairs["score"].to_numpy(), pairs["repeat_score"].to_numpy())
+        return None, None
+    noise = seed_noise(pairs["score"].to_numpy(), pairs["repeat_score"].to_numpy())
+    return noise, f"seed repeats: {pairs.height} pairs"
 
 
 def noise_table(summaries: list[dict]) -> pl.DataFrame:

@@ -125,6 +125,9 @@ def mixture_section(
     ]
     if optimal.get("final_race"):
         notes.append(describe_standings(optimal["final_race"]) + ".")
+    if optimal.get("seed_noise") is not None:
+        where = optimal.get("seed_noise_from")
+        notes.append(f"Seed noise {optimal['seed_noise']:.3g}" + (f" ({where})." if where else "."))
     return Section(
         "Optimal mixture",
         notes=notes,
@@ -222,6 +225,9 @@ def trace_section(layout: Layout, optimal: dict, names: dict[int, str]) -> Secti
         }
         for s in optimal["iterations"]
     ]
+    if all(row["seed noise"] is None for row in per_iteration):  # no seed repeats (the default)
+        for row in per_iteration:
+            del row["seed noise"]
     runs = _runs(layout, len(optimal["iterations"]))
     section = Section("Search trace", tables=[("per iteration", per_iteration)])
     if runs.height:

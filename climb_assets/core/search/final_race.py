@@ -70,6 +70,20 @@ class RaceResult:
             .select("finalist", "raced_as", "mean", "std", "seeds", "winner")
         )
 
+    def seed_noise(self) -> float | None:
+        """Standard deviation of one proxy's objective under a change of seed, pooled over the
+        distinct finalists (each trained on the race's seeds, at the full budget); None when
+        the race had a single seed."""
+        spread = (
+            self.runs.group_by("finalist")
+            .agg(pl.col("objective").var().alias("variance"), (pl.len() - 1).alias("dof"))
+            .filter(pl.col("dof") > 0)
+        )
+        if spread.height == 0:
+            return None
+        pooled = (spread["variance"] * spread["dof"]).sum() / spread["dof"].sum()
+        return float(np.sqrt(pooled))
+
 
 def finalists(
     predicted: np.ndarray,

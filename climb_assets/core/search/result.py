@@ -35,10 +35,11 @@ def optimal_mixture_record(
     caps: np.ndarray,
     settings: Settings,
     summaries: list[dict[str, Any]],
-    seed_noise: float | None,
+    seed_noise: tuple[float | None, str | None],
     super_clusters_id: str,
 ) -> dict[str, Any]:
-    """The record of `optimal_mixture.json` (weights by super-cluster number as strings)."""
+    """The record of `optimal_mixture.json` (weights by super-cluster number as strings);
+    `seed_noise` is the noise and where it was measured."""
     weights = chosen_weights(best, race)
     choice = best.choice
     predicted, spread = best.predicted, best.predicted_spread
@@ -62,7 +63,8 @@ def optimal_mixture_record(
         "best_observed_weights": _by_number(best.best_observed_weights),
         "caps": _by_number(caps),
         "final_cv_spearman": None if np.isnan(cv) else cv,
-        "seed_noise": seed_noise,
+        "seed_noise": seed_noise[0],
+        "seed_noise_from": seed_noise[1],
         "pool_size": best.pool_size,
         "top_k": settings.search.final_top_k,
         "min_weight": settings.search.final_min_weight,

@@ -37,7 +37,12 @@ from climb_assets.core.shared.identity import (
     search_id,
 )
 from climb_assets.defs.failures import one_line_failures
-from climb_assets.defs.final_race import final_race, noise_table, pooled_seed_noise, race_metadata
+from climb_assets.defs.final_race import (
+    final_race,
+    noise_table,
+    race_metadata,
+    search_seed_noise,
+)
 from climb_assets.defs.iteration_views import build_publishing_assets
 from climb_assets.defs.metadata import (
     iteration_numbers,
@@ -345,7 +350,7 @@ def optimal_mixture(
         caps,
         settings,
         summaries,
-        pooled_seed_noise(layout, settings.iterations),
+        search_seed_noise(race, layout, settings.iterations),
         clusters_id,
     )
     spread = result["predicted_spread"]
@@ -367,6 +372,7 @@ def optimal_mixture(
             f"{settings.search.final_top_k})",
             **race_metadata(race),
             "seed_noise": or_na(result["seed_noise"]),
+            "seed_noise_from": result["seed_noise_from"] or "n/a",
             "objective_direction": "higher is better",
             SUPER_CLUSTERS_ID: clusters_id,
             SEARCH_ID: identity,

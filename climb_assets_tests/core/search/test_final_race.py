@@ -8,7 +8,9 @@ import pytest
 
 from climb_assets.core.search.evaluation import baseline_mixtures
 from climb_assets.core.search.final_race import (
+    RACE_SCHEMA,
     Finalist,
+    RaceResult,
     describe_standings,
     finalists,
     race_winner,
@@ -73,6 +75,28 @@ def test_describe_standings_names_the_winner_first_and_the_twins() -> None:
         "final race on 3 fresh seeds (winner first): best_single -1.0000 ± 0.050; "
         "predicted -1.1000 ± 0.100; best_observed = predicted"
     )
+
+
+def test_the_race_measures_the_seed_noise_pooled_over_its_finalists() -> None:
+    entrants = [
+        Finalist("predicted", np.array([0.5, 0.5])),
+        Finalist("best_observed", np.array([0.5, 0.5]), same_as="predicted"),
+        Finalist("best_single", np.array([1.0, 0.0])),
+    ]
+    runs = pl.DataFrame(
+        {
+            "finalist": ["predicted"] * 3 + ["best_single"] * 3,
+            "candidate_id": [10] * 3 + [11] * 3,
+            "repeat": [1, 2, 3] * 2,
+            "objective": [-1.0, -1.2, -1.4, -2.0, -2.0, -2.3],
+        },
+        schema=RACE_SCHEMA,
+    )
+    race = RaceResult(entrants, runs, entrants[0])
+    # Sample variances 0.04 and 0.03 on 2 degrees of freedom each: pooled sqrt(0.035).
+    assert race.seed_noise() == pytest.approx(np.sqrt(0.035))
+    one_seed = RaceResult(entrants, runs.filter(pl.col("repeat") == 1), entrants[0])
+    assert one_seed.seed_noise() is None
 
 
 def test_a_race_trains_every_distinct_finalist_on_the_same_fresh_seeds(

@@ -202,13 +202,20 @@ def test_the_result_record_says_what_was_chosen_and_on_what(searched: tuple) -> 
     optimal = result.optimal
     caps = build_constraints(counts, SETTINGS, BUDGET_TOKENS).upper
     record = optimal_mixture_record(
-        optimal, None, caps, Settings(search=SETTINGS), [{"iteration": 1}], 0.01, "abc"
+        optimal,
+        None,
+        caps,
+        Settings(search=SETTINGS),
+        [{"iteration": 1}],
+        (0.01, "seed repeats: 2 pairs"),
+        "abc",
     )
     assert record["weights"] == {str(i): float(w) for i, w in enumerate(optimal.weights)}
     assert record["weights"] == record["predicted_choice"]  # no race: the predictor's choice
     assert record["choice_method"] == record["predicted_choice_method"] == optimal.choice.method
     assert record["predicted_objective"] == optimal.predicted and record["final_race"] is None
     assert record[SUPER_CLUSTERS_ID] == "abc" and record["seed_noise"] == 0.01
+    assert record["seed_noise_from"] == "seed repeats: 2 pairs"
     assert len(record["caps"]) == len(counts) and record["trust_region"]["chosen"]["inside"]
 
 
@@ -232,7 +239,7 @@ def test_iteration_one_trains_every_group_at_its_cap() -> None:
 def test_seed_repeats_measure_the_noise() -> None:
     counts, optimum = _problem(5)
     rng = np.random.default_rng(0)
-    settings = SearchSettings(proxies_per_iteration=[8, 6], candidate_pool_size=500)
+    settings = SearchSettings(proxies_per_iteration=[8, 6], candidate_pool_size=500, seed_repeats=2)
 
     def noisy(weights: np.ndarray, repeat: int) -> float:
         return -float(((weights - optimum) ** 2).sum()) + float(rng.normal(0, 0.01))

@@ -34,6 +34,7 @@ SETTINGS = Settings.model_validate(
             "candidate_pool_size": 200,
             "top_k_for_sampling": 4,
             "cv_folds": 2,
+            "seed_repeats": 2,  # off by default; the round's tests measure them
         },
         "targets": [
             {
