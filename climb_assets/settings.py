@@ -303,7 +303,7 @@ class SearchSettings(_Section):
         gt=0,
         le=1,
         description="Share of a round's candidates that train on to the full budget after the "
-        "rung (at least 2); the seed repeats are chosen among them.",
+        "rung (at least 2); seed repeats, when on, are chosen among them.",
     )
     final_top_k: int = Field(
         16,
