@@ -213,21 +213,20 @@ def _runs(layout: Layout, iterations: int) -> pl.DataFrame:
 def trace_section(layout: Layout, optimal: dict, names: dict[int, str]) -> Section:
     from climb_assets.core.shared.plots import objective_by_iteration
 
+    # Rounds measure seed noise only with seed repeats, which are off by default.
+    repeated = any(s.get("seed_noise") is not None for s in optimal["iterations"])
     per_iteration = [
         {
             "iteration": s["iteration"],
             "proxies": s["proxies"],
             "best score": s["best_score"],
             "score spread": s.get("score_spread"),
-            "seed noise": s.get("seed_noise"),
+            **({"seed noise": s.get("seed_noise")} if repeated else {}),
             "predictor cv spearman": s.get("cv_spearman"),
             "stopped at rung": s.get("stopped_at_rung", 0),
         }
         for s in optimal["iterations"]
     ]
-    if all(row["seed noise"] is None for row in per_iteration):  # no seed repeats (the default)
-        for row in per_iteration:
-            del row["seed noise"]
     runs = _runs(layout, len(optimal["iterations"]))
     section = Section("Search trace", tables=[("per iteration", per_iteration)])
     if runs.height:
